@@ -1,0 +1,41 @@
+//! tasktape's core: the task model, the event tape and its grammar, the
+//! store contract, and the manager that runs ops. No web framework and no SQL
+//! driver live here; stores and the server depend on this crate, never the
+//! other way round.
+//!
+//! # Layout
+//!
+//! - [`time`]: millisecond UTC timestamps in the wire format.
+//! - [`model`]: task ids, statuses, outcomes, rows, `params_digest`.
+//! - [`event`]: event bodies, their stored JSON form, the tape grammar.
+//! - [`store`]: the [`Store`] trait, its typed answers, list cursors.
+//! - [`wake`]: the hub stores announce commits on and followers wait on.
+//! - [`follow`]: WIRE.md's events page with long-poll waits.
+//! - [`op`], [`echo`]: the op trait, the registry, the built-in `echo`.
+//! - [`reporter`]: what a running op writes its tape through.
+//! - [`manager`]: submit, schedule, run, cancel, recover, shut down.
+//! - `testkit` (feature `testkit`): the store contract suite.
+
+pub mod echo;
+pub mod event;
+pub mod follow;
+pub mod manager;
+pub mod model;
+pub mod op;
+pub mod reporter;
+pub mod store;
+pub mod time;
+pub mod wake;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use event::{Event, EventBody, EventKind, StoredEvent, validate_tape};
+pub use manager::{Manager, ManagerConfig, SubmitError, Submitted};
+pub use model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
+pub use op::{FnOp, Op, OpError, OpRegistry, OpResult, ParamsError};
+pub use reporter::{ReportError, Reporter};
+pub use store::{Store, StoreError};
+pub use time::Timestamp;
+pub use tokio_util::sync::CancellationToken;
+pub use wake::WakeHub;

@@ -1,0 +1,136 @@
+//! The Reporter: how a running op writes its tape and learns of a cancel.
+//!
+//! Calls queue the event at the store in call order and return once queued
+//! (they may return before the commit); followers only ever see committed
+//! events, and the manager's `finish` is queued after every event the op
+//! queued, so `final` stays last. Once the task has finished, every call
+//! answers [`ReportError::Dropped`] and writes nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::EventBody;
+use crate::model::TaskId;
+use crate::store::{AppendAck, Store};
+
+/// Why a report was not written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The task already finished (cancelled, or its op returned); nothing written.
+    #[error("task already finished, event dropped")]
+    Dropped,
+    /// The store failed to write an event of this task.
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+/// The op's handle on its task: `progress`, `log`, `partial` and the cancel token.
+#[derive(Clone)]
+pub struct Reporter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    task_id: TaskId,
+    store: Arc<dyn Store>,
+    token: CancellationToken,
+    ack: Arc<AppendAck>,
+    closed: AtomicBool,
+}
+
+impl Reporter {
+    /// A reporter for a running task. The manager makes these; embedders
+    /// testing an op on their own may too.
+    pub fn new(store: Arc<dyn Store>, task_id: TaskId, token: CancellationToken) -> Self {
+        Reporter {
+            inner: Arc::new(Inner {
+                task_id,
+                store,
+                token,
+                ack: Arc::new(AppendAck::default()),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The task this reporter writes to.
+    pub fn task_id(&self) -> TaskId {
+        self.inner.task_id
+    }
+
+    /// Fires when the task is cancelled (or the server shuts down).
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.token
+    }
+
+    /// Whether the cancel token fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.token.is_cancelled()
+    }
+
+    /// Waits until the cancel token fires.
+    pub async fn cancelled(&self) {
+        self.inner.token.cancelled().await;
+    }
+
+    /// Reports progress of `phase`: `current` of `total` (0 = unknown).
+    pub async fn progress(
+        &self,
+        phase: impl Into<String>,
+        current: u64,
+        total: u64,
+        detail: Option<Value>,
+    ) -> Result<(), ReportError> {
+        self.emit(EventBody::Progress { phase: phase.into(), current, total, detail }).await
+    }
+
+    /// Writes a log line at `level` (`debug`, `info`, `warning`, `error`).
+    pub async fn log(&self, level: impl Into<String>, message: impl Into<String>) -> Result<(), ReportError> {
+        self.emit(EventBody::Log { level: level.into(), message: message.into() }).await
+    }
+
+    /// Publishes a partial result of `kind`.
+    pub async fn partial(&self, kind: impl Into<String>, payload: Value) -> Result<(), ReportError> {
+        self.emit(EventBody::Partial { kind: kind.into(), payload }).await
+    }
+
+    /// The highest seq of this reporter's events known to be committed.
+    pub fn committed_seq(&self) -> u64 {
+        self.inner.ack.last_seq()
+    }
+
+    async fn emit(&self, body: EventBody) -> Result<(), ReportError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) || inner.ack.dropped() {
+            return Err(ReportError::Dropped);
+        }
+        if let Some(error) = inner.ack.error() {
+            return Err(ReportError::Store(error));
+        }
+        inner
+            .store
+            .append_queued(inner.task_id, body, Arc::clone(&inner.ack))
+            .await
+            .map_err(|error| ReportError::Store(error.to_string()))
+    }
+
+    /// Stops further writes: called by the manager before it finishes the task.
+    pub(crate) fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    /// The first store error a queued event met, if any.
+    pub(crate) fn store_error(&self) -> Option<String> {
+        self.inner.ack.error()
+    }
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter").field("task_id", &self.inner.task_id).finish_non_exhaustive()
+    }
+}

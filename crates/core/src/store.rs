@@ -1,0 +1,406 @@
+//! The store contract: the operations every backend offers and the typed
+//! answers they give. Only a store decides a transition; callers never read a
+//! row and then write on the strength of what they read.
+//!
+//! Every operation here is atomic. A store enforces DESIGN.md's invariants 1
+//! (row and tape agree at every commit), 2 (start and finish are single
+//! transactions), 3 (terminal is immutable; the first finish wins) and 6
+//! (answers come after the commit). The contract test kit
+//! (`tasktape_core::testkit`, feature `testkit`) checks all of it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventBody, StoredEvent};
+use crate::model::{NewTask, Outcome, Status, Task, TaskId};
+use crate::time::Timestamp;
+use crate::wake::WakeHub;
+
+/// The store layer's result.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What went wrong in a store. Driver errors are boxed in [`StoreError::Backend`]
+/// so no driver type leaks out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store could not be opened or created.
+    #[error("cannot open the store at {path}: {message}")]
+    Open {
+        /// The file or address.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The store is read-only.
+    #[error("the store at {path} is read-only: {message}")]
+    ReadOnly {
+        /// The file or address.
+        path: String,
+        /// What the backend said.
+        message: String,
+    },
+    /// The file is not a tasktape database, or is damaged.
+    #[error("the store at {path} is not a valid database (corrupt or foreign file): {message}")]
+    Corrupt {
+        /// The file or address.
+        path: String,
+        /// What the backend said.
+        message: String,
+    },
+    /// The disk (or the configured size limit) is full; nothing was written.
+    #[error("the store at {path} is full, nothing was written: {message}")]
+    Full {
+        /// The file or address.
+        path: String,
+        /// What the backend said.
+        message: String,
+    },
+    /// The database was migrated by a newer tasktape.
+    #[error("the store at {path} has schema version {found}, newer than this build's {known}")]
+    SchemaTooNew {
+        /// The file or address.
+        path: String,
+        /// The version found.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// `append` was given a `task_started`, `final` or `heartbeat` body.
+    #[error("{kind} events cannot be appended: start, finish and streaming write them")]
+    NotAppendable {
+        /// The rejected type.
+        kind: &'static str,
+    },
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// Any other backend failure.
+    #[error("{context}: {source}")]
+    Backend {
+        /// Which store (its path or address).
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The answer to [`Store::create`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    /// The task: the new one, or the one that already had the idempotency key.
+    pub task: Task,
+    /// False when the idempotency key gave back an existing task.
+    pub created: bool,
+}
+
+/// Who runs a task and until when that holds unless renewed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The owning instance's id.
+    pub owner: String,
+    /// The lease's expiry.
+    pub until: Timestamp,
+}
+
+/// The answer to [`Store::start`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum StartOutcome {
+    /// The row is running and `task_started` is seq 1.
+    Started(Task),
+    /// It was already running; nothing written.
+    AlreadyRunning,
+    /// It already finished (e.g. cancelled while pending); nothing written.
+    AlreadyFinished {
+        /// Its terminal status.
+        status: Status,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// The answer to [`Store::append`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Committed at this seq.
+    Appended {
+        /// The event's seq.
+        seq: u64,
+    },
+    /// Not written: the task is not running (pending or finished).
+    Dropped {
+        /// The tape's last seq.
+        last_seq: u64,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// The answer to [`Store::finish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishOutcome {
+    /// The row is terminal and `final` is at `seq`. `status` is `cancelled`
+    /// whenever a cancel had been requested, whatever outcome was asked for.
+    Finished {
+        /// The final's seq.
+        seq: u64,
+        /// The terminal status written.
+        status: Status,
+    },
+    /// Another finish won; nothing written.
+    AlreadyFinished {
+        /// The winner's status.
+        status: Status,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// The answer to [`Store::request_cancel`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The task was pending and is now `cancelled`, its tape just `final`.
+    Cancelled {
+        /// The final's seq (1).
+        seq: u64,
+    },
+    /// The task is running; the request is recorded and the task will end
+    /// `cancelled` (its owner must fire the op's cancel token).
+    Requested {
+        /// The owning instance.
+        owner: Option<String>,
+    },
+    /// The task had already finished; nothing written.
+    AlreadyTerminal {
+        /// Its status.
+        status: Status,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// The answer to [`Store::delete`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The task and its tape are gone.
+    Deleted,
+    /// Pending or running tasks are not deleted.
+    NotTerminal {
+        /// Its status.
+        status: Status,
+    },
+    /// No such task.
+    NotFound,
+}
+
+/// A position in the list order `(created_at DESC, task_id ASC)`: the last
+/// row of the previous page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The row's creation time.
+    pub created_at: Timestamp,
+    /// The row's id.
+    pub task_id: TaskId,
+}
+
+/// The cursor text was not a cursor.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor ({reason})")]
+pub struct InvalidCursor {
+    /// Always `decode_failed`, as dikw-core says it.
+    pub reason: &'static str,
+}
+
+impl Cursor {
+    /// The opaque text form: dikw-core's base64url (no padding) of
+    /// `{"created_at":…,"task_id":…}`.
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Parses the text form.
+    pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map_err(|_| InvalidCursor { reason: "decode_failed" })?;
+        serde_json::from_slice(&bytes).map_err(|_| InvalidCursor { reason: "decode_failed" })
+    }
+}
+
+/// What [`Store::list`] returns.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this op.
+    pub op: Option<String>,
+    /// At most this many rows (callers clamp it; 1..=1000 on the wire).
+    pub limit: usize,
+    /// Start after this row.
+    pub after: Option<Cursor>,
+}
+
+/// One page of rows.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    /// The rows, in list order.
+    pub tasks: Vec<Task>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<Cursor>,
+    /// Whether more rows follow.
+    pub has_more: bool,
+}
+
+/// A slice of one task's tape, read in one snapshot with its row status.
+#[derive(Clone, Debug)]
+pub struct TapePage {
+    /// The row's status at the snapshot.
+    pub status: Status,
+    /// Events with seq ≥ the asked `from_seq`, ascending, at most `limit`.
+    pub events: Vec<StoredEvent>,
+    /// The tape's highest seq at the snapshot (0 if empty).
+    pub last_seq: u64,
+}
+
+/// Tasks per status.
+pub type StatusCounts = HashMap<Status, u64>;
+
+/// Where a queued append reports its outcome (see [`Store::append_queued`]).
+#[derive(Debug, Default)]
+pub struct AppendAck {
+    dropped: AtomicBool,
+    last_seq: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+impl AppendAck {
+    /// Records one append's outcome.
+    pub fn record(&self, outcome: &Result<AppendOutcome>) {
+        match outcome {
+            Ok(AppendOutcome::Appended { seq }) => {
+                self.last_seq.fetch_max(*seq, Ordering::Relaxed);
+            }
+            Ok(AppendOutcome::Dropped { .. } | AppendOutcome::NotFound) => {
+                self.dropped.store(true, Ordering::Release);
+            }
+            Err(error) => {
+                let mut slot = self.error.lock().unwrap_or_else(|poison| poison.into_inner());
+                slot.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+
+    /// Whether some append was dropped (the task is no longer running).
+    pub fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
+    /// The highest seq committed so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    /// The first store error a queued append met, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|poison| poison.into_inner()).clone()
+    }
+}
+
+/// A task store. Implementations: `tasktape-store-sqlite`, `tasktape-store-postgres`.
+///
+/// Callers hold it as `Arc<dyn Store>`. Every method is one atomic step; none
+/// panics on any input.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name for `/v1/info` (`"sqlite"`, `"postgres"`).
+    fn backend(&self) -> &'static str;
+
+    /// The hub the store wakes after each commit that adds events.
+    fn wake_hub(&self) -> &Arc<WakeHub>;
+
+    /// Creates a pending task. With an idempotency key already in use, writes
+    /// nothing and returns the existing task (`created: false`).
+    async fn create(&self, task: NewTask) -> Result<Created>;
+
+    /// Pending → running, writing `task_started` as seq 1, owned under `lease`.
+    async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome>;
+
+    /// Appends a `progress`, `log` or `partial` event to a running task and
+    /// answers after the commit. Other types: [`StoreError::NotAppendable`].
+    async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome>;
+
+    /// Queues an append and returns before it commits; the outcome goes to
+    /// `ack`. Queued appends and later calls from the same caller commit in
+    /// call order, so a `finish` issued after them lands after them. The
+    /// default awaits [`Store::append`]; stores with a writer queue override it.
+    async fn append_queued(&self, task_id: TaskId, body: EventBody, ack: Arc<AppendAck>) -> Result<()> {
+        let outcome = self.append(task_id, body).await;
+        ack.record(&outcome);
+        outcome.map(|_| ())
+    }
+
+    /// Makes the task terminal and writes `final`, in one transaction. From
+    /// pending the tape is just `final`. A task with a cancel request ends
+    /// `cancelled` whatever `outcome` says.
+    async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome>;
+
+    /// Records a cancel request; a pending task is finished `cancelled` at once.
+    async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome>;
+
+    /// One row.
+    async fn get(&self, task_id: TaskId) -> Result<Option<Task>>;
+
+    /// One page of rows in `(created_at DESC, task_id ASC)` order.
+    async fn list(&self, query: ListQuery) -> Result<ListPage>;
+
+    /// Tasks per status.
+    async fn counts(&self) -> Result<StatusCounts>;
+
+    /// Events with seq ≥ `from_seq`, at most `limit`, with the row status and
+    /// last seq of the same snapshot; `None` for an unknown task.
+    async fn events(&self, task_id: TaskId, from_seq: u64, limit: usize) -> Result<Option<TapePage>>;
+
+    /// The tape's highest seq (0 when empty); `None` for an unknown task.
+    async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>>;
+
+    /// Extends the lease of every running task `owner` holds; returns how many.
+    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64>;
+
+    /// Running tasks whose lease ended before `now`, except `exclude_owner`'s.
+    async fn expired(&self, now: Timestamp, exclude_owner: &str) -> Result<Vec<TaskId>>;
+
+    /// Running tasks held by `owner` (an instance's leftovers at start-up).
+    async fn leftovers(&self, owner: &str) -> Result<Vec<TaskId>>;
+
+    /// All pending tasks, oldest first (queued again at start-up).
+    async fn pending(&self) -> Result<Vec<Task>>;
+
+    /// Deletes a terminal task and its tape.
+    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome>;
+
+    /// Deletes terminal tasks that finished before `finished_before`; returns how many.
+    async fn purge(&self, finished_before: Timestamp) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_matches_dikw_encoding() {
+        let text = "eyJjcmVhdGVkX2F0IjoiMjAyNi0xMS0yN1QyMjowNToyMS43NzVaIiwidGFza19pZCI6ImVjMWEyYjIyLTRiYmItNDc5MS05OGM3LTFhYzMyMjE3MjgyNCJ9";
+        let cursor = Cursor::decode(text).unwrap();
+        assert_eq!(cursor.created_at.to_string(), "2026-11-27T22:05:21.775Z");
+        assert_eq!(cursor.task_id.to_string(), "ec1a2b22-4bbb-4791-98c7-1ac322172824");
+        assert_eq!(cursor.encode(), text);
+        assert_eq!(Cursor::decode("garbage").unwrap_err().reason, "decode_failed");
+        assert_eq!(Cursor::decode("!!!").unwrap_err().reason, "decode_failed");
+    }
+}

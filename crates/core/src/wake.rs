@@ -1,0 +1,145 @@
+//! Wake-ups: stores announce "task T now has seq N" after each commit, and
+//! followers wait for "seq > n" without polling the store.
+//!
+//! The hub only keeps entries for tasks somebody watches, so announcing a
+//! commit nobody follows costs one map lookup. A watcher must be registered
+//! *before* it reads the store; then a commit is either visible to its read
+//! or announced to it afterwards, never lost in between.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::model::TaskId;
+
+/// Where stores announce commits and followers wait for them.
+#[derive(Debug, Default)]
+pub struct WakeHub {
+    slots: Mutex<HashMap<TaskId, Weak<Slot>>>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    seq: AtomicU64,
+    notify: Notify,
+}
+
+impl WakeHub {
+    /// A hub with no watchers.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Announces that `task_id`'s tape reached `seq` (committed).
+    pub fn notify(&self, task_id: TaskId, seq: u64) {
+        let slot = {
+            let slots = self.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+            slots.get(&task_id).and_then(Weak::upgrade)
+        };
+        if let Some(slot) = slot {
+            slot.seq.fetch_max(seq, Ordering::AcqRel);
+            slot.notify.notify_waiters();
+        }
+    }
+
+    /// Starts watching `task_id`. Register before reading the store.
+    pub fn watch(self: &Arc<Self>, task_id: TaskId) -> Watch {
+        let mut slots = self.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+        let slot = match slots.get(&task_id).and_then(Weak::upgrade) {
+            Some(slot) => slot,
+            None => {
+                let slot = Arc::new(Slot::default());
+                slots.insert(task_id, Arc::downgrade(&slot));
+                slot
+            }
+        };
+        Watch { hub: Arc::clone(self), task_id, slot }
+    }
+
+    /// How many tasks are watched right now.
+    pub fn watched_tasks(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+    }
+}
+
+/// One follower's registration for one task; dropping it unregisters.
+#[derive(Debug)]
+pub struct Watch {
+    hub: Arc<WakeHub>,
+    task_id: TaskId,
+    slot: Arc<Slot>,
+}
+
+impl Watch {
+    /// The highest seq announced since this watch (or another on the same
+    /// task) was registered.
+    pub fn announced(&self) -> u64 {
+        self.slot.seq.load(Ordering::Acquire)
+    }
+
+    /// Waits until a seq greater than `seq` is announced or `deadline`
+    /// passes; returns whether it was announced.
+    pub async fn wait_past(&self, seq: u64, deadline: Instant) -> bool {
+        loop {
+            let notified = self.slot.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.announced() > seq {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.announced() > seq;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut slots = self.hub.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+        // Our Arc is the last strong one: nobody else watches this task.
+        if Arc::strong_count(&self.slot) == 1 {
+            slots.remove(&self.task_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_commit_after_registration_wakes_the_watcher() {
+        let hub = WakeHub::new();
+        let task_id = TaskId::new();
+        let watch = hub.watch(task_id);
+        let waiter = tokio::spawn(async move {
+            watch.wait_past(3, Instant::now() + Duration::from_secs(10)).await
+        });
+        tokio::task::yield_now().await;
+        hub.notify(task_id, 3);
+        hub.notify(task_id, 4);
+        assert!(waiter.await.unwrap());
+        assert_eq!(hub.watched_tasks(), 0, "the dropped watch left its slot behind");
+    }
+
+    #[tokio::test]
+    async fn waiting_times_out_without_a_new_seq() {
+        let hub = WakeHub::new();
+        let task_id = TaskId::new();
+        let first = hub.watch(task_id);
+        let second = hub.watch(task_id);
+        hub.notify(task_id, 2);
+        hub.notify(TaskId::new(), 9);
+        assert!(!first.wait_past(2, Instant::now() + Duration::from_millis(20)).await);
+        assert!(second.wait_past(1, Instant::now()).await);
+        drop(first);
+        assert_eq!(hub.watched_tasks(), 1);
+        drop(second);
+        assert_eq!(hub.watched_tasks(), 0);
+    }
+}

@@ -1,0 +1,298 @@
+//! tasktape's embedded default store: one SQLite file in WAL mode.
+//!
+//! One writer thread owns the read-write connection and group-commits every
+//! command waiting in its queue in one transaction ([`writer`]); a pool of
+//! read-only connections serves reads in parallel ([`reader`]). A lock file
+//! beside the database keeps a second process out, so the writer's cache of
+//! live tasks is the truth. This crate knows SQL and SQLite; it knows nothing
+//! of HTTP and decides nothing a `Store` caller should decide.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tasktape_core::StoreError> {
+//! use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
+//! let store = SqliteStore::open(SqliteConfig::new("./tasktape-data/tasktape.db"))?;
+//! # Ok(()) }
+//! ```
+
+mod reader;
+mod rows;
+mod schema;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use tasktape_core::event::EventBody;
+use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
+use tasktape_core::store::{
+    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, ListPage,
+    ListQuery, Result, StartOutcome, StatusCounts, Store, StoreError, TapePage,
+};
+use tasktape_core::time::Timestamp;
+use tasktape_core::wake::WakeHub;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::reader::Readers;
+use crate::rows::classify;
+use crate::writer::{AppendReply, Command, Writer};
+
+/// How SQLite syncs commits to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: a commit survives a process crash (kill -9); the
+    /// last commits may be lost on power loss. SQLite's advice for WAL.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every commit is fsynced.
+    Full,
+}
+
+/// Where and how to open the store.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// The database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Read connections.
+    pub readers: usize,
+    /// Sync level for commits.
+    pub durability: Durability,
+    /// Upper bound on the file size; writes past it fail with [`StoreError::Full`].
+    pub max_size_bytes: Option<u64>,
+    /// Most commands committed in one transaction.
+    pub batch_max: usize,
+    /// Commands queued for the writer before senders wait.
+    pub queue_capacity: usize,
+}
+
+impl SqliteConfig {
+    /// Defaults for a database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            readers: 4,
+            durability: Durability::Normal,
+            max_size_bytes: None,
+            batch_max: 2048,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+/// The SQLite store. Cheap to share behind an `Arc<dyn Store>`.
+pub struct SqliteStore {
+    path: String,
+    commands: mpsc::Sender<Command>,
+    readers: Arc<Readers>,
+    hub: Arc<WakeHub>,
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database. Fails with a
+    /// typed error naming the path for an unwritable directory, a read-only,
+    /// foreign or corrupt file, a newer schema, or a second process.
+    pub fn open(config: SqliteConfig) -> Result<Self> {
+        let path = config.path.display().to_string();
+        let open_error = |message: String| StoreError::Open { path: path.clone(), message };
+        if let Some(parent) = config.path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| open_error(format!("cannot create directory {}: {error}", parent.display())))?;
+        }
+        let lock = lock_file(&config.path).map_err(open_error)?;
+        let mut writer = open_connection(&config.path, false).map_err(|error| classify(&path, error))?;
+        if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(StoreError::ReadOnly { path, message: "the file cannot be opened for writing".into() });
+        }
+        configure_writer(&writer, &config).map_err(|error| classify(&path, error))?;
+        match schema::migrate(&mut writer).map_err(|error| classify(&path, error))? {
+            schema::Migrated::Current => {}
+            schema::Migrated::TooNew(found) => {
+                return Err(StoreError::SchemaTooNew { path, found, known: schema::latest() });
+            }
+        }
+        let readers = (0..config.readers.max(1))
+            .map(|_| {
+                let conn = open_connection(&config.path, true)?;
+                conn.pragma_update(None, "query_only", true)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(conn)
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|error| classify(&path, error))?;
+        let hub = WakeHub::new();
+        let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let writer = Writer::new(writer, path.clone(), Arc::clone(&hub), config.batch_max.max(1));
+        std::thread::Builder::new()
+            .name("tasktape-sqlite-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| open_error(format!("cannot start the writer thread: {error}")))?;
+        tracing::info!(%path, "sqlite store open");
+        Ok(SqliteStore { readers: Readers::new(readers, path.clone()), path, commands, hub, _lock: lock })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The SQLite library version in use.
+    pub async fn sqlite_version(&self) -> Result<String> {
+        self.readers.with(|conn| conn.query_row("SELECT sqlite_version()", [], |row| row.get(0))).await
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn lock_file(db: &Path) -> Result<File, String> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|error| format!("cannot create lock file {}: {error}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(format!("another process has this store open (lock file {})", lock_path.display()))
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(format!("cannot lock {}: {error}", lock_path.display())),
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    flags |= if read_only {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    Connection::open_with_flags(path, flags)
+}
+
+fn configure_writer(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!("cannot switch to WAL mode (got {mode})")),
+        ));
+    }
+    let sync = match config.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    if let Some(max_bytes) = config.max_size_bytes {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let pages = (max_bytes as i64 / page_size.max(512)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn wake_hub(&self) -> &Arc<WakeHub> {
+        &self.hub
+    }
+
+    async fn create(&self, task: NewTask) -> Result<Created> {
+        self.call(|reply| Command::Create(Box::new(task), reply)).await
+    }
+
+    async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
+        self.call(|reply| Command::Start(task_id, lease, reply)).await
+    }
+
+    async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
+        check_appendable(&body)?;
+        let body = body.encode();
+        self.call(|reply| Command::Append(task_id, body, AppendReply::Wait(reply))).await
+    }
+
+    async fn append_queued(&self, task_id: TaskId, body: EventBody, ack: Arc<AppendAck>) -> Result<()> {
+        check_appendable(&body)?;
+        let command = Command::Append(task_id, body.encode(), AppendReply::Ack(ack));
+        self.commands.send(command).await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome> {
+        self.call(|reply| Command::Finish(task_id, outcome, reply)).await
+    }
+
+    async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
+        self.call(|reply| Command::RequestCancel(task_id, reply)).await
+    }
+
+    async fn get(&self, task_id: TaskId) -> Result<Option<Task>> {
+        self.readers.with(move |conn| reader::get(conn, task_id)).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<ListPage> {
+        self.readers.with(move |conn| reader::list(conn, &query)).await
+    }
+
+    async fn counts(&self) -> Result<StatusCounts> {
+        self.readers.with(reader::counts).await
+    }
+
+    async fn events(&self, task_id: TaskId, from_seq: u64, limit: usize) -> Result<Option<TapePage>> {
+        self.readers.with(move |conn| reader::events(conn, task_id, from_seq, limit)).await
+    }
+
+    async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
+        self.readers.with(move |conn| reader::last_seq(conn, task_id)).await
+    }
+
+    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
+        let owner = owner.to_owned();
+        self.call(|reply| Command::RenewLease(owner, until, reply)).await
+    }
+
+    async fn expired(&self, now: Timestamp, exclude_owner: &str) -> Result<Vec<TaskId>> {
+        let exclude_owner = exclude_owner.to_owned();
+        self.readers.with(move |conn| reader::expired(conn, now, &exclude_owner)).await
+    }
+
+    async fn leftovers(&self, owner: &str) -> Result<Vec<TaskId>> {
+        let owner = owner.to_owned();
+        self.readers.with(move |conn| reader::leftovers(conn, &owner)).await
+    }
+
+    async fn pending(&self) -> Result<Vec<Task>> {
+        self.readers.with(reader::pending).await
+    }
+
+    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
+        self.call(|reply| Command::Delete(task_id, reply)).await
+    }
+
+    async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
+        self.call(|reply| Command::Purge(finished_before, reply)).await
+    }
+}
+
+fn check_appendable(body: &EventBody) -> Result<()> {
+    if body.is_appendable() { Ok(()) } else { Err(StoreError::NotAppendable { kind: body.kind().as_str() }) }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,63 @@
+//! The SQLite schema and its versioned migrations (tracked in
+//! `PRAGMA user_version`). Migrations only ever append to [`MIGRATIONS`].
+
+use rusqlite::Connection;
+
+/// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: tasks and their tapes.
+    "CREATE TABLE tasks (
+        task_id          BLOB PRIMARY KEY NOT NULL,
+        op               TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        params           TEXT NOT NULL,
+        params_digest    TEXT NOT NULL,
+        result           TEXT,
+        error            TEXT,
+        idempotency_key  TEXT UNIQUE,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        owner            TEXT,
+        lease_until      INTEGER
+    );
+    CREATE INDEX tasks_by_created ON tasks (created_at DESC, task_id);
+    CREATE INDEX tasks_by_status ON tasks (status, created_at DESC, task_id);
+    CREATE INDEX tasks_by_op ON tasks (op, created_at DESC, task_id);
+    CREATE INDEX tasks_by_owner ON tasks (owner) WHERE owner IS NOT NULL;
+    CREATE TABLE events (
+        task_id BLOB NOT NULL,
+        seq     INTEGER NOT NULL,
+        json    TEXT NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub(crate) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// What [`migrate`] found.
+pub(crate) enum Migrated {
+    /// The schema is at [`latest`].
+    Current,
+    /// The file was written by a newer build.
+    TooNew(i64),
+}
+
+/// Applies the missing migrations, each in its own transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current > latest() {
+        return Ok(Migrated::TooNew(current));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(Migrated::Current)
+}
