@@ -1,0 +1,135 @@
+//! The store contract test kit (feature `testkit`): every operation and
+//! invariant of [`crate::store::Store`], including races, as plain async
+//! checks. A store crate runs all of them with one macro call:
+//!
+//! ```ignore
+//! async fn fresh() -> tasktape_core::testkit::Harness { /* open an empty store */ }
+//! tasktape_core::store_contract_tests!(fresh);
+//! ```
+//!
+//! Each check panics (assert) on a broken contract.
+
+mod checks;
+mod races;
+
+use std::any::Any;
+use std::sync::Arc;
+
+pub use checks::*;
+pub use races::*;
+
+use crate::event::{Event, validate_tape};
+use crate::model::{NewTask, Status, Task, TaskId};
+use crate::store::{Lease, StartOutcome, Store};
+use crate::time::Timestamp;
+
+/// A fresh, empty store and whatever keeps it alive (a temp dir, a schema).
+pub struct Harness {
+    /// The store under test.
+    pub store: Arc<dyn Store>,
+    _guard: Box<dyn Any + Send + Sync>,
+}
+
+impl Harness {
+    /// Wraps a store and the guard that must outlive it.
+    pub fn new(store: Arc<dyn Store>, guard: impl Any + Send + Sync) -> Self {
+        Harness { store, _guard: Box::new(guard) }
+    }
+}
+
+/// Generates one `#[tokio::test]` per contract check, each on a fresh store
+/// from `$factory` (an async fn returning a [`Harness`]).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::store_contract_tests!(@each $factory;
+            create_then_get_returns_a_pending_row_and_an_empty_tape,
+            idempotency_key_returns_the_original_task,
+            start_writes_task_started_as_seq_one,
+            start_answers_already_running_finished_and_not_found,
+            append_assigns_contiguous_seqs,
+            append_to_pending_unknown_or_finished_writes_nothing,
+            append_rejects_started_final_and_heartbeat_bodies,
+            finish_writes_final_last_and_the_row_outcome,
+            first_finish_wins,
+            finish_of_a_pending_task_gives_a_tape_of_just_final,
+            cancel_of_a_pending_task_gives_final_and_it_never_starts,
+            cancel_of_a_running_task_is_recorded_and_wins_over_success,
+            cancel_of_terminal_or_unknown_changes_nothing,
+            terminal_rows_never_change,
+            list_orders_filters_and_pages,
+            cursor_walk_over_equal_created_at_yields_each_row_once,
+            events_pages_by_from_seq_and_limit,
+            one_megabyte_result_round_trips,
+            unicode_and_odd_json_round_trip,
+            leases_renew_expire_and_leftovers,
+            delete_removes_only_terminal_tasks,
+            purge_removes_only_old_finished_tasks,
+            commits_wake_watchers,
+            counts_by_status,
+            queued_appends_commit_in_order_before_finish,
+            eight_concurrent_appenders_get_contiguous_seqs,
+            append_racing_finish_leaves_final_last_and_alone,
+            finish_racing_finish_has_one_winner,
+            cancel_racing_success_leaves_one_final_matching_the_row,
+        );
+    };
+    (@each $factory:path; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                $crate::testkit::$check($factory().await).await;
+            }
+        )*
+    };
+}
+
+/// A new task for `op` with `{"n": n}` params, created now.
+pub fn new_task(op: &str) -> NewTask {
+    NewTask::new(op, serde_json::json!({"n": 1}))
+}
+
+/// A lease for `owner` that holds for a minute.
+pub fn lease(owner: &str) -> Lease {
+    Lease { owner: owner.to_owned(), until: Timestamp::now().add_millis(60_000) }
+}
+
+/// Creates and starts a task; returns its id.
+pub async fn running_task(store: &dyn Store) -> TaskId {
+    let created = store.create(new_task("test")).await.expect("create");
+    let started = store.start(created.task.task_id, lease("owner-a")).await.expect("start");
+    assert!(matches!(started, StartOutcome::Started(_)), "{started:?}");
+    created.task.task_id
+}
+
+/// The whole tape, decoded.
+pub async fn tape(store: &dyn Store, task_id: TaskId) -> Vec<Event> {
+    let page = store.events(task_id, 0, usize::MAX / 2).await.expect("events").expect("task exists");
+    page.events.iter().map(|event| event.decode().expect("stored event decodes")).collect()
+}
+
+/// The row, which must exist.
+pub async fn row(store: &dyn Store, task_id: TaskId) -> Task {
+    store.get(task_id).await.expect("get").expect("task exists")
+}
+
+/// Asserts invariant 1: the tape parses by the grammar and agrees with the row.
+pub async fn assert_row_and_tape_agree(store: &dyn Store, task_id: TaskId) -> (Task, Vec<Event>) {
+    let task = row(store, task_id).await;
+    let events = tape(store, task_id).await;
+    if let Err(error) = validate_tape(task.status, &events) {
+        panic!("task {task_id}: {error}; tape: {events:#?}");
+    }
+    if let Some(crate::event::EventBody::Final { result, error, .. }) = events.last().map(|event| &event.body) {
+        let present = |value: &Option<serde_json::Value>| value.clone().filter(|value| !value.is_null());
+        assert_eq!(present(&task.result), present(result), "row result differs from final");
+        assert_eq!(&task.error, error, "row error differs from final");
+    }
+    (task, events)
+}
+
+/// Asserts the row has `status`.
+pub async fn assert_status(store: &dyn Store, task_id: TaskId, status: Status) {
+    let (task, _) = assert_row_and_tape_agree(store, task_id).await;
+    assert_eq!(task.status, status, "task {task_id}");
+}

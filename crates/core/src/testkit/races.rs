@@ -1,0 +1,169 @@
+//! Concurrent contract checks: the races a store must settle by itself.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{Harness, assert_row_and_tape_agree, new_task, running_task};
+use crate::event::{EventBody, EventKind};
+use crate::model::{ErrorInfo, Outcome, Status};
+use crate::store::{AppendOutcome, CancelOutcome, FinishOutcome, Store};
+
+fn log(writer: usize, index: usize) -> EventBody {
+    EventBody::Log { level: "info".into(), message: format!("{writer}:{index}") }
+}
+
+/// 8 concurrent appenders on one task: every event lands once, seqs contiguous,
+/// each appender's events in its own call order.
+pub async fn eight_concurrent_appenders_get_contiguous_seqs(h: Harness) {
+    let store = Arc::clone(&h.store);
+    let task_id = running_task(&*store).await;
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for index in 0..200 {
+                    match store.append(task_id, log(writer, index)).await.unwrap() {
+                        AppendOutcome::Appended { seq } => seqs.push(seq),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for writer in writers {
+        let seqs = writer.await.unwrap();
+        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "one appender's seqs go up");
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (2..=1601).collect::<Vec<u64>>());
+    let (_, events) = assert_row_and_tape_agree(&*store, task_id).await;
+    for writer in 0..8 {
+        let mine: Vec<String> = events
+            .iter()
+            .filter_map(|event| match &event.body {
+                EventBody::Log { message, .. } if message.starts_with(&format!("{writer}:")) => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = (0..200).map(|index| format!("{writer}:{index}")).collect();
+        assert_eq!(mine, expected);
+    }
+}
+
+/// Appends racing a finish: `final` is last and alone; every append after it was dropped.
+pub async fn append_racing_finish_leaves_final_last_and_alone(h: Harness) {
+    let store = Arc::clone(&h.store);
+    for round in 0..20 {
+        let task_id = running_task(&*store).await;
+        let appenders: Vec<_> = (0..4)
+            .map(|writer| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let mut appended = 0;
+                    for index in 0..50 {
+                        match store.append(task_id, log(writer, index)).await.unwrap() {
+                            AppendOutcome::Appended { .. } => appended += 1,
+                            AppendOutcome::Dropped { .. } => {}
+                            AppendOutcome::NotFound => panic!("task vanished"),
+                        }
+                    }
+                    appended
+                })
+            })
+            .collect();
+        if round % 2 == 0 {
+            tokio::task::yield_now().await;
+        }
+        let finished = store.finish(task_id, Outcome::Succeeded(json!(round))).await.unwrap();
+        let FinishOutcome::Finished { seq: final_seq, .. } = finished else { panic!("{finished:?}") };
+        let mut appended = 0;
+        for appender in appenders {
+            appended += appender.await.unwrap();
+        }
+        let (_, events) = assert_row_and_tape_agree(&*store, task_id).await;
+        assert_eq!(events.len() as u64, final_seq);
+        assert_eq!(events.len(), appended + 2, "every appended event is on the tape, nothing else");
+        assert_eq!(events.iter().filter(|event| event.body.kind() == EventKind::Final).count(), 1);
+    }
+}
+
+/// Finishes racing each other: exactly one wins; the others are told its status.
+pub async fn finish_racing_finish_has_one_winner(h: Harness) {
+    let store = Arc::clone(&h.store);
+    for _ in 0..20 {
+        let task_id = running_task(&*store).await;
+        let outcomes = [
+            Outcome::Succeeded(json!("a")),
+            Outcome::Failed(ErrorInfo::new("b", "b")),
+            Outcome::Cancelled,
+            Outcome::Succeeded(json!("d")),
+        ];
+        let racers: Vec<_> = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.finish(task_id, outcome).await.unwrap() })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                FinishOutcome::Finished { status, .. } => winners.push(status),
+                FinishOutcome::AlreadyFinished { status } => losers.push(status),
+                FinishOutcome::NotFound => panic!("task vanished"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        assert!(losers.iter().all(|status| *status == winners[0]));
+        let (task, events) = assert_row_and_tape_agree(&*store, task_id).await;
+        assert_eq!(task.status, winners[0]);
+        assert_eq!(events.len(), 2);
+    }
+}
+
+/// A cancel racing a success: one `final`, matching the row, and the cancel's
+/// answer tells the truth (`Requested` ⇒ cancelled; `AlreadyTerminal` ⇒ the success stood).
+pub async fn cancel_racing_success_leaves_one_final_matching_the_row(h: Harness) {
+    let store: Arc<dyn Store> = Arc::clone(&h.store);
+    for round in 0..40 {
+        let task_id = if round % 4 == 0 {
+            store.create(new_task("test")).await.unwrap().task.task_id
+        } else {
+            running_task(&*store).await
+        };
+        let finisher = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.finish(task_id, Outcome::Succeeded(json!({"saved": true}))).await.unwrap() })
+        };
+        let canceller = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.request_cancel(task_id).await.unwrap() })
+        };
+        let finished = finisher.await.unwrap();
+        let cancel = canceller.await.unwrap();
+        let (task, events) = assert_row_and_tape_agree(&*store, task_id).await;
+        assert_eq!(events.iter().filter(|event| event.body.kind() == EventKind::Final).count(), 1);
+        match cancel {
+            CancelOutcome::Requested { .. } | CancelOutcome::Cancelled { .. } => {
+                assert_eq!(task.status, Status::Cancelled, "a cancel answered as accepted must end cancelled");
+            }
+            CancelOutcome::AlreadyTerminal { status } => {
+                assert_eq!(status, Status::Succeeded);
+                assert_eq!(task.status, Status::Succeeded);
+            }
+            CancelOutcome::NotFound => panic!("task vanished"),
+        }
+        match finished {
+            FinishOutcome::Finished { status, .. } | FinishOutcome::AlreadyFinished { status } => {
+                assert_eq!(status, task.status, "finish's answer names the row's status");
+            }
+            FinishOutcome::NotFound => panic!("task vanished"),
+        }
+    }
+}
