@@ -193,8 +193,8 @@ mod tests {
 
     #[test]
     fn round_trips_every_day_across_leap_years() {
-        let mut day = -800_000i64;
-        while day < 800_000 {
+        let mut day = -700_000i64;
+        while day < 2_900_000 {
             let ts = Timestamp::from_millis(day * 86_400_000 + 45_296_789);
             assert_eq!(Timestamp::parse(&ts.to_string()), Some(ts), "day {day}");
             day += 37;
