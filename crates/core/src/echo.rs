@@ -41,7 +41,13 @@ impl Op for Echo {
         let map = match params {
             Value::Null => serde_json::Map::new(),
             Value::Object(map) => map,
-            _ => return Err(ParamsError::new("", "dict_type", "input should be a valid dictionary")),
+            _ => {
+                return Err(ParamsError::new(
+                    "",
+                    "dict_type",
+                    "input should be a valid dictionary",
+                ));
+            }
         };
         let count = match map.get("count") {
             None => 5,
@@ -52,7 +58,11 @@ impl Op for Echo {
             Some(value) => integer(value, "delay_ms")?,
         };
         if delay_ms < 0 {
-            return Err(ParamsError::new("delay_ms", "greater_than_equal", "input should be greater than or equal to 0"));
+            return Err(ParamsError::new(
+                "delay_ms",
+                "greater_than_equal",
+                "input should be greater than or equal to 0",
+            ));
         }
         if delay_ms > MAX_DELAY_MS {
             return Err(ParamsError::new(
@@ -73,7 +83,11 @@ impl Op for Echo {
             }
             // A dropped progress means the task already finished (cancelled):
             // stop emitting, whatever we return is discarded.
-            if reporter.progress("echo", step, count, Some(json!({"step": step}))).await.is_err() {
+            if reporter
+                .progress("echo", step, count, Some(json!({"step": step})))
+                .await
+                .is_err()
+            {
                 break;
             }
             if !delay.is_zero() {
@@ -101,16 +115,24 @@ fn integer(value: &Value, field: &str) -> Result<i64, ParamsError> {
                 if float.fract() == 0.0 && float.abs() < 9.0e15 {
                     Ok(float as i64)
                 } else {
-                    Err(bad("int_from_float", "input should be a valid integer, got a number with a fractional part"))
+                    Err(bad(
+                        "int_from_float",
+                        "input should be a valid integer, got a number with a fractional part",
+                    ))
                 }
             } else {
-                Err(bad("int_parsing", "input should be a valid integer, the number is too large"))
+                Err(bad(
+                    "int_parsing",
+                    "input should be a valid integer, the number is too large",
+                ))
             }
         }
-        Value::String(text) => text
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| bad("int_parsing", "input should be a valid integer, unable to parse string as an integer")),
+        Value::String(text) => text.trim().parse::<i64>().map_err(|_| {
+            bad(
+                "int_parsing",
+                "input should be a valid integer, unable to parse string as an integer",
+            )
+        }),
         _ => Err(bad("int_type", "input should be a valid integer")),
     }
 }
@@ -123,11 +145,26 @@ mod tests {
     #[test]
     fn prepare_clamps_and_defaults_like_dikw() {
         let echo = Echo;
-        assert_eq!(echo.prepare(Value::Null).unwrap(), json!({"count":5,"delay_ms":0}));
-        assert_eq!(echo.prepare(json!({})).unwrap(), json!({"count":5,"delay_ms":0}));
-        assert_eq!(echo.prepare(json!({"count":0})).unwrap(), json!({"count":1,"delay_ms":0}));
-        assert_eq!(echo.prepare(json!({"count":-5,"bogus":1})).unwrap(), json!({"count":1,"delay_ms":0}));
-        assert_eq!(echo.prepare(json!({"count":"7"})).unwrap(), json!({"count":7,"delay_ms":0}));
+        assert_eq!(
+            echo.prepare(Value::Null).unwrap(),
+            json!({"count":5,"delay_ms":0})
+        );
+        assert_eq!(
+            echo.prepare(json!({})).unwrap(),
+            json!({"count":5,"delay_ms":0})
+        );
+        assert_eq!(
+            echo.prepare(json!({"count":0})).unwrap(),
+            json!({"count":1,"delay_ms":0})
+        );
+        assert_eq!(
+            echo.prepare(json!({"count":-5,"bogus":1})).unwrap(),
+            json!({"count":1,"delay_ms":0})
+        );
+        assert_eq!(
+            echo.prepare(json!({"count":"7"})).unwrap(),
+            json!({"count":7,"delay_ms":0})
+        );
         let prepared = echo.prepare(json!({"count":3,"delay_ms":200})).unwrap();
         assert_eq!(params_digest(&prepared), "9fbc57e71c2c80a0");
     }
@@ -135,15 +172,26 @@ mod tests {
     #[test]
     fn prepare_names_the_bad_field() {
         let echo = Echo;
-        let error = echo.prepare(json!({"count":1,"delay_ms":20000})).unwrap_err();
-        assert_eq!((error.field.as_str(), error.kind.as_str()), ("delay_ms", "less_than_equal"));
+        let error = echo
+            .prepare(json!({"count":1,"delay_ms":20000}))
+            .unwrap_err();
+        assert_eq!(
+            (error.field.as_str(), error.kind.as_str()),
+            ("delay_ms", "less_than_equal")
+        );
         let error = echo.prepare(json!({"count":"many"})).unwrap_err();
-        assert_eq!((error.field.as_str(), error.kind.as_str()), ("count", "int_parsing"));
+        assert_eq!(
+            (error.field.as_str(), error.kind.as_str()),
+            ("count", "int_parsing")
+        );
         let error = echo.prepare(json!({"delay_ms":-1})).unwrap_err();
         assert_eq!(error.field, "delay_ms");
         let error = echo.prepare(json!({"count":null})).unwrap_err();
         assert_eq!(error.kind, "int_type");
-        assert_eq!(echo.prepare(json!({"count":1.5})).unwrap_err().kind, "int_from_float");
+        assert_eq!(
+            echo.prepare(json!({"count":1.5})).unwrap_err().kind,
+            "int_from_float"
+        );
         assert_eq!(echo.prepare(json!([1])).unwrap_err().field, "");
     }
 }

@@ -124,19 +124,30 @@ impl EventBody {
     /// Whether `append` may write it (`progress`, `log`, `partial`); the others
     /// belong to `start`, `finish` and the streaming layer.
     pub fn is_appendable(&self) -> bool {
-        matches!(self.kind(), EventKind::Progress | EventKind::Log | EventKind::Partial)
+        matches!(
+            self.kind(),
+            EventKind::Progress | EventKind::Log | EventKind::Partial
+        )
     }
 
     /// The `final` body for an outcome.
     pub fn final_for(outcome: &Outcome) -> Self {
         match outcome {
-            Outcome::Succeeded(result) => {
-                EventBody::Final { status: Status::Succeeded, result: Some(result.clone()), error: None }
-            }
-            Outcome::Failed(error) => {
-                EventBody::Final { status: Status::Failed, result: None, error: Some(error.clone()) }
-            }
-            Outcome::Cancelled => EventBody::Final { status: Status::Cancelled, result: None, error: None },
+            Outcome::Succeeded(result) => EventBody::Final {
+                status: Status::Succeeded,
+                result: Some(result.clone()),
+                error: None,
+            },
+            Outcome::Failed(error) => EventBody::Final {
+                status: Status::Failed,
+                result: None,
+                error: Some(error.clone()),
+            },
+            Outcome::Cancelled => EventBody::Final {
+                status: Status::Cancelled,
+                result: None,
+                error: None,
+            },
         }
     }
 
@@ -148,7 +159,10 @@ impl EventBody {
             format!("{{\"type\":\"{}\"}}", self.kind().as_str())
         });
         json.pop();
-        EncodedBody { kind: self.kind(), open: json }
+        EncodedBody {
+            kind: self.kind(),
+            open: json,
+        }
     }
 }
 
@@ -243,7 +257,11 @@ pub fn validate_tape(row_status: Status, tape: &[Event]) -> Result<(), GrammarEr
     for (index, event) in tape.iter().enumerate() {
         let expected = index as u64 + 1;
         if event.seq != expected {
-            return Err(GrammarError::Gap { index, expected, found: event.seq });
+            return Err(GrammarError::Gap {
+                index,
+                expected,
+                found: event.seq,
+            });
         }
         let kind = event.body.kind();
         let first = index == 0;
@@ -255,17 +273,30 @@ pub fn validate_tape(row_status: Status, tape: &[Event]) -> Result<(), GrammarEr
             EventKind::Heartbeat => false,
         };
         if !allowed {
-            return Err(GrammarError::OutOfPlace { kind: kind.as_str(), seq: event.seq });
+            return Err(GrammarError::OutOfPlace {
+                kind: kind.as_str(),
+                seq: event.seq,
+            });
         }
     }
-    let mismatch = |tape: &str| GrammarError::RowMismatch { row: row_status, tape: tape.to_owned() };
+    let mismatch = |tape: &str| GrammarError::RowMismatch {
+        row: row_status,
+        tape: tape.to_owned(),
+    };
     match (row_status, tape.last().map(|event| &event.body)) {
         (Status::Pending, None) => Ok(()),
         (Status::Pending, Some(_)) => Err(mismatch("is not empty")),
         (Status::Running, Some(EventBody::Final { .. })) => Err(mismatch("has a final")),
         (Status::Running, Some(_)) => Ok(()),
         (Status::Running, None) => Err(mismatch("is empty")),
-        (terminal, Some(EventBody::Final { status, result, error })) => {
+        (
+            terminal,
+            Some(EventBody::Final {
+                status,
+                result,
+                error,
+            }),
+        ) => {
             if *status != terminal {
                 return Err(mismatch(&format!("ends with final {status}")));
             }
@@ -275,7 +306,11 @@ pub fn validate_tape(row_status: Status, tape: &[Event]) -> Result<(), GrammarEr
                 Status::Failed => result.is_none() && error.is_some(),
                 _ => result.is_none() && error.is_none(),
             };
-            if shaped { Ok(()) } else { Err(mismatch("has a final with the wrong fields")) }
+            if shaped {
+                Ok(())
+            } else {
+                Err(mismatch("has a final with the wrong fields"))
+            }
         }
         (_, _) => Err(mismatch("has no final")),
     }
@@ -287,15 +322,27 @@ mod tests {
     use serde_json::json;
 
     fn event(seq: u64, body: EventBody) -> Event {
-        Event { body, seq, ts: Timestamp::from_millis(0) }
+        Event {
+            body,
+            seq,
+            ts: Timestamp::from_millis(0),
+        }
     }
 
     fn started() -> EventBody {
-        EventBody::TaskStarted { task_id: TaskId::from_bytes([0; 16]), op: "echo".into() }
+        EventBody::TaskStarted {
+            task_id: TaskId::from_bytes([0; 16]),
+            op: "echo".into(),
+        }
     }
 
     fn progress() -> EventBody {
-        EventBody::Progress { phase: "p".into(), current: 1, total: 2, detail: None }
+        EventBody::Progress {
+            phase: "p".into(),
+            current: 1,
+            total: 2,
+            detail: None,
+        }
     }
 
     fn final_(outcome: Outcome) -> EventBody {
@@ -310,15 +357,27 @@ mod tests {
             total: 3,
             detail: Some(json!({"step":1})),
         };
-        let stored = body.encode().seal(2, Timestamp::parse("2026-11-27T22:05:20.255Z").unwrap());
+        let stored = body
+            .encode()
+            .seal(2, Timestamp::parse("2026-11-27T22:05:20.255Z").unwrap());
         assert_eq!(
             stored.json,
             r#"{"type":"progress","phase":"echo","current":1,"total":3,"detail":{"step":1},"seq":2,"ts":"2026-11-27T22:05:20.255Z"}"#
         );
-        let cancelled = final_(Outcome::Cancelled).encode().seal(33, Timestamp::from_millis(0));
-        assert_eq!(cancelled.json, r#"{"type":"final","status":"cancelled","seq":33,"ts":"1970-01-01T00:00:00.000Z"}"#);
-        let heartbeat = EventBody::Heartbeat {}.encode().seal(0, Timestamp::from_millis(0));
-        assert_eq!(heartbeat.json, r#"{"type":"heartbeat","seq":0,"ts":"1970-01-01T00:00:00.000Z"}"#);
+        let cancelled = final_(Outcome::Cancelled)
+            .encode()
+            .seal(33, Timestamp::from_millis(0));
+        assert_eq!(
+            cancelled.json,
+            r#"{"type":"final","status":"cancelled","seq":33,"ts":"1970-01-01T00:00:00.000Z"}"#
+        );
+        let heartbeat = EventBody::Heartbeat {}
+            .encode()
+            .seal(0, Timestamp::from_millis(0));
+        assert_eq!(
+            heartbeat.json,
+            r#"{"type":"heartbeat","seq":0,"ts":"1970-01-01T00:00:00.000Z"}"#
+        );
         let decoded = stored.decode().unwrap();
         assert_eq!(decoded.seq, 2);
         assert_eq!(decoded.body, body);
@@ -329,8 +388,11 @@ mod tests {
     fn grammar_table() {
         use Status::*;
         let ok = |status, tape: Vec<EventBody>| {
-            let tape: Vec<Event> =
-                tape.into_iter().enumerate().map(|(i, body)| event(i as u64 + 1, body)).collect();
+            let tape: Vec<Event> = tape
+                .into_iter()
+                .enumerate()
+                .map(|(i, body)| event(i as u64 + 1, body))
+                .collect();
             validate_tape(status, &tape)
         };
         let succeeded = || final_(Outcome::Succeeded(json!(1)));
@@ -355,13 +417,20 @@ mod tests {
             (Succeeded, vec![started(), succeeded(), succeeded()], false),
             (Cancelled, vec![cancelled(), cancelled()], false),
             (Running, vec![started(), EventBody::Heartbeat {}], false),
-            (Succeeded, vec![started(), final_(Outcome::Failed(ErrorInfo::new("a", "b")))], false),
+            (
+                Succeeded,
+                vec![started(), final_(Outcome::Failed(ErrorInfo::new("a", "b")))],
+                false,
+            ),
         ];
         for (status, tape, valid) in cases {
             let kinds: Vec<_> = tape.iter().map(|b| b.kind().as_str()).collect();
             assert_eq!(ok(status, tape).is_ok(), valid, "{status} {kinds:?}");
         }
         let gap = vec![event(1, started()), event(3, progress())];
-        assert!(matches!(validate_tape(Running, &gap), Err(GrammarError::Gap { .. })));
+        assert!(matches!(
+            validate_tape(Running, &gap),
+            Err(GrammarError::Gap { .. })
+        ));
     }
 }

@@ -35,7 +35,11 @@ impl EventsPage {
     pub fn to_json(&self) -> String {
         let size: usize = self.events.iter().map(|event| event.json.len() + 1).sum();
         let mut out = String::with_capacity(size + 160);
-        let _ = write!(out, "{{\"task_id\":\"{}\",\"task_status\":\"{}\",\"events\":[", self.task_id, self.task_status);
+        let _ = write!(
+            out,
+            "{{\"task_id\":\"{}\",\"task_status\":\"{}\",\"events\":[",
+            self.task_id, self.task_status
+        );
         for (index, event) in self.events.iter().enumerate() {
             if index > 0 {
                 out.push(',');
@@ -79,7 +83,13 @@ pub async fn events_page(
     }
 }
 
-fn make_page(task_id: TaskId, from_seq: u64, status: Status, events: Vec<StoredEvent>, last_seq: u64) -> EventsPage {
+fn make_page(
+    task_id: TaskId,
+    from_seq: u64,
+    status: Status,
+    events: Vec<StoredEvent>,
+    last_seq: u64,
+) -> EventsPage {
     let next_from_seq = events.last().map_or(from_seq, |event| event.seq + 1);
     EventsPage {
         task_id,

@@ -167,7 +167,11 @@ impl Manager {
         manager.recover().await?;
         let lease_loop = manager.clone();
         let handle = tokio::spawn(async move { lease_loop.lease_loop().await });
-        *manager.inner.lease_task.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
+        *manager
+            .inner
+            .lease_task
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
         Ok(manager)
     }
 
@@ -175,11 +179,16 @@ impl Manager {
         let store = &self.inner.store;
         let leftovers = store.leftovers(&self.inner.config.instance_id).await?;
         for task_id in &leftovers {
-            let outcome = store.finish(*task_id, Outcome::Failed(ErrorInfo::server_restart())).await?;
+            let outcome = store
+                .finish(*task_id, Outcome::Failed(ErrorInfo::server_restart()))
+                .await?;
             debug!(%task_id, ?outcome, "finished leftover");
         }
         if !leftovers.is_empty() {
-            warn!(count = leftovers.len(), "finished tasks left running by a previous run as server_restart");
+            warn!(
+                count = leftovers.len(),
+                "finished tasks left running by a previous run as server_restart"
+            );
         }
         let mut queued = 0;
         for task in store.pending().await? {
@@ -201,7 +210,10 @@ impl Manager {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The store this manager writes to.
@@ -235,7 +247,13 @@ impl Manager {
         let Some(handler) = self.inner.ops.get(op) else {
             return Err(SubmitError::UnknownOp {
                 name: op.to_owned(),
-                known: self.inner.ops.names().into_iter().map(str::to_owned).collect(),
+                known: self
+                    .inner
+                    .ops
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             });
         };
         let params = handler.prepare(params)?;
@@ -245,13 +263,21 @@ impl Manager {
         let created = self.inner.store.create(new_task).await?;
         if !created.created {
             if created.task.params_digest != digest || created.task.op != op {
-                return Err(SubmitError::IdempotencyConflict { task_id: created.task.task_id });
+                return Err(SubmitError::IdempotencyConflict {
+                    task_id: created.task.task_id,
+                });
             }
-            return Ok(Submitted { task: created.task, created: false });
+            return Ok(Submitted {
+                task: created.task,
+                created: false,
+            });
         }
         debug!(task_id = %created.task.task_id, "submitted");
         self.enqueue(created.task.task_id, op);
-        Ok(Submitted { task: created.task, created: true })
+        Ok(Submitted {
+            task: created.task,
+            created: true,
+        })
     }
 
     fn enqueue(&self, task_id: TaskId, op: &str) {
@@ -269,7 +295,12 @@ impl Manager {
 
     fn limit(&self, op: &str) -> usize {
         let config = &self.inner.config;
-        config.op_concurrency.get(op).copied().unwrap_or(config.default_concurrency).max(1)
+        config
+            .op_concurrency
+            .get(op)
+            .copied()
+            .unwrap_or(config.default_concurrency)
+            .max(1)
     }
 
     fn spawn_run(&self, task_id: TaskId, op: String) {
@@ -284,7 +315,9 @@ impl Manager {
         let next = {
             let mut state = self.state();
             let accepting = state.accepting;
-            let Some(queue) = state.queues.get_mut(op) else { return };
+            let Some(queue) = state.queues.get_mut(op) else {
+                return;
+            };
             match queue.waiting.pop_front() {
                 Some(next) if accepting => Some(next),
                 _ => {
@@ -305,18 +338,29 @@ impl Manager {
             if !state.accepting {
                 return; // stays pending; runs after the next start
             }
-            state.running.insert(task_id, Running { token: token.clone(), cause: None });
+            state.running.insert(
+                task_id,
+                Running {
+                    token: token.clone(),
+                    cause: None,
+                },
+            );
         }
         self.run_registered(task_id, op_name, token).await;
         self.state().running.remove(&task_id);
     }
 
     async fn run_registered(&self, task_id: TaskId, op_name: &str, token: CancellationToken) {
-        let Some(op) = self.inner.ops.get(op_name).cloned() else { return };
+        let Some(op) = self.inner.ops.get(op_name).cloned() else {
+            return;
+        };
         let store = &self.inner.store;
-        let lease = Lease { owner: self.inner.config.instance_id.clone(), until: self.lease_until() };
+        let lease = Lease {
+            owner: self.inner.config.instance_id.clone(),
+            until: self.lease_until(),
+        };
         let task = match store.start(task_id, lease).await {
-            Ok(StartOutcome::Started(task)) => task,
+            Ok(StartOutcome::Started(task)) => *task,
             Ok(other) => {
                 debug!(%task_id, ?other, "not started");
                 return;
@@ -328,9 +372,12 @@ impl Manager {
             }
         };
         let reporter = Reporter::new(Arc::clone(store), task_id, token.clone());
-        let outcome = self.drive(op, task.params, reporter.clone(), &token, task_id).await;
+        let outcome = self
+            .drive(op, task.params, reporter.clone(), &token, task_id)
+            .await;
         reporter.close();
-        self.finish_until_written(task_id, outcome, reporter.store_error()).await;
+        self.finish_until_written(task_id, outcome, reporter.store_error())
+            .await;
     }
 
     async fn drive(
@@ -381,14 +428,23 @@ impl Manager {
 
     fn grace_for(&self, task_id: TaskId) -> Duration {
         let state = self.state();
-        match state.running.get(&task_id).and_then(|running| running.cause) {
+        match state
+            .running
+            .get(&task_id)
+            .and_then(|running| running.cause)
+        {
             Some(CancelCause::Shutdown) => state.shutdown_grace,
             _ => self.inner.config.cancel_grace,
         }
     }
 
     fn cancel_outcome(&self, task_id: TaskId) -> Outcome {
-        match self.state().running.get(&task_id).and_then(|running| running.cause) {
+        match self
+            .state()
+            .running
+            .get(&task_id)
+            .and_then(|running| running.cause)
+        {
             Some(CancelCause::Shutdown) => Outcome::Failed(ErrorInfo::new(
                 "server_shutdown",
                 "the server shut down while the task was running",
@@ -400,7 +456,12 @@ impl Manager {
     /// Finishes the task, retrying a failing store with backoff until it
     /// answers or shutdown's deadline ends the run (then the next start
     /// finishes it `server_restart`).
-    async fn finish_until_written(&self, task_id: TaskId, outcome: Outcome, event_error: Option<String>) {
+    async fn finish_until_written(
+        &self,
+        task_id: TaskId,
+        outcome: Outcome,
+        event_error: Option<String>,
+    ) {
         let outcome = match (outcome, event_error) {
             (Outcome::Succeeded(_), Some(message)) => Outcome::Failed(
                 ErrorInfo::new("store_error", "an event of this task could not be stored")
@@ -468,7 +529,10 @@ impl Manager {
     /// How many tasks run here now, and how many wait here for a slot.
     pub fn load(&self) -> (usize, usize) {
         let state = self.state();
-        (state.running.len(), state.queues.values().map(|queue| queue.waiting.len()).sum())
+        (
+            state.running.len(),
+            state.queues.values().map(|queue| queue.waiting.len()).sum(),
+        )
     }
 
     fn lease_until(&self) -> Timestamp {
@@ -493,9 +557,14 @@ impl Manager {
             match store.expired(Timestamp::now(), owner).await {
                 Ok(expired) => {
                     for task_id in expired {
-                        let error = ErrorInfo::new("owner_lost", "the instance running this task stopped renewing its lease");
+                        let error = ErrorInfo::new(
+                            "owner_lost",
+                            "the instance running this task stopped renewing its lease",
+                        );
                         match store.finish(task_id, Outcome::Failed(error)).await {
-                            Ok(outcome) => warn!(%task_id, ?outcome, "reaped task whose owner's lease expired"),
+                            Ok(outcome) => {
+                                warn!(%task_id, ?outcome, "reaped task whose owner's lease expired")
+                            }
                             Err(error) => warn!(%task_id, %error, "could not reap task"),
                         }
                     }
@@ -526,13 +595,25 @@ impl Manager {
         // Lease renewal goes on until the runs have written their finals.
         let finished = tokio::time::timeout(deadline, self.inner.tracker.wait()).await;
         self.inner.background.cancel();
-        let unfinished = if finished.is_ok() { 0 } else { self.state().running.len() };
-        let lease_task = self.inner.lease_task.lock().unwrap_or_else(|poison| poison.into_inner()).take();
+        let unfinished = if finished.is_ok() {
+            0
+        } else {
+            self.state().running.len()
+        };
+        let lease_task = self
+            .inner
+            .lease_task
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
         if let Some(handle) = lease_task {
             let _ = handle.await;
         }
         if unfinished > 0 {
-            warn!(unfinished, "shutdown deadline passed with tasks still running; the next start finishes them");
+            warn!(
+                unfinished,
+                "shutdown deadline passed with tasks still running; the next start finishes them"
+            );
         }
         ShutdownReport { unfinished }
     }
@@ -545,6 +626,8 @@ impl Manager {
 
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Manager").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Manager")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }

@@ -52,7 +52,9 @@ pub struct InvalidTaskId(pub String);
 impl FromStr for TaskId {
     type Err = InvalidTaskId;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(text).map(TaskId).map_err(|_| InvalidTaskId(text.to_owned()))
+        Uuid::try_parse(text)
+            .map(TaskId)
+            .map_err(|_| InvalidTaskId(text.to_owned()))
     }
 }
 
@@ -74,8 +76,13 @@ pub enum Status {
 
 impl Status {
     /// All statuses, in life order.
-    pub const ALL: [Status; 5] =
-        [Status::Pending, Status::Running, Status::Succeeded, Status::Failed, Status::Cancelled];
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+    ];
 
     /// Whether the task has finished (its row and tape will never change again).
     pub fn is_terminal(self) -> bool {
@@ -130,7 +137,11 @@ pub struct ErrorInfo {
 impl ErrorInfo {
     /// An error with `code` and `message` and nothing else.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        ErrorInfo { code: code.into(), message: message.into(), extra: Map::new() }
+        ErrorInfo {
+            code: code.into(),
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 
     /// Adds one more field to the error object.
@@ -142,8 +153,11 @@ impl ErrorInfo {
     /// The error every leftover of a restarted instance gets; keeps dikw-core's
     /// `reason` for old clients.
     pub fn server_restart() -> Self {
-        ErrorInfo::new("server_restart", "the server restarted while the task was running")
-            .with("reason", "server_restart")
+        ErrorInfo::new(
+            "server_restart",
+            "the server restarted while the task was running",
+        )
+        .with("reason", "server_restart")
     }
 }
 
@@ -283,7 +297,10 @@ pub fn params_digest(params: &Value) -> String {
     let mut canonical = String::new();
     write_canonical(params, &mut canonical);
     let hash = Sha256::digest(canonical.as_bytes());
-    hash.iter().take(8).map(|byte| format!("{byte:02x}")).collect()
+    hash.iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn write_canonical(value: &Value, out: &mut String) {
@@ -323,7 +340,10 @@ mod tests {
 
     #[test]
     fn digest_matches_the_wire_sample() {
-        assert_eq!(params_digest(&json!({"delay_ms":200,"count":3})), "9fbc57e71c2c80a0");
+        assert_eq!(
+            params_digest(&json!({"delay_ms":200,"count":3})),
+            "9fbc57e71c2c80a0"
+        );
         assert_eq!(params_digest(&json!({})), "");
         assert_eq!(params_digest(&Value::Null), "");
     }

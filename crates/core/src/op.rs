@@ -27,8 +27,16 @@ pub struct ParamsError {
 
 impl ParamsError {
     /// A refusal of `field`.
-    pub fn new(field: impl Into<String>, kind: impl Into<String>, message: impl Into<String>) -> Self {
-        ParamsError { field: field.into(), kind: kind.into(), message: message.into() }
+    pub fn new(
+        field: impl Into<String>,
+        kind: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ParamsError {
+            field: field.into(),
+            kind: kind.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -78,9 +86,8 @@ pub trait Op: Send + Sync + 'static {
     async fn run(&self, params: Value, reporter: Reporter) -> OpResult;
 }
 
-type BoxRun = Box<
-    dyn Fn(Value, Reporter) -> Pin<Box<dyn Future<Output = OpResult> + Send>> + Send + Sync,
->;
+type BoxRun =
+    Box<dyn Fn(Value, Reporter) -> Pin<Box<dyn Future<Output = OpResult> + Send>> + Send + Sync>;
 
 /// An op built from a closure; params must be a JSON object (or absent).
 pub struct FnOp {
@@ -122,7 +129,11 @@ impl Op for FnOp {
         match params {
             Value::Null => Ok(Value::Object(Map::new())),
             Value::Object(map) => Ok(Value::Object(map)),
-            _ => Err(ParamsError::new("", "dict_type", "params must be a JSON object")),
+            _ => Err(ParamsError::new(
+                "",
+                "dict_type",
+                "params must be a JSON object",
+            )),
         }
     }
 

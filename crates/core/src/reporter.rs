@@ -85,17 +85,39 @@ impl Reporter {
         total: u64,
         detail: Option<Value>,
     ) -> Result<(), ReportError> {
-        self.emit(EventBody::Progress { phase: phase.into(), current, total, detail }).await
+        self.emit(EventBody::Progress {
+            phase: phase.into(),
+            current,
+            total,
+            detail,
+        })
+        .await
     }
 
     /// Writes a log line at `level` (`debug`, `info`, `warning`, `error`).
-    pub async fn log(&self, level: impl Into<String>, message: impl Into<String>) -> Result<(), ReportError> {
-        self.emit(EventBody::Log { level: level.into(), message: message.into() }).await
+    pub async fn log(
+        &self,
+        level: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<(), ReportError> {
+        self.emit(EventBody::Log {
+            level: level.into(),
+            message: message.into(),
+        })
+        .await
     }
 
     /// Publishes a partial result of `kind`.
-    pub async fn partial(&self, kind: impl Into<String>, payload: Value) -> Result<(), ReportError> {
-        self.emit(EventBody::Partial { kind: kind.into(), payload }).await
+    pub async fn partial(
+        &self,
+        kind: impl Into<String>,
+        payload: Value,
+    ) -> Result<(), ReportError> {
+        self.emit(EventBody::Partial {
+            kind: kind.into(),
+            payload,
+        })
+        .await
     }
 
     /// The highest seq of this reporter's events known to be committed.
@@ -131,6 +153,8 @@ impl Reporter {
 
 impl std::fmt::Debug for Reporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reporter").field("task_id", &self.inner.task_id).finish_non_exhaustive()
+        f.debug_struct("Reporter")
+            .field("task_id", &self.inner.task_id)
+            .finish_non_exhaustive()
     }
 }

@@ -113,7 +113,7 @@ pub struct Lease {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StartOutcome {
     /// The row is running and `task_started` is seq 1.
-    Started(Task),
+    Started(Box<Task>),
     /// It was already running; nothing written.
     AlreadyRunning,
     /// It already finished (e.g. cancelled while pending); nothing written.
@@ -229,8 +229,12 @@ impl Cursor {
     pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text.trim_end_matches('='))
-            .map_err(|_| InvalidCursor { reason: "decode_failed" })?;
-        serde_json::from_slice(&bytes).map_err(|_| InvalidCursor { reason: "decode_failed" })
+            .map_err(|_| InvalidCursor {
+                reason: "decode_failed",
+            })?;
+        serde_json::from_slice(&bytes).map_err(|_| InvalidCursor {
+            reason: "decode_failed",
+        })
     }
 }
 
@@ -291,7 +295,10 @@ impl AppendAck {
                 self.dropped.store(true, Ordering::Release);
             }
             Err(error) => {
-                let mut slot = self.error.lock().unwrap_or_else(|poison| poison.into_inner());
+                let mut slot = self
+                    .error
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
                 slot.get_or_insert_with(|| error.to_string());
             }
         }
@@ -309,7 +316,10 @@ impl AppendAck {
 
     /// The first store error a queued append met, if any.
     pub fn error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.error
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 }
 
@@ -340,7 +350,12 @@ pub trait Store: Send + Sync + 'static {
     /// `ack`. Queued appends and later calls from the same caller commit in
     /// call order, so a `finish` issued after them lands after them. The
     /// default awaits [`Store::append`]; stores with a writer queue override it.
-    async fn append_queued(&self, task_id: TaskId, body: EventBody, ack: Arc<AppendAck>) -> Result<()> {
+    async fn append_queued(
+        &self,
+        task_id: TaskId,
+        body: EventBody,
+        ack: Arc<AppendAck>,
+    ) -> Result<()> {
         let outcome = self.append(task_id, body).await;
         ack.record(&outcome);
         outcome.map(|_| ())
@@ -365,7 +380,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events with seq ≥ `from_seq`, at most `limit`, with the row status and
     /// last seq of the same snapshot; `None` for an unknown task.
-    async fn events(&self, task_id: TaskId, from_seq: u64, limit: usize) -> Result<Option<TapePage>>;
+    async fn events(
+        &self,
+        task_id: TaskId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<TapePage>>;
 
     /// The tape's highest seq (0 when empty); `None` for an unknown task.
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>>;
@@ -398,9 +418,15 @@ mod tests {
         let text = "eyJjcmVhdGVkX2F0IjoiMjAyNi0xMS0yN1QyMjowNToyMS43NzVaIiwidGFza19pZCI6ImVjMWEyYjIyLTRiYmItNDc5MS05OGM3LTFhYzMyMjE3MjgyNCJ9";
         let cursor = Cursor::decode(text).unwrap();
         assert_eq!(cursor.created_at.to_string(), "2026-11-27T22:05:21.775Z");
-        assert_eq!(cursor.task_id.to_string(), "ec1a2b22-4bbb-4791-98c7-1ac322172824");
+        assert_eq!(
+            cursor.task_id.to_string(),
+            "ec1a2b22-4bbb-4791-98c7-1ac322172824"
+        );
         assert_eq!(cursor.encode(), text);
-        assert_eq!(Cursor::decode("garbage").unwrap_err().reason, "decode_failed");
+        assert_eq!(
+            Cursor::decode("garbage").unwrap_err().reason,
+            "decode_failed"
+        );
         assert_eq!(Cursor::decode("!!!").unwrap_err().reason, "decode_failed");
     }
 }

@@ -151,7 +151,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -174,7 +178,9 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         Timestamp::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid timestamp {text:?}: want 2026-01-31T12:00:00.000Z"))
+            serde::de::Error::custom(format!(
+                "invalid timestamp {text:?}: want 2026-01-31T12:00:00.000Z"
+            ))
         })
     }
 }
@@ -187,8 +193,14 @@ mod tests {
     fn formats_and_parses_the_wire_sample() {
         let ts = Timestamp::parse("2026-11-27T22:05:20.213Z").unwrap();
         assert_eq!(ts.to_string(), "2026-11-27T22:05:20.213Z");
-        assert_eq!(Timestamp::from_millis(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp::from_millis(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -211,7 +223,15 @@ mod tests {
             Timestamp::parse("2026-11-27T22:05:20Z").map(Timestamp::as_millis),
             Timestamp::parse("2026-11-27T22:05:20.000Z").map(Timestamp::as_millis)
         );
-        for bad in ["", "2026-11-27", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-27T22:05:20.Z", "2026-11-27 22:05:20Z", "2026-11-27T22:05:20.2x3Z"] {
+        for bad in [
+            "",
+            "2026-11-27",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-27T22:05:20.Z",
+            "2026-11-27 22:05:20Z",
+            "2026-11-27T22:05:20.2x3Z",
+        ] {
             assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
     }

@@ -24,6 +24,7 @@ pub struct WakeHub {
 #[derive(Debug, Default)]
 struct Slot {
     seq: AtomicU64,
+    announced_at: Mutex<Option<std::time::Instant>>,
     notify: Notify,
 }
 
@@ -36,10 +37,17 @@ impl WakeHub {
     /// Announces that `task_id`'s tape reached `seq` (committed).
     pub fn notify(&self, task_id: TaskId, seq: u64) {
         let slot = {
-            let slots = self.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+            let slots = self
+                .slots
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             slots.get(&task_id).and_then(Weak::upgrade)
         };
         if let Some(slot) = slot {
+            *slot
+                .announced_at
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()) = Some(std::time::Instant::now());
             slot.seq.fetch_max(seq, Ordering::AcqRel);
             slot.notify.notify_waiters();
         }
@@ -47,7 +55,10 @@ impl WakeHub {
 
     /// Starts watching `task_id`. Register before reading the store.
     pub fn watch(self: &Arc<Self>, task_id: TaskId) -> Watch {
-        let mut slots = self.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let slot = match slots.get(&task_id).and_then(Weak::upgrade) {
             Some(slot) => slot,
             None => {
@@ -56,12 +67,19 @@ impl WakeHub {
                 slot
             }
         };
-        Watch { hub: Arc::clone(self), task_id, slot }
+        Watch {
+            hub: Arc::clone(self),
+            task_id,
+            slot,
+        }
     }
 
     /// How many tasks are watched right now.
     pub fn watched_tasks(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+        self.slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
     }
 }
 
@@ -78,6 +96,15 @@ impl Watch {
     /// task) was registered.
     pub fn announced(&self) -> u64 {
         self.slot.seq.load(Ordering::Acquire)
+    }
+
+    /// When the latest announcement was made (for wake-latency measurements).
+    pub fn announced_at(&self) -> Option<std::time::Instant> {
+        *self
+            .slot
+            .announced_at
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Waits until a seq greater than `seq` is announced or `deadline`
@@ -99,7 +126,11 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut slots = self.hub.slots.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut slots = self
+            .hub
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         // Our Arc is the last strong one: nobody else watches this task.
         if Arc::strong_count(&self.slot) == 1 {
             slots.remove(&self.task_id);
@@ -118,13 +149,19 @@ mod tests {
         let task_id = TaskId::new();
         let watch = hub.watch(task_id);
         let waiter = tokio::spawn(async move {
-            watch.wait_past(3, Instant::now() + Duration::from_secs(10)).await
+            watch
+                .wait_past(3, Instant::now() + Duration::from_secs(10))
+                .await
         });
         tokio::task::yield_now().await;
         hub.notify(task_id, 3);
         hub.notify(task_id, 4);
         assert!(waiter.await.unwrap());
-        assert_eq!(hub.watched_tasks(), 0, "the dropped watch left its slot behind");
+        assert_eq!(
+            hub.watched_tasks(),
+            0,
+            "the dropped watch left its slot behind"
+        );
     }
 
     #[tokio::test]
@@ -135,7 +172,11 @@ mod tests {
         let second = hub.watch(task_id);
         hub.notify(task_id, 2);
         hub.notify(TaskId::new(), 9);
-        assert!(!first.wait_past(2, Instant::now() + Duration::from_millis(20)).await);
+        assert!(
+            !first
+                .wait_past(2, Instant::now() + Duration::from_millis(20))
+                .await
+        );
         assert!(second.wait_past(1, Instant::now()).await);
         drop(first);
         assert_eq!(hub.watched_tasks(), 1);

@@ -28,8 +28,8 @@ use rusqlite::{Connection, OpenFlags};
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, ListPage,
-    ListQuery, Result, StartOutcome, StatusCounts, Store, StoreError, TapePage,
+    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
+    ListPage, ListQuery, Result, StartOutcome, StatusCounts, Store, StoreError, TapePage,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -96,21 +96,40 @@ impl SqliteStore {
     /// foreign or corrupt file, a newer schema, or a second process.
     pub fn open(config: SqliteConfig) -> Result<Self> {
         let path = config.path.display().to_string();
-        let open_error = |message: String| StoreError::Open { path: path.clone(), message };
-        if let Some(parent) = config.path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|error| open_error(format!("cannot create directory {}: {error}", parent.display())))?;
+        let open_error = |message: String| StoreError::Open {
+            path: path.clone(),
+            message,
+        };
+        if let Some(parent) = config
+            .path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                open_error(format!(
+                    "cannot create directory {}: {error}",
+                    parent.display()
+                ))
+            })?;
         }
         let lock = lock_file(&config.path).map_err(open_error)?;
-        let mut writer = open_connection(&config.path, false).map_err(|error| classify(&path, error))?;
+        let mut writer =
+            open_connection(&config.path, false).map_err(|error| classify(&path, error))?;
         if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            return Err(StoreError::ReadOnly { path, message: "the file cannot be opened for writing".into() });
+            return Err(StoreError::ReadOnly {
+                path,
+                message: "the file cannot be opened for writing".into(),
+            });
         }
         configure_writer(&writer, &config).map_err(|error| classify(&path, error))?;
         match schema::migrate(&mut writer).map_err(|error| classify(&path, error))? {
             schema::Migrated::Current => {}
             schema::Migrated::TooNew(found) => {
-                return Err(StoreError::SchemaTooNew { path, found, known: schema::latest() });
+                return Err(StoreError::SchemaTooNew {
+                    path,
+                    found,
+                    known: schema::latest(),
+                });
             }
         }
         let readers = (0..config.readers.max(1))
@@ -124,13 +143,24 @@ impl SqliteStore {
             .map_err(|error| classify(&path, error))?;
         let hub = WakeHub::new();
         let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
-        let writer = Writer::new(writer, path.clone(), Arc::clone(&hub), config.batch_max.max(1));
+        let writer = Writer::new(
+            writer,
+            path.clone(),
+            Arc::clone(&hub),
+            config.batch_max.max(1),
+        );
         std::thread::Builder::new()
             .name("tasktape-sqlite-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|error| open_error(format!("cannot start the writer thread: {error}")))?;
         tracing::info!(%path, "sqlite store open");
-        Ok(SqliteStore { readers: Readers::new(readers, path.clone()), path, commands, hub, _lock: lock })
+        Ok(SqliteStore {
+            readers: Readers::new(readers, path.clone()),
+            path,
+            commands,
+            hub,
+            _lock: lock,
+        })
     }
 
     /// The database file's path.
@@ -140,12 +170,17 @@ impl SqliteStore {
 
     /// The SQLite library version in use.
     pub async fn sqlite_version(&self) -> Result<String> {
-        self.readers.with(|conn| conn.query_row("SELECT sqlite_version()", [], |row| row.get(0))).await
+        self.readers
+            .with(|conn| conn.query_row("SELECT sqlite_version()", [], |row| row.get(0)))
+            .await
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -162,10 +197,13 @@ fn lock_file(db: &Path) -> Result<File, String> {
         .map_err(|error| format!("cannot create lock file {}: {error}", lock_path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(format!("another process has this store open (lock file {})", lock_path.display()))
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another process has this store open (lock file {})",
+            lock_path.display()
+        )),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(format!("cannot lock {}: {error}", lock_path.display()))
         }
-        Err(std::fs::TryLockError::Error(error)) => Err(format!("cannot lock {}: {error}", lock_path.display())),
     }
 }
 
@@ -212,66 +250,97 @@ impl Store for SqliteStore {
     }
 
     async fn create(&self, task: NewTask) -> Result<Created> {
-        self.call(|reply| Command::Create(Box::new(task), reply)).await
+        self.call(|reply| Command::Create(Box::new(task), reply))
+            .await
     }
 
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
-        self.call(|reply| Command::Start(task_id, lease, reply)).await
+        self.call(|reply| Command::Start(task_id, lease, reply))
+            .await
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
         check_appendable(&body)?;
         let body = body.encode();
-        self.call(|reply| Command::Append(task_id, body, AppendReply::Wait(reply))).await
+        self.call(|reply| Command::Append(task_id, body, AppendReply::Wait(reply)))
+            .await
     }
 
-    async fn append_queued(&self, task_id: TaskId, body: EventBody, ack: Arc<AppendAck>) -> Result<()> {
+    async fn append_queued(
+        &self,
+        task_id: TaskId,
+        body: EventBody,
+        ack: Arc<AppendAck>,
+    ) -> Result<()> {
         check_appendable(&body)?;
         let command = Command::Append(task_id, body.encode(), AppendReply::Ack(ack));
-        self.commands.send(command).await.map_err(|_| StoreError::Closed)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome> {
-        self.call(|reply| Command::Finish(task_id, outcome, reply)).await
+        self.call(|reply| Command::Finish(task_id, outcome, reply))
+            .await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
-        self.call(|reply| Command::RequestCancel(task_id, reply)).await
+        self.call(|reply| Command::RequestCancel(task_id, reply))
+            .await
     }
 
     async fn get(&self, task_id: TaskId) -> Result<Option<Task>> {
-        self.readers.with(move |conn| reader::get(conn, task_id)).await
+        self.readers
+            .with(move |conn| reader::get(conn, task_id))
+            .await
     }
 
     async fn list(&self, query: ListQuery) -> Result<ListPage> {
-        self.readers.with(move |conn| reader::list(conn, &query)).await
+        self.readers
+            .with(move |conn| reader::list(conn, &query))
+            .await
     }
 
     async fn counts(&self) -> Result<StatusCounts> {
         self.readers.with(reader::counts).await
     }
 
-    async fn events(&self, task_id: TaskId, from_seq: u64, limit: usize) -> Result<Option<TapePage>> {
-        self.readers.with(move |conn| reader::events(conn, task_id, from_seq, limit)).await
+    async fn events(
+        &self,
+        task_id: TaskId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<TapePage>> {
+        self.readers
+            .with(move |conn| reader::events(conn, task_id, from_seq, limit))
+            .await
     }
 
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
-        self.readers.with(move |conn| reader::last_seq(conn, task_id)).await
+        self.readers
+            .with(move |conn| reader::last_seq(conn, task_id))
+            .await
     }
 
     async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
         let owner = owner.to_owned();
-        self.call(|reply| Command::RenewLease(owner, until, reply)).await
+        self.call(|reply| Command::RenewLease(owner, until, reply))
+            .await
     }
 
     async fn expired(&self, now: Timestamp, exclude_owner: &str) -> Result<Vec<TaskId>> {
         let exclude_owner = exclude_owner.to_owned();
-        self.readers.with(move |conn| reader::expired(conn, now, &exclude_owner)).await
+        self.readers
+            .with(move |conn| reader::expired(conn, now, &exclude_owner))
+            .await
     }
 
     async fn leftovers(&self, owner: &str) -> Result<Vec<TaskId>> {
         let owner = owner.to_owned();
-        self.readers.with(move |conn| reader::leftovers(conn, &owner)).await
+        self.readers
+            .with(move |conn| reader::leftovers(conn, &owner))
+            .await
     }
 
     async fn pending(&self) -> Result<Vec<Task>> {
@@ -283,16 +352,25 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
-        self.call(|reply| Command::Purge(finished_before, reply)).await
+        self.call(|reply| Command::Purge(finished_before, reply))
+            .await
     }
 }
 
 fn check_appendable(body: &EventBody) -> Result<()> {
-    if body.is_appendable() { Ok(()) } else { Err(StoreError::NotAppendable { kind: body.kind().as_str() }) }
+    if body.is_appendable() {
+        Ok(())
+    } else {
+        Err(StoreError::NotAppendable {
+            kind: body.kind().as_str(),
+        })
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tasktape_core::event::StoredEvent;
 use tasktape_core::model::{Status, Task, TaskId};
-use tasktape_core::store::{Cursor, ListPage, ListQuery, Result, StatusCounts, StoreError, TapePage};
+use tasktape_core::store::{
+    Cursor, ListPage, ListQuery, Result, StatusCounts, StoreError, TapePage,
+};
 use tasktape_core::time::Timestamp;
 
 use crate::rows::{TASK_COLUMNS, classify, status_from, task_from_row, task_id_from};
@@ -20,7 +22,11 @@ pub(crate) struct Readers {
 
 impl Readers {
     pub(crate) fn new(connections: Vec<Connection>, path: String) -> Arc<Self> {
-        Arc::new(Readers { idle: Mutex::new(connections), returned: Condvar::new(), path })
+        Arc::new(Readers {
+            idle: Mutex::new(connections),
+            returned: Condvar::new(),
+            path,
+        })
     }
 
     /// Runs `read` on an idle connection in Tokio's blocking pool.
@@ -38,22 +44,34 @@ impl Readers {
         })
         .await;
         joined.unwrap_or_else(|join_error| {
-            Err(StoreError::Backend { context: format!("sqlite store at {}", self.path), source: Box::new(join_error) })
+            Err(StoreError::Backend {
+                context: format!("sqlite store at {}", self.path),
+                source: Box::new(join_error),
+            })
         })
     }
 
     fn take(&self) -> Connection {
-        let mut idle = self.idle.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         loop {
             if let Some(conn) = idle.pop() {
                 return conn;
             }
-            idle = self.returned.wait(idle).unwrap_or_else(|poison| poison.into_inner());
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(|poison| poison.into_inner());
         }
     }
 
     fn put(&self, conn: Connection) {
-        self.idle.lock().unwrap_or_else(|poison| poison.into_inner()).push(conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push(conn);
         self.returned.notify_one();
     }
 }
@@ -64,7 +82,9 @@ fn id(task_id: &TaskId) -> &[u8] {
 
 pub(crate) fn get(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Option<Task>> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1");
-    conn.prepare_cached(&sql)?.query_row([id(&task_id)], task_from_row).optional()
+    conn.prepare_cached(&sql)?
+        .query_row([id(&task_id)], task_from_row)
+        .optional()
 }
 
 pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result<ListPage> {
@@ -82,11 +102,16 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
         values.push(Box::new(cursor.created_at.as_millis()));
         values.push(Box::new(cursor.task_id.as_bytes().to_vec()));
         let (at, task) = (values.len() - 1, values.len());
-        sql.push_str(&format!(" AND (created_at < ?{at} OR (created_at = ?{at} AND task_id > ?{task}))"));
+        sql.push_str(&format!(
+            " AND (created_at < ?{at} OR (created_at = ?{at} AND task_id > ?{task}))"
+        ));
     }
     let limit = query.limit.max(1);
     values.push(Box::new((limit + 1) as i64));
-    sql.push_str(&format!(" ORDER BY created_at DESC, task_id ASC LIMIT ?{}", values.len()));
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, task_id ASC LIMIT ?{}",
+        values.len()
+    ));
     let mut statement = conn.prepare_cached(&sql)?;
     let mut tasks = statement
         .query_map(rusqlite::params_from_iter(values.iter()), task_from_row)?
@@ -94,15 +119,28 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
     let has_more = tasks.len() > limit;
     tasks.truncate(limit);
     let next_cursor = has_more
-        .then(|| tasks.last().map(|task| Cursor { created_at: task.created_at, task_id: task.task_id }))
+        .then(|| {
+            tasks.last().map(|task| Cursor {
+                created_at: task.created_at,
+                task_id: task.task_id,
+            })
+        })
         .flatten();
-    Ok(ListPage { tasks, next_cursor, has_more })
+    Ok(ListPage {
+        tasks,
+        next_cursor,
+        has_more,
+    })
 }
 
 pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
-    let mut statement = conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
+    let mut statement =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
     let rows = statement.query_map([], |row| {
-        Ok((status_from(&row.get::<_, String>(0)?, 0)?, row.get::<_, i64>(1)? as u64))
+        Ok((
+            status_from(&row.get::<_, String>(0)?, 0)?,
+            row.get::<_, i64>(1)? as u64,
+        ))
     })?;
     let mut counts: StatusCounts = Status::ALL.into_iter().map(|status| (status, 0)).collect();
     for row in rows {
@@ -113,15 +151,26 @@ pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
 }
 
 fn max_seq(conn: &Connection, task_id: &TaskId) -> rusqlite::Result<u64> {
-    let mut statement = conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1")?;
-    statement.query_row([id(task_id)], |row| row.get::<_, i64>(0)).map(|seq| seq as u64)
+    let mut statement =
+        conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1")?;
+    statement
+        .query_row([id(task_id)], |row| row.get::<_, i64>(0))
+        .map(|seq| seq as u64)
 }
 
-pub(crate) fn events(conn: &mut Connection, task_id: TaskId, from_seq: u64, limit: usize) -> rusqlite::Result<Option<TapePage>> {
+pub(crate) fn events(
+    conn: &mut Connection,
+    task_id: TaskId,
+    from_seq: u64,
+    limit: usize,
+) -> rusqlite::Result<Option<TapePage>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
     let status = {
         let mut statement = tx.prepare_cached("SELECT status FROM tasks WHERE task_id = ?1")?;
-        let Some(status) = statement.query_row([id(&task_id)], |row| row.get::<_, String>(0)).optional()? else {
+        let Some(status) = statement
+            .query_row([id(&task_id)], |row| row.get::<_, String>(0))
+            .optional()?
+        else {
             return Ok(None);
         };
         status_from(&status, 0)?
@@ -134,13 +183,20 @@ pub(crate) fn events(conn: &mut Connection, task_id: TaskId, from_seq: u64, limi
         let from_seq = i64::try_from(from_seq).unwrap_or(i64::MAX);
         statement
             .query_map(params![id(&task_id), from_seq, limit], |row| {
-                Ok(StoredEvent { seq: row.get::<_, i64>(0)? as u64, json: row.get(1)? })
+                Ok(StoredEvent {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    json: row.get(1)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
     };
     let last_seq = max_seq(&tx, &task_id)?;
     tx.finish()?;
-    Ok(Some(TapePage { status, events, last_seq }))
+    Ok(Some(TapePage {
+        status,
+        events,
+        last_seq,
+    }))
 }
 
 pub(crate) fn last_seq(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Option<u64>> {
@@ -150,18 +206,30 @@ pub(crate) fn last_seq(conn: &mut Connection, task_id: TaskId) -> rusqlite::Resu
         .query_row([id(&task_id)], |_| Ok(()))
         .optional()?
         .is_some();
-    let last = if exists { Some(max_seq(&tx, &task_id)?) } else { None };
+    let last = if exists {
+        Some(max_seq(&tx, &task_id)?)
+    } else {
+        None
+    };
     tx.finish()?;
     Ok(last)
 }
 
-fn task_ids(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> rusqlite::Result<Vec<TaskId>> {
+fn task_ids(
+    conn: &Connection,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<TaskId>> {
     let mut statement = conn.prepare_cached(sql)?;
     let rows = statement.query_map(values, |row| task_id_from(row.get(0)?))?;
     rows.collect()
 }
 
-pub(crate) fn expired(conn: &mut Connection, now: Timestamp, exclude_owner: &str) -> rusqlite::Result<Vec<TaskId>> {
+pub(crate) fn expired(
+    conn: &mut Connection,
+    now: Timestamp,
+    exclude_owner: &str,
+) -> rusqlite::Result<Vec<TaskId>> {
     task_ids(
         conn,
         "SELECT task_id FROM tasks WHERE status = 'running' AND lease_until < ?1 \
@@ -171,11 +239,17 @@ pub(crate) fn expired(conn: &mut Connection, now: Timestamp, exclude_owner: &str
 }
 
 pub(crate) fn leftovers(conn: &mut Connection, owner: &str) -> rusqlite::Result<Vec<TaskId>> {
-    task_ids(conn, "SELECT task_id FROM tasks WHERE status = 'running' AND owner = ?1", [owner])
+    task_ids(
+        conn,
+        "SELECT task_id FROM tasks WHERE status = 'running' AND owner = ?1",
+        [owner],
+    )
 }
 
 pub(crate) fn pending(conn: &mut Connection) -> rusqlite::Result<Vec<Task>> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'pending' ORDER BY created_at, task_id");
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'pending' ORDER BY created_at, task_id"
+    );
     let mut statement = conn.prepare_cached(&sql)?;
     let rows = statement.query_map([], task_from_row)?;
     rows.collect()

@@ -12,33 +12,42 @@ pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until";
 
 pub(crate) fn task_id_from(bytes: Vec<u8>) -> rusqlite::Result<TaskId> {
-    let array: [u8; 16] = bytes
-        .try_into()
-        .map_err(|_| rusqlite::Error::InvalidColumnType(0, "task_id".into(), rusqlite::types::Type::Blob))?;
+    let array: [u8; 16] = bytes.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "task_id".into(), rusqlite::types::Type::Blob)
+    })?;
     Ok(TaskId::from_bytes(array))
 }
 
-fn conversion(index: usize, error: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+fn conversion(
+    index: usize,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(error))
 }
 
 pub(crate) fn status_from(text: &str, index: usize) -> rusqlite::Result<Status> {
-    text.parse::<Status>().map_err(|error| conversion(index, error))
+    text.parse::<Status>()
+        .map_err(|error| conversion(index, error))
 }
 
 fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
     let text: Option<String> = row.get(index)?;
-    text.map(|text| serde_json::from_str(&text).map_err(|error| conversion(index, error))).transpose()
+    text.map(|text| serde_json::from_str(&text).map_err(|error| conversion(index, error)))
+        .transpose()
 }
 
 fn time_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>> {
-    Ok(row.get::<_, Option<i64>>(index)?.map(Timestamp::from_millis))
+    Ok(row
+        .get::<_, Option<i64>>(index)?
+        .map(Timestamp::from_millis))
 }
 
 /// A task from a row selected with [`TASK_COLUMNS`].
 pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     let error = json_column(row, 9)?
-        .map(|value| serde_json::from_value::<ErrorInfo>(value).map_err(|error| conversion(9, error)))
+        .map(|value| {
+            serde_json::from_value::<ErrorInfo>(value).map_err(|error| conversion(9, error))
+        })
         .transpose()?;
     Ok(Task {
         task_id: task_id_from(row.get(0)?)?,
@@ -65,22 +74,45 @@ pub(crate) fn classify(path: &str, error: rusqlite::Error) -> StoreError {
     match error.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => StoreError::Full { path, message },
         Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path, message },
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt { path, message },
-        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => StoreError::Open { path, message },
-        _ => StoreError::Backend { context: format!("sqlite store at {path}"), source: Box::new(error) },
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt { path, message }
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            StoreError::Open { path, message }
+        }
+        _ => StoreError::Backend {
+            context: format!("sqlite store at {path}"),
+            source: Box::new(error),
+        },
     }
 }
 
 /// A copy of `error` for each caller of a failed batch.
 pub(crate) fn duplicate(error: &StoreError) -> StoreError {
     match error {
-        StoreError::Open { path, message } => StoreError::Open { path: path.clone(), message: message.clone() },
-        StoreError::ReadOnly { path, message } => StoreError::ReadOnly { path: path.clone(), message: message.clone() },
-        StoreError::Corrupt { path, message } => StoreError::Corrupt { path: path.clone(), message: message.clone() },
-        StoreError::Full { path, message } => StoreError::Full { path: path.clone(), message: message.clone() },
-        StoreError::Backend { context, source } => {
-            StoreError::Backend { context: context.clone(), source: source.to_string().into() }
-        }
-        other => StoreError::Backend { context: "sqlite store".into(), source: other.to_string().into() },
+        StoreError::Open { path, message } => StoreError::Open {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        StoreError::ReadOnly { path, message } => StoreError::ReadOnly {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        StoreError::Corrupt { path, message } => StoreError::Corrupt {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        StoreError::Full { path, message } => StoreError::Full {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        StoreError::Backend { context, source } => StoreError::Backend {
+            context: context.clone(),
+            source: source.to_string().into(),
+        },
+        other => StoreError::Backend {
+            context: "sqlite store".into(),
+            source: other.to_string().into(),
+        },
     }
 }

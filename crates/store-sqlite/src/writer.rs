@@ -48,7 +48,7 @@ pub(crate) enum Command {
 
 /// A command's answer, held until the commit.
 enum Answer {
-    Created(Reply<Created>, Created),
+    Created(Reply<Created>, Box<Created>),
     Start(Reply<StartOutcome>, StartOutcome),
     Append(AppendReply, AppendOutcome),
     Finish(Reply<FinishOutcome>, FinishOutcome),
@@ -75,7 +75,14 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(conn: Connection, path: String, hub: Arc<WakeHub>, batch_max: usize) -> Self {
-        Writer { conn, path, hub, batch_max, live: HashMap::new(), woken: HashMap::new() }
+        Writer {
+            conn,
+            path,
+            hub,
+            batch_max,
+            live: HashMap::new(),
+            woken: HashMap::new(),
+        }
     }
 
     /// Runs until every sender is gone.
@@ -98,11 +105,12 @@ impl Writer {
         let outcome = self.apply(batch, &mut answers);
         match outcome {
             Ok(()) => {
-                for answer in answers {
-                    answer.send();
-                }
+                // Followers first: they are what the wake-up latency is about.
                 for (task_id, seq) in self.woken.drain() {
                     self.hub.notify(task_id, seq);
+                }
+                for answer in answers {
+                    answer.send();
                 }
             }
             Err(error) => {
@@ -127,13 +135,18 @@ impl Writer {
 
     /// Runs the batch in one transaction. On error the caller rolls back;
     /// commands not yet applied stay in `batch`.
-    fn apply(&mut self, batch: &mut Vec<Command>, answers: &mut Vec<Answer>) -> rusqlite::Result<()> {
+    fn apply(
+        &mut self,
+        batch: &mut Vec<Command>,
+        answers: &mut Vec<Answer>,
+    ) -> rusqlite::Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut pending = batch.drain(..).collect::<Vec<_>>().into_iter();
+        let mut pending = std::mem::take(batch).into_iter();
         while let Some(command) = pending.next() {
             match self.apply_one(command) {
                 Ok(answer) => answers.push(answer),
-                Err((error, command)) => {
+                Err(failed) => {
+                    let (error, command) = *failed;
                     batch.push(command);
                     batch.extend(pending);
                     return Err(error);
@@ -143,12 +156,12 @@ impl Writer {
         self.conn.execute_batch("COMMIT")
     }
 
-    fn apply_one(&mut self, command: Command) -> Result<Answer, (rusqlite::Error, Command)> {
+    fn apply_one(&mut self, command: Command) -> Result<Answer, Box<(rusqlite::Error, Command)>> {
         macro_rules! step {
             ($result:expr, $command:expr) => {
                 match $result {
                     Ok(value) => value,
-                    Err(error) => return Err((error, $command)),
+                    Err(error) => return Err(Box::new((error, $command))),
                 }
             };
         }
@@ -156,22 +169,34 @@ impl Writer {
         Ok(match command {
             Command::Create(task, reply) => {
                 let created = step!(self.create(&task), Command::Create(task, reply));
-                Answer::Created(reply, created)
+                Answer::Created(reply, Box::new(created))
             }
             Command::Start(task_id, lease, reply) => {
-                let outcome = step!(self.start(task_id, &lease, now), Command::Start(task_id, lease, reply));
+                let outcome = step!(
+                    self.start(task_id, &lease, now),
+                    Command::Start(task_id, lease, reply)
+                );
                 Answer::Start(reply, outcome)
             }
             Command::Append(task_id, body, reply) => {
-                let outcome = step!(self.append(task_id, &body, now), Command::Append(task_id, body, reply));
+                let outcome = step!(
+                    self.append(task_id, &body, now),
+                    Command::Append(task_id, body, reply)
+                );
                 Answer::Append(reply, outcome)
             }
             Command::Finish(task_id, outcome, reply) => {
-                let finished = step!(self.finish(task_id, &outcome, now), Command::Finish(task_id, outcome, reply));
+                let finished = step!(
+                    self.finish(task_id, &outcome, now),
+                    Command::Finish(task_id, outcome, reply)
+                );
                 Answer::Finish(reply, finished)
             }
             Command::RequestCancel(task_id, reply) => {
-                let outcome = step!(self.request_cancel(task_id, now), Command::RequestCancel(task_id, reply));
+                let outcome = step!(
+                    self.request_cancel(task_id, now),
+                    Command::RequestCancel(task_id, reply)
+                );
                 Answer::Cancel(reply, outcome)
             }
             Command::RenewLease(owner, until, reply) => {
@@ -218,16 +243,32 @@ impl Writer {
         Ok(found)
     }
 
-    fn insert_event(&mut self, task_id: TaskId, body: &EncodedBody, seq: u64, now: Timestamp) -> rusqlite::Result<()> {
+    fn insert_event(
+        &mut self,
+        task_id: TaskId,
+        body: &EncodedBody,
+        seq: u64,
+        now: Timestamp,
+    ) -> rusqlite::Result<()> {
         let event = body.seal(seq, now);
-        let mut statement = self.conn.prepare_cached("INSERT INTO events (task_id, seq, json) VALUES (?1, ?2, ?3)")?;
-        statement.execute(params![task_id.as_bytes().as_slice(), seq as i64, event.json])?;
+        let mut statement = self
+            .conn
+            .prepare_cached("INSERT INTO events (task_id, seq, json) VALUES (?1, ?2, ?3)")?;
+        statement.execute(params![
+            task_id.as_bytes().as_slice(),
+            seq as i64,
+            event.json
+        ])?;
         let woken = self.woken.entry(task_id).or_default();
         *woken = (*woken).max(seq);
         Ok(())
     }
 
-    fn select_task(&self, where_clause: &str, key: &dyn rusqlite::ToSql) -> rusqlite::Result<Option<Task>> {
+    fn select_task(
+        &self,
+        where_clause: &str,
+        key: &dyn rusqlite::ToSql,
+    ) -> rusqlite::Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE {where_clause}");
         let mut statement = self.conn.prepare_cached(&sql)?;
         statement.query_row([key], task_from_row).optional()
@@ -237,7 +278,10 @@ impl Writer {
         if let Some(key) = &task.idempotency_key
             && let Some(existing) = self.select_task("idempotency_key = ?1", key)?
         {
-            return Ok(Created { task: existing, created: false });
+            return Ok(Created {
+                task: existing,
+                created: false,
+            });
         }
         let mut statement = self.conn.prepare_cached(
             "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key) \
@@ -251,7 +295,14 @@ impl Writer {
             task.params_digest,
             task.idempotency_key,
         ])?;
-        self.live.insert(task.task_id, Live { status: Status::Pending, last_seq: 0, cancel_requested: false });
+        self.live.insert(
+            task.task_id,
+            Live {
+                status: Status::Pending,
+                last_seq: 0,
+                cancel_requested: false,
+            },
+        );
         Ok(Created {
             task: Task {
                 task_id: task.task_id,
@@ -273,8 +324,15 @@ impl Writer {
         })
     }
 
-    fn start(&mut self, task_id: TaskId, lease: &Lease, now: Timestamp) -> rusqlite::Result<StartOutcome> {
-        let Some(live) = self.live(task_id)? else { return Ok(StartOutcome::NotFound) };
+    fn start(
+        &mut self,
+        task_id: TaskId,
+        lease: &Lease,
+        now: Timestamp,
+    ) -> rusqlite::Result<StartOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(StartOutcome::NotFound);
+        };
         match live.status {
             Status::Pending => {}
             Status::Running => return Ok(StartOutcome::AlreadyRunning),
@@ -287,17 +345,39 @@ impl Writer {
             )?
             .execute(params![task_id.as_bytes().as_slice(), now.as_millis(), lease.owner, lease.until.as_millis()])?;
         let task = self.select_task("task_id = ?1", &task_id.as_bytes().as_slice())?;
-        let Some(task) = task else { return Ok(StartOutcome::NotFound) };
-        let body = EventBody::TaskStarted { task_id, op: task.op.clone() }.encode();
+        let Some(task) = task else {
+            return Ok(StartOutcome::NotFound);
+        };
+        let body = EventBody::TaskStarted {
+            task_id,
+            op: task.op.clone(),
+        }
+        .encode();
         self.insert_event(task_id, &body, 1, now)?;
-        self.live.insert(task_id, Live { status: Status::Running, last_seq: 1, ..live });
-        Ok(StartOutcome::Started(task))
+        self.live.insert(
+            task_id,
+            Live {
+                status: Status::Running,
+                last_seq: 1,
+                ..live
+            },
+        );
+        Ok(StartOutcome::Started(Box::new(task)))
     }
 
-    fn append(&mut self, task_id: TaskId, body: &EncodedBody, now: Timestamp) -> rusqlite::Result<AppendOutcome> {
-        let Some(live) = self.live(task_id)? else { return Ok(AppendOutcome::NotFound) };
+    fn append(
+        &mut self,
+        task_id: TaskId,
+        body: &EncodedBody,
+        now: Timestamp,
+    ) -> rusqlite::Result<AppendOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(AppendOutcome::NotFound);
+        };
         if live.status != Status::Running {
-            return Ok(AppendOutcome::Dropped { last_seq: live.last_seq });
+            return Ok(AppendOutcome::Dropped {
+                last_seq: live.last_seq,
+            });
         }
         let seq = live.last_seq + 1;
         self.insert_event(task_id, body, seq, now)?;
@@ -307,15 +387,30 @@ impl Writer {
         Ok(AppendOutcome::Appended { seq })
     }
 
-    fn finish(&mut self, task_id: TaskId, outcome: &Outcome, now: Timestamp) -> rusqlite::Result<FinishOutcome> {
-        let Some(live) = self.live(task_id)? else { return Ok(FinishOutcome::NotFound) };
+    fn finish(
+        &mut self,
+        task_id: TaskId,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> rusqlite::Result<FinishOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(FinishOutcome::NotFound);
+        };
         if live.status.is_terminal() {
-            return Ok(FinishOutcome::AlreadyFinished { status: live.status });
+            return Ok(FinishOutcome::AlreadyFinished {
+                status: live.status,
+            });
         }
-        let outcome = if live.cancel_requested { &Outcome::Cancelled } else { outcome };
+        let outcome = if live.cancel_requested {
+            &Outcome::Cancelled
+        } else {
+            outcome
+        };
         let (result, error) = match outcome {
             Outcome::Succeeded(result) => (Some(result.to_string()), None),
-            Outcome::Failed(error) => (None, Some(serde_json::to_string(error).unwrap_or_default())),
+            Outcome::Failed(error) => {
+                (None, Some(serde_json::to_string(error).unwrap_or_default()))
+            }
             Outcome::Cancelled => (None, None),
         };
         let status = outcome.status();
@@ -324,26 +419,41 @@ impl Writer {
                 "UPDATE tasks SET status = ?2, finished_at = ?3, result = ?4, error = ?5, \
                  owner = NULL, lease_until = NULL WHERE task_id = ?1",
             )?
-            .execute(params![task_id.as_bytes().as_slice(), status.as_str(), now.as_millis(), result, error])?;
+            .execute(params![
+                task_id.as_bytes().as_slice(),
+                status.as_str(),
+                now.as_millis(),
+                result,
+                error
+            ])?;
         let seq = live.last_seq + 1;
         self.insert_event(task_id, &EventBody::final_for(outcome).encode(), seq, now)?;
         self.live.remove(&task_id);
         Ok(FinishOutcome::Finished { seq, status })
     }
 
-    fn request_cancel(&mut self, task_id: TaskId, now: Timestamp) -> rusqlite::Result<CancelOutcome> {
-        let Some(live) = self.live(task_id)? else { return Ok(CancelOutcome::NotFound) };
+    fn request_cancel(
+        &mut self,
+        task_id: TaskId,
+        now: Timestamp,
+    ) -> rusqlite::Result<CancelOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(CancelOutcome::NotFound);
+        };
         match live.status {
             Status::Pending => match self.finish(task_id, &Outcome::Cancelled, now)? {
                 FinishOutcome::Finished { seq, .. } => Ok(CancelOutcome::Cancelled { seq }),
-                FinishOutcome::AlreadyFinished { status } => Ok(CancelOutcome::AlreadyTerminal { status }),
+                FinishOutcome::AlreadyFinished { status } => {
+                    Ok(CancelOutcome::AlreadyTerminal { status })
+                }
                 FinishOutcome::NotFound => Ok(CancelOutcome::NotFound),
             },
             Status::Running => {
                 let mut statement = self.conn.prepare_cached(
                     "UPDATE tasks SET cancel_requested = 1 WHERE task_id = ?1 RETURNING owner",
                 )?;
-                let owner: Option<String> = statement.query_row([task_id.as_bytes().as_slice()], |row| row.get(0))?;
+                let owner: Option<String> =
+                    statement.query_row([task_id.as_bytes().as_slice()], |row| row.get(0))?;
                 if let Some(entry) = self.live.get_mut(&task_id) {
                     entry.cancel_requested = true;
                 }
@@ -354,13 +464,21 @@ impl Writer {
     }
 
     fn delete(&mut self, task_id: TaskId) -> rusqlite::Result<DeleteOutcome> {
-        let Some(live) = self.live(task_id)? else { return Ok(DeleteOutcome::NotFound) };
+        let Some(live) = self.live(task_id)? else {
+            return Ok(DeleteOutcome::NotFound);
+        };
         if !live.status.is_terminal() {
-            return Ok(DeleteOutcome::NotTerminal { status: live.status });
+            return Ok(DeleteOutcome::NotTerminal {
+                status: live.status,
+            });
         }
         let id = task_id.as_bytes().as_slice();
-        self.conn.prepare_cached("DELETE FROM events WHERE task_id = ?1")?.execute([id])?;
-        self.conn.prepare_cached("DELETE FROM tasks WHERE task_id = ?1")?.execute([id])?;
+        self.conn
+            .prepare_cached("DELETE FROM events WHERE task_id = ?1")?
+            .execute([id])?;
+        self.conn
+            .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")?
+            .execute([id])?;
         self.live.remove(&task_id);
         Ok(DeleteOutcome::Deleted)
     }
@@ -369,10 +487,14 @@ impl Writer {
         const DONE: &str = "status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1";
         let cutoff = cutoff.as_millis();
         self.conn.execute(
-            &format!("DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE {DONE})"),
+            &format!(
+                "DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE {DONE})"
+            ),
             [cutoff],
         )?;
-        let purged = self.conn.execute(&format!("DELETE FROM tasks WHERE {DONE}"), [cutoff])?;
+        let purged = self
+            .conn
+            .execute(&format!("DELETE FROM tasks WHERE {DONE}"), [cutoff])?;
         Ok(purged as u64)
     }
 }
@@ -391,7 +513,7 @@ impl AppendReply {
 impl Answer {
     fn send(self) {
         match self {
-            Answer::Created(reply, value) => drop(reply.send(Ok(value))),
+            Answer::Created(reply, value) => drop(reply.send(Ok(*value))),
             Answer::Start(reply, value) => drop(reply.send(Ok(value))),
             Answer::Append(reply, value) => reply.send(Ok(value)),
             Answer::Finish(reply, value) => drop(reply.send(Ok(value))),
@@ -422,7 +544,9 @@ impl Command {
             Command::Append(_, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),
-            Command::RenewLease(_, _, reply) | Command::Purge(_, reply) => drop(reply.send(Err(error))),
+            Command::RenewLease(_, _, reply) | Command::Purge(_, reply) => {
+                drop(reply.send(Err(error)))
+            }
             Command::Delete(_, reply) => drop(reply.send(Err(error))),
         }
     }

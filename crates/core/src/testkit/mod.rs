@@ -33,7 +33,10 @@ pub struct Harness {
 impl Harness {
     /// Wraps a store and the guard that must outlive it.
     pub fn new(store: Arc<dyn Store>, guard: impl Any + Send + Sync) -> Self {
-        Harness { store, _guard: Box::new(guard) }
+        Harness {
+            store,
+            _guard: Box::new(guard),
+        }
     }
 }
 
@@ -91,21 +94,34 @@ pub fn new_task(op: &str) -> NewTask {
 
 /// A lease for `owner` that holds for a minute.
 pub fn lease(owner: &str) -> Lease {
-    Lease { owner: owner.to_owned(), until: Timestamp::now().add_millis(60_000) }
+    Lease {
+        owner: owner.to_owned(),
+        until: Timestamp::now().add_millis(60_000),
+    }
 }
 
 /// Creates and starts a task; returns its id.
 pub async fn running_task(store: &dyn Store) -> TaskId {
     let created = store.create(new_task("test")).await.expect("create");
-    let started = store.start(created.task.task_id, lease("owner-a")).await.expect("start");
+    let started = store
+        .start(created.task.task_id, lease("owner-a"))
+        .await
+        .expect("start");
     assert!(matches!(started, StartOutcome::Started(_)), "{started:?}");
     created.task.task_id
 }
 
 /// The whole tape, decoded.
 pub async fn tape(store: &dyn Store, task_id: TaskId) -> Vec<Event> {
-    let page = store.events(task_id, 0, usize::MAX / 2).await.expect("events").expect("task exists");
-    page.events.iter().map(|event| event.decode().expect("stored event decodes")).collect()
+    let page = store
+        .events(task_id, 0, usize::MAX / 2)
+        .await
+        .expect("events")
+        .expect("task exists");
+    page.events
+        .iter()
+        .map(|event| event.decode().expect("stored event decodes"))
+        .collect()
 }
 
 /// The row, which must exist.
@@ -120,9 +136,16 @@ pub async fn assert_row_and_tape_agree(store: &dyn Store, task_id: TaskId) -> (T
     if let Err(error) = validate_tape(task.status, &events) {
         panic!("task {task_id}: {error}; tape: {events:#?}");
     }
-    if let Some(crate::event::EventBody::Final { result, error, .. }) = events.last().map(|event| &event.body) {
-        let present = |value: &Option<serde_json::Value>| value.clone().filter(|value| !value.is_null());
-        assert_eq!(present(&task.result), present(result), "row result differs from final");
+    if let Some(crate::event::EventBody::Final { result, error, .. }) =
+        events.last().map(|event| &event.body)
+    {
+        let present =
+            |value: &Option<serde_json::Value>| value.clone().filter(|value| !value.is_null());
+        assert_eq!(
+            present(&task.result),
+            present(result),
+            "row result differs from final"
+        );
         assert_eq!(&task.error, error, "row error differs from final");
     }
     (task, events)

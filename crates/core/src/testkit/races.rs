@@ -10,7 +10,10 @@ use crate::model::{ErrorInfo, Outcome, Status};
 use crate::store::{AppendOutcome, CancelOutcome, FinishOutcome, Store};
 
 fn log(writer: usize, index: usize) -> EventBody {
-    EventBody::Log { level: "info".into(), message: format!("{writer}:{index}") }
+    EventBody::Log {
+        level: "info".into(),
+        message: format!("{writer}:{index}"),
+    }
 }
 
 /// 8 concurrent appenders on one task: every event lands once, seqs contiguous,
@@ -36,7 +39,10 @@ pub async fn eight_concurrent_appenders_get_contiguous_seqs(h: Harness) {
     let mut all = Vec::new();
     for writer in writers {
         let seqs = writer.await.unwrap();
-        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "one appender's seqs go up");
+        assert!(
+            seqs.windows(2).all(|pair| pair[0] < pair[1]),
+            "one appender's seqs go up"
+        );
         all.extend(seqs);
     }
     all.sort_unstable();
@@ -46,7 +52,9 @@ pub async fn eight_concurrent_appenders_get_contiguous_seqs(h: Harness) {
         let mine: Vec<String> = events
             .iter()
             .filter_map(|event| match &event.body {
-                EventBody::Log { message, .. } if message.starts_with(&format!("{writer}:")) => Some(message.clone()),
+                EventBody::Log { message, .. } if message.starts_with(&format!("{writer}:")) => {
+                    Some(message.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -79,16 +87,31 @@ pub async fn append_racing_finish_leaves_final_last_and_alone(h: Harness) {
         if round % 2 == 0 {
             tokio::task::yield_now().await;
         }
-        let finished = store.finish(task_id, Outcome::Succeeded(json!(round))).await.unwrap();
-        let FinishOutcome::Finished { seq: final_seq, .. } = finished else { panic!("{finished:?}") };
+        let finished = store
+            .finish(task_id, Outcome::Succeeded(json!(round)))
+            .await
+            .unwrap();
+        let FinishOutcome::Finished { seq: final_seq, .. } = finished else {
+            panic!("{finished:?}")
+        };
         let mut appended = 0;
         for appender in appenders {
             appended += appender.await.unwrap();
         }
         let (_, events) = assert_row_and_tape_agree(&*store, task_id).await;
         assert_eq!(events.len() as u64, final_seq);
-        assert_eq!(events.len(), appended + 2, "every appended event is on the tape, nothing else");
-        assert_eq!(events.iter().filter(|event| event.body.kind() == EventKind::Final).count(), 1);
+        assert_eq!(
+            events.len(),
+            appended + 2,
+            "every appended event is on the tape, nothing else"
+        );
+        assert_eq!(
+            events
+                .iter()
+                .filter(|event| event.body.kind() == EventKind::Final)
+                .count(),
+            1
+        );
     }
 }
 
@@ -139,7 +162,12 @@ pub async fn cancel_racing_success_leaves_one_final_matching_the_row(h: Harness)
         };
         let finisher = {
             let store = Arc::clone(&store);
-            tokio::spawn(async move { store.finish(task_id, Outcome::Succeeded(json!({"saved": true}))).await.unwrap() })
+            tokio::spawn(async move {
+                store
+                    .finish(task_id, Outcome::Succeeded(json!({"saved": true})))
+                    .await
+                    .unwrap()
+            })
         };
         let canceller = {
             let store = Arc::clone(&store);
@@ -148,10 +176,20 @@ pub async fn cancel_racing_success_leaves_one_final_matching_the_row(h: Harness)
         let finished = finisher.await.unwrap();
         let cancel = canceller.await.unwrap();
         let (task, events) = assert_row_and_tape_agree(&*store, task_id).await;
-        assert_eq!(events.iter().filter(|event| event.body.kind() == EventKind::Final).count(), 1);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|event| event.body.kind() == EventKind::Final)
+                .count(),
+            1
+        );
         match cancel {
             CancelOutcome::Requested { .. } | CancelOutcome::Cancelled { .. } => {
-                assert_eq!(task.status, Status::Cancelled, "a cancel answered as accepted must end cancelled");
+                assert_eq!(
+                    task.status,
+                    Status::Cancelled,
+                    "a cancel answered as accepted must end cancelled"
+                );
             }
             CancelOutcome::AlreadyTerminal { status } => {
                 assert_eq!(status, Status::Succeeded);
@@ -161,7 +199,10 @@ pub async fn cancel_racing_success_leaves_one_final_matching_the_row(h: Harness)
         }
         match finished {
             FinishOutcome::Finished { status, .. } | FinishOutcome::AlreadyFinished { status } => {
-                assert_eq!(status, task.status, "finish's answer names the row's status");
+                assert_eq!(
+                    status, task.status,
+                    "finish's answer names the row's status"
+                );
             }
             FinishOutcome::NotFound => panic!("task vanished"),
         }

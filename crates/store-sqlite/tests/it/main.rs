@@ -4,7 +4,9 @@
 mod contract;
 mod errors;
 mod manager;
+mod regressions;
 mod stress;
+mod support;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
 /// A fresh store in a temporary directory (removed when the harness drops).
 pub async fn fresh() -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("tasktape.db"))).expect("open store");
+    let store =
+        SqliteStore::open(SqliteConfig::new(dir.path().join("tasktape.db"))).expect("open store");
     Harness::new(Arc::new(store), dir)
 }
