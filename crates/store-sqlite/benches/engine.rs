@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench -p tasktape-store-sqlite --bench engine` (release build).
 //! Prints one line per figure with the median of several runs; set
-//! `TASKTAPE_BENCH_RUNS` to change how many (default 5).
+//! `TASKTAPE_BENCH_RUNS` to change how many (default 5) and
+//! `TASKTAPE_BENCH_ONLY` to a set of letters (`ac`) to run only those figures.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,12 +149,12 @@ async fn wake_latency() -> (Duration, Duration) {
         let mut latencies = Vec::with_capacity(rounds);
         let mut seen = 1;
         let far = tokio::time::Instant::now() + Duration::from_secs(60);
-        while latencies.len() < rounds {
-            if watch.wait_past(seen, far).await {
-                let woken = Instant::now();
-                seen = watch.announced();
-                latencies.push(woken - watch.announced_at().unwrap());
-            }
+        // The producer's events are seqs 2..=rounds + 1; one wake may cover several.
+        while seen < rounds as u64 + 1 {
+            assert!(watch.wait_past(seen, far).await, "follower starved");
+            let woken = Instant::now();
+            seen = watch.announced();
+            latencies.push(woken - watch.announced_at().unwrap());
         }
         latencies
     });
@@ -228,87 +229,44 @@ fn main() {
         .ok()
         .and_then(|runs| runs.parse().ok())
         .unwrap_or(5);
+    let only = std::env::var("TASKTAPE_BENCH_ONLY").unwrap_or_else(|_| "abcdef".into());
+    println!("tasktape engine benchmark (SQLite, in-process), median of {runs} runs");
+    let row = |name: &str, value: f64, target: &str| println!("{name:<42} {value:>12.0}   target {target}");
     runtime.block_on(async {
-        println!("tasktape engine benchmark (SQLite, in-process), median of {runs} runs");
-        let mut rows: Vec<(&str, String, &str)> = Vec::new();
-        let mut collect = Vec::new();
-        for _ in 0..runs {
-            collect.push(reporter_one_task().await);
-        }
-        rows.push((
-            "(a) reporter events/s, one task",
-            format!("{:.0}", median(collect.clone())),
-            ">= 150000",
-        ));
-        collect.clear();
-        for _ in 0..runs {
-            collect.push(reporter_hundred_tasks().await);
-        }
-        rows.push((
-            "(b) reporter events/s, 100 tasks",
-            format!("{:.0}", median(collect.clone())),
-            ">= 200000",
-        ));
-        collect.clear();
-        for _ in 0..runs {
-            collect.push(echo_tasks().await);
-        }
-        rows.push((
-            "(c) echo(count=5) tasks/s",
-            format!("{:.0}", median(collect.clone())),
-            ">= 20000",
-        ));
-        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-        for _ in 0..runs {
-            let (p50, p99) = wake_latency().await;
-            p50s.push(p50.as_secs_f64() * 1e6);
-            p99s.push(p99.as_secs_f64() * 1e6);
-        }
-        rows.push((
-            "(d) wake latency p50 (us)",
-            format!("{:.0}", median(p50s)),
-            "",
-        ));
-        rows.push((
-            "(d) wake latency p99 (us)",
-            format!("{:.0}", median(p99s)),
-            "<= 1000",
-        ));
-        let bench = fresh();
-        let task_id = running(&bench.store).await;
-        let built = Instant::now();
-        report_events(Arc::clone(&bench.store), task_id, 1_000_000).await;
-        println!(
-            "  (built the 1,000,000-event tape in {:.1} s)",
-            built.elapsed().as_secs_f64()
-        );
-        for page in [1_000, 10_000] {
-            collect.clear();
-            for _ in 0..runs {
-                collect.push(replay(&bench.store, task_id, page).await);
-            }
-            let name = if page == 1_000 {
-                "(e) replay events/s, pages of 1000"
-            } else {
-                "(e) replay events/s, pages of 10000"
+        macro_rules! figure {
+            ($letter:literal, $name:literal, $target:literal, $run:expr) => {
+                if only.contains($letter) {
+                    let mut values = Vec::new();
+                    for _ in 0..runs {
+                        values.push($run.await);
+                    }
+                    row($name, median(values), $target);
+                }
             };
-            rows.push((
-                name,
-                format!("{:.0}", median(collect.clone())),
-                ">= 2000000",
-            ));
         }
-        collect.clear();
-        for _ in 0..runs {
-            collect.push(awaited_appends().await);
+        figure!('a', "(a) reporter events/s, one task", ">= 150000", reporter_one_task());
+        figure!('b', "(b) reporter events/s, 100 tasks", ">= 200000", reporter_hundred_tasks());
+        figure!('c', "(c) echo(count=5) tasks/s", ">= 20000", echo_tasks());
+        if only.contains('d') {
+            let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let (p50, p99) = wake_latency().await;
+                p50s.push(p50.as_secs_f64() * 1e6);
+                p99s.push(p99.as_secs_f64() * 1e6);
+            }
+            row("(d) wake latency p50 (us)", median(p50s), "(none)");
+            row("(d) wake latency p99 (us)", median(p99s), "<= 1000");
         }
-        rows.push((
-            "(f) awaited store appends/s, one task",
-            format!("{:.0}", median(collect.clone())),
-            ">= 30000",
-        ));
-        for (name, value, target) in rows {
-            println!("{name:<42} {value:>12}   target {target}");
+        if only.contains('e') {
+            let bench = fresh();
+            let task_id = running(&bench.store).await;
+            let built = Instant::now();
+            report_events(Arc::clone(&bench.store), task_id, 1_000_000).await;
+            println!("  (wrote the 1,000,000-event tape in {:.1} s)", built.elapsed().as_secs_f64());
+            let store = &bench.store;
+            figure!('e', "(e) replay events/s, pages of 1000", ">= 2000000", replay(store, task_id, 1_000));
+            figure!('e', "(e) replay events/s, pages of 10000", ">= 2000000", replay(store, task_id, 10_000));
         }
+        figure!('f', "(f) awaited store appends/s, one task", ">= 30000", awaited_appends());
     });
 }

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpointer;
 mod reader;
 mod rows;
 mod schema;
@@ -38,6 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::reader::Readers;
 use crate::rows::classify;
 use crate::writer::{AppendReply, Command, Writer};
+
+/// How much of the file connections map into memory: reads of a
+/// memory-mapped page need no copy and survive the writer's commits.
+const MMAP_BYTES: i64 = 1 << 30;
 
 /// How SQLite syncs commits to disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,6 +92,7 @@ pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
     readers: Arc<Readers>,
     hub: Arc<WakeHub>,
+    _checkpoints: checkpointer::Handle,
     _lock: File,
 }
 
@@ -114,7 +120,7 @@ impl SqliteStore {
         }
         let lock = lock_file(&config.path).map_err(open_error)?;
         let mut writer =
-            open_connection(&config.path, false).map_err(|error| classify(&path, error))?;
+            open_connection(&config.path, true).map_err(|error| classify(&path, error))?;
         if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(StoreError::ReadOnly {
                 path,
@@ -134,13 +140,14 @@ impl SqliteStore {
         }
         let readers = (0..config.readers.max(1))
             .map(|_| {
-                let conn = open_connection(&config.path, true)?;
+                let conn = open_connection(&config.path, false)?;
                 conn.pragma_update(None, "query_only", true)?;
                 conn.busy_timeout(std::time::Duration::from_secs(5))?;
                 Ok(conn)
             })
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|error| classify(&path, error))?;
+        let checkpoints = checkpointer::start(&config.path, &path).map_err(|error| classify(&path, error))?;
         let hub = WakeHub::new();
         let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = Writer::new(
@@ -159,6 +166,7 @@ impl SqliteStore {
             path,
             commands,
             hub,
+            _checkpoints: checkpoints,
             _lock: lock,
         })
     }
@@ -207,14 +215,18 @@ fn lock_file(db: &Path) -> Result<File, String> {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    flags |= if read_only {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-    };
-    Connection::open_with_flags(path, flags)
+fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_READ_WRITE;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    // Plans must not depend on bound values: otherwise (bundled SQLite has
+    // STAT4) every reuse of a cached statement is re-prepared.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    Ok(conn)
 }
 
 fn configure_writer(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
@@ -231,6 +243,8 @@ fn configure_writer(conn: &Connection, config: &SqliteConfig) -> rusqlite::Resul
         Durability::Full => "FULL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
+    // Checkpoints run on their own thread (see `checkpointer`), not in commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     if let Some(max_bytes) = config.max_size_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
         let pages = (max_bytes as i64 / page_size.max(512)).max(1);

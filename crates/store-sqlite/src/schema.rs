@@ -25,7 +25,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_created ON tasks (created_at DESC, task_id);
     CREATE INDEX tasks_by_status ON tasks (status, created_at DESC, task_id);
     CREATE INDEX tasks_by_op ON tasks (op, created_at DESC, task_id);
-    CREATE INDEX tasks_by_owner ON tasks (owner) WHERE owner IS NOT NULL;
+    CREATE INDEX tasks_by_owner ON tasks (owner, status);
     CREATE TABLE events (
         task_id BLOB NOT NULL,
         seq     INTEGER NOT NULL,

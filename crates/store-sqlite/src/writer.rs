@@ -96,7 +96,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let t0 = std::time::Instant::now();
+            let n = batch.len();
             self.commit_batch(&mut batch);
+            STATS.with(|st| { let mut st = st.borrow_mut(); st.0 += 1; st.1 += n; st.2 += t0.elapsed().as_micros() as u64; if st.0 % 2000 == 0 { eprintln!("batches {} cmds {} avg/batch {:.1} avg us {:.1}", st.0, st.1, st.1 as f64/st.0 as f64, st.2 as f64/st.0 as f64); } });
         }
     }
 
@@ -140,7 +143,7 @@ impl Writer {
         batch: &mut Vec<Command>,
         answers: &mut Vec<Answer>,
     ) -> rusqlite::Result<()> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let mut pending = std::mem::take(batch).into_iter();
         while let Some(command) = pending.next() {
             match self.apply_one(command) {
@@ -153,7 +156,8 @@ impl Writer {
                 }
             }
         }
-        self.conn.execute_batch("COMMIT")
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
     }
 
     fn apply_one(&mut self, command: Command) -> Result<Answer, Box<(rusqlite::Error, Command)>> {
@@ -225,7 +229,7 @@ impl Writer {
         }
         let mut statement = self.conn.prepare_cached(
             "SELECT status, cancel_requested, \
-                    (SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?1) \
+                    COALESCE((SELECT seq FROM events WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1), 0) \
              FROM tasks WHERE task_id = ?1",
         )?;
         let found = statement
@@ -551,3 +555,5 @@ impl Command {
         }
     }
 }
+
+thread_local! { static STATS: std::cell::RefCell<(u64, usize, u64)> = const { std::cell::RefCell::new((0,0,0)) }; }
