@@ -231,7 +231,9 @@ fn main() {
         .unwrap_or(5);
     let only = std::env::var("TASKTAPE_BENCH_ONLY").unwrap_or_else(|_| "abcdef".into());
     println!("tasktape engine benchmark (SQLite, in-process), median of {runs} runs");
-    let row = |name: &str, value: f64, target: &str| println!("{name:<42} {value:>12.0}   target {target}");
+    let row = |name: &str, value: f64, target: &str| {
+        println!("{name:<42} {value:>12.0}   target {target}")
+    };
     runtime.block_on(async {
         macro_rules! figure {
             ($letter:literal, $name:literal, $target:literal, $run:expr) => {
@@ -244,8 +246,18 @@ fn main() {
                 }
             };
         }
-        figure!('a', "(a) reporter events/s, one task", ">= 150000", reporter_one_task());
-        figure!('b', "(b) reporter events/s, 100 tasks", ">= 200000", reporter_hundred_tasks());
+        figure!(
+            'a',
+            "(a) reporter events/s, one task",
+            ">= 150000",
+            reporter_one_task()
+        );
+        figure!(
+            'b',
+            "(b) reporter events/s, 100 tasks",
+            ">= 200000",
+            reporter_hundred_tasks()
+        );
         figure!('c', "(c) echo(count=5) tasks/s", ">= 20000", echo_tasks());
         if only.contains('d') {
             let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
@@ -262,11 +274,29 @@ fn main() {
             let task_id = running(&bench.store).await;
             let built = Instant::now();
             report_events(Arc::clone(&bench.store), task_id, 1_000_000).await;
-            println!("  (wrote the 1,000,000-event tape in {:.1} s)", built.elapsed().as_secs_f64());
+            println!(
+                "  (wrote the 1,000,000-event tape in {:.1} s)",
+                built.elapsed().as_secs_f64()
+            );
             let store = &bench.store;
-            figure!('e', "(e) replay events/s, pages of 1000", ">= 2000000", replay(store, task_id, 1_000));
-            figure!('e', "(e) replay events/s, pages of 10000", ">= 2000000", replay(store, task_id, 10_000));
+            figure!(
+                'e',
+                "(e) replay events/s, pages of 1000",
+                ">= 2000000",
+                replay(store, task_id, 1_000)
+            );
+            figure!(
+                'e',
+                "(e) replay events/s, pages of 10000",
+                ">= 2000000",
+                replay(store, task_id, 10_000)
+            );
         }
-        figure!('f', "(f) awaited store appends/s, one task", ">= 30000", awaited_appends());
+        figure!(
+            'f',
+            "(f) awaited store appends/s, one task",
+            ">= 30000",
+            awaited_appends()
+        );
     });
 }

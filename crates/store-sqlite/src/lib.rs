@@ -92,8 +92,25 @@ pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
     readers: Arc<Readers>,
     hub: Arc<WakeHub>,
-    _checkpoints: checkpointer::Handle,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    checkpoints: Option<checkpointer::Handle>,
     _lock: File,
+}
+
+impl Drop for SqliteStore {
+    /// Closes the queue, waits for the writer to commit what it holds and for
+    /// the last checkpoint, and only then releases the lock file: a store
+    /// opened on the same file afterwards never overlaps with this one.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.commands, closed));
+        if let Some(writer) = self.writer_thread.take() {
+            let _ = writer.join();
+        }
+        if let Some(checkpoints) = self.checkpoints.take() {
+            checkpoints.stop();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -121,13 +138,15 @@ impl SqliteStore {
         let lock = lock_file(&config.path).map_err(open_error)?;
         let mut writer =
             open_connection(&config.path, true).map_err(|error| classify(&path, error))?;
+        // SQLite opens the file lazily and falls back to read-only when it
+        // cannot write: configure first (it touches the file), then check.
+        configure_writer(&writer, &config).map_err(|error| classify(&path, error))?;
         if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(StoreError::ReadOnly {
                 path,
                 message: "the file cannot be opened for writing".into(),
             });
         }
-        configure_writer(&writer, &config).map_err(|error| classify(&path, error))?;
         match schema::migrate(&mut writer).map_err(|error| classify(&path, error))? {
             schema::Migrated::Current => {}
             schema::Migrated::TooNew(found) => {
@@ -147,7 +166,8 @@ impl SqliteStore {
             })
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|error| classify(&path, error))?;
-        let checkpoints = checkpointer::start(&config.path, &path).map_err(|error| classify(&path, error))?;
+        let checkpoints =
+            checkpointer::start(&config.path, &path).map_err(|error| classify(&path, error))?;
         let hub = WakeHub::new();
         let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = Writer::new(
@@ -156,7 +176,7 @@ impl SqliteStore {
             Arc::clone(&hub),
             config.batch_max.max(1),
         );
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("tasktape-sqlite-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|error| open_error(format!("cannot start the writer thread: {error}")))?;
@@ -166,7 +186,8 @@ impl SqliteStore {
             path,
             commands,
             hub,
-            _checkpoints: checkpoints,
+            writer_thread: Some(writer_thread),
+            checkpoints: Some(checkpoints),
             _lock: lock,
         })
     }
@@ -223,7 +244,10 @@ fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     // Plans must not depend on bound values: otherwise (bundled SQLite has
     // STAT4) every reuse of a cached statement is re-prepared.
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     Ok(conn)

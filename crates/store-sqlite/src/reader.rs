@@ -154,7 +154,9 @@ fn max_seq(conn: &Connection, task_id: &TaskId) -> rusqlite::Result<u64> {
     // Not `MAX(seq)`: that form is re-prepared on every bind here.
     let mut statement =
         conn.prepare_cached("SELECT seq FROM events WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1")?;
-    let last = statement.query_row([id(task_id)], |row| row.get::<_, i64>(0)).optional()?;
+    let last = statement
+        .query_row([id(task_id)], |row| row.get::<_, i64>(0))
+        .optional()?;
     Ok(last.unwrap_or(0) as u64)
 }
 

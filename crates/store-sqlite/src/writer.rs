@@ -96,10 +96,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let t0 = std::time::Instant::now();
-            let n = batch.len();
             self.commit_batch(&mut batch);
-            STATS.with(|st| { let mut st = st.borrow_mut(); st.0 += 1; st.1 += n; st.2 += t0.elapsed().as_micros() as u64; if st.0 % 2000 == 0 { eprintln!("batches {} cmds {} avg/batch {:.1} avg us {:.1}", st.0, st.1, st.1 as f64/st.0 as f64, st.2 as f64/st.0 as f64); } });
         }
     }
 
@@ -555,5 +552,3 @@ impl Command {
         }
     }
 }
-
-thread_local! { static STATS: std::cell::RefCell<(u64, usize, u64)> = const { std::cell::RefCell::new((0,0,0)) }; }
