@@ -16,9 +16,10 @@ use crate::time::Timestamp;
 pub struct TaskId(Uuid);
 
 impl TaskId {
-    /// A fresh random (v4) id.
+    /// A fresh id: a UUIDv7 (time-ordered, random below the millisecond), so
+    /// that stores insert new tasks and their tapes near each other.
     pub fn new() -> Self {
-        TaskId(Uuid::new_v4())
+        TaskId(Uuid::now_v7())
     }
 
     /// The id from its 16 bytes.

@@ -1,8 +1,13 @@
 //! WAL checkpoints on their own thread, so commits never pay for them.
 //!
-//! The writer runs with `wal_autocheckpoint = 0`; this thread runs a PASSIVE
-//! checkpoint (it never blocks the writer or readers) every
-//! [`INTERVAL`], and a TRUNCATE checkpoint when the store closes.
+//! The writer runs with `wal_autocheckpoint = 0`. Every [`INTERVAL`] this
+//! thread runs a PASSIVE checkpoint, which never blocks anyone and copies
+//! the bulk of the log into the file. Under a steady write load it never
+//! catches up with the writer, so the log could only restart from its
+//! beginning when the writer pauses; the writer therefore finishes the job
+//! itself between two transactions once the log is longer than
+//! [`RESTART_FRAMES`] (see `writer.rs`). At close this thread runs a
+//! TRUNCATE checkpoint.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -13,7 +18,11 @@ use rusqlite::Connection;
 /// How often the WAL is checkpointed.
 const INTERVAL: Duration = Duration::from_millis(100);
 
-/// Keeps the checkpointer running; dropping it stops the thread.
+/// Log length (in pages) past which the writer checkpoints between two
+/// transactions so that the next one restarts the log (64 MiB at 4 KiB pages).
+pub(crate) const RESTART_FRAMES: i32 = 16_384;
+
+/// Keeps the checkpointer running; [`Handle::stop`] ends it.
 pub(crate) struct Handle {
     stop: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -27,9 +36,16 @@ impl Handle {
     }
 }
 
+/// Runs `PRAGMA wal_checkpoint(mode)`; returns the log's length in frames.
+pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        row.get(1)
+    })
+}
+
 pub(crate) fn start(db: &Path, display: &str) -> rusqlite::Result<Handle> {
     let conn = Connection::open(db)?;
-    conn.busy_timeout(Duration::from_secs(1))?;
+    conn.busy_timeout(Duration::from_millis(200))?;
     let (stop, stopped) = mpsc::channel::<()>();
     let path = display.to_owned();
     let spawned = std::thread::Builder::new()
@@ -38,16 +54,13 @@ pub(crate) fn start(db: &Path, display: &str) -> rusqlite::Result<Handle> {
             loop {
                 match stopped.recv_timeout(INTERVAL) {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Err(error) =
-                            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                        {
+                        if let Err(error) = checkpoint(&conn, "PASSIVE") {
                             tracing::warn!(%path, %error, "wal checkpoint failed");
                         }
                     }
                     Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        // The store closed: fold the WAL back into the file. Fails
-                        // harmlessly (busy) while another handle still reads.
-                        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                        // The store closed: fold the WAL back into the file.
+                        let _ = checkpoint(&conn, "TRUNCATE");
                         return;
                     }
                 }

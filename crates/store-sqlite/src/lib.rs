@@ -175,7 +175,8 @@ impl SqliteStore {
             path.clone(),
             Arc::clone(&hub),
             config.batch_max.max(1),
-        );
+        )
+        .map_err(|error| classify(&path, error))?;
         let writer_thread = std::thread::Builder::new()
             .name("tasktape-sqlite-writer".into())
             .spawn(move || writer.run(receiver))

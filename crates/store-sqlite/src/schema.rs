@@ -17,7 +17,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         params_digest    TEXT NOT NULL,
         result           TEXT,
         error            TEXT,
-        idempotency_key  TEXT UNIQUE,
+        idempotency_key  TEXT,
         cancel_requested INTEGER NOT NULL DEFAULT 0,
         owner            TEXT,
         lease_until      INTEGER
@@ -25,7 +25,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_by_created ON tasks (created_at DESC, task_id);
     CREATE INDEX tasks_by_status ON tasks (status, created_at DESC, task_id);
     CREATE INDEX tasks_by_op ON tasks (op, created_at DESC, task_id);
-    CREATE INDEX tasks_by_owner ON tasks (owner, status);
+    CREATE UNIQUE INDEX tasks_by_idempotency_key ON tasks (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
     CREATE TABLE events (
         task_id BLOB NOT NULL,
         seq     INTEGER NOT NULL,

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tasktape_core::event::{EncodedBody, EventBody};
@@ -21,6 +22,7 @@ use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpointer::{RESTART_FRAMES, checkpoint};
 use crate::rows::{TASK_COLUMNS, classify, duplicate, status_from, task_from_row};
 
 /// Where a command's answer goes: a caller awaiting the commit.
@@ -69,20 +71,34 @@ pub(crate) struct Writer {
     path: String,
     hub: Arc<WakeHub>,
     batch_max: usize,
+    /// Frames in the WAL after the last commit (set by the WAL hook).
+    wal_frames: Arc<AtomicI32>,
     live: HashMap<TaskId, Live>,
     woken: HashMap<TaskId, u64>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, path: String, hub: Arc<WakeHub>, batch_max: usize) -> Self {
-        Writer {
+    pub(crate) fn new(
+        mut conn: Connection,
+        path: String,
+        hub: Arc<WakeHub>,
+        batch_max: usize,
+    ) -> rusqlite::Result<Self> {
+        let wal_frames = Arc::new(AtomicI32::new(0));
+        let frames = Arc::clone(&wal_frames);
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(pages, Ordering::Relaxed);
+            Ok(())
+        }))?;
+        Ok(Writer {
             conn,
             path,
             hub,
             batch_max,
+            wal_frames,
             live: HashMap::new(),
             woken: HashMap::new(),
-        }
+        })
     }
 
     /// Runs until every sender is gone.
@@ -97,6 +113,14 @@ impl Writer {
                 }
             }
             self.commit_batch(&mut batch);
+            if self.wal_frames.load(Ordering::Relaxed) > RESTART_FRAMES {
+                // Between transactions: finish what the checkpointer copied so
+                // that the next transaction starts the log from its beginning.
+                if let Err(error) = checkpoint(&self.conn, "PASSIVE") {
+                    tracing::warn!(path = %self.path, %error, "wal checkpoint failed");
+                }
+                self.wal_frames.store(0, Ordering::Relaxed);
+            }
         }
     }
 

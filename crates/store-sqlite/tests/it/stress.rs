@@ -107,6 +107,25 @@ async fn run_seed(seed: u64) {
             manager = start(&store).await;
         }
     }
+    // However the timing went above, some cancels must land: long tasks,
+    // cancelled right after submit, end cancelled whether pending or running.
+    for _ in 0..3 {
+        let long = json!({"steps": 1000, "sleep_us": 2000, "heeds_cancel": rng.below(2) == 0, "end": "ok"});
+        let task_id = manager
+            .submit("chaos", long, None)
+            .await
+            .unwrap()
+            .task
+            .task_id;
+        ids.push(task_id);
+        let manager = manager.clone();
+        cancels.push(tokio::spawn(async move {
+            manager
+                .cancel(task_id)
+                .await
+                .map(|outcome| (task_id, outcome))
+        }));
+    }
     for cancel in cancels {
         let (task_id, outcome) = cancel.await.unwrap().unwrap();
         if let tasktape_core::store::CancelOutcome::Requested { .. }
