@@ -202,6 +202,19 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// The event's `type` tag, read from the stored text without decoding it.
+    pub fn kind_name(&self) -> &str {
+        self.json
+            .strip_prefix("{\"type\":\"")
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("event")
+    }
+
+    /// Whether this is the tape's `final` event.
+    pub fn is_final(&self) -> bool {
+        self.kind_name() == "final"
+    }
+
     /// Decodes the JSON into a typed [`Event`].
     pub fn decode(&self) -> Result<Event, serde_json::Error> {
         serde_json::from_str(&self.json)
@@ -378,6 +391,8 @@ mod tests {
             heartbeat.json,
             r#"{"type":"heartbeat","seq":0,"ts":"1970-01-01T00:00:00.000Z"}"#
         );
+        assert_eq!(stored.kind_name(), "progress");
+        assert!(cancelled.is_final());
         let decoded = stored.decode().unwrap();
         assert_eq!(decoded.seq, 2);
         assert_eq!(decoded.body, body);

@@ -1,0 +1,216 @@
+//! `tasktape serve`: flags > environment > config file (TOML) > defaults,
+//! then open the store, start the manager, bind, and serve until SIGINT or
+//! SIGTERM.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use tasktape_core::{Manager, ManagerConfig, OpRegistry, Store};
+use tasktape_server::ServerConfig;
+use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+/// Options of `tasktape serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Directory holding the SQLite store [default: ./tasktape-data]
+    #[arg(long, env = "TASKTAPE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8765]
+    #[arg(long, env = "TASKTAPE_LISTEN")]
+    listen: Option<String>,
+    /// Bearer token clients must send (required off loopback)
+    #[arg(long, env = "TASKTAPE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// TOML config file (flags and environment win over it)
+    #[arg(long, env = "TASKTAPE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The config file's keys; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    token: Option<String>,
+    /// Largest request body in bytes (default 1 MiB).
+    body_limit_bytes: Option<usize>,
+    /// Grace for a cancelled op before it is aborted (default 5000).
+    cancel_grace_ms: Option<u64>,
+    /// How long shutdown waits for running tasks (default 10).
+    shutdown_timeout_secs: Option<u64>,
+    /// This instance's owner id (default "local").
+    instance_id: Option<String>,
+    /// Concurrent runs per op when not listed in `concurrency` (default 64).
+    default_concurrency: Option<usize>,
+    /// Concurrent runs per op name.
+    #[serde(default)]
+    concurrency: HashMap<String, usize>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug)]
+struct Resolved {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    server: ServerConfig,
+    manager: ManagerConfig,
+    shutdown_timeout: Duration,
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    let listen_text = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:8765".to_owned());
+    let listen = listen_text
+        .to_socket_addrs()
+        .with_context(|| {
+            format!("invalid --listen address {listen_text:?}: want HOST:PORT, e.g. 127.0.0.1:8765")
+        })?
+        .next()
+        .with_context(|| format!("--listen address {listen_text:?} resolves to nothing"))?;
+    let token = args.token.or(file.token).filter(|token| !token.is_empty());
+    if !listen.ip().is_loopback() && token.is_none() {
+        bail!(
+            "refusing to listen on {listen} without a token: anyone who can reach it could run and cancel tasks; \
+             set --token (or TASKTAPE_TOKEN), or listen on 127.0.0.1"
+        );
+    }
+    let defaults = ManagerConfig::default();
+    let manager = ManagerConfig {
+        instance_id: file.instance_id.unwrap_or(defaults.instance_id),
+        cancel_grace: file
+            .cancel_grace_ms
+            .map_or(defaults.cancel_grace, Duration::from_millis),
+        default_concurrency: file
+            .default_concurrency
+            .unwrap_or(defaults.default_concurrency),
+        op_concurrency: file.concurrency,
+        ..defaults
+    };
+    let server = ServerConfig {
+        token,
+        body_limit: file
+            .body_limit_bytes
+            .unwrap_or(ServerConfig::default().body_limit),
+        ..ServerConfig::default()
+    };
+    Ok(Resolved {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tasktape-data")),
+        listen,
+        server,
+        manager,
+        shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(10)),
+    })
+}
+
+fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Runs `tasktape serve`; exit 2 for bad configuration, 1 for runtime failures.
+pub fn serve(args: ServeArgs) -> ExitCode {
+    init_logging();
+    let resolved = match resolve(args) {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            eprintln!("tasktape serve: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tasktape serve: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(resolved)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tasktape serve: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(resolved: Resolved) -> anyhow::Result<()> {
+    let db = resolved.data_dir.join("tasktape.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(&db))?);
+    let manager = Manager::start(
+        Arc::clone(&store),
+        OpRegistry::with_builtins(),
+        resolved.manager,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(resolved.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", resolved.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, store = %db.display(), "tasktape listening on http://{address}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tasktape_server::serve(
+        listener,
+        manager,
+        resolved.server,
+        shutdown,
+        resolved.shutdown_timeout,
+    )
+    .await?;
+    drop(store);
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

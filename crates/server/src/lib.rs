@@ -1,0 +1,178 @@
+//! tasktape's HTTP server: the dikw-core compatible `/v1` task API (WIRE.md
+//! part A), tasktape's additions (part B), SSE streaming, bearer auth and the
+//! error envelope. Thin glue over [`tasktape_core::Manager`]: handlers parse
+//! and validate, call the manager or the store, and render. Only this crate
+//! knows HTTP.
+
+mod auth;
+pub mod error;
+mod params;
+mod routes;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tasktape_core::Manager;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+
+/// How the HTTP layer behaves.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Bearer token every route but the health probes requires; `None` = open.
+    pub token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Interval of SSE comment heartbeats.
+    pub heartbeat: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            token: None,
+            body_limit: 1 << 20,
+            heartbeat: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    manager: Manager,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State for a manager. `shutdown` ends long-polls and streams early.
+    pub fn new(manager: Manager, config: ServerConfig, shutdown: CancellationToken) -> Self {
+        AppState {
+            inner: Arc::new(StateInner {
+                manager,
+                config,
+                shutdown,
+            }),
+        }
+    }
+
+    pub(crate) fn manager(&self) -> &Manager {
+        &self.inner.manager
+    }
+
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}
+
+/// The whole `/v1` API as a router.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().body_limit;
+    Router::new()
+        .route("/v1/healthz", get(routes::healthz))
+        .route("/v1/readyz", get(routes::readyz))
+        .route("/v1/info", get(routes::info))
+        .route("/v1/ops", get(routes::list_ops))
+        .route(
+            "/v1/tasks",
+            get(routes::list_tasks).post(routes::submit_task),
+        )
+        .route(
+            "/v1/tasks/{task_id}",
+            get(routes::get_task).delete(routes::delete_task),
+        )
+        .route("/v1/tasks/{task_id}/result", get(routes::get_result))
+        .route("/v1/tasks/{task_id}/events", get(routes::get_events))
+        .route(
+            "/v1/tasks/{task_id}/events/stream",
+            get(stream::stream_events),
+        )
+        .route("/v1/tasks/{task_id}/cancel", post(routes::cancel_task))
+        .route("/v1/{op}", post(routes::submit_named))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| -> Response {
+                ApiError::internal("handler panicked", &"panic").into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+async fn route_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    if !is_resource(uri.path()) {
+        // Only the `POST /v1/{op}` pattern matched: to any other method this
+        // path names nothing.
+        return route_not_found(uri).await;
+    }
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Serves the API on `listener` until `shutdown` fires, then stops taking
+/// requests, ends long-polls and streams, waits for in-flight requests, and
+/// shuts the manager down (running tasks get up to `task_deadline`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    manager: Manager,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    task_deadline: Duration,
+) -> std::io::Result<()> {
+    let state = AppState::new(manager.clone(), config, shutdown.clone());
+    let app = router(state);
+    let stopping = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopping.cancelled().await })
+        .await?;
+    let report = manager.shutdown(task_deadline).await;
+    tracing::info!(unfinished = report.unfinished, "server stopped");
+    Ok(())
+}
+
+/// Whether `path` names a resource of the API other than `POST /v1/{op}`.
+fn is_resource(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["v1", "healthz" | "readyz" | "info" | "ops" | "tasks"]
+            | ["v1", "tasks", _]
+            | ["v1", "tasks", _, "result" | "events" | "cancel"]
+            | ["v1", "tasks", _, "events", "stream"]
+    )
+}

@@ -1,0 +1,106 @@
+//! Request inputs: query parameters and JSON bodies, validated into the
+//! envelope's 400/413/422 errors (never axum's plain-text rejections).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// The query string as a map; repeated keys keep the last value.
+pub fn query_map(raw: Option<&str>) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        map.insert(decode(key), decode(value));
+    }
+    map
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An integer query parameter in `min..=max`, or `default` when absent.
+pub fn int_param(
+    query: &HashMap<String, String>,
+    name: &str,
+    min: i64,
+    max: i64,
+    default: i64,
+) -> Result<i64, ApiError> {
+    let Some(text) = query.get(name) else {
+        return Ok(default);
+    };
+    let value: i64 = text.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            "query",
+            name,
+            "int_parsing",
+            "input should be a valid integer, unable to parse string as an integer",
+        )
+    })?;
+    if value < min {
+        return Err(ApiError::invalid(
+            "query",
+            name,
+            "greater_than_equal",
+            format!("input should be greater than or equal to {min}"),
+        ));
+    }
+    if value > max {
+        return Err(ApiError::invalid(
+            "query",
+            name,
+            "less_than_equal",
+            format!("input should be less than or equal to {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// The body as JSON; an empty body is `null`.
+pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than the server's limit",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("cannot read the request body: {rejection}"),
+            )
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+}

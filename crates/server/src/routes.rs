@@ -1,0 +1,395 @@
+//! Request handlers for WIRE.md parts A and B (streaming is in `stream.rs`).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tasktape_core::follow::{MAX_WAIT, events_page};
+use tasktape_core::model::{ErrorInfo, Status, Task, TaskId, TaskSummary};
+use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
+use tasktape_core::{SubmitError, Timestamp};
+
+use crate::AppState;
+use crate::error::{ApiError, parse_task_id};
+use crate::params::{int_param, json_body, query_map};
+
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    this: String,
+    events: String,
+    result: String,
+    cancel: String,
+}
+
+/// WIRE.md's task handle.
+#[derive(Serialize)]
+struct Handle<'a> {
+    task_id: TaskId,
+    op: &'a str,
+    status: Status,
+    created_at: Timestamp,
+    links: Links,
+}
+
+fn handle(task: &Task) -> Handle<'_> {
+    let base = format!("/v1/tasks/{}", task.task_id);
+    Handle {
+        task_id: task.task_id,
+        op: &task.op,
+        status: task.status,
+        created_at: task.created_at,
+        links: Links {
+            events: format!("{base}/events"),
+            result: format!("{base}/result"),
+            cancel: format!("{base}/cancel"),
+            this: base,
+        },
+    }
+}
+
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let store = state.manager().store();
+    match store.counts().await {
+        Ok(_) => {
+            Json(json!({"status": "ready", "storage_backend": store.backend()})).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "readiness probe: store unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is not available",
+            )
+            .into_response()
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct Info {
+    engine: &'static str,
+    engine_version: &'static str,
+    storage_backend: &'static str,
+    auth_required: bool,
+}
+
+pub(crate) async fn info(State(state): State<AppState>) -> Json<Info> {
+    Json(Info {
+        engine: "tasktape",
+        engine_version: env!("CARGO_PKG_VERSION"),
+        storage_backend: state.manager().store().backend(),
+        auth_required: state.config().token.is_some(),
+    })
+}
+
+pub(crate) async fn list_ops(State(state): State<AppState>) -> Json<Value> {
+    let ops: Vec<Value> = state
+        .manager()
+        .ops()
+        .iter()
+        .map(|op| json!({"name": op.name(), "description": op.description(), "params_schema": op.params_schema()}))
+        .collect();
+    Json(json!({ "ops": ops }))
+}
+
+async fn submit(
+    state: &AppState,
+    op: &str,
+    params: Value,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
+    if let Some(key) = &key
+        && (key.is_empty() || key.len() > 256)
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "idempotency_key",
+            "string_length",
+            "must be 1 to 256 characters",
+        ));
+    }
+    match state.manager().submit(op, params, key).await {
+        Ok(submitted) => Ok(Json(handle(&submitted.task)).into_response()),
+        Err(SubmitError::UnknownOp { name, known }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "op_not_found",
+            format!(
+                "op '{name}' is not registered; known ops: {}",
+                known.join(", ")
+            ),
+        )
+        .with_detail(json!({"op": name, "known": known}))),
+        Err(SubmitError::InvalidParams(error)) => {
+            let field = if error.field.is_empty() {
+                "params".to_owned()
+            } else {
+                error.field
+            };
+            Err(ApiError::invalid(
+                "body",
+                &field,
+                &error.kind,
+                error.message,
+            ))
+        }
+        Err(SubmitError::IdempotencyConflict { task_id }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_conflict",
+            format!("idempotency key already used by task {task_id} with other params"),
+        )
+        .with_detail(json!({"task_id": task_id}))),
+        Err(SubmitError::ShuttingDown) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down",
+        )),
+        Err(SubmitError::Store(error)) => Err(error.into()),
+        Err(other) => Err(ApiError::internal("submit failed", &other)),
+    }
+}
+
+/// `POST /v1/{op}` with the params as the body (`POST /v1/echo` is dikw-core's).
+pub(crate) async fn submit_named(
+    State(state): State<AppState>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let params = json_body(body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+            ApiError::invalid(
+                "header",
+                "Idempotency-Key",
+                "string_type",
+                "must be visible ASCII",
+            )
+        })?),
+    };
+    submit(&state, &op, params, key).await
+}
+
+/// `POST /v1/tasks {op, params, idempotency_key?}`.
+pub(crate) async fn submit_task(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut body) = json_body(body)? else {
+        return Err(ApiError::invalid(
+            "body",
+            "op",
+            "missing",
+            "body must be an object with op and params",
+        ));
+    };
+    let op = match body.remove("op") {
+        Some(Value::String(op)) => op,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "body",
+                "op",
+                "string_type",
+                "input should be a valid string",
+            ));
+        }
+        None => return Err(ApiError::invalid("body", "op", "missing", "field required")),
+    };
+    let params = body.remove("params").unwrap_or(Value::Null);
+    let key = match body.remove("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(key)) => Some(key),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "body",
+                "idempotency_key",
+                "string_type",
+                "input should be a valid string",
+            ));
+        }
+    };
+    submit(&state, &op, params, key).await
+}
+
+#[derive(Serialize)]
+struct ListResponse<'a> {
+    tasks: Vec<TaskSummary<'a>>,
+    next_cursor: Option<String>,
+    has_more: bool,
+}
+
+pub(crate) async fn list_tasks(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = query_map(raw.as_deref());
+    let limit = int_param(&query, "limit", 1, 1000, 100)? as usize;
+    let status = match query.get("status").filter(|text| !text.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse::<Status>().map_err(|_| {
+            ApiError::invalid(
+                "query",
+                "status",
+                "enum",
+                "input should be 'pending', 'running', 'succeeded', 'failed' or 'cancelled'",
+            )
+        })?),
+    };
+    let op = query.get("op").filter(|text| !text.is_empty()).cloned();
+    let after = match query.get("cursor").filter(|text| !text.is_empty()) {
+        None => None,
+        Some(text) => Some(Cursor::decode(text).map_err(|error| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid cursor")
+                .with_detail(json!({"reason": error.reason}))
+        })?),
+    };
+    let page = state
+        .manager()
+        .list(ListQuery {
+            status,
+            op,
+            limit,
+            after,
+        })
+        .await?;
+    let response = ListResponse {
+        tasks: page.tasks.iter().map(Task::summary).collect(),
+        next_cursor: page
+            .next_cursor
+            .filter(|_| page.has_more)
+            .map(|cursor| cursor.encode()),
+        has_more: page.has_more,
+    };
+    Ok(Json(response).into_response())
+}
+
+async fn load(state: &AppState, task_id: &str) -> Result<Task, ApiError> {
+    let id = parse_task_id(task_id)?;
+    state
+        .manager()
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::task_not_found(task_id))
+}
+
+pub(crate) async fn get_task(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(load(&state, &task_id).await?).into_response())
+}
+
+#[derive(Serialize)]
+struct ResultResponse<'a> {
+    task_id: TaskId,
+    status: Status,
+    started_at: Option<Timestamp>,
+    finished_at: Option<Timestamp>,
+    result: &'a Option<Value>,
+    error: &'a Option<ErrorInfo>,
+}
+
+pub(crate) async fn get_result(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let task = load(&state, &task_id).await?;
+    if !task.status.is_terminal() {
+        return Err(task_not_terminal(
+            &task,
+            "subscribe to /events to wait for the final state",
+        ));
+    }
+    Ok(Json(ResultResponse {
+        task_id: task.task_id,
+        status: task.status,
+        started_at: task.started_at,
+        finished_at: task.finished_at,
+        result: &task.result,
+        error: &task.error,
+    })
+    .into_response())
+}
+
+fn task_not_terminal(task: &Task, hint: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "task_not_terminal",
+        format!("task '{}' is still {}; {hint}", task.task_id, task.status),
+    )
+    .with_detail(json!({"current_status": task.status}))
+}
+
+pub(crate) async fn get_events(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = query_map(raw.as_deref());
+    let from_seq = int_param(&query, "from_seq", 0, i64::MAX, 0)? as u64;
+    let limit = int_param(&query, "limit", 1, 1000, 100)? as usize;
+    let wait = int_param(&query, "wait", 0, MAX_WAIT.as_secs() as i64, 0)? as u64;
+    let id = parse_task_id(&task_id)?;
+    let store = state.manager().store();
+    let page = tokio::select! {
+        page = events_page(&**store, id, from_seq, limit, Duration::from_secs(wait)) => page?,
+        () = state.shutdown().cancelled() => events_page(&**store, id, from_seq, limit, Duration::ZERO).await?,
+    };
+    let page = page.ok_or_else(|| ApiError::task_not_found(&task_id))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], page.to_json()).into_response())
+}
+
+pub(crate) async fn cancel_task(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_task_id(&task_id)?;
+    let (cancelled, already_terminal) = match state.manager().cancel(id).await? {
+        CancelOutcome::Cancelled { .. } | CancelOutcome::Requested { .. } => (true, false),
+        CancelOutcome::AlreadyTerminal { .. } => (false, true),
+        CancelOutcome::NotFound => return Err(ApiError::task_not_found(&task_id)),
+    };
+    Ok(Json(CancelResponse {
+        task_id: id,
+        cancelled,
+        already_terminal,
+    })
+    .into_response())
+}
+
+#[derive(Serialize)]
+struct CancelResponse {
+    task_id: TaskId,
+    cancelled: bool,
+    already_terminal: bool,
+}
+
+pub(crate) async fn delete_task(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_task_id(&task_id)?;
+    match state.manager().store().delete(id).await? {
+        DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+        DeleteOutcome::NotTerminal { status } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "task_not_terminal",
+            format!(
+                "task '{task_id}' is still {status}; cancel it and wait for its final event first"
+            ),
+        )
+        .with_detail(json!({"current_status": status}))),
+        DeleteOutcome::NotFound => Err(ApiError::task_not_found(&task_id)),
+    }
+}

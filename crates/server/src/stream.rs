@@ -1,0 +1,134 @@
+//! `GET /v1/tasks/{id}/events/stream`: the tape as Server-Sent Events.
+//!
+//! One SSE event per tape event (`id:` seq, `event:` type, `data:` the event
+//! JSON). Resumes after `Last-Event-ID: N` (seq > N) or from `?from_seq=N`
+//! (seq ≥ N); a comment heartbeat keeps idle connections open; the stream
+//! ends after `final`. It waits on the wake hub (no polling) and is pulled by
+//! the client, so a slow client only slows itself.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use tasktape_core::event::StoredEvent;
+use tasktape_core::model::TaskId;
+use tasktape_core::wake::Watch;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::error::{ApiError, parse_task_id};
+use crate::params::{int_param, query_map};
+
+/// Events read from the store per round trip.
+const PAGE: usize = 500;
+
+struct Cursor {
+    state: AppState,
+    task_id: TaskId,
+    next: u64,
+    buffered: VecDeque<StoredEvent>,
+    watch: Watch,
+    done: bool,
+}
+
+pub(crate) async fn stream_events(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query = query_map(raw.as_deref());
+    let from_seq = int_param(&query, "from_seq", 0, i64::MAX, 0)? as u64;
+    let next = match headers.get("last-event-id") {
+        None => from_seq,
+        Some(value) => {
+            let last = value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "header",
+                        "Last-Event-ID",
+                        "int_parsing",
+                        "must be the seq of the last event received",
+                    )
+                })?;
+            last.saturating_add(1)
+        }
+    };
+    let id = parse_task_id(&task_id)?;
+    let store = state.manager().store();
+    // Watch before the first read, so no commit falls between the two.
+    let watch = store.wake_hub().watch(id);
+    if store.last_seq(id).await?.is_none() {
+        return Err(ApiError::task_not_found(&task_id));
+    }
+    let heartbeat = state.config().heartbeat;
+    let cursor = Cursor {
+        state,
+        task_id: id,
+        next,
+        buffered: VecDeque::new(),
+        watch,
+        done: false,
+    };
+    let keep_alive = KeepAlive::new().interval(heartbeat).text("heartbeat");
+    Ok(Sse::new(events(cursor))
+        .keep_alive(keep_alive)
+        .into_response())
+}
+
+fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next_event().await?;
+        let sse = Event::default()
+            .id(event.seq.to_string())
+            .event(event.kind_name())
+            .data(&event.json);
+        Some((Ok(sse), cursor))
+    })
+}
+
+impl Cursor {
+    /// The next event to send, or `None` when the stream should end.
+    async fn next_event(&mut self) -> Option<StoredEvent> {
+        loop {
+            if let Some(event) = self.buffered.pop_front() {
+                self.done = event.is_final();
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            let store = self.state.manager().store();
+            let page = match store.events(self.task_id, self.next, PAGE).await {
+                Ok(Some(page)) => page,
+                Ok(None) => return None, // deleted meanwhile
+                Err(error) => {
+                    tracing::warn!(task_id = %self.task_id, %error, "event stream read failed; closing it");
+                    return None;
+                }
+            };
+            if let Some(last) = page.events.last() {
+                self.next = last.seq + 1;
+                self.buffered.extend(page.events);
+                continue;
+            }
+            if page.status.is_terminal() {
+                return None; // resumed past `final`
+            }
+            let past = page.last_seq.max(self.next.saturating_sub(1));
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                _ = self.watch.wait_past(past, far) => {}
+                () = self.state.shutdown().cancelled() => return None,
+            }
+        }
+    }
+}

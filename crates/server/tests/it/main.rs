@@ -1,0 +1,6 @@
+//! The server through its public surface: the router with `oneshot`, and a
+//! real socket on 127.0.0.1:0 for streaming and many followers.
+
+mod followers;
+mod routes;
+mod support;

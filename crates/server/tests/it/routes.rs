@@ -1,0 +1,495 @@
+//! Every route of WIRE.md parts A and B, and every error, through the router.
+
+use serde_json::{Value, json};
+use tasktape_server::ServerConfig;
+
+use crate::support::{app, app_with};
+
+#[tokio::test]
+async fn health_ready_and_info_answer() {
+    let app = app().await;
+    assert_eq!(app.get("/v1/healthz").await.text, r#"{"status":"ok"}"#);
+    let ready = app.get("/v1/readyz").await;
+    assert_eq!(
+        (ready.status.as_u16(), ready.json()["status"].clone()),
+        (200, json!("ready"))
+    );
+    let info = app.get("/v1/info").await.json();
+    assert_eq!(info["engine_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(info["storage_backend"], "sqlite");
+    assert_eq!(info["auth_required"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_submit_follow_row_and_result_match_the_wire() {
+    let app = app().await;
+    let answer = app.post("/v1/echo", r#"{"count":3,"delay_ms":200}"#).await;
+    let handle = answer.json();
+    let id = handle["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36);
+    assert_eq!(handle["op"], "echo");
+    assert_eq!(handle["status"], "pending");
+    assert_eq!(handle["links"]["self"], format!("/v1/tasks/{id}"));
+    assert_eq!(handle["links"]["events"], format!("/v1/tasks/{id}/events"));
+    assert_eq!(handle["links"]["result"], format!("/v1/tasks/{id}/result"));
+    assert_eq!(handle["links"]["cancel"], format!("/v1/tasks/{id}/cancel"));
+    assert!(
+        answer.text.starts_with(r#"{"task_id":"#),
+        "field order: {}",
+        answer.text
+    );
+    let early = app.get(&format!("/v1/tasks/{id}/result")).await;
+    let error = early.error(400, "task_not_terminal");
+    assert!(["pending", "running"].contains(&error["detail"]["current_status"].as_str().unwrap()));
+    let tape = app.wait_final(&id).await;
+    let kinds: Vec<&str> = tape
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "task_started",
+            "progress",
+            "progress",
+            "progress",
+            "partial",
+            "final"
+        ]
+    );
+    assert_eq!(
+        tape[1],
+        json!({"type":"progress","phase":"echo","current":1,"total":3,"detail":{"step":1},"seq":2,"ts":tape[1]["ts"]})
+    );
+    assert_eq!(tape[5]["result"], json!({"echoed": 3}));
+    let row = app.get(&format!("/v1/tasks/{id}")).await.json();
+    assert_eq!(row["params_digest"], "9fbc57e71c2c80a0");
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["result"], json!({"echoed": 3}));
+    assert_eq!(row["error"], Value::Null);
+    let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 9);
+    let result = app.get(&format!("/v1/tasks/{id}/result")).await.json();
+    assert_eq!(result["status"], "succeeded");
+    assert_eq!(result["result"], json!({"echoed": 3}));
+    assert_eq!(result["started_at"], row["started_at"]);
+    // Paging past the end, and a long-poll on a terminal task, answer at once.
+    let started = std::time::Instant::now();
+    let past = app
+        .get(&format!("/v1/tasks/{id}/events?from_seq=99&wait=5"))
+        .await
+        .json();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(
+        past,
+        json!({"task_id": id, "task_status": "succeeded", "events": [], "next_from_seq": 99, "has_more": false, "last_seq": 6})
+    );
+    let first_two = app
+        .get(&format!("/v1/tasks/{id}/events?from_seq=0&limit=2"))
+        .await
+        .json();
+    assert_eq!(
+        (
+            first_two["next_from_seq"].clone(),
+            first_two["has_more"].clone()
+        ),
+        (json!(3), json!(true))
+    );
+}
+
+#[tokio::test]
+async fn echo_accepts_what_dikw_accepts_and_names_the_bad_field() {
+    let app = app().await;
+    for body in ["", "{}", r#"{"count":0}"#, r#"{"count":-5,"bogus":1}"#] {
+        let answer = app.post("/v1/echo", body).await;
+        assert_eq!(answer.status.as_u16(), 200, "{body:?}: {}", answer.text);
+    }
+    let id = app.echo("").await;
+    assert_eq!(
+        app.get(&format!("/v1/tasks/{id}")).await.json()["params_digest"],
+        tasktape_core::model::params_digest(&json!({"count":5,"delay_ms":0}))
+    );
+    let error = app
+        .post("/v1/echo", r#"{"count":1,"delay_ms":20000}"#)
+        .await
+        .error(422, "invalid_request");
+    assert_eq!(error["detail"]["field"], "delay_ms");
+    let error = app
+        .post("/v1/echo", r#"{"count":"many"}"#)
+        .await
+        .error(422, "invalid_request");
+    assert_eq!(error["detail"]["field"], "count");
+    app.post("/v1/echo", r#"{"count":"#)
+        .await
+        .error(400, "invalid_json");
+    app.post("/v1/echo", "[1,2]")
+        .await
+        .error(422, "invalid_request");
+}
+
+#[tokio::test]
+async fn query_validation_names_the_parameter() {
+    let app = app().await;
+    let id = app.echo(r#"{"count":1}"#).await;
+    for (uri, field) in [
+        ("/v1/tasks?limit=0".to_owned(), "limit"),
+        ("/v1/tasks?limit=1001".to_owned(), "limit"),
+        ("/v1/tasks?limit=ten".to_owned(), "limit"),
+        ("/v1/tasks?status=bogus".to_owned(), "status"),
+        (format!("/v1/tasks/{id}/events?wait=61"), "wait"),
+        (format!("/v1/tasks/{id}/events?from_seq=-1"), "from_seq"),
+        (format!("/v1/tasks/{id}/events?limit=0"), "limit"),
+        (
+            format!("/v1/tasks/{id}/events/stream?from_seq=x"),
+            "from_seq",
+        ),
+    ] {
+        let error = app.get(&uri).await.error(422, "invalid_request");
+        assert_eq!(error["detail"]["field"], field, "{uri}");
+    }
+    let error = app
+        .get("/v1/tasks?cursor=garbage")
+        .await
+        .error(400, "invalid_cursor");
+    assert_eq!(error["detail"]["reason"], "decode_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_with_a_cursor_and_filters() {
+    let app = app().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.echo(r#"{"count":1}"#).await);
+    }
+    let running = app.post("/v1/tasks", r#"{"op":"forever"}"#).await.json()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for id in &ids {
+        app.wait_final(id).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let uri = match &cursor {
+            Some(cursor) => format!("/v1/tasks?limit=2&cursor={cursor}"),
+            None => "/v1/tasks?limit=2".to_owned(),
+        };
+        let page = app.get(&uri).await.json();
+        for task in page["tasks"].as_array().unwrap() {
+            assert!(
+                task.get("result").is_none() && task.get("error").is_none(),
+                "summary rows only"
+            );
+            seen.push(task["task_id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            page["has_more"].as_bool().unwrap(),
+            !page["next_cursor"].is_null()
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[0], running, "newest first");
+    let succeeded = app
+        .get("/v1/tasks?status=succeeded&op=echo&limit=100")
+        .await
+        .json();
+    assert_eq!(succeeded["tasks"].as_array().unwrap().len(), 5);
+    let forever = app.get("/v1/tasks?op=forever").await.json();
+    assert_eq!(forever["tasks"][0]["status"], "running");
+    assert_eq!(
+        app.get("/v1/tasks?op=nothing").await.json(),
+        json!({"tasks": [], "next_cursor": null, "has_more": false})
+    );
+}
+
+#[tokio::test]
+async fn unknown_tasks_are_404_everywhere() {
+    let app = app().await;
+    for id in ["no-such-task", "01a21f82-e031-7662-b1be-19881cd6b560"] {
+        for (method, path) in [
+            ("GET", format!("/v1/tasks/{id}")),
+            ("GET", format!("/v1/tasks/{id}/events")),
+            ("GET", format!("/v1/tasks/{id}/events/stream")),
+            ("GET", format!("/v1/tasks/{id}/result")),
+            ("POST", format!("/v1/tasks/{id}/cancel")),
+            ("DELETE", format!("/v1/tasks/{id}")),
+        ] {
+            let error = app
+                .call(method, &path, None, &[])
+                .await
+                .error(404, "not_found");
+            assert_eq!(
+                error["message"],
+                format!("task_id '{id}' not found"),
+                "{method} {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_is_idempotent_and_the_tape_ends_cancelled() {
+    let app = app().await;
+    let id = app.echo(r#"{"count":100000,"delay_ms":1}"#).await;
+    let first = app.post(&format!("/v1/tasks/{id}/cancel"), "").await;
+    assert_eq!(
+        first.text,
+        format!(r#"{{"task_id":"{id}","cancelled":true,"already_terminal":false}}"#)
+    );
+    let tape = app.wait_final(&id).await;
+    assert_eq!(tape.last().unwrap()["status"], "cancelled");
+    assert!(tape.last().unwrap().get("result").is_none());
+    let again = app.post(&format!("/v1/tasks/{id}/cancel"), "").await.json();
+    assert_eq!(
+        (
+            again["cancelled"].clone(),
+            again["already_terminal"].clone()
+        ),
+        (json!(false), json!(true))
+    );
+    let result = app.get(&format!("/v1/tasks/{id}/result")).await.json();
+    assert_eq!(
+        (result["status"].clone(), result["result"].clone()),
+        (json!("cancelled"), Value::Null)
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_oversized_bodies_get_the_envelope() {
+    let app = app_with(ServerConfig {
+        body_limit: 1024,
+        ..ServerConfig::default()
+    })
+    .await;
+    app.get("/v1/no-such-route")
+        .await
+        .error(404, "route_not_found");
+    app.get("/nothing/here").await.error(404, "route_not_found");
+    app.call("PUT", "/v1/healthz", None, &[])
+        .await
+        .error(405, "method_not_allowed");
+    app.call("DELETE", "/v1/tasks", None, &[])
+        .await
+        .error(405, "method_not_allowed");
+    app.post(
+        "/v1/echo",
+        &format!(r#"{{"count":1,"pad":"{}"}}"#, "x".repeat(4096)),
+    )
+    .await
+    .error(413, "payload_too_large");
+    let error = app.post("/v1/nope", "{}").await.error(404, "op_not_found");
+    assert_eq!(error["detail"]["known"], json!(["echo", "forever"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_submit_ops_and_idempotency_keys() {
+    let app = app().await;
+    let ops = app.get("/v1/ops").await.json();
+    let echo = ops["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == "echo")
+        .unwrap()
+        .clone();
+    assert_eq!(echo["params_schema"]["type"], "object");
+    app.post("/v1/tasks", r#"{"params":{}}"#)
+        .await
+        .error(422, "invalid_request");
+    app.post("/v1/tasks", r#"{"op":7}"#)
+        .await
+        .error(422, "invalid_request");
+    app.post("/v1/tasks", r#"{"op":"nope"}"#)
+        .await
+        .error(404, "op_not_found");
+    let first = app
+        .post(
+            "/v1/tasks",
+            r#"{"op":"echo","params":{"count":2},"idempotency_key":"k1"}"#,
+        )
+        .await
+        .json();
+    let again = app
+        .post(
+            "/v1/tasks",
+            r#"{"op":"echo","params":{"count":2},"idempotency_key":"k1"}"#,
+        )
+        .await
+        .json();
+    assert_eq!(first["task_id"], again["task_id"]);
+    let conflict = app
+        .post(
+            "/v1/tasks",
+            r#"{"op":"echo","params":{"count":3},"idempotency_key":"k1"}"#,
+        )
+        .await;
+    assert_eq!(
+        conflict.error(409, "idempotency_key_conflict")["detail"]["task_id"],
+        first["task_id"]
+    );
+    let by_header = app
+        .call(
+            "POST",
+            "/v1/echo",
+            Some(r#"{"count":2}"#),
+            &[("Idempotency-Key", "k1")],
+        )
+        .await
+        .json();
+    assert_eq!(
+        by_header["task_id"], first["task_id"],
+        "the header and the body key are one key space"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_only_finished_tasks() {
+    let app = app().await;
+    let running = app.post("/v1/tasks", r#"{"op":"forever"}"#).await.json()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let error = app
+        .call("DELETE", &format!("/v1/tasks/{running}"), None, &[])
+        .await
+        .error(409, "task_not_terminal");
+    assert!(["pending", "running"].contains(&error["detail"]["current_status"].as_str().unwrap()));
+    let done = app.echo(r#"{"count":1}"#).await;
+    app.wait_final(&done).await;
+    let deleted = app
+        .call("DELETE", &format!("/v1/tasks/{done}"), None, &[])
+        .await;
+    assert_eq!((deleted.status.as_u16(), deleted.text.as_str()), (204, ""));
+    app.get(&format!("/v1/tasks/{done}"))
+        .await
+        .error(404, "not_found");
+    app.post(&format!("/v1/tasks/{running}/cancel"), "").await;
+}
+
+#[tokio::test]
+async fn a_token_guards_everything_but_the_probes() {
+    let app = app_with(ServerConfig {
+        token: Some("s3cret".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    assert_eq!(app.get("/v1/healthz").await.status.as_u16(), 200);
+    assert_eq!(app.get("/v1/readyz").await.status.as_u16(), 200);
+    app.get("/v1/tasks").await.error(401, "unauthorized");
+    app.get("/v1/info").await.error(401, "unauthorized");
+    app.call(
+        "GET",
+        "/v1/tasks",
+        None,
+        &[("Authorization", "Bearer wrong")],
+    )
+    .await
+    .error(401, "unauthorized");
+    app.call(
+        "POST",
+        "/v1/echo",
+        Some("{}"),
+        &[("Authorization", "Basic czNjcmV0")],
+    )
+    .await
+    .error(401, "unauthorized");
+    let ok = app
+        .call(
+            "GET",
+            "/v1/info",
+            None,
+            &[("Authorization", "Bearer s3cret")],
+        )
+        .await;
+    assert_eq!(ok.json()["auth_required"], true);
+    // An unknown route behind auth is still an envelope (401 first, never a bare 404).
+    app.get("/v1/no-such-route")
+        .await
+        .error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_the_tape_resumes_and_closes_after_final() {
+    let app = app().await;
+    let id = app.echo(r#"{"count":3}"#).await;
+    app.wait_final(&id).await;
+    let whole = app.get(&format!("/v1/tasks/{id}/events/stream")).await;
+    assert_eq!(whole.headers["content-type"], "text/event-stream");
+    let events = parse_sse(&whole.text);
+    assert_eq!(
+        events.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(events[0].1, "task_started");
+    assert_eq!(events[5].1, "final");
+    assert_eq!(
+        serde_json::from_str::<Value>(&events[5].2).unwrap()["seq"],
+        6
+    );
+    let resumed = app
+        .call(
+            "GET",
+            &format!("/v1/tasks/{id}/events/stream"),
+            None,
+            &[("Last-Event-ID", "4")],
+        )
+        .await;
+    assert_eq!(
+        parse_sse(&resumed.text)
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    let from = app
+        .get(&format!("/v1/tasks/{id}/events/stream?from_seq=6"))
+        .await;
+    assert_eq!(
+        parse_sse(&from.text)
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        vec![6]
+    );
+    let past = app
+        .get(&format!("/v1/tasks/{id}/events/stream?from_seq=50"))
+        .await;
+    assert!(
+        parse_sse(&past.text).is_empty(),
+        "resuming past final closes at once"
+    );
+    app.call(
+        "GET",
+        &format!("/v1/tasks/{id}/events/stream"),
+        None,
+        &[("Last-Event-ID", "x")],
+    )
+    .await
+    .error(422, "invalid_request");
+}
+
+/// (seq, event type, data) per SSE event; comments skipped.
+pub fn parse_sse(text: &str) -> Vec<(u64, String, String)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut id, mut kind, mut data) = (None, String::new(), String::new());
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("id: ") {
+                id = value.parse().ok();
+            } else if let Some(value) = line.strip_prefix("event: ") {
+                kind = value.to_owned();
+            } else if let Some(value) = line.strip_prefix("data: ") {
+                data = value.to_owned();
+            }
+        }
+        if let Some(id) = id {
+            events.push((id, kind, data));
+        }
+    }
+    events
+}
