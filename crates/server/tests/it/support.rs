@@ -48,8 +48,8 @@ pub async fn app_with(config: ServerConfig) -> App {
     let router = router(AppState::new(manager.clone(), config, shutdown.clone()));
     App {
         router,
-        manager,
-        shutdown,
+        _manager: manager,
+        _shutdown: shutdown,
         _dir: dir,
     }
 }
