@@ -310,6 +310,11 @@ pub fn validate_tape(row_status: Status, tape: &[Event]) -> Result<(), GrammarEr
                 error,
             }),
         ) => {
+            if tape.len() == 1 && *status == Status::Succeeded {
+                return Err(mismatch(
+                    "is a lone final succeeded: a task that never ran cannot succeed",
+                ));
+            }
             if *status != terminal {
                 return Err(mismatch(&format!("ends with final {status}")));
             }
@@ -421,6 +426,7 @@ mod tests {
             (Failed, vec![started(), failed()], true),
             (Cancelled, vec![cancelled()], true),
             (Failed, vec![failed()], true),
+            (Succeeded, vec![succeeded()], false),
             (Pending, vec![started()], false),
             (Running, vec![], false),
             (Running, vec![progress()], false),

@@ -2,9 +2,12 @@
 //! limits, cancels them, recovers leftovers, renews leases and shuts down.
 //!
 //! It holds only what runs here (tokens and queues); the store holds the
-//! truth, and every transition goes through it. Call order for embedders:
+//! truth, and every transition goes through it. The run of one task (start,
+//! op, finish) is in [`runner`]. Call order for embedders:
 //! [`Manager::start`] once, then any number of `submit`/`cancel`/reads from
 //! any task, then [`Manager::shutdown`] once.
+
+mod runner;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,14 +16,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
-use crate::op::{Op, OpRegistry, ParamsError};
-use crate::reporter::Reporter;
-use crate::store::{
-    CancelOutcome, FinishOutcome, Lease, ListPage, ListQuery, StartOutcome, Store, StoreError,
-};
+use crate::op::{OpRegistry, ParamsError};
+use crate::store::{CancelOutcome, ListPage, ListQuery, Store, StoreError};
 use crate::time::Timestamp;
 
 /// How a manager runs.
@@ -118,7 +118,6 @@ struct OpQueue {
 
 struct State {
     accepting: bool,
-    shutdown_grace: Duration,
     queues: HashMap<String, OpQueue>,
     running: HashMap<TaskId, Running>,
 }
@@ -128,6 +127,11 @@ struct Inner {
     ops: OpRegistry,
     config: ManagerConfig,
     state: Mutex<State>,
+    /// Fired when shutdown begins: no new starts, runs wind down.
+    stopping: CancellationToken,
+    /// Fired at shutdown's deadline: ops still running are aborted.
+    hard_stop: CancellationToken,
+    /// Fired when shutdown ends: background loops and retries stop.
     background: CancellationToken,
     tracker: TaskTracker,
     lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -155,16 +159,21 @@ impl Manager {
                 config,
                 state: Mutex::new(State {
                     accepting: true,
-                    shutdown_grace: Duration::ZERO,
                     queues: HashMap::new(),
                     running: HashMap::new(),
                 }),
+                stopping: CancellationToken::new(),
+                hard_stop: CancellationToken::new(),
                 background: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 lease_task: Mutex::new(None),
             }),
         };
-        manager.recover().await?;
+        let pending = manager.recover().await?;
+        // Only once recovery has fully succeeded does anything start running.
+        for task in pending {
+            manager.enqueue(task.task_id, &task.op);
+        }
         let lease_loop = manager.clone();
         let handle = tokio::spawn(async move { lease_loop.lease_loop().await });
         *manager
@@ -175,7 +184,9 @@ impl Manager {
         Ok(manager)
     }
 
-    async fn recover(&self) -> Result<(), StoreError> {
+    /// Finishes own leftovers and tasks of unknown ops; returns the pending
+    /// tasks to queue, oldest first.
+    async fn recover(&self) -> Result<Vec<Task>, StoreError> {
         let store = &self.inner.store;
         let leftovers = store.leftovers(&self.inner.config.instance_id).await?;
         for task_id in &leftovers {
@@ -190,11 +201,10 @@ impl Manager {
                 "finished tasks left running by a previous run as server_restart"
             );
         }
-        let mut queued = 0;
+        let mut runnable = Vec::new();
         for task in store.pending().await? {
             if self.inner.ops.get(&task.op).is_some() {
-                self.enqueue(task.task_id, &task.op);
-                queued += 1;
+                runnable.push(task);
             } else {
                 let error = ErrorInfo::new(
                     "op_not_found",
@@ -203,10 +213,13 @@ impl Manager {
                 store.finish(task.task_id, Outcome::Failed(error)).await?;
             }
         }
-        if queued > 0 {
-            info!(queued, "queued pending tasks from the store");
+        if !runnable.is_empty() {
+            info!(
+                queued = runnable.len(),
+                "queued pending tasks from the store"
+            );
         }
-        Ok(())
+        Ok(runnable)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -234,6 +247,9 @@ impl Manager {
     /// Creates a task for `op` and schedules it. The params are checked and
     /// normalized by the op; the same idempotency key with the same params
     /// returns the first task, with other params a conflict.
+    ///
+    /// Cancel-safe: once called, the task is created and scheduled even if
+    /// the caller stops waiting (say, an HTTP client hangs up).
     #[tracing::instrument(skip_all, fields(op = %op), err(level = "debug"))]
     pub async fn submit(
         &self,
@@ -260,23 +276,32 @@ impl Manager {
         let mut new_task = NewTask::new(op, params);
         new_task.idempotency_key = idempotency_key;
         let digest = new_task.params_digest.clone();
-        let created = self.inner.store.create(new_task).await?;
-        if !created.created {
-            if created.task.params_digest != digest || created.task.op != op {
-                return Err(SubmitError::IdempotencyConflict {
-                    task_id: created.task.task_id,
-                });
+        let manager = self.clone();
+        let created = tokio::spawn(async move {
+            let created = manager.inner.store.create(new_task).await?;
+            if created.created {
+                manager.enqueue(created.task.task_id, &created.task.op);
             }
-            return Ok(Submitted {
-                task: created.task,
-                created: false,
+            Ok::<_, StoreError>(created)
+        });
+        let created = match created.await {
+            Ok(created) => created?,
+            Err(join_error) => {
+                return Err(SubmitError::Store(StoreError::Backend {
+                    context: "submit".into(),
+                    source: Box::new(join_error),
+                }));
+            }
+        };
+        if !created.created && (created.task.params_digest != digest || created.task.op != op) {
+            return Err(SubmitError::IdempotencyConflict {
+                task_id: created.task.task_id,
             });
         }
-        debug!(task_id = %created.task.task_id, "submitted");
-        self.enqueue(created.task.task_id, op);
+        debug!(task_id = %created.task.task_id, created = created.created, "submitted");
         Ok(Submitted {
+            created: created.created,
             task: created.task,
-            created: true,
         })
     }
 
@@ -304,10 +329,27 @@ impl Manager {
     }
 
     fn spawn_run(&self, task_id: TaskId, op: String) {
-        let manager = self.clone();
+        /// Gives the slot back and forgets the run however the run ends,
+        /// a panic included.
+        struct Slot {
+            manager: Manager,
+            task_id: TaskId,
+            op: String,
+        }
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                self.manager.state().running.remove(&self.task_id);
+                self.manager.release_slot(&self.op);
+            }
+        }
+        let slot = Slot {
+            manager: self.clone(),
+            task_id,
+            op,
+        };
         self.inner.tracker.spawn(async move {
-            manager.run(task_id, &op).await;
-            manager.release_slot(&op);
+            slot.manager.run(slot.task_id, &slot.op).await;
+            drop(slot);
         });
     }
 
@@ -331,173 +373,26 @@ impl Manager {
         }
     }
 
-    async fn run(&self, task_id: TaskId, op_name: &str) {
-        let token = CancellationToken::new();
-        {
-            let mut state = self.state();
-            if !state.accepting {
-                return; // stays pending; runs after the next start
-            }
-            state.running.insert(
-                task_id,
-                Running {
-                    token: token.clone(),
-                    cause: None,
-                },
-            );
-        }
-        self.run_registered(task_id, op_name, token).await;
-        self.state().running.remove(&task_id);
-    }
-
-    async fn run_registered(&self, task_id: TaskId, op_name: &str, token: CancellationToken) {
-        let Some(op) = self.inner.ops.get(op_name).cloned() else {
-            return;
-        };
-        let store = &self.inner.store;
-        let lease = Lease {
-            owner: self.inner.config.instance_id.clone(),
-            until: self.lease_until(),
-        };
-        let task = match store.start(task_id, lease).await {
-            Ok(StartOutcome::Started(task)) => *task,
-            Ok(other) => {
-                debug!(%task_id, ?other, "not started");
-                return;
-            }
-            Err(error) => {
-                // Still pending in the store; it will be queued again at the next start.
-                error!(%task_id, %error, "could not start task");
-                return;
-            }
-        };
-        let reporter = Reporter::new(Arc::clone(store), task_id, token.clone());
-        let outcome = self
-            .drive(op, task.params, reporter.clone(), &token, task_id)
-            .await;
-        reporter.close();
-        self.finish_until_written(task_id, outcome, reporter.store_error())
-            .await;
-    }
-
-    async fn drive(
-        &self,
-        op: Arc<dyn Op>,
-        params: Value,
-        reporter: Reporter,
-        token: &CancellationToken,
-        task_id: TaskId,
-    ) -> Outcome {
-        let mut handle = tokio::spawn(async move { op.run(params, reporter).await });
-        let joined = tokio::select! {
-            joined = &mut handle => Some(joined),
-            () = token.cancelled() => None,
-        };
-        let joined = match joined {
-            Some(joined) => joined,
-            None => {
-                let grace = self.grace_for(task_id);
-                match tokio::time::timeout(grace, &mut handle).await {
-                    Ok(joined) => joined,
-                    Err(_) => {
-                        warn!(%task_id, ?grace, "op ignored its cancel token; aborting it");
-                        handle.abort();
-                        return self.cancel_outcome(task_id);
-                    }
-                }
-            }
-        };
-        let cancelled = token.is_cancelled();
-        match joined {
-            Ok(Ok(result)) => Outcome::Succeeded(result),
-            Ok(Err(_)) if cancelled => self.cancel_outcome(task_id),
-            Ok(Err(op_error)) => Outcome::Failed(op_error.0),
-            Err(join_error) if join_error.is_panic() => {
-                let panic = join_error.into_panic();
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "op panicked".to_owned());
-                error!(%task_id, %message, "op panicked");
-                Outcome::Failed(ErrorInfo::new("op_panicked", message))
-            }
-            Err(_) => self.cancel_outcome(task_id),
-        }
-    }
-
-    fn grace_for(&self, task_id: TaskId) -> Duration {
-        let state = self.state();
-        match state
-            .running
-            .get(&task_id)
-            .and_then(|running| running.cause)
-        {
-            Some(CancelCause::Shutdown) => state.shutdown_grace,
-            _ => self.inner.config.cancel_grace,
-        }
-    }
-
-    fn cancel_outcome(&self, task_id: TaskId) -> Outcome {
-        match self
-            .state()
-            .running
-            .get(&task_id)
-            .and_then(|running| running.cause)
-        {
-            Some(CancelCause::Shutdown) => Outcome::Failed(ErrorInfo::new(
-                "server_shutdown",
-                "the server shut down while the task was running",
-            )),
-            _ => Outcome::Cancelled,
-        }
-    }
-
-    /// Finishes the task, retrying a failing store with backoff until it
-    /// answers or shutdown's deadline ends the run (then the next start
-    /// finishes it `server_restart`).
-    async fn finish_until_written(
-        &self,
-        task_id: TaskId,
-        outcome: Outcome,
-        event_error: Option<String>,
-    ) {
-        let outcome = match (outcome, event_error) {
-            (Outcome::Succeeded(_), Some(message)) => Outcome::Failed(
-                ErrorInfo::new("store_error", "an event of this task could not be stored")
-                    .with("detail", message),
-            ),
-            (outcome, _) => outcome,
-        };
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            match self.inner.store.finish(task_id, outcome.clone()).await {
-                Ok(FinishOutcome::Finished { status, .. }) => {
-                    debug!(%task_id, %status, "finished");
-                    return;
-                }
-                Ok(other) => {
-                    debug!(%task_id, ?other, "finish lost to an earlier one");
-                    return;
-                }
-                Err(error) => {
-                    error!(%task_id, %error, "could not finish task; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.inner.background.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
     /// Requests a cancel. A pending task ends `cancelled` at once and never
     /// runs; a running one here gets its token fired (and is aborted after
-    /// the grace period if it ignores it).
+    /// the grace period if it ignores it). Cancel-safe like `submit`.
     #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn cancel(&self, task_id: TaskId) -> Result<CancelOutcome, StoreError> {
-        let outcome = self.inner.store.request_cancel(task_id).await?;
+        let manager = self.clone();
+        let cancelled = tokio::spawn(async move {
+            let outcome = manager.inner.store.request_cancel(task_id).await?;
+            manager.apply_cancel(task_id, &outcome);
+            Ok(outcome)
+        });
+        cancelled.await.unwrap_or_else(|join_error| {
+            Err(StoreError::Backend {
+                context: "cancel".into(),
+                source: Box::new(join_error),
+            })
+        })
+    }
+
+    fn apply_cancel(&self, task_id: TaskId, outcome: &CancelOutcome) {
         let mut state = self.state();
         match outcome {
             CancelOutcome::Requested { .. } => {
@@ -513,7 +408,6 @@ impl Manager {
             }
             CancelOutcome::AlreadyTerminal { .. } | CancelOutcome::NotFound => {}
         }
-        Ok(outcome)
     }
 
     /// One task's row.
@@ -524,6 +418,11 @@ impl Manager {
     /// A page of rows.
     pub async fn list(&self, query: ListQuery) -> Result<ListPage, StoreError> {
         self.inner.store.list(query).await
+    }
+
+    /// The status of `task_id` as the store has it.
+    pub async fn status(&self, task_id: TaskId) -> Result<Option<Status>, StoreError> {
+        Ok(self.inner.store.get(task_id).await?.map(|task| task.status))
     }
 
     /// How many tasks run here now, and how many wait here for a slot.
@@ -540,8 +439,16 @@ impl Manager {
         Timestamp::now().add_millis(ttl)
     }
 
+    /// Every `lease_interval`: renew our leases, reap peers' expired ones,
+    /// and fire the token of any task here whose cancel was recorded
+    /// elsewhere (another instance, or a caller that went away).
     async fn lease_loop(&self) {
-        let mut ticker = tokio::time::interval(self.inner.config.lease_interval);
+        let interval = self
+            .inner
+            .config
+            .lease_interval
+            .max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -571,19 +478,38 @@ impl Manager {
                 }
                 Err(error) => warn!(%error, "could not list expired leases"),
             }
+            self.poll_cancels().await;
+        }
+    }
+
+    async fn poll_cancels(&self) {
+        let running: Vec<TaskId> = {
+            let state = self.state();
+            state
+                .running
+                .iter()
+                .filter(|(_, run)| !run.token.is_cancelled())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for task_id in running {
+            if let Ok(Some(task)) = self.inner.store.get(task_id).await
+                && task.cancel_requested
+            {
+                self.apply_cancel(task_id, &CancelOutcome::Requested { owner: task.owner });
+            }
         }
     }
 
     /// Graceful shutdown: take no new work, fire every running task's cancel
     /// token, give the ops up to `deadline` to return (then abort them), and
-    /// finish them `failed` with `server_shutdown` (an op that completes in
-    /// time keeps its result). Tasks still pending stay pending in the store
-    /// and run after the next start.
+    /// finish them `failed` with `server_shutdown` (an op that returns a
+    /// result in time keeps it). Tasks still pending stay pending in the
+    /// store and run after the next start.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let running = {
             let mut state = self.state();
             state.accepting = false;
-            state.shutdown_grace = deadline.mul_f64(0.8);
             for running in state.running.values_mut() {
                 running.cause.get_or_insert(CancelCause::Shutdown);
                 running.token.cancel();
@@ -591,15 +517,24 @@ impl Manager {
             state.running.len()
         };
         info!(running, ?deadline, "shutting down");
+        self.inner.stopping.cancel();
         self.inner.tracker.close();
-        // Lease renewal goes on until the runs have written their finals.
-        let finished = tokio::time::timeout(deadline, self.inner.tracker.wait()).await;
+        let in_time = tokio::time::timeout(deadline, self.inner.tracker.wait())
+            .await
+            .is_ok();
+        let mut unfinished = 0;
+        if !in_time {
+            // Abort what is left and give the runs a moment to write their finals.
+            self.inner.hard_stop.cancel();
+            if tokio::time::timeout(Duration::from_secs(2), self.inner.tracker.wait())
+                .await
+                .is_err()
+            {
+                unfinished = self.state().running.len();
+            }
+        }
+        // Lease renewal ran until now, so no peer reaped our tasks meanwhile.
         self.inner.background.cancel();
-        let unfinished = if finished.is_ok() {
-            0
-        } else {
-            self.state().running.len()
-        };
         let lease_task = self
             .inner
             .lease_task
@@ -612,15 +547,10 @@ impl Manager {
         if unfinished > 0 {
             warn!(
                 unfinished,
-                "shutdown deadline passed with tasks still running; the next start finishes them"
+                "tasks still running after the shutdown deadline; the next start finishes them"
             );
         }
         ShutdownReport { unfinished }
-    }
-
-    /// The status of `task_id` as the store has it, for callers that only need that.
-    pub async fn status(&self, task_id: TaskId) -> Result<Option<Status>, StoreError> {
-        Ok(self.inner.store.get(task_id).await?.map(|task| task.status))
     }
 }
 

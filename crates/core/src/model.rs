@@ -145,9 +145,13 @@ impl ErrorInfo {
         }
     }
 
-    /// Adds one more field to the error object.
+    /// Adds one more field to the error object (`code` and `message` are
+    /// fields of their own and cannot be overwritten this way).
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.into(), value.into());
+        let key = key.into();
+        if key != "code" && key != "message" {
+            self.extra.insert(key, value.into());
+        }
         self
     }
 

@@ -145,9 +145,9 @@ impl Reporter {
         self.inner.closed.store(true, Ordering::Release);
     }
 
-    /// The first store error a queued event met, if any.
-    pub(crate) fn store_error(&self) -> Option<String> {
-        self.inner.ack.error()
+    /// Where this reporter's queued events report their outcomes.
+    pub(crate) fn ack(&self) -> Arc<AppendAck> {
+        Arc::clone(&self.inner.ack)
     }
 }
 

@@ -158,6 +158,8 @@ pub enum FinishOutcome {
         /// The winner's status.
         status: Status,
     },
+    /// A pending task cannot succeed (it never ran); nothing written.
+    NotStarted,
     /// No such task.
     NotFound,
 }
@@ -323,6 +325,21 @@ impl AppendAck {
     }
 }
 
+/// The outcome to record once a reporter's queued events are all processed:
+/// `Succeeded` becomes `Failed` with `store_error` if one of them failed.
+pub fn outcome_after_events(outcome: Outcome, ack: &AppendAck) -> Outcome {
+    match (outcome, ack.error()) {
+        (Outcome::Succeeded(_), Some(message)) => Outcome::Failed(
+            crate::model::ErrorInfo::new(
+                "store_error",
+                "an event of this task could not be stored",
+            )
+            .with("detail", message),
+        ),
+        (outcome, _) => outcome,
+    }
+}
+
 /// A task store. Implementations: `tasktape-store-sqlite`, `tasktape-store-postgres`.
 ///
 /// Callers hold it as `Arc<dyn Store>`. Every method is one atomic step; none
@@ -365,6 +382,21 @@ pub trait Store: Send + Sync + 'static {
     /// pending the tape is just `final`. A task with a cancel request ends
     /// `cancelled` whatever `outcome` says.
     async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome>;
+
+    /// Like [`Store::finish`] for a task whose events were queued through
+    /// `ack`: checked after every one of them was processed, a `Succeeded`
+    /// outcome becomes `Failed` with `store_error` when one failed to store,
+    /// so a task with a hole in its tape never ends `succeeded`. The default
+    /// suits stores whose queued appends are awaited.
+    async fn finish_reported(
+        &self,
+        task_id: TaskId,
+        outcome: Outcome,
+        ack: Arc<AppendAck>,
+    ) -> Result<FinishOutcome> {
+        self.finish(task_id, outcome_after_events(outcome, &ack))
+            .await
+    }
 
     /// Records a cancel request; a pending task is finished `cancelled` at once.
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome>;

@@ -36,14 +36,13 @@ impl WakeHub {
 
     /// Announces that `task_id`'s tape reached `seq` (committed).
     pub fn notify(&self, task_id: TaskId, seq: u64) {
-        let slot = {
-            let slots = self
-                .slots
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            slots.get(&task_id).and_then(Weak::upgrade)
-        };
-        if let Some(slot) = slot {
+        // Under the lock, so that a watch being dropped sees no stray
+        // strong reference and always removes its entry.
+        let slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(slot) = slots.get(&task_id).and_then(Weak::upgrade) {
             *slot
                 .announced_at
                 .lock()

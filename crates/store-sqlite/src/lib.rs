@@ -18,6 +18,7 @@ mod checkpointer;
 mod reader;
 mod rows;
 mod schema;
+mod transitions;
 mod writer;
 
 use std::fs::{File, OpenOptions};
@@ -320,7 +321,17 @@ impl Store for SqliteStore {
     }
 
     async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome> {
-        self.call(|reply| Command::Finish(task_id, outcome, reply))
+        self.call(|reply| Command::Finish(task_id, outcome, None, reply))
+            .await
+    }
+
+    async fn finish_reported(
+        &self,
+        task_id: TaskId,
+        outcome: Outcome,
+        ack: Arc<AppendAck>,
+    ) -> Result<FinishOutcome> {
+        self.call(|reply| Command::Finish(task_id, outcome, Some(ack), reply))
             .await
     }
 

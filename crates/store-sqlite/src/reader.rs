@@ -14,6 +14,21 @@ use tasktape_core::time::Timestamp;
 
 use crate::rows::{TASK_COLUMNS, classify, status_from, task_from_row, task_id_from};
 
+/// A connection taken from the pool; given back on drop, even if the read
+/// panicked.
+struct Lease<'a> {
+    readers: &'a Readers,
+    conn: Option<Connection>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.readers.put(conn);
+        }
+    }
+}
+
 pub(crate) struct Readers {
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
@@ -37,10 +52,15 @@ impl Readers {
     {
         let readers = Arc::clone(self);
         let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = readers.take();
-            let result = read(&mut conn);
-            readers.put(conn);
-            result.map_err(|error| classify(&readers.path, error))
+            let mut lease = Lease {
+                readers: &readers,
+                conn: Some(readers.take()),
+            };
+            let conn = lease.conn.as_mut().map(read);
+            match conn {
+                Some(result) => result.map_err(|error| classify(&readers.path, error)),
+                None => Err(StoreError::Closed),
+            }
         })
         .await;
         joined.unwrap_or_else(|join_error| {
@@ -107,7 +127,9 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
         ));
     }
     let limit = query.limit.max(1);
-    values.push(Box::new((limit + 1) as i64));
+    values.push(Box::new(
+        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
     sql.push_str(&format!(
         " ORDER BY created_at DESC, task_id ASC LIMIT ?{}",
         values.len()

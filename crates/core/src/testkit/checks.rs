@@ -283,10 +283,16 @@ pub async fn first_finish_wins(h: Harness) {
     assert_eq!(events.len(), 2);
 }
 
-/// Finishing a task that never started gives the tape `[final]`.
+/// Finishing a task that never started gives the tape `[final]`; it cannot succeed.
 pub async fn finish_of_a_pending_task_gives_a_tape_of_just_final(h: Harness) {
     let store = &*h.store;
     let task_id = store.create(new_task("test")).await.unwrap().task.task_id;
+    let refused = store
+        .finish(task_id, Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(refused, FinishOutcome::NotStarted);
+    assert_status(store, task_id, Status::Pending).await;
     let finished = store
         .finish(task_id, Outcome::Failed(ErrorInfo::server_restart()))
         .await

@@ -194,3 +194,69 @@ async fn reopening_keeps_the_data_and_the_bundled_sqlite_is_not_a_known_bad_vers
         json!({"count": 1})
     );
 }
+
+/// A task whose events could not all be stored never ends `succeeded`, and
+/// other tasks' writes in the same batches are not failed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_events_hit_a_full_disk_ends_failed_not_succeeded() {
+    use std::time::Duration;
+    use tasktape_core::model::Status;
+    use tasktape_core::{FnOp, Manager, ManagerConfig, OpRegistry};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SqliteConfig::new(dir.path().join("tasktape.db"));
+    config.max_size_bytes = Some(512 * 1024);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(config).unwrap());
+    let mut ops = OpRegistry::with_builtins();
+    ops.register(FnOp::new(
+        "hog",
+        "writes big partials",
+        |_params, reporter| async move {
+            let chunk = json!("h".repeat(64 * 1024));
+            for _ in 0..32 {
+                // Ignore failures: the op does not notice, the engine must.
+                let _ = reporter.partial("chunk", chunk.clone()).await;
+            }
+            Ok(json!("done"))
+        },
+    ));
+    let manager = Manager::start(Arc::clone(&store), ops, ManagerConfig::default())
+        .await
+        .unwrap();
+    let hog = manager
+        .submit("hog", json!({}), None)
+        .await
+        .unwrap()
+        .task
+        .task_id;
+    let small = manager
+        .submit("echo", json!({"count": 3}), None)
+        .await
+        .unwrap()
+        .task
+        .task_id;
+    for task_id in [hog, small] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let task = store.get(task_id).await.unwrap().unwrap();
+            if task.status.is_terminal() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {task_id} did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let (task, _) = assert_row_and_tape_agree(&*store, hog).await;
+    assert_eq!(task.status, Status::Failed, "{task:?}");
+    assert_eq!(task.error.unwrap().code, "store_error");
+    let (task, _) = assert_row_and_tape_agree(&*store, small).await;
+    assert_eq!(
+        task.status,
+        Status::Succeeded,
+        "the small task was failed with the big one"
+    );
+    manager.shutdown(Duration::from_secs(2)).await;
+}

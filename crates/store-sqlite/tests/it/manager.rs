@@ -197,7 +197,16 @@ async fn per_op_limit_holds_and_pending_tasks_start_in_fifo_order() {
         rig.store.get(ids[2]).await.unwrap().unwrap().status,
         Status::Pending
     );
-    assert_eq!(rig.manager.load(), (2, 6));
+    // The echo run leaves `running` just after its final; wait for that.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.manager.load() != (2, 6) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "load stayed {:?}",
+            rig.manager.load()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // Free one slot at a time: the longest-waiting task takes it.
     for next in 2..8 {
         gate.add_permits(1);
@@ -449,7 +458,7 @@ async fn shutdown_cancels_running_work_and_leaves_pending_tasks_pending() {
         .task_id;
     wait_status(&rig.store, running, Status::Running).await;
     wait_status(&rig.store, stubborn, Status::Running).await;
-    let report = rig.manager.shutdown(Duration::from_millis(500)).await;
+    let report = rig.manager.shutdown(Duration::from_millis(1500)).await;
     assert_eq!(report.unfinished, 0);
     // The gate op returns a result when its token fires: that result stands.
     let (task, _) = wait_final(&rig.store, running).await;

@@ -1,0 +1,211 @@
+//! One task's run: start it in the store, run its op with a Reporter,
+//! handle cancel (grace, then abort) and finish it, retrying a failing store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::{CancelCause, Manager, Running};
+use crate::model::{ErrorInfo, Outcome, Task, TaskId};
+use crate::op::Op;
+use crate::reporter::Reporter;
+use crate::store::{AppendAck, FinishOutcome, Lease, StartOutcome};
+
+/// Longest pause between retries of a failing store call.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Failed finishes after which a result is given up for a small `store_error`.
+const FINISH_ATTEMPTS_WITH_RESULT: u32 = 3;
+
+impl Manager {
+    pub(super) async fn run(&self, task_id: TaskId, op_name: &str) {
+        let token = CancellationToken::new();
+        {
+            let mut state = self.state();
+            if !state.accepting {
+                return; // stays pending; runs after the next start
+            }
+            state.running.insert(
+                task_id,
+                Running {
+                    token: token.clone(),
+                    cause: None,
+                },
+            );
+        }
+        let Some(op) = self.inner.ops.get(op_name).cloned() else {
+            return;
+        };
+        let Some(task) = self.start_task(task_id, &token).await else {
+            return;
+        };
+        let reporter = Reporter::new(Arc::clone(&self.inner.store), task_id, token.clone());
+        let outcome = self
+            .drive(op, task.params, reporter.clone(), &token, task_id)
+            .await;
+        reporter.close();
+        self.finish_until_written(task_id, outcome, reporter.ack())
+            .await;
+    }
+
+    /// Starts the task, retrying a failing store; `None` when it must not
+    /// run (already finished or running, or shutdown began first: then it
+    /// stays pending for the next start).
+    async fn start_task(&self, task_id: TaskId, token: &CancellationToken) -> Option<Task> {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            if token.is_cancelled() || self.inner.stopping.is_cancelled() {
+                return None;
+            }
+            let lease = Lease {
+                owner: self.inner.config.instance_id.clone(),
+                until: self.lease_until(),
+            };
+            match self.inner.store.start(task_id, lease).await {
+                Ok(StartOutcome::Started(task)) => return Some(*task),
+                Ok(other) => {
+                    debug!(%task_id, ?other, "not started");
+                    return None;
+                }
+                Err(error) => {
+                    error!(%task_id, %error, "could not start task; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.inner.stopping.cancelled() => return None,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Runs the op to its outcome: its own, or the cancel's when its token
+    /// fired (aborting it after the grace period, or at shutdown's deadline).
+    async fn drive(
+        &self,
+        op: Arc<dyn Op>,
+        params: Value,
+        reporter: Reporter,
+        token: &CancellationToken,
+        task_id: TaskId,
+    ) -> Outcome {
+        let mut handle = tokio::spawn(async move { op.run(params, reporter).await });
+        let hard_stop = &self.inner.hard_stop;
+        let joined = tokio::select! {
+            joined = &mut handle => Some(joined),
+            () = token.cancelled() => None,
+            () = hard_stop.cancelled() => None,
+        };
+        let joined = match joined {
+            Some(joined) => joined,
+            None => {
+                // A user cancel waits the grace period; a shutdown waits for
+                // its deadline (the hard stop).
+                let grace = match self.cause(task_id) {
+                    Some(CancelCause::User) => self.inner.config.cancel_grace,
+                    _ => Duration::from_secs(24 * 3600),
+                };
+                let joined = tokio::select! {
+                    joined = &mut handle => Some(joined),
+                    () = tokio::time::sleep(grace) => None,
+                    () = hard_stop.cancelled() => None,
+                };
+                match joined {
+                    Some(joined) => joined,
+                    None => {
+                        warn!(%task_id, "op did not return after its cancel; aborting it");
+                        handle.abort();
+                        return self.cancel_outcome(task_id);
+                    }
+                }
+            }
+        };
+        let cancelled = token.is_cancelled();
+        match joined {
+            Ok(Ok(result)) => Outcome::Succeeded(result),
+            Ok(Err(_)) if cancelled => self.cancel_outcome(task_id),
+            Ok(Err(op_error)) => Outcome::Failed(op_error.0),
+            Err(join_error) if join_error.is_panic() => {
+                let panic = join_error.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "op panicked".to_owned());
+                error!(%task_id, %message, "op panicked");
+                Outcome::Failed(ErrorInfo::new("op_panicked", message))
+            }
+            Err(_) => self.cancel_outcome(task_id),
+        }
+    }
+
+    fn cause(&self, task_id: TaskId) -> Option<CancelCause> {
+        self.state()
+            .running
+            .get(&task_id)
+            .and_then(|running| running.cause)
+    }
+
+    fn cancel_outcome(&self, task_id: TaskId) -> Outcome {
+        match self.cause(task_id) {
+            Some(CancelCause::User) => Outcome::Cancelled,
+            // A shutdown (or its hard stop): the user did not cancel this task.
+            _ => Outcome::Failed(ErrorInfo::new(
+                "server_shutdown",
+                "the server shut down while the task was running",
+            )),
+        }
+    }
+
+    /// Finishes the task. The store checks `ack` in order, so a task whose
+    /// events failed to store cannot end `succeeded`. A failing store is
+    /// retried with backoff; after a few failures a result is given up for a
+    /// small `store_error` (it may be what does not fit). Ends when written,
+    /// or when shutdown ends (the next start then finishes the task).
+    async fn finish_until_written(
+        &self,
+        task_id: TaskId,
+        mut outcome: Outcome,
+        ack: Arc<AppendAck>,
+    ) {
+        let mut backoff = Duration::from_millis(10);
+        let mut failures = 0;
+        loop {
+            match self
+                .inner
+                .store
+                .finish_reported(task_id, outcome.clone(), Arc::clone(&ack))
+                .await
+            {
+                Ok(FinishOutcome::Finished { status, .. }) => {
+                    debug!(%task_id, %status, "finished");
+                    return;
+                }
+                Ok(other) => {
+                    debug!(%task_id, ?other, "finish lost to an earlier one");
+                    return;
+                }
+                Err(store_error) => {
+                    failures += 1;
+                    error!(%task_id, error = %store_error, failures, "could not finish task; retrying");
+                    if failures >= FINISH_ATTEMPTS_WITH_RESULT
+                        && matches!(outcome, Outcome::Succeeded(_))
+                    {
+                        outcome = Outcome::Failed(
+                            ErrorInfo::new("store_error", "the task's result could not be stored")
+                                .with("detail", store_error.to_string()),
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.inner.background.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The writer's transitions: each checks the task's current state (from the
+//! live cache or the row) and writes inside the open transaction. Only the
+//! writer thread calls these.
+
+use rusqlite::{OptionalExtension, params};
+use tasktape_core::event::{EncodedBody, EventBody};
+use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::store::{
+    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, StartOutcome,
+};
+use tasktape_core::time::Timestamp;
+
+use crate::rows::{TASK_COLUMNS, status_from, task_from_row};
+use crate::writer::{Live, Writer};
+
+impl Writer {
+    pub(crate) fn live(&mut self, task_id: TaskId) -> rusqlite::Result<Option<Live>> {
+        if let Some(live) = self.live.get(&task_id) {
+            return Ok(Some(*live));
+        }
+        let mut statement = self.conn.prepare_cached(
+            "SELECT status, cancel_requested, \
+                    COALESCE((SELECT seq FROM events WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1), 0) \
+             FROM tasks WHERE task_id = ?1",
+        )?;
+        let found = statement
+            .query_row([task_id.as_bytes().as_slice()], |row| {
+                Ok(Live {
+                    status: status_from(&row.get::<_, String>(0)?, 0)?,
+                    cancel_requested: row.get::<_, i64>(1)? != 0,
+                    last_seq: row.get::<_, i64>(2)? as u64,
+                })
+            })
+            .optional()?;
+        if let Some(live) = found.filter(|live| !live.status.is_terminal()) {
+            self.live.insert(task_id, live);
+        }
+        Ok(found)
+    }
+
+    fn insert_event(
+        &mut self,
+        task_id: TaskId,
+        body: &EncodedBody,
+        seq: u64,
+        now: Timestamp,
+    ) -> rusqlite::Result<()> {
+        let event = body.seal(seq, now);
+        let mut statement = self
+            .conn
+            .prepare_cached("INSERT INTO events (task_id, seq, json) VALUES (?1, ?2, ?3)")?;
+        statement.execute(params![
+            task_id.as_bytes().as_slice(),
+            seq as i64,
+            event.json
+        ])?;
+        let woken = self.woken.entry(task_id).or_default();
+        *woken = (*woken).max(seq);
+        Ok(())
+    }
+
+    fn select_task(
+        &self,
+        where_clause: &str,
+        key: &dyn rusqlite::ToSql,
+    ) -> rusqlite::Result<Option<Task>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE {where_clause}");
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        statement.query_row([key], task_from_row).optional()
+    }
+
+    pub(crate) fn create(&mut self, task: &NewTask) -> rusqlite::Result<Created> {
+        if let Some(key) = &task.idempotency_key
+            && let Some(existing) = self.select_task("idempotency_key = ?1", key)?
+        {
+            return Ok(Created {
+                task: existing,
+                created: false,
+            });
+        }
+        let mut statement = self.conn.prepare_cached(
+            "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key) \
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6)",
+        )?;
+        statement.execute(params![
+            task.task_id.as_bytes().as_slice(),
+            task.op,
+            task.created_at.as_millis(),
+            task.params.to_string(),
+            task.params_digest,
+            task.idempotency_key,
+        ])?;
+        self.live.insert(
+            task.task_id,
+            Live {
+                status: Status::Pending,
+                last_seq: 0,
+                cancel_requested: false,
+            },
+        );
+        Ok(Created {
+            task: Task {
+                task_id: task.task_id,
+                op: task.op.clone(),
+                status: Status::Pending,
+                created_at: task.created_at,
+                started_at: None,
+                finished_at: None,
+                params_digest: task.params_digest.clone(),
+                result: None,
+                error: None,
+                params: task.params.clone(),
+                idempotency_key: task.idempotency_key.clone(),
+                cancel_requested: false,
+                owner: None,
+                lease_until: None,
+            },
+            created: true,
+        })
+    }
+
+    pub(crate) fn start(
+        &mut self,
+        task_id: TaskId,
+        lease: &Lease,
+        now: Timestamp,
+    ) -> rusqlite::Result<StartOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(StartOutcome::NotFound);
+        };
+        match live.status {
+            Status::Pending => {}
+            Status::Running => return Ok(StartOutcome::AlreadyRunning),
+            status => return Ok(StartOutcome::AlreadyFinished { status }),
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE tasks SET status = 'running', started_at = ?2, owner = ?3, lease_until = ?4 \
+                 WHERE task_id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![task_id.as_bytes().as_slice(), now.as_millis(), lease.owner, lease.until.as_millis()])?;
+        let task = self.select_task("task_id = ?1", &task_id.as_bytes().as_slice())?;
+        let Some(task) = task else {
+            return Ok(StartOutcome::NotFound);
+        };
+        let body = EventBody::TaskStarted {
+            task_id,
+            op: task.op.clone(),
+        }
+        .encode();
+        self.insert_event(task_id, &body, 1, now)?;
+        self.live.insert(
+            task_id,
+            Live {
+                status: Status::Running,
+                last_seq: 1,
+                ..live
+            },
+        );
+        Ok(StartOutcome::Started(Box::new(task)))
+    }
+
+    pub(crate) fn append(
+        &mut self,
+        task_id: TaskId,
+        body: &EncodedBody,
+        now: Timestamp,
+    ) -> rusqlite::Result<AppendOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(AppendOutcome::NotFound);
+        };
+        if live.status != Status::Running {
+            return Ok(AppendOutcome::Dropped {
+                last_seq: live.last_seq,
+            });
+        }
+        let seq = live.last_seq + 1;
+        self.insert_event(task_id, body, seq, now)?;
+        if let Some(entry) = self.live.get_mut(&task_id) {
+            entry.last_seq = seq;
+        }
+        Ok(AppendOutcome::Appended { seq })
+    }
+
+    pub(crate) fn finish(
+        &mut self,
+        task_id: TaskId,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> rusqlite::Result<FinishOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(FinishOutcome::NotFound);
+        };
+        if live.status.is_terminal() {
+            return Ok(FinishOutcome::AlreadyFinished {
+                status: live.status,
+            });
+        }
+        if live.status == Status::Pending && matches!(outcome, Outcome::Succeeded(_)) {
+            return Ok(FinishOutcome::NotStarted);
+        }
+        let outcome = if live.cancel_requested {
+            &Outcome::Cancelled
+        } else {
+            outcome
+        };
+        let (result, error) = match outcome {
+            Outcome::Succeeded(result) => (Some(result.to_string()), None),
+            Outcome::Failed(error) => {
+                (None, Some(serde_json::to_string(error).unwrap_or_default()))
+            }
+            Outcome::Cancelled => (None, None),
+        };
+        let status = outcome.status();
+        self.conn
+            .prepare_cached(
+                "UPDATE tasks SET status = ?2, finished_at = ?3, result = ?4, error = ?5, \
+                 owner = NULL, lease_until = NULL WHERE task_id = ?1",
+            )?
+            .execute(params![
+                task_id.as_bytes().as_slice(),
+                status.as_str(),
+                now.as_millis(),
+                result,
+                error
+            ])?;
+        let seq = live.last_seq + 1;
+        self.insert_event(task_id, &EventBody::final_for(outcome).encode(), seq, now)?;
+        self.live.remove(&task_id);
+        Ok(FinishOutcome::Finished { seq, status })
+    }
+
+    pub(crate) fn request_cancel(
+        &mut self,
+        task_id: TaskId,
+        now: Timestamp,
+    ) -> rusqlite::Result<CancelOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        match live.status {
+            Status::Pending => match self.finish(task_id, &Outcome::Cancelled, now)? {
+                FinishOutcome::Finished { seq, .. } => Ok(CancelOutcome::Cancelled { seq }),
+                FinishOutcome::AlreadyFinished { status } => {
+                    Ok(CancelOutcome::AlreadyTerminal { status })
+                }
+                FinishOutcome::NotFound | FinishOutcome::NotStarted => Ok(CancelOutcome::NotFound),
+            },
+            Status::Running => {
+                let mut statement = self.conn.prepare_cached(
+                    "UPDATE tasks SET cancel_requested = 1 WHERE task_id = ?1 RETURNING owner",
+                )?;
+                let owner: Option<String> =
+                    statement.query_row([task_id.as_bytes().as_slice()], |row| row.get(0))?;
+                if let Some(entry) = self.live.get_mut(&task_id) {
+                    entry.cancel_requested = true;
+                }
+                Ok(CancelOutcome::Requested { owner })
+            }
+            status => Ok(CancelOutcome::AlreadyTerminal { status }),
+        }
+    }
+
+    pub(crate) fn delete(&mut self, task_id: TaskId) -> rusqlite::Result<DeleteOutcome> {
+        let Some(live) = self.live(task_id)? else {
+            return Ok(DeleteOutcome::NotFound);
+        };
+        if !live.status.is_terminal() {
+            return Ok(DeleteOutcome::NotTerminal {
+                status: live.status,
+            });
+        }
+        let id = task_id.as_bytes().as_slice();
+        self.conn
+            .prepare_cached("DELETE FROM events WHERE task_id = ?1")?
+            .execute([id])?;
+        self.conn
+            .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")?
+            .execute([id])?;
+        self.live.remove(&task_id);
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    pub(crate) fn purge(&mut self, cutoff: Timestamp) -> rusqlite::Result<u64> {
+        const DONE: &str = "status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1";
+        let cutoff = cutoff.as_millis();
+        self.conn.execute(
+            &format!(
+                "DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE {DONE})"
+            ),
+            [cutoff],
+        )?;
+        let purged = self
+            .conn
+            .execute(&format!("DELETE FROM tasks WHERE {DONE}"), [cutoff])?;
+        Ok(purged as u64)
+    }
+}
