@@ -91,7 +91,11 @@ impl Op for Echo {
                 break;
             }
             if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+                // Wake early on cancel: the check before the next step ends it.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = reporter.cancelled() => {}
+                }
             }
         }
         if reporter.is_cancelled() {

@@ -32,12 +32,16 @@ impl Drop for Lease<'_> {
 pub(crate) struct Readers {
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
+    /// One permit per connection: reads wait here, asynchronously, rather
+    /// than parking blocking-pool threads on the condvar.
+    permits: tokio::sync::Semaphore,
     path: String,
 }
 
 impl Readers {
     pub(crate) fn new(connections: Vec<Connection>, path: String) -> Arc<Self> {
         Arc::new(Readers {
+            permits: tokio::sync::Semaphore::new(connections.len()),
             idle: Mutex::new(connections),
             returned: Condvar::new(),
             path,
@@ -50,6 +54,11 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let readers = Arc::clone(self);
         let joined = tokio::task::spawn_blocking(move || {
             let mut lease = Lease {

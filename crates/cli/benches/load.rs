@@ -1,0 +1,360 @@
+//! The HTTP load benchmark: starts the release `tasktape serve` on a fresh
+//! data dir and drives it over loopback, printing one line per figure.
+//!
+//! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdef`
+//! picks figures; `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
+//! (default 10000).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tasktape.toml");
+    std::fs::write(&config, "default_concurrency = 256\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tasktape"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn,tasktape=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let address = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    Server {
+        child,
+        base: format!("http://{address}"),
+        _dir: dir,
+    }
+}
+
+async fn submit(client: &reqwest::Client, base: &str, body: Value) -> String {
+    let handle: Value = client
+        .post(format!("{base}/v1/echo"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    handle["task_id"].as_str().unwrap().to_owned()
+}
+
+/// Just what a follower needs of an events page (the events are skipped over).
+#[derive(serde::Deserialize)]
+struct Page {
+    task_status: String,
+    events: Vec<serde::de::IgnoredAny>,
+    next_from_seq: u64,
+    has_more: bool,
+}
+
+/// Long-polls until the task is terminal and its tape read; returns how many events were seen.
+async fn follow(client: &reqwest::Client, base: &str, task_id: &str) -> usize {
+    let (mut from, mut seen) = (0, 0);
+    loop {
+        let url = format!("{base}/v1/tasks/{task_id}/events?from_seq={from}&wait=30&limit=1000");
+        let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
+        let page: Page = serde_json::from_slice(&body).unwrap();
+        seen += page.events.len();
+        from = page.next_from_seq;
+        let terminal = matches!(
+            page.task_status.as_str(),
+            "succeeded" | "failed" | "cancelled"
+        );
+        if terminal && !page.has_more {
+            return seen;
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], percent: usize) -> f64 {
+    sorted[(sorted.len() * percent / 100).min(sorted.len() - 1)]
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+fn ts_ms(ts: &str) -> f64 {
+    tasktape_core::Timestamp::parse(ts).unwrap().as_millis() as f64
+}
+
+/// (a) echo(count=5) tasks/s, submit → final seen, 16 closed-loop clients.
+async fn echo_tasks(server: &Server) -> f64 {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, base) = (client.clone(), server.base.clone());
+            tokio::spawn(async move {
+                for _ in 0..250 {
+                    let task_id = submit(&client, &base, json!({"count": 5})).await;
+                    assert_eq!(follow(&client, &base, &task_id).await, 8);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    (16 * 250) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (b) one echo(count=20000): events/s until `final` is visible; (e) replay
+/// of that tape in pages of 1000.
+async fn one_long_tape(server: &Server) -> (f64, f64) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let task_id = submit(
+        &client,
+        &server.base,
+        json!({"count": 20000, "delay_ms": 0}),
+    )
+    .await;
+    let seen = follow(&client, &server.base, &task_id).await;
+    let live = seen as f64 / started.elapsed().as_secs_f64();
+    let mut replays = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(follow(&client, &server.base, &task_id).await, 20003);
+        replays.push(20003.0 / started.elapsed().as_secs_f64());
+    }
+    replays.sort_by(f64::total_cmp);
+    (live, replays[2])
+}
+
+/// (c) follow latency over SSE, event `ts` → receipt, in ms.
+async fn follow_latency(server: &Server) -> (f64, f64) {
+    let client = reqwest::Client::new();
+    let task_id = submit(&client, &server.base, json!({"count": 200, "delay_ms": 5})).await;
+    let response = client
+        .get(format!("{}/v1/tasks/{task_id}/events/stream", server.base))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let (mut buffer, mut latencies) = (String::new(), Vec::new());
+    while let Some(chunk) = body.next().await {
+        let received = now_ms();
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = block.lines().find_map(|line| line.strip_prefix("data: ")) {
+                let event: Value = serde_json::from_str(data).unwrap();
+                // The first events were committed before the stream connected.
+                if event["seq"].as_u64().unwrap() > 5 {
+                    latencies.push(received - ts_ms(event["ts"].as_str().unwrap()));
+                }
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    (percentile(&latencies, 50), percentile(&latencies, 99))
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// (d) server RSS with `followers` idle followers, half long-poll, half SSE.
+async fn idle_followers(server: &Server, followers: usize) -> (f64, f64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(followers)
+        .build()
+        .unwrap();
+    let task_id = submit(
+        &client,
+        &server.base,
+        json!({"count": 1000, "delay_ms": 10000}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_mib(server.child.id());
+    let connected = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut handles = Vec::new();
+    for index in 0..followers {
+        let (client, base, task_id, connected) = (
+            client.clone(),
+            server.base.clone(),
+            task_id.clone(),
+            connected.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            if index % 2 == 0 {
+                let url = format!("{base}/v1/tasks/{task_id}/events?from_seq=3&wait=60");
+                let request = client.get(url).send();
+                connected.add_permits(1);
+                let _ = request.await;
+            } else {
+                let url = format!("{base}/v1/tasks/{task_id}/events/stream?from_seq=3");
+                let response = client.get(url).send().await;
+                connected.add_permits(1);
+                if let Ok(response) = response {
+                    let mut body = response.bytes_stream();
+                    while body.next().await.is_some() {}
+                }
+            }
+        }));
+    }
+    let _ = connected.acquire_many(followers as u32).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = rss_mib(server.child.id());
+    client
+        .post(format!("{}/v1/tasks/{task_id}/cancel", server.base))
+        .send()
+        .await
+        .unwrap();
+    for handle in handles {
+        let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+    }
+    (before, during)
+}
+
+/// (f) cancel → final seen, p50 over 20 long echo tasks, in ms.
+async fn cancel_to_final(server: &Server) -> f64 {
+    let client = reqwest::Client::new();
+    let mut samples = Vec::new();
+    for _ in 0..20 {
+        let task_id = submit(
+            &client,
+            &server.base,
+            json!({"count": 100000, "delay_ms": 5}),
+        )
+        .await;
+        let url = format!(
+            "{}/v1/tasks/{task_id}/events?from_seq=0&wait=10",
+            server.base
+        );
+        let _ = client.get(url).send().await.unwrap();
+        let started = Instant::now();
+        client
+            .post(format!("{}/v1/tasks/{task_id}/cancel", server.base))
+            .send()
+            .await
+            .unwrap();
+        follow(&client, &server.base, &task_id).await;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    percentile(&samples, 50)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let only = std::env::var("TASKTAPE_LOAD_ONLY").unwrap_or_else(|_| "abcdef".into());
+    let followers: usize = std::env::var("TASKTAPE_LOAD_FOLLOWERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    println!("tasktape HTTP load benchmark (release server, SQLite, loopback)");
+    let row = |name: &str, value: String, target: &str| {
+        println!("{name:<48} {value:>14}   target {target}")
+    };
+    runtime.block_on(async {
+        if only.contains('a') {
+            let server = start();
+            row(
+                "(a) echo(count=5) tasks/s, 16 clients",
+                format!("{:.0}", echo_tasks(&server).await),
+                ">= 5000",
+            );
+        }
+        if only.contains('b') || only.contains('e') {
+            let server = start();
+            let (live, replay) = one_long_tape(&server).await;
+            row(
+                "(b) events/s until final visible, count=20000",
+                format!("{live:.0}"),
+                ">= 100000",
+            );
+            row(
+                "(e) replay events/s, pages of 1000 (median of 5)",
+                format!("{replay:.0}"),
+                ">= 1000000",
+            );
+        }
+        if only.contains('c') {
+            let server = start();
+            let (p50, p99) = follow_latency(&server).await;
+            row(
+                "(c) follow latency p50, ts -> receipt (ms)",
+                format!("{p50:.2}"),
+                "<= 0.5 (ts has 1 ms resolution)",
+            );
+            row(
+                "(c) follow latency p99, ts -> receipt (ms)",
+                format!("{p99:.2}"),
+                "<= 2",
+            );
+        }
+        if only.contains('d') {
+            let server = start();
+            let (before, during) = idle_followers(&server, followers).await;
+            row(
+                &format!("(d) server RSS idle (MiB)"),
+                format!("{before:.1}"),
+                "",
+            );
+            row(
+                &format!("(d) server RSS with {followers} followers (MiB)"),
+                format!("{during:.1}"),
+                "<= 150",
+            );
+        }
+        if only.contains('f') {
+            let server = start();
+            row(
+                "(f) cancel -> final p50 (ms)",
+                format!("{:.2}", cancel_to_final(&server).await),
+                "<= 2",
+            );
+        }
+    });
+}
