@@ -338,7 +338,7 @@ fn main() {
             let server = start();
             let (before, during) = idle_followers(&server, followers).await;
             row(
-                &format!("(d) server RSS idle (MiB)"),
+                "(d) server RSS idle (MiB)",
                 format!("{before:.1}"),
                 "",
             );
