@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdef`
 //! picks figures; `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
-//! (default 10000).
+//! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -223,7 +223,13 @@ async fn idle_followers(server: &Server, followers: usize) -> (f64, f64) {
             connected.clone(),
         );
         handles.push(tokio::spawn(async move {
-            if index % 2 == 0 {
+            let mode = std::env::var("TASKTAPE_LOAD_MODE").unwrap_or_default();
+            let poll = match mode.as_str() {
+                "poll" => true,
+                "sse" => false,
+                _ => index % 2 == 0,
+            };
+            if poll {
                 let url = format!("{base}/v1/tasks/{task_id}/events?from_seq=3&wait=60");
                 let request = client.get(url).send();
                 connected.add_permits(1);
