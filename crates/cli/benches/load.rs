@@ -343,11 +343,7 @@ fn main() {
         if only.contains('d') {
             let server = start();
             let (before, during) = idle_followers(&server, followers).await;
-            row(
-                "(d) server RSS idle (MiB)",
-                format!("{before:.1}"),
-                "",
-            );
+            row("(d) server RSS idle (MiB)", format!("{before:.1}"), "");
             row(
                 &format!("(d) server RSS with {followers} followers (MiB)"),
                 format!("{during:.1}"),
