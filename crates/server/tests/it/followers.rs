@@ -20,6 +20,10 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    start_server_with(ServerConfig::default()).await
+}
+
+async fn start_server_with(config: ServerConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("t.db"))).unwrap());
@@ -32,7 +36,7 @@ async fn start_server() -> Server {
     let served = tokio::spawn(tasktape_server::serve(
         listener,
         manager,
-        ServerConfig::default(),
+        config,
         shutdown.clone(),
         Duration::from_secs(5),
     ));
@@ -174,4 +178,56 @@ async fn shutdown_ends_waiting_long_polls_and_streams() {
         "shutdown took {:?}",
         asked.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_gets_comment_heartbeats() {
+    let server = start_server_with(ServerConfig {
+        heartbeat: Duration::from_millis(100),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let handle: Value = client
+        .post(format!("{}/v1/echo", server.base))
+        .json(&json!({"count": 3, "delay_ms": 10000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task_id = handle["task_id"].as_str().unwrap();
+    let response = client
+        .get(format!("{}/v1/tasks/{task_id}/events/stream", server.base))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.matches(": heartbeat").count() >= 2 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no heartbeats in: {text:?}");
+    // Heartbeats are comments: the events parsed around them are the tape's.
+    assert_eq!(
+        parse_sse(&text)
+            .iter()
+            .map(|event| event.0)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    client
+        .post(format!("{}/v1/tasks/{task_id}/cancel", server.base))
+        .send()
+        .await
+        .unwrap();
+    server.shutdown.cancel();
+    server.served.await.unwrap().unwrap();
 }

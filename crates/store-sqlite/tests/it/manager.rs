@@ -12,7 +12,7 @@ use tasktape_core::store::{CancelOutcome, Lease, StartOutcome};
 use tasktape_core::{EventBody, FnOp, OpError, OpRegistry, SubmitError, Timestamp};
 use tokio::sync::Semaphore;
 
-use crate::support::{Rig, open, quick_config, wait_final, wait_status};
+use crate::support::{Rig, open, quick_config, started_by, wait_final, wait_status};
 
 fn registry_with(op: FnOp) -> OpRegistry {
     let mut ops = OpRegistry::with_builtins();
@@ -381,30 +381,8 @@ async fn restart_finishes_own_leftovers_and_runs_pending_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_whose_lease_expired_is_reaped_as_owner_lost() {
     let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
-    let ghost = rig
-        .store
-        .create(NewTask::new("echo", json!({})))
-        .await
-        .unwrap()
-        .task
-        .task_id;
-    let lease = Lease {
-        owner: "ghost".into(),
-        until: Timestamp::now().add_millis(100),
-    };
-    rig.store.start(ghost, lease).await.unwrap();
-    let live_peer = rig
-        .store
-        .create(NewTask::new("echo", json!({})))
-        .await
-        .unwrap()
-        .task
-        .task_id;
-    let lease = Lease {
-        owner: "healthy".into(),
-        until: Timestamp::now().add_millis(60_000),
-    };
-    rig.store.start(live_peer, lease).await.unwrap();
+    let ghost = started_by(&rig.store, "ghost", 100).await;
+    let live_peer = started_by(&rig.store, "healthy", 60_000).await;
     let (task, _) = wait_final(&rig.store, ghost).await;
     assert_eq!(task.error.unwrap().code, "owner_lost");
     assert_eq!(

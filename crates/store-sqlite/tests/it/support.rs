@@ -108,3 +108,24 @@ impl Rng {
         self.next() % bound.max(1)
     }
 }
+
+/// Creates an echo task and starts it as `owner` with a lease of `lease_ms`.
+pub async fn started_by(store: &Arc<dyn Store>, owner: &str, lease_ms: i64) -> TaskId {
+    use tasktape_core::model::NewTask;
+    use tasktape_core::store::{Lease, StartOutcome};
+    let task_id = store
+        .create(NewTask::new("echo", serde_json::json!({})))
+        .await
+        .unwrap()
+        .task
+        .task_id;
+    let lease = Lease {
+        owner: owner.into(),
+        until: tasktape_core::Timestamp::now().add_millis(lease_ms),
+    };
+    assert!(matches!(
+        store.start(task_id, lease).await.unwrap(),
+        StartOutcome::Started(_)
+    ));
+    task_id
+}
