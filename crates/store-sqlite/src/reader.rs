@@ -181,14 +181,31 @@ pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
     Ok(counts)
 }
 
-fn max_seq(conn: &Connection, task_id: &TaskId) -> rusqlite::Result<u64> {
+/// The row's status and the tape's last seq in one statement (`None`: no task).
+fn status_and_last_seq(conn: &Connection, task_id: &TaskId) -> rusqlite::Result<Option<(Status, u64)>> {
     // Not `MAX(seq)`: that form is re-prepared on every bind here.
-    let mut statement =
-        conn.prepare_cached("SELECT seq FROM events WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1")?;
-    let last = statement
-        .query_row([id(task_id)], |row| row.get::<_, i64>(0))
-        .optional()?;
-    Ok(last.unwrap_or(0) as u64)
+    let mut statement = conn.prepare_cached(
+        "SELECT status, \
+                COALESCE((SELECT seq FROM events WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1), 0) \
+         FROM tasks WHERE task_id = ?1",
+    )?;
+    statement
+        .query_row([id(task_id)], |row| {
+            Ok((status_from(&row.get::<_, String>(0)?, 0)?, row.get::<_, i64>(1)? as u64))
+        })
+        .optional()
+}
+
+/// Runs `read` in one read transaction (one snapshot), with cached
+/// BEGIN/COMMIT statements rather than parsing them on every read.
+fn snapshot<T>(conn: &Connection, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let result = read(conn);
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.prepare_cached(end).and_then(|mut statement| statement.execute([]));
+    let value = result?;
+    ended?;
+    Ok(value)
 }
 
 pub(crate) fn events(
@@ -197,55 +214,26 @@ pub(crate) fn events(
     from_seq: u64,
     limit: usize,
 ) -> rusqlite::Result<Option<TapePage>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-    let status = {
-        let mut statement = tx.prepare_cached("SELECT status FROM tasks WHERE task_id = ?1")?;
-        let Some(status) = statement
-            .query_row([id(&task_id)], |row| row.get::<_, String>(0))
-            .optional()?
-        else {
+    snapshot(conn, |conn| {
+        let Some((status, last_seq)) = status_and_last_seq(conn, &task_id)? else {
             return Ok(None);
         };
-        status_from(&status, 0)?
-    };
-    let events = {
-        let mut statement = tx.prepare_cached(
+        let mut statement = conn.prepare_cached(
             "SELECT seq, json FROM events WHERE task_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let from_seq = i64::try_from(from_seq).unwrap_or(i64::MAX);
-        statement
-            .query_map(params![id(&task_id), from_seq, limit], |row| {
-                Ok(StoredEvent {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    json: row.get(1)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    let last_seq = max_seq(&tx, &task_id)?;
-    tx.finish()?;
-    Ok(Some(TapePage {
-        status,
-        events,
-        last_seq,
-    }))
+        let mut rows = statement.query(params![id(&task_id), from_seq, limit])?;
+        let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
+        while let Some(row) = rows.next()? {
+            events.push(StoredEvent { seq: row.get::<_, i64>(0)? as u64, json: row.get(1)? });
+        }
+        Ok(Some(TapePage { status, events, last_seq }))
+    })
 }
 
 pub(crate) fn last_seq(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Option<u64>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM tasks WHERE task_id = ?1")?
-        .query_row([id(&task_id)], |_| Ok(()))
-        .optional()?
-        .is_some();
-    let last = if exists {
-        Some(max_seq(&tx, &task_id)?)
-    } else {
-        None
-    };
-    tx.finish()?;
-    Ok(last)
+    Ok(status_and_last_seq(conn, &task_id)?.map(|(_, last_seq)| last_seq))
 }
 
 fn task_ids(
