@@ -157,6 +157,12 @@ pub async fn serve(
     let state = AppState::new(manager.clone(), config, shutdown.clone());
     let app = router(state);
     let stopping = shutdown.clone();
+    // Events are small writes that must leave at once: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stopping.cancelled().await })
         .await?;

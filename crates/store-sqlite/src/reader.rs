@@ -182,7 +182,10 @@ pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
 }
 
 /// The row's status and the tape's last seq in one statement (`None`: no task).
-fn status_and_last_seq(conn: &Connection, task_id: &TaskId) -> rusqlite::Result<Option<(Status, u64)>> {
+fn status_and_last_seq(
+    conn: &Connection,
+    task_id: &TaskId,
+) -> rusqlite::Result<Option<(Status, u64)>> {
     // Not `MAX(seq)`: that form is re-prepared on every bind here.
     let mut statement = conn.prepare_cached(
         "SELECT status, \
@@ -191,18 +194,26 @@ fn status_and_last_seq(conn: &Connection, task_id: &TaskId) -> rusqlite::Result<
     )?;
     statement
         .query_row([id(task_id)], |row| {
-            Ok((status_from(&row.get::<_, String>(0)?, 0)?, row.get::<_, i64>(1)? as u64))
+            Ok((
+                status_from(&row.get::<_, String>(0)?, 0)?,
+                row.get::<_, i64>(1)? as u64,
+            ))
         })
         .optional()
 }
 
 /// Runs `read` in one read transaction (one snapshot), with cached
 /// BEGIN/COMMIT statements rather than parsing them on every read.
-fn snapshot<T>(conn: &Connection, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+fn snapshot<T>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
     conn.prepare_cached("BEGIN")?.execute([])?;
     let result = read(conn);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    let ended = conn.prepare_cached(end).and_then(|mut statement| statement.execute([]));
+    let ended = conn
+        .prepare_cached(end)
+        .and_then(|mut statement| statement.execute([]));
     let value = result?;
     ended?;
     Ok(value)
@@ -226,9 +237,16 @@ pub(crate) fn events(
         let mut rows = statement.query(params![id(&task_id), from_seq, limit])?;
         let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
         while let Some(row) = rows.next()? {
-            events.push(StoredEvent { seq: row.get::<_, i64>(0)? as u64, json: row.get(1)? });
+            events.push(StoredEvent {
+                seq: row.get::<_, i64>(0)? as u64,
+                json: row.get(1)?,
+            });
         }
-        Ok(Some(TapePage { status, events, last_seq }))
+        Ok(Some(TapePage {
+            status,
+            events,
+            last_seq,
+        }))
     })
 }
 
