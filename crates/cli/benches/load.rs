@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdef`
 //! picks figures; `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
-//! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind.
+//! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
+//! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -118,12 +119,16 @@ fn ts_ms(ts: &str) -> f64 {
 /// (a) echo(count=5) tasks/s, submit → final seen, 16 closed-loop clients.
 async fn echo_tasks(server: &Server) -> f64 {
     let client = reqwest::Client::new();
+    let per_client: usize = std::env::var("TASKTAPE_LOAD_TASKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(250);
     let started = Instant::now();
     let clients: Vec<_> = (0..16)
         .map(|_| {
             let (client, base) = (client.clone(), server.base.clone());
             tokio::spawn(async move {
-                for _ in 0..250 {
+                for _ in 0..per_client {
                     let task_id = submit(&client, &base, json!({"count": 5})).await;
                     assert_eq!(follow(&client, &base, &task_id).await, 8);
                 }
@@ -133,7 +138,7 @@ async fn echo_tasks(server: &Server) -> f64 {
     for client in clients {
         client.await.unwrap();
     }
-    (16 * 250) as f64 / started.elapsed().as_secs_f64()
+    (16 * per_client) as f64 / started.elapsed().as_secs_f64()
 }
 
 /// (b) one echo(count=20000): events/s until `final` is visible; (e) replay
