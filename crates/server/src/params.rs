@@ -104,3 +104,26 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError>
     }
     serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
 }
+
+/// The one path parameter of a route (a task id or an op name). A segment
+/// that is not valid UTF-8 names nothing: 404 in the envelope rather than
+/// axum's plain-text 400.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(segment)) => Ok(Segment(segment)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("nothing at {}", parts.uri.path()),
+            )),
+        }
+    }
+}

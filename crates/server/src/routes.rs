@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -17,7 +17,7 @@ use tasktape_core::{SubmitError, Timestamp};
 
 use crate::AppState;
 use crate::error::{ApiError, parse_task_id};
-use crate::params::{int_param, json_body, query_map};
+use crate::params::{Segment, int_param, json_body, query_map};
 
 #[derive(Serialize)]
 struct Links {
@@ -162,7 +162,7 @@ async fn submit(
 /// `POST /v1/{op}` with the params as the body (`POST /v1/echo` is dikw-core's).
 pub(crate) async fn submit_named(
     State(state): State<AppState>,
-    Path(op): Path<String>,
+    Segment(op): Segment,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -285,7 +285,7 @@ async fn load(state: &AppState, task_id: &str) -> Result<Task, ApiError> {
 
 pub(crate) async fn get_task(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
     Ok(Json(load(&state, &task_id).await?).into_response())
 }
@@ -302,7 +302,7 @@ struct ResultResponse<'a> {
 
 pub(crate) async fn get_result(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
     let task = load(&state, &task_id).await?;
     if !task.status.is_terminal() {
@@ -333,7 +333,7 @@ fn task_not_terminal(task: &Task, hint: &str) -> ApiError {
 
 pub(crate) async fn get_events(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    Segment(task_id): Segment,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query_map(raw.as_deref());
@@ -352,7 +352,7 @@ pub(crate) async fn get_events(
 
 pub(crate) async fn cancel_task(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
     let id = parse_task_id(&task_id)?;
     let (cancelled, already_terminal) = match state.manager().cancel(id).await? {
@@ -377,7 +377,7 @@ struct CancelResponse {
 
 pub(crate) async fn delete_task(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
     let id = parse_task_id(&task_id)?;
     match state.manager().store().delete(id).await? {

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::{ApiError, parse_task_id};
-use crate::params::{int_param, query_map};
+use crate::params::{Segment, int_param, query_map};
 
 /// Events read from the store per round trip.
 const PAGE: usize = 500;
@@ -38,7 +38,7 @@ struct Cursor {
 
 pub(crate) async fn stream_events(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    Segment(task_id): Segment,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -161,6 +161,8 @@ async fn list_pages_with_a_cursor_and_filters() {
     for _ in 0..5 {
         ids.push(app.echo(r#"{"count":1}"#).await);
     }
+    // A later millisecond, so that "newest first" does not fall to the id tie-break.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let running = app.post("/v1/tasks", r#"{"op":"forever"}"#).await.json()["task_id"]
         .as_str()
         .unwrap()
@@ -492,4 +494,20 @@ pub fn parse_sse(text: &str) -> Vec<(u64, String, String)> {
         }
     }
     events
+}
+
+#[tokio::test]
+async fn undecodable_path_segments_are_404_in_the_envelope() {
+    let app = app().await;
+    for (method, uri) in [
+        ("GET", "/v1/tasks/%FF"),
+        ("GET", "/v1/tasks/%FF/events"),
+        ("GET", "/v1/tasks/%FF/events/stream"),
+        ("POST", "/v1/tasks/%FF/cancel"),
+        ("POST", "/v1/%FF"),
+    ] {
+        app.call(method, uri, Some("{}"), &[])
+            .await
+            .error(404, "not_found");
+    }
 }
