@@ -82,7 +82,11 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
         })?
         .next()
         .with_context(|| format!("--listen address {listen_text:?} resolves to nothing"))?;
-    let token = args.token.or(file.token).filter(|token| !token.is_empty());
+    // An empty value (e.g. `TASKTAPE_TOKEN=`) is no value: the next source decides.
+    let token = args
+        .token
+        .filter(|token| !token.is_empty())
+        .or(file.token.filter(|token| !token.is_empty()));
     if !listen.ip().is_loopback() && token.is_none() {
         bail!(
             "refusing to listen on {listen} without a token: anyone who can reach it could run and cancel tasks; \

@@ -255,3 +255,47 @@ async fn a_token_from_the_environment_guards_the_api() {
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_a_request_open_cannot_hold_up_shutdown() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tasktape.toml");
+    std::fs::write(&config, "shutdown_timeout_secs = 1\n").unwrap();
+    let mut server = serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let handle = post(
+        &client,
+        format!("{}/v1/echo", server.base),
+        json!({"count": 100000, "delay_ms": 5}),
+    )
+    .await;
+    let id = handle["task_id"].as_str().unwrap().to_owned();
+    // A request whose body never arrives.
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    slow.write_all(b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let asked = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "the slow client held shutdown up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    drop(slow);
+    let server = serve(dir.path(), &[]);
+    let page = tape(&client, &server.base, &id).await;
+    let last = page["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["error"]["code"], "server_shutdown", "{page}");
+}

@@ -76,8 +76,8 @@ pub async fn events_page(
         let Some(watch) = watch.as_ref().filter(|_| !settled) else {
             return Ok(Some(page));
         };
-        let past = page.last_seq.max(from_seq.saturating_sub(1));
-        if !watch.wait_past(past, deadline).await {
+        // Any new event (a `final` below `from_seq` included) re-reads the page.
+        if !watch.wait_past(page.last_seq, deadline).await {
             return Ok(Some(page));
         }
     }

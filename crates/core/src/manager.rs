@@ -338,6 +338,18 @@ impl Manager {
         }
         impl Drop for Slot {
             fn drop(&mut self) {
+                if std::thread::panicking() {
+                    // The engine itself failed mid-run: do not leave the task
+                    // running (its lease would be renewed forever).
+                    let (store, task_id) = (Arc::clone(&self.manager.inner.store), self.task_id);
+                    tokio::spawn(async move {
+                        let error = ErrorInfo::new(
+                            "internal_error",
+                            "the engine failed while running this task",
+                        );
+                        let _ = store.finish(task_id, Outcome::Failed(error)).await;
+                    });
+                }
                 self.manager.state().running.remove(&self.task_id);
                 self.manager.release_slot(&self.op);
             }

@@ -349,6 +349,11 @@ pub trait Store: Send + Sync + 'static {
     /// The backend's name for `/v1/info` (`"sqlite"`, `"postgres"`).
     fn backend(&self) -> &'static str;
 
+    /// Whether the store answers (a cheap round trip for readiness probes).
+    async fn ready(&self) -> Result<()> {
+        self.last_seq(TaskId::from_bytes([0; 16])).await.map(|_| ())
+    }
+
     /// The hub the store wakes after each commit that adds events.
     fn wake_hub(&self) -> &Arc<WakeHub>;
 

@@ -21,6 +21,13 @@ pub struct WakeHub {
     slots: Mutex<HashMap<TaskId, Weak<Slot>>>,
 }
 
+/// Stands in for a released slot (never observed: only `drop` releases it).
+static DROPPED: Slot = Slot {
+    seq: AtomicU64::new(0),
+    announced_at: Mutex::new(None),
+    notify: Notify::const_new(),
+};
+
 #[derive(Debug, Default)]
 struct Slot {
     seq: AtomicU64,
@@ -69,7 +76,7 @@ impl WakeHub {
         Watch {
             hub: Arc::clone(self),
             task_id,
-            slot,
+            slot: Some(slot),
         }
     }
 
@@ -87,20 +94,26 @@ impl WakeHub {
 pub struct Watch {
     hub: Arc<WakeHub>,
     task_id: TaskId,
-    slot: Arc<Slot>,
+    /// Always `Some` until drop, which releases it under the hub's lock.
+    slot: Option<Arc<Slot>>,
 }
 
 impl Watch {
     /// The highest seq announced since this watch (or another on the same
     /// task) was registered.
     pub fn announced(&self) -> u64 {
-        self.slot.seq.load(Ordering::Acquire)
+        self.slot().seq.load(Ordering::Acquire)
+    }
+
+    fn slot(&self) -> &Slot {
+        // Only `drop` takes the slot out.
+        self.slot.as_deref().unwrap_or(&DROPPED)
     }
 
     /// When the latest announcement was made (for wake-latency measurements).
     pub fn announced_at(&self) -> Option<std::time::Instant> {
         *self
-            .slot
+            .slot()
             .announced_at
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -110,7 +123,7 @@ impl Watch {
     /// passes; returns whether it was announced.
     pub async fn wait_past(&self, seq: u64, deadline: Instant) -> bool {
         loop {
-            let notified = self.slot.notify.notified();
+            let notified = self.slot().notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.announced() > seq {
@@ -130,8 +143,13 @@ impl Drop for Watch {
             .slots
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        // Our Arc is the last strong one: nobody else watches this task.
-        if Arc::strong_count(&self.slot) == 1 {
+        // Release our reference under the lock: whichever watch of this task
+        // drops last then sees no strong reference left and removes the entry.
+        drop(self.slot.take());
+        if slots
+            .get(&self.task_id)
+            .is_some_and(|weak| weak.strong_count() == 0)
+        {
             slots.remove(&self.task_id);
         }
     }

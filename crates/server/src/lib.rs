@@ -144,9 +144,11 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-/// Serves the API on `listener` until `shutdown` fires, then stops taking
-/// requests, ends long-polls and streams, waits for in-flight requests, and
-/// shuts the manager down (running tasks get up to `task_deadline`).
+/// Serves the API on `listener` until `shutdown` fires. Then, at once and
+/// together: the manager stops taking work and winds its tasks down (up to
+/// `task_deadline`), long-polls and streams end, and in-flight requests get
+/// until the same deadline (plus a little) to finish; a client that holds its
+/// connection open longer is cut off.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     manager: Manager,
@@ -163,12 +165,31 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopping.cancelled().await })
-        .await?;
-    let report = manager.shutdown(task_deadline).await;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopping.cancelled().await });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    let served = tokio::select! {
+        result = &mut server => Some(result),
+        () = shutdown.cancelled() => None,
+    };
+    let drain = async {
+        match served {
+            Some(result) => result,
+            None => match tokio::time::timeout(task_deadline + Duration::from_secs(2), &mut server)
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("requests still open after the shutdown deadline; closing them");
+                    Ok(())
+                }
+            },
+        }
+    };
+    let (drained, report) = tokio::join!(drain, manager.shutdown(task_deadline));
     tracing::info!(unfinished = report.unfinished, "server stopped");
-    Ok(())
+    drained
 }
 
 /// Whether `path` names a resource of the API other than `POST /v1/{op}`.

@@ -28,7 +28,12 @@ fn decode(text: &str) -> String {
         match bytes[index] {
             b'+' => out.push(b' '),
             b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+                let hex = &bytes[index + 1..index + 3];
+                let hex = hex
+                    .iter()
+                    .all(u8::is_ascii_hexdigit)
+                    .then(|| std::str::from_utf8(hex).ok())
+                    .flatten();
                 match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
                     Some(byte) => {
                         out.push(byte);

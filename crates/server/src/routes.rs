@@ -60,7 +60,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.manager().store();
-    match store.counts().await {
+    match store.ready().await {
         Ok(_) => {
             Json(json!({"status": "ready", "storage_backend": store.backend()})).into_response()
         }
@@ -235,7 +235,7 @@ pub(crate) async fn list_tasks(
 ) -> Result<Response, ApiError> {
     let query = query_map(raw.as_deref());
     let limit = int_param(&query, "limit", 1, 1000, 100)? as usize;
-    let status = match query.get("status").filter(|text| !text.is_empty()) {
+    let status = match query.get("status") {
         None => None,
         Some(text) => Some(text.parse::<Status>().map_err(|_| {
             ApiError::invalid(

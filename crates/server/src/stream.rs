@@ -123,10 +123,10 @@ impl Cursor {
             if page.status.is_terminal() {
                 return None; // resumed past `final`
             }
-            let past = page.last_seq.max(self.next.saturating_sub(1));
+            // Any new event (a `final` below `next` included) re-reads the page.
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
-                _ = self.watch.wait_past(past, far) => {}
+                _ = self.watch.wait_past(page.last_seq, far) => {}
                 () = self.state.shutdown().cancelled() => return None,
             }
         }

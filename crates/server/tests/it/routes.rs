@@ -136,6 +136,7 @@ async fn query_validation_names_the_parameter() {
         ("/v1/tasks?limit=1001".to_owned(), "limit"),
         ("/v1/tasks?limit=ten".to_owned(), "limit"),
         ("/v1/tasks?status=bogus".to_owned(), "status"),
+        ("/v1/tasks?status=".to_owned(), "status"),
         (format!("/v1/tasks/{id}/events?wait=61"), "wait"),
         (format!("/v1/tasks/{id}/events?from_seq=-1"), "from_seq"),
         (format!("/v1/tasks/{id}/events?limit=0"), "limit"),
@@ -510,4 +511,36 @@ async fn undecodable_path_segments_are_404_in_the_envelope() {
             .await
             .error(404, "not_found");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_or_stream_past_the_tape_returns_when_the_task_ends() {
+    let app = app().await;
+    let id = app.echo(r#"{"count":1,"delay_ms":300}"#).await;
+    let asked = std::time::Instant::now();
+    let page = app
+        .get(&format!("/v1/tasks/{id}/events?from_seq=100&wait=20"))
+        .await
+        .json();
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "held {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(page["task_status"], "succeeded", "{page}");
+    assert_eq!(
+        (page["next_from_seq"].clone(), page["last_seq"].clone()),
+        (json!(100), json!(4))
+    );
+    let other = app.echo(r#"{"count":1,"delay_ms":300}"#).await;
+    let asked = std::time::Instant::now();
+    let stream = app
+        .get(&format!("/v1/tasks/{other}/events/stream?from_seq=100"))
+        .await;
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "stream stayed open {:?}",
+        asked.elapsed()
+    );
+    assert!(parse_sse(&stream.text).is_empty());
 }
