@@ -67,6 +67,22 @@ fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serv
     }
 }
 
+/// Waits for the process to exit, at most `limit` after `since`.
+async fn wait_exit(
+    child: &mut Child,
+    since: Instant,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(since.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     client
         .post(url)
@@ -207,16 +223,13 @@ async fn sigterm_shuts_down_gracefully_and_leaves_no_task_running() {
         .unwrap();
     assert!(status.success());
     let asked = Instant::now();
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(20),
-            "server did not stop after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = wait_exit(
+        &mut server.child,
+        asked,
+        Duration::from_secs(20),
+        "server did not stop after SIGTERM",
+    )
+    .await;
     assert!(exit.success(), "{exit:?}");
     let server = serve(dir.path(), &[]);
     let page = tape(&client, &server.base, &id).await;
@@ -282,16 +295,13 @@ async fn a_client_holding_a_request_open_cannot_hold_up_shutdown() {
         .status()
         .unwrap();
     let asked = Instant::now();
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(15),
-            "the slow client held shutdown up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = wait_exit(
+        &mut server.child,
+        asked,
+        Duration::from_secs(15),
+        "the slow client held shutdown up",
+    )
+    .await;
     assert!(exit.success(), "{exit:?}");
     drop(slow);
     let server = serve(dir.path(), &[]);

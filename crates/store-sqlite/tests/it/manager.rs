@@ -173,14 +173,7 @@ async fn per_op_limit_holds_and_pending_tasks_start_in_fifo_order() {
     let rig = Rig::new(registry_with(op), config).await;
     let mut ids = Vec::new();
     for n in 0..8 {
-        ids.push(
-            rig.manager
-                .submit("gate", json!({"n": n}), None)
-                .await
-                .unwrap()
-                .task
-                .task_id,
-        );
+        ids.push(rig.submit("gate", json!({"n": n})).await);
     }
     // Other ops are not held back by gate's limit.
     let echo = rig
@@ -232,12 +225,8 @@ async fn per_op_limit_holds_and_pending_tasks_start_in_fifo_order() {
 async fn cancel_fires_the_token_and_the_task_ends_cancelled() {
     let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
     let task_id = rig
-        .manager
-        .submit("echo", json!({"count": 100000, "delay_ms": 1}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+        .submit("echo", json!({"count": 100000, "delay_ms": 1}))
+        .await;
     wait_status(&rig.store, task_id, Status::Running).await;
     let outcome = rig.manager.cancel(task_id).await.unwrap();
     assert!(
@@ -268,13 +257,7 @@ async fn op_ignoring_its_token_is_aborted_after_the_grace_period() {
         }
     });
     let rig = Rig::new(registry_with(op), quick_config()).await;
-    let task_id = rig
-        .manager
-        .submit("stubborn", json!({}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+    let task_id = rig.submit("stubborn", json!({})).await;
     wait_status(&rig.store, task_id, Status::Running).await;
     let asked = tokio::time::Instant::now();
     rig.manager.cancel(task_id).await.unwrap();
@@ -306,20 +289,8 @@ async fn failing_and_panicking_ops_end_failed_with_their_error() {
         Ok(Value::Null)
     }));
     let rig = Rig::new(ops, quick_config()).await;
-    let failing = rig
-        .manager
-        .submit("fails", json!({}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
-    let panicking = rig
-        .manager
-        .submit("panics", json!({}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+    let failing = rig.submit("fails", json!({})).await;
+    let panicking = rig.submit("panics", json!({})).await;
     let (task, events) = wait_final(&rig.store, failing).await;
     assert_eq!(task.status, Status::Failed);
     assert_eq!(task.error.as_ref().unwrap().code, "bad_input");
@@ -413,27 +384,9 @@ async fn shutdown_cancels_running_work_and_leaves_pending_tasks_pending() {
     let mut config = quick_config();
     config.op_concurrency.insert("gate".into(), 1);
     let rig = Rig::new(ops, config).await;
-    let running = rig
-        .manager
-        .submit("gate", json!({"n": 1}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
-    let waiting = rig
-        .manager
-        .submit("gate", json!({"n": 2}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
-    let stubborn = rig
-        .manager
-        .submit("stubborn", json!({}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+    let running = rig.submit("gate", json!({"n": 1})).await;
+    let waiting = rig.submit("gate", json!({"n": 2})).await;
+    let stubborn = rig.submit("stubborn", json!({})).await;
     wait_status(&rig.store, running, Status::Running).await;
     wait_status(&rig.store, stubborn, Status::Running).await;
     let report = rig.manager.shutdown(Duration::from_millis(1500)).await;
@@ -464,12 +417,8 @@ async fn shutdown_cancels_running_work_and_leaves_pending_tasks_pending() {
 async fn a_long_poll_wakes_on_the_next_commit_and_returns_at_once_when_terminal() {
     let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
     let task_id = rig
-        .manager
-        .submit("echo", json!({"count": 3, "delay_ms": 300}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+        .submit("echo", json!({"count": 3, "delay_ms": 300}))
+        .await;
     wait_status(&rig.store, task_id, Status::Running).await;
     let first = events_page(&*rig.store, task_id, 0, 100, Duration::ZERO)
         .await

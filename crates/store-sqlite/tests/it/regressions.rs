@@ -48,13 +48,7 @@ async fn late_progress_after_cancel_is_dropped() {
     let mut ops = OpRegistry::new();
     ops.register(op);
     let rig = Rig::new(ops, quick_config()).await;
-    let task_id = rig
-        .manager
-        .submit("leaky", json!({}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+    let task_id = rig.submit("leaky", json!({})).await;
     wait_status(&rig.store, task_id, Status::Running).await;
     rig.manager.cancel(task_id).await.unwrap();
     let (_, before) = wait_final(&rig.store, task_id).await;
@@ -89,20 +83,8 @@ async fn cancel_before_the_runner_starts_never_runs_the_op() {
     config.op_concurrency.insert("counted".into(), 1);
     let rig = Rig::new(ops, config).await;
     // Slot taken: the second task waits, is cancelled, and must never run.
-    let holder = rig
-        .manager
-        .submit("counted", json!({"n": 0, "hold": true}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
-    let queued = rig
-        .manager
-        .submit("counted", json!({"n": 1}), None)
-        .await
-        .unwrap()
-        .task
-        .task_id;
+    let holder = rig.submit("counted", json!({"n": 0, "hold": true})).await;
+    let queued = rig.submit("counted", json!({"n": 1})).await;
     wait_status(&rig.store, holder, Status::Running).await;
     assert_eq!(
         rig.manager.cancel(queued).await.unwrap(),
@@ -117,13 +99,7 @@ async fn cancel_before_the_runner_starts_never_runs_the_op() {
     );
     // Racing the runner directly: whichever way the race goes, the answer tells the truth.
     for n in 2..60u64 {
-        let task_id = rig
-            .manager
-            .submit("counted", json!({"n": n}), None)
-            .await
-            .unwrap()
-            .task
-            .task_id;
+        let task_id = rig.submit("counted", json!({"n": n})).await;
         let outcome = rig.manager.cancel(task_id).await.unwrap();
         let (task, events) = wait_final(&rig.store, task_id).await;
         match outcome {
@@ -146,13 +122,7 @@ async fn cancel_before_the_runner_starts_never_runs_the_op() {
 async fn cancel_landing_just_after_success_gives_no_contradictory_final() {
     let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
     for _ in 0..20 {
-        let task_id = rig
-            .manager
-            .submit("echo", json!({"count": 1}), None)
-            .await
-            .unwrap()
-            .task
-            .task_id;
+        let task_id = rig.submit("echo", json!({"count": 1})).await;
         wait_final(&rig.store, task_id).await;
         let outcome = rig.manager.cancel(task_id).await.unwrap();
         assert_eq!(
@@ -175,13 +145,7 @@ async fn cancel_while_a_success_is_saved_leaves_exactly_one_final_matching_the_r
     let mut rng = Rng::new(7);
     let mut cancels = Vec::new();
     for _ in 0..200 {
-        let task_id = rig
-            .manager
-            .submit("echo", json!({"count": 2}), None)
-            .await
-            .unwrap()
-            .task
-            .task_id;
+        let task_id = rig.submit("echo", json!({"count": 2})).await;
         let manager = rig.manager.clone();
         let delay = Duration::from_micros(rng.below(3000));
         cancels.push((

@@ -18,6 +18,16 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Submits `op` with `params`; returns the new task's id.
+    pub async fn submit(&self, op: &str, params: serde_json::Value) -> TaskId {
+        self.manager
+            .submit(op, params, None)
+            .await
+            .expect("submit")
+            .task
+            .task_id
+    }
+
     pub async fn new(ops: OpRegistry, config: ManagerConfig) -> Rig {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(dir.path());
