@@ -48,6 +48,19 @@ async fn start_server_with(config: ServerConfig) -> Server {
     }
 }
 
+/// Submits echo with `params`; returns the task handle.
+async fn submit_echo(client: &reqwest::Client, base: &str, params: Value) -> Value {
+    client
+        .post(format!("{base}/v1/echo"))
+        .json(&params)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Follows with long-polls from seq 0 to `final`; returns the seqs seen.
 async fn long_poll(client: reqwest::Client, base: String, task_id: String) -> Vec<u64> {
     let mut seqs = Vec::new();
@@ -93,15 +106,7 @@ async fn five_hundred_followers_on_fifty_tasks_each_see_the_whole_tape_once() {
         .unwrap();
     let mut task_ids = Vec::new();
     for _ in 0..50 {
-        let handle: Value = client
-            .post(format!("{}/v1/echo", server.base))
-            .json(&json!({"count": 20, "delay_ms": 25}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let handle = submit_echo(&client, &server.base, json!({"count": 20, "delay_ms": 25})).await;
         task_ids.push(handle["task_id"].as_str().unwrap().to_owned());
     }
     let mut followers = Vec::new();
@@ -142,15 +147,12 @@ async fn five_hundred_followers_on_fifty_tasks_each_see_the_whole_tape_once() {
 async fn shutdown_ends_waiting_long_polls_and_streams() {
     let server = start_server().await;
     let client = reqwest::Client::new();
-    let handle: Value = client
-        .post(format!("{}/v1/echo", server.base))
-        .json(&json!({"count": 1000, "delay_ms": 1000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let handle = submit_echo(
+        &client,
+        &server.base,
+        json!({"count": 1000, "delay_ms": 1000}),
+    )
+    .await;
     let task_id = handle["task_id"].as_str().unwrap().to_owned();
     let poll = {
         let (client, base, task_id) = (client.clone(), server.base.clone(), task_id.clone());
@@ -188,15 +190,12 @@ async fn an_idle_stream_gets_comment_heartbeats() {
     })
     .await;
     let client = reqwest::Client::new();
-    let handle: Value = client
-        .post(format!("{}/v1/echo", server.base))
-        .json(&json!({"count": 3, "delay_ms": 10000}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let handle = submit_echo(
+        &client,
+        &server.base,
+        json!({"count": 3, "delay_ms": 10000}),
+    )
+    .await;
     let task_id = handle["task_id"].as_str().unwrap();
     let response = client
         .get(format!("{}/v1/tasks/{task_id}/events/stream", server.base))
