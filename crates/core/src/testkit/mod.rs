@@ -11,12 +11,14 @@
 
 mod checks;
 mod races;
+mod reads;
 
 use std::any::Any;
 use std::sync::Arc;
 
 pub use checks::*;
 pub use races::*;
+pub use reads::*;
 
 use crate::event::{Event, validate_tape};
 use crate::model::{NewTask, Status, Task, TaskId};
@@ -90,6 +92,16 @@ macro_rules! store_contract_tests {
 /// A new task for `op` with `{"n": n}` params, created now.
 pub fn new_task(op: &str) -> NewTask {
     NewTask::new(op, serde_json::json!({"n": 1}))
+}
+
+/// A progress body for step `current` of 10.
+pub fn progress(current: u64) -> crate::event::EventBody {
+    crate::event::EventBody::Progress {
+        phase: "work".into(),
+        current,
+        total: 10,
+        detail: Some(serde_json::json!({"step": current})),
+    }
 }
 
 /// A lease for `owner` that holds for a minute.
