@@ -133,13 +133,23 @@ impl Writer {
             Status::Running => return Ok(StartOutcome::AlreadyRunning),
             status => return Ok(StartOutcome::AlreadyFinished { status }),
         }
-        self.conn
-            .prepare_cached(
-                "UPDATE tasks SET status = 'running', started_at = ?2, owner = ?3, lease_until = ?4 \
-                 WHERE task_id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![task_id.as_bytes().as_slice(), now.as_millis(), lease.owner, lease.until.as_millis()])?;
-        let task = self.select_task("task_id = ?1", &task_id.as_bytes().as_slice())?;
+        let sql = format!(
+            "UPDATE tasks SET status = 'running', started_at = ?2, owner = ?3, lease_until = ?4 \
+             WHERE task_id = ?1 AND status = 'pending' RETURNING {TASK_COLUMNS}"
+        );
+        let task = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(
+                params![
+                    task_id.as_bytes().as_slice(),
+                    now.as_millis(),
+                    lease.owner,
+                    lease.until.as_millis()
+                ],
+                task_from_row,
+            )
+            .optional()?;
         let Some(task) = task else {
             return Ok(StartOutcome::NotFound);
         };
