@@ -112,7 +112,7 @@ impl Writer {
     /// Runs until every sender is gone.
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.batch_max);
-        while let Some(first) = commands.blocking_recv() {
+        while let Some(first) = next_command(&mut commands) {
             batch.push(first);
             while batch.len() < self.batch_max {
                 match commands.try_recv() {
@@ -264,6 +264,26 @@ impl Command {
                 drop(reply.send(Err(error)))
             }
             Command::Delete(_, reply) => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// How long the writer polls its queue (yielding the CPU) before it parks.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The next command: a short poll first (a caller awaiting its answer
+/// usually sends again within microseconds, and parking and waking the
+/// thread costs more than that), then park until one comes.
+fn next_command(commands: &mut mpsc::Receiver<Command>) -> Option<Command> {
+    let spin_until = std::time::Instant::now() + SPIN;
+    loop {
+        match commands.try_recv() {
+            Ok(command) => return Some(command),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() < spin_until => {
+                std::thread::yield_now();
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return commands.blocking_recv(),
         }
     }
 }
