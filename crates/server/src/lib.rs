@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use tasktape_core::Manager;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 
 use crate::error::ApiError;
 
@@ -114,7 +114,10 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+        )
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| -> Response {
                 ApiError::internal("handler panicked", &"panic").into_response()
