@@ -67,13 +67,14 @@ fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serv
     }
 }
 
-/// Waits for the process to exit, at most `limit` after `since`.
-async fn wait_exit(
-    child: &mut Child,
-    since: Instant,
-    limit: Duration,
-    what: &str,
-) -> std::process::ExitStatus {
+/// Sends SIGTERM and waits for the process to exit, at most `limit`.
+async fn terminate(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let since = Instant::now();
     loop {
         if let Some(exit) = child.try_wait().unwrap() {
             return exit;
@@ -217,15 +218,8 @@ async fn sigterm_shuts_down_gracefully_and_leaves_no_task_running() {
         assert!(Instant::now() < deadline, "task did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let asked = Instant::now();
-    let exit = wait_exit(
+    let exit = terminate(
         &mut server.child,
-        asked,
         Duration::from_secs(20),
         "server did not stop after SIGTERM",
     )
@@ -290,14 +284,8 @@ async fn a_client_holding_a_request_open_cannot_hold_up_shutdown() {
     slow.write_all(b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    let asked = Instant::now();
-    let exit = wait_exit(
+    let exit = terminate(
         &mut server.child,
-        asked,
         Duration::from_secs(15),
         "the slow client held shutdown up",
     )

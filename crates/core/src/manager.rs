@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
+use crate::model::{ErrorInfo, NewTask, Outcome, Task, TaskId};
 use crate::op::{OpRegistry, ParamsError};
 use crate::store::{CancelOutcome, ListPage, ListQuery, Store, StoreError};
 
@@ -430,11 +430,6 @@ impl Manager {
     /// A page of rows.
     pub async fn list(&self, query: ListQuery) -> Result<ListPage, StoreError> {
         self.inner.store.list(query).await
-    }
-
-    /// The status of `task_id` as the store has it.
-    pub async fn status(&self, task_id: TaskId) -> Result<Option<Status>, StoreError> {
-        Ok(self.inner.store.get(task_id).await?.map(|task| task.status))
     }
 
     /// How many tasks run here now, and how many wait here for a slot.

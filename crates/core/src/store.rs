@@ -240,7 +240,7 @@ impl Cursor {
     }
 }
 
-/// What [`Store::list`] returns.
+/// What [`Store::list`] is asked for.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     /// Only this status.
