@@ -1,6 +1,11 @@
-//! The `tasktape` binary: parses arguments and calls the library.
+//! The `tasktape` binary: parses arguments and calls the library code of
+//! each verb (`serve` in `config`, the client verbs in `verbs`).
 
 mod config;
+mod display;
+mod exit;
+mod remote;
+mod verbs;
 
 use std::process::ExitCode;
 
@@ -16,13 +21,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the HTTP server on a local SQLite store.
+    /// Run the HTTP server on a local SQLite store
     Serve(config::ServeArgs),
+    /// Start a task of an op (--wait: follow it until it ends)
+    Submit(verbs::SubmitArgs),
+    /// List, inspect, follow and cancel tasks
+    #[command(subcommand)]
+    Tasks(verbs::TasksCommand),
+    /// List the ops the server runs
+    Ops(verbs::OpsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => config::serve(args),
+        Command::Submit(args) => verbs::run(verbs::Verb::Submit(args)),
+        Command::Tasks(command) => verbs::run(verbs::Verb::Tasks(command)),
+        Command::Ops(args) => verbs::run(verbs::Verb::Ops(args)),
     }
 }

@@ -1,88 +1,10 @@
-//! The real `tasktape` binary: startup checks, kill -9 recovery, SIGTERM.
+//! The real `tasktape serve`: startup checks, kill -9 recovery, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::{serve, serve_with_env, tasktape, terminate};
+
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tasktape() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tasktape"));
-    command
-        .env_remove("TASKTAPE_TOKEN")
-        .env_remove("TASKTAPE_LISTEN")
-        .env_remove("TASKTAPE_DATA_DIR");
-    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    command
-}
-
-/// Starts `tasktape serve` on a free loopback port and waits until it listens.
-fn serve(data_dir: &Path, extra: &[&str]) -> Server {
-    serve_with_env(data_dir, extra, &[])
-}
-
-fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut command = tasktape();
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tasktape starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let address = rest.split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(address);
-            }
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server announced its address");
-    Server {
-        child,
-        base: format!("http://{address}"),
-    }
-}
-
-/// Sends SIGTERM and waits for the process to exit, at most `limit`.
-async fn terminate(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let since = Instant::now();
-    loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            return exit;
-        }
-        assert!(since.elapsed() < limit, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
     client

@@ -1,0 +1,644 @@
+//! The client verbs: `submit`, `tasks list|status|events|wait|cancel`,
+//! `ops`. Each resolves its server ([`crate::remote`]), calls the typed
+//! client, and renders ([`crate::display`]); following a tape honours
+//! `--timeout` (exit 124) and Ctrl-C (stop following, or cancel with
+//! `--cancel-on-interrupt`; exit 130).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value};
+use tasktape_client::{FollowMode, ListQuery, Submission, TaskSummary};
+use tasktape_core::{EventBody, Status, TaskId, Timestamp};
+use tokio::time::Instant;
+
+use crate::display::{Mode, TapeView};
+use crate::exit::{Exit, Failure};
+use crate::remote::{Remote, RemoteArgs};
+
+/// How long `--cancel-on-interrupt` waits for the task's final event.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// Output switches shared by the verbs.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Machine-readable output: JSON (JSON lines for events)
+    #[arg(long)]
+    json: bool,
+    /// No bars or colours: one line per event, even in a terminal
+    #[arg(long, conflicts_with = "json")]
+    plain: bool,
+}
+
+/// Switches of the verbs that follow a tape.
+#[derive(Args, Debug, Clone)]
+pub struct FollowArgs {
+    /// Give up waiting after this many seconds (exit 124; the task goes on)
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// On Ctrl-C, cancel the task instead of only stopping to follow it
+    #[arg(long)]
+    cancel_on_interrupt: bool,
+    /// Follow by long-polling instead of Server-Sent Events
+    #[arg(long)]
+    poll: bool,
+}
+
+/// `tasktape submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// The op to run (`tasktape ops` lists them)
+    op: String,
+    /// A param as KEY=VALUE; VALUE is read as JSON when it parses (5, true,
+    /// [1,2]), else as a string; repeatable, wins over --params
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    param: Vec<String>,
+    /// All params as one JSON object
+    #[arg(long, value_name = "JSON")]
+    params: Option<String>,
+    /// Submitting again with this key returns the first task instead of a new one
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// Follow the task until it ends, then exit with its status
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    follow: FollowArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `tasktape tasks …`.
+#[derive(Subcommand, Debug)]
+pub enum TasksCommand {
+    /// List tasks, newest first
+    List(ListArgs),
+    /// Show one task's row
+    Status(IdArgs),
+    /// Print a task's events (--follow: until it ends)
+    Events(EventsArgs),
+    /// Follow a task until it ends; exit 0 succeeded, 1 failed, 130 cancelled
+    Wait(WaitArgs),
+    /// Ask a task to stop
+    Cancel(IdArgs),
+}
+
+/// Output format of `tasks list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+/// `tasktape tasks list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only tasks in this status (pending, running, succeeded, failed, cancelled)
+    #[arg(long)]
+    status: Option<Status>,
+    /// Only tasks of this op
+    #[arg(long)]
+    op: Option<String>,
+    /// Rows per page
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    /// Every matching task, page after page
+    #[arg(long)]
+    all: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
+    /// Same as --format json
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// A verb on one task.
+#[derive(Args, Debug)]
+pub struct IdArgs {
+    /// The task's id
+    id: TaskId,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `tasktape tasks events`.
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// The task's id
+    id: TaskId,
+    /// First seq to print
+    #[arg(long, default_value_t = 0)]
+    from_seq: u64,
+    /// Print at most this many events
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Keep printing as events arrive, until the task ends
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    follow_args: FollowArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `tasktape tasks wait`.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// The task's id
+    id: TaskId,
+    #[command(flatten)]
+    follow: FollowArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `tasktape ops`.
+#[derive(Args, Debug)]
+pub struct OpsArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// The verbs, ready to run.
+pub enum Verb {
+    Submit(SubmitArgs),
+    Tasks(TasksCommand),
+    Ops(OpsArgs),
+}
+
+/// Runs `verb` on a small runtime; prints a failure as one line.
+pub fn run(verb: Verb) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return Exit::Failed.code();
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match verb {
+            Verb::Submit(args) => submit(args).await,
+            Verb::Tasks(TasksCommand::List(args)) => list(args).await,
+            Verb::Tasks(TasksCommand::Status(args)) => status(args).await,
+            Verb::Tasks(TasksCommand::Events(args)) => events(args).await,
+            Verb::Tasks(TasksCommand::Wait(args)) => wait(args).await,
+            Verb::Tasks(TasksCommand::Cancel(args)) => cancel(args).await,
+            Verb::Ops(args) => ops(args).await,
+        }
+    });
+    // Do not wait for anything still running (a steady-tick thread, a
+    // request abandoned at Ctrl-C).
+    runtime.shutdown_background();
+    match outcome {
+        Ok(exit) => exit.code(),
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            failure.exit.code()
+        }
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is not a duration"))
+}
+
+/// `--params` then each `--param`, as one JSON object.
+fn build_params(params: Option<&str>, pairs: &[String]) -> Result<Value, Failure> {
+    let mut object = match params {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return Err(Failure::usage("--params must be a JSON object")),
+            Err(error) => return Err(Failure::usage(format!("--params is not JSON: {error}"))),
+        },
+    };
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure::usage(format!("--param '{pair}' is not KEY=VALUE")));
+        };
+        if key.is_empty() {
+            return Err(Failure::usage(format!("--param '{pair}' has an empty key")));
+        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        object.insert(key.to_owned(), value);
+    }
+    Ok(Value::Object(object))
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a response serializes")
+    );
+}
+
+async fn submit(args: SubmitArgs) -> Result<Exit, Failure> {
+    let params = build_params(args.params.as_deref(), &args.param)?;
+    let remote = args.remote.connect()?;
+    let mut submission = Submission::new(&args.op, params);
+    submission.idempotency_key = args.idempotency_key.clone();
+    let handle = remote
+        .client
+        .submit(&submission)
+        .await
+        .map_err(|error| remote.failure(error))?;
+    let mode = Mode::pick(args.output.json, args.output.plain);
+    if !args.wait {
+        match mode {
+            Mode::Json => print_json(&handle),
+            _ => println!("{}", handle.task_id),
+        }
+        if mode == Mode::Live {
+            eprintln!(
+                "submitted {} task {}; follow it with: tasktape tasks wait {}{}",
+                handle.op,
+                handle.task_id,
+                handle.task_id,
+                remote.url_flag()
+            );
+        }
+        return Ok(Exit::Succeeded);
+    }
+    let line = format!("submitted {} task {}", handle.op, handle.task_id);
+    if mode == Mode::Live {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+    follow_tape(&remote, handle.task_id, 0, None, &args.follow, mode).await
+}
+
+async fn wait(args: WaitArgs) -> Result<Exit, Failure> {
+    let remote = args.remote.connect()?;
+    let mode = Mode::pick(args.output.json, args.output.plain);
+    follow_tape(&remote, args.id, 0, None, &args.follow, mode).await
+}
+
+async fn events(args: EventsArgs) -> Result<Exit, Failure> {
+    let remote = args.remote.connect()?;
+    let mode = Mode::pick(args.output.json, args.output.plain);
+    if args.follow {
+        return follow_tape(
+            &remote,
+            args.id,
+            args.from_seq,
+            args.limit,
+            &args.follow_args,
+            mode,
+        )
+        .await;
+    }
+    // A snapshot: page through what is on the tape now.
+    let mut view = TapeView::new(if mode == Mode::Live {
+        Mode::Plain
+    } else {
+        mode
+    });
+    let mut from = args.from_seq;
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    while left > 0 {
+        let page_size = u32::try_from(left.min(1000)).expect("at most 1000");
+        let page = remote
+            .client
+            .events(args.id, from, page_size, Duration::ZERO)
+            .await
+            .map_err(|error| remote.failure(error))?;
+        for event in &page.events {
+            view.event(event);
+        }
+        left -= page.events.len() as u64;
+        from = page.next_from_seq;
+        if !page.has_more || page.events.is_empty() {
+            break;
+        }
+    }
+    Ok(Exit::Succeeded)
+}
+
+/// Follows `task_id`'s tape from `from_seq` until `final` (exit by its
+/// status), `limit` events, the timeout (124) or Ctrl-C (130).
+async fn follow_tape(
+    remote: &Remote,
+    task_id: TaskId,
+    from_seq: u64,
+    limit: Option<u64>,
+    args: &FollowArgs,
+    mode: Mode,
+) -> Result<Exit, Failure> {
+    let follow_mode = if args.poll {
+        FollowMode::LongPoll
+    } else {
+        FollowMode::Sse
+    };
+    let mut follower = remote.client.follow(task_id, from_seq, follow_mode);
+    let mut view = TapeView::new(mode);
+    let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut shown = 0_u64;
+    loop {
+        if limit.is_some_and(|limit| shown >= limit) {
+            return Ok(Exit::Succeeded);
+        }
+        let next = tokio::select! {
+            biased;
+            _ = &mut interrupt => {
+                return interrupted(remote, task_id, &mut follower, &mut view, args).await;
+            }
+            _ = sleep_until(deadline) => {
+                view.abandon();
+                let status = follower.task_status().map(|status| format!(" (it was {status})")).unwrap_or_default();
+                eprintln!(
+                    "timed out after {:.1}s waiting for task {task_id}{status}; it goes on",
+                    args.timeout.unwrap_or_default().as_secs_f64(),
+                );
+                return Ok(Exit::TimedOut);
+            }
+            next = follower.next() => next,
+        };
+        match next {
+            Ok(Some(event)) => {
+                view.event(&event);
+                shown += 1;
+                if let EventBody::Final { status, .. } = event.body {
+                    return Ok(exit_for(status));
+                }
+            }
+            // Followed from past the end of a finished tape.
+            Ok(None) => return Ok(follower.task_status().map_or(Exit::Succeeded, exit_for)),
+            Err(error) => {
+                view.abandon();
+                return Err(remote.failure(error));
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_for(status: Status) -> Exit {
+    match status {
+        Status::Succeeded => Exit::Succeeded,
+        Status::Cancelled => Exit::Cancelled,
+        _ => Exit::Failed,
+    }
+}
+
+/// Ctrl-C while following: stop (saying how to cancel), or with
+/// `--cancel-on-interrupt` cancel and show the final event when it comes.
+async fn interrupted(
+    remote: &Remote,
+    task_id: TaskId,
+    follower: &mut tasktape_client::Follower,
+    view: &mut TapeView,
+    args: &FollowArgs,
+) -> Result<Exit, Failure> {
+    if !args.cancel_on_interrupt {
+        view.abandon();
+        eprintln!(
+            "interrupted: stopped following task {task_id}; it keeps running\nto cancel it: tasktape tasks cancel {task_id}{}",
+            remote.url_flag()
+        );
+        return Ok(Exit::Cancelled);
+    }
+    view.note(&format!("interrupted: cancelling task {task_id}"));
+    let answer = remote
+        .client
+        .cancel(task_id)
+        .await
+        .map_err(|error| remote.failure(error))?;
+    if answer.already_terminal {
+        view.note(&format!("task {task_id} had already ended"));
+    }
+    let deadline = Instant::now() + CANCEL_WAIT;
+    let second_interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(second_interrupt);
+    loop {
+        let next = tokio::select! {
+            _ = &mut second_interrupt => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+            next = follower.next() => next,
+        };
+        match next {
+            Ok(Some(event)) => {
+                view.event(&event);
+                if let EventBody::Final { .. } = event.body {
+                    return Ok(Exit::Cancelled);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    view.abandon();
+    eprintln!("cancel requested for task {task_id}; its final event did not arrive in time");
+    Ok(Exit::Cancelled)
+}
+
+async fn status(args: IdArgs) -> Result<Exit, Failure> {
+    let remote = args.remote.connect()?;
+    let row = remote
+        .client
+        .task(args.id)
+        .await
+        .map_err(|error| remote.failure(error))?;
+    if args.output.json {
+        print_json(&row);
+        return Ok(Exit::Succeeded);
+    }
+    let time = |ts: Option<Timestamp>| ts.map_or_else(|| "-".to_owned(), |ts| ts.to_string());
+    println!("task_id        {}", row.task_id);
+    println!("op             {}", row.op);
+    println!("status         {}", row.status);
+    println!("created_at     {}", row.created_at);
+    println!("started_at     {}", time(row.started_at));
+    println!(
+        "finished_at    {}{}",
+        time(row.finished_at),
+        took(row.started_at, row.finished_at)
+            .map(|took| format!(" (took {took})"))
+            .unwrap_or_default()
+    );
+    println!("params_digest  {}", row.params_digest);
+    if let Some(result) = &row.result {
+        println!("result         {result}");
+    }
+    if let Some(error) = &row.error {
+        println!("error          {}: {}", error.code, error.message);
+    }
+    Ok(Exit::Succeeded)
+}
+
+fn took(started: Option<Timestamp>, finished: Option<Timestamp>) -> Option<String> {
+    let millis = finished?.as_millis() - started?.as_millis();
+    Some(if millis < 10_000 {
+        format!("{:.2}s", millis as f64 / 1000.0)
+    } else {
+        let seconds = millis / 1000;
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    })
+}
+
+async fn cancel(args: IdArgs) -> Result<Exit, Failure> {
+    let remote = args.remote.connect()?;
+    let answer = remote
+        .client
+        .cancel(args.id)
+        .await
+        .map_err(|error| remote.failure(error))?;
+    if args.output.json {
+        print_json(&answer);
+    } else if answer.already_terminal {
+        let status = remote
+            .client
+            .task(args.id)
+            .await
+            .map(|row| row.status.to_string())
+            .unwrap_or_else(|_| "ended".to_owned());
+        println!(
+            "task {} had already ended ({status}); nothing to cancel",
+            args.id
+        );
+    } else {
+        println!("cancel requested for task {}", args.id);
+    }
+    Ok(Exit::Succeeded)
+}
+
+async fn ops(args: OpsArgs) -> Result<Exit, Failure> {
+    let remote = args.remote.connect()?;
+    let ops = remote
+        .client
+        .ops()
+        .await
+        .map_err(|error| remote.failure(error))?;
+    if args.output.json {
+        print_json(&ops);
+        return Ok(Exit::Succeeded);
+    }
+    let width = ops.iter().map(|op| op.name.len()).max().unwrap_or(0).max(4);
+    println!("{:width$}  DESCRIPTION", "NAME");
+    for op in &ops {
+        println!("{:width$}  {}", op.name, op.description);
+    }
+    Ok(Exit::Succeeded)
+}
+
+async fn list(args: ListArgs) -> Result<Exit, Failure> {
+    let remote = args.remote.connect()?;
+    let json = args.json || args.format == ListFormat::Json;
+    let mut query = ListQuery {
+        status: args.status,
+        op: args.op.clone(),
+        limit: Some(args.limit),
+        cursor: None,
+    };
+    let mut rows: Vec<TaskSummary> = Vec::new();
+    let more = loop {
+        let page = remote
+            .client
+            .list(&query)
+            .await
+            .map_err(|error| remote.failure(error))?;
+        rows.extend(page.tasks);
+        match page.next_cursor {
+            Some(cursor) if page.has_more && args.all => query.cursor = Some(cursor),
+            _ => break page.has_more,
+        }
+    };
+    if json {
+        print_json(&rows);
+        return Ok(Exit::Succeeded);
+    }
+    let op_width = rows
+        .iter()
+        .map(|row| row.op.len())
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    println!(
+        "{:36}  {:op_width$}  {:9}  {:24}  TOOK",
+        "TASK_ID", "OP", "STATUS", "CREATED_AT"
+    );
+    for row in &rows {
+        let took = took(row.started_at, row.finished_at).unwrap_or_else(|| "-".to_owned());
+        println!(
+            "{:36}  {:op_width$}  {:9}  {:24}  {took}",
+            row.task_id.to_string(),
+            row.op,
+            row.status.as_str(),
+            row.created_at.to_string()
+        );
+    }
+    if more {
+        eprintln!("more tasks match; pass --all to list them all");
+    }
+    Ok(Exit::Succeeded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_merge_json_and_pairs_with_pairs_winning() {
+        let params = build_params(
+            Some(r#"{"count": 3, "name": "x"}"#),
+            &[
+                "count=5".to_owned(),
+                "label=hello world".to_owned(),
+                "on=true".to_owned(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            params,
+            serde_json::json!({"count": 5, "name": "x", "label": "hello world", "on": true})
+        );
+    }
+
+    #[test]
+    fn bad_params_are_usage_errors() {
+        for (json, pairs) in [
+            (Some("[1]"), vec![]),
+            (Some("{"), vec![]),
+            (None, vec!["novalue".to_owned()]),
+            (None, vec!["=1".to_owned()]),
+        ] {
+            let failure = build_params(json, &pairs).unwrap_err();
+            assert_eq!(failure.exit, Exit::Usage, "{json:?} {pairs:?}");
+        }
+    }
+
+    #[test]
+    fn durations_read_as_seconds_and_minutes() {
+        let at = |millis| Some(Timestamp::from_millis(millis));
+        assert_eq!(took(at(0), at(710)).as_deref(), Some("0.71s"));
+        assert_eq!(took(at(0), at(125_000)).as_deref(), Some("2m05s"));
+        assert_eq!(took(None, at(1)), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! The real binary: a `tasktape serve` process on a free loopback port, and
+//! helpers to run the client verbs against it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tasktape() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tasktape"));
+    command
+        .env_remove("TASKTAPE_TOKEN")
+        .env_remove("TASKTAPE_LISTEN")
+        .env_remove("TASKTAPE_DATA_DIR")
+        .env_remove("TASKTAPE_URL")
+        .env_remove("XDG_CONFIG_HOME");
+    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    command
+}
+
+/// Starts `tasktape serve` on a free loopback port and waits until it listens.
+pub fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    serve_with_env(data_dir, extra, &[])
+}
+
+pub fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut command = tasktape();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tasktape starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let address = rest.split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(address);
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server announced its address");
+    Server {
+        child,
+        base: format!("http://{address}"),
+    }
+}
+
+/// Sends SIGTERM and waits for the process to exit, at most `limit`.
+pub async fn terminate(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let since = Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(since.elapsed() < limit, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a finished client verb left behind.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout lines.
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+}
+
+/// A client verb aimed at `base`, with `home` as its home directory (where
+/// `.config/tasktape/client.toml` is looked up), stdout a pipe.
+pub fn client(base: &str, home: &Path) -> Command {
+    let mut command = tasktape();
+    command
+        .env("HOME", home)
+        .env("TASKTAPE_URL", base)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `command` to its end.
+pub fn finish(command: &mut Command) -> Run {
+    let output = command.output().expect("tasktape runs");
+    Run {
+        code: output.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    }
+}
+
+/// Runs a client verb against `server` to its end.
+pub fn run(server: &Server, home: &Path, args: &[&str]) -> Run {
+    finish(client(&server.base, home).args(args))
+}
+
+/// Polls `GET /v1/tasks/{id}` until `done(status)` holds (10 s at most).
+pub async fn wait_status(base: &str, task_id: &str, done: impl Fn(&str) -> bool) -> String {
+    let http = reqwest::Client::new();
+    let since = Instant::now();
+    loop {
+        let row: serde_json::Value = http
+            .get(format!("{base}/v1/tasks/{task_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = row["status"].as_str().unwrap().to_owned();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "task {task_id} stayed {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
