@@ -1,16 +1,20 @@
 //! The Manager: submits tasks, runs their ops under per-op concurrency
 //! limits, cancels them, recovers leftovers, renews leases and shuts down.
 //!
-//! It holds only what runs here (tokens and queues); the store holds the
-//! truth, and every transition goes through it. The run of one task (start,
-//! op, finish) is in [`runner`]. Call order for embedders:
+//! It holds only what runs here (cancel tokens); the store holds the truth,
+//! and every transition goes through it. Scheduling is a claim: when work
+//! may be waiting (a submit, a run ending, a peer's signal, the lease tick)
+//! the manager asks the store to start the oldest pending tasks of an op
+//! while fewer than its limit run (`Store::claim`), so the limit and the
+//! FIFO order hold across every instance sharing the store. The run of one
+//! task (op, cancel, finish) is in [`runner`]. Call order for embedders:
 //! [`Manager::start`] once, then any number of `submit`/`cancel`/reads from
 //! any task, then [`Manager::shutdown`] once.
 
 mod lifecycle;
 mod runner;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::model::{ErrorInfo, NewTask, Outcome, Task, TaskId};
 use crate::op::{OpRegistry, ParamsError};
-use crate::store::{CancelOutcome, ListPage, ListQuery, Store, StoreError};
+use crate::store::{CancelOutcome, Lease, ListPage, ListQuery, Store, StoreError, StoreSignal};
 
 /// How a manager runs.
 #[derive(Clone, Debug)]
@@ -35,7 +39,8 @@ pub struct ManagerConfig {
     pub lease_ttl: Duration,
     /// How often leases are renewed and expired peers' tasks reaped.
     pub lease_interval: Duration,
-    /// Concurrent runs per op unless `op_concurrency` says otherwise.
+    /// Concurrent runs per op unless `op_concurrency` says otherwise (across
+    /// all instances sharing the store).
     pub default_concurrency: usize,
     /// Concurrent runs for named ops.
     pub op_concurrency: HashMap<String, usize>,
@@ -110,16 +115,21 @@ struct Running {
     cause: Option<CancelCause>,
 }
 
+/// Whether a claim pass for an op is in flight, and whether it must look
+/// again when done (work may have arrived meanwhile).
 #[derive(Default)]
-struct OpQueue {
-    active: usize,
-    waiting: VecDeque<TaskId>,
+struct ClaimState {
+    active: bool,
+    again: bool,
 }
 
 struct State {
     accepting: bool,
-    queues: HashMap<String, OpQueue>,
+    claims: HashMap<String, ClaimState>,
     running: HashMap<TaskId, Running>,
+    /// Cancels recorded for tasks this instance claimed but has not yet
+    /// registered in `running` (the claim's answer was still on its way).
+    early_cancels: HashSet<TaskId>,
 }
 
 struct Inner {
@@ -135,6 +145,7 @@ struct Inner {
     background: CancellationToken,
     tracker: TaskTracker,
     lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    signal_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Runs tasks against a store. Cheap to clone; all clones are one manager.
@@ -145,8 +156,9 @@ pub struct Manager {
 
 impl Manager {
     /// Starts a manager: finishes this instance's leftovers `failed` with
-    /// `server_restart`, queues the pending tasks (oldest first), and starts
-    /// lease renewal. Must be called inside a Tokio runtime.
+    /// `server_restart`, claims pending tasks (oldest first), and starts
+    /// lease renewal (and, on a shared store, listening to peers' signals).
+    /// Must be called inside a Tokio runtime.
     pub async fn start(
         store: Arc<dyn Store>,
         ops: OpRegistry,
@@ -159,21 +171,21 @@ impl Manager {
                 config,
                 state: Mutex::new(State {
                     accepting: true,
-                    queues: HashMap::new(),
+                    claims: HashMap::new(),
                     running: HashMap::new(),
+                    early_cancels: HashSet::new(),
                 }),
                 stopping: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 background: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 lease_task: Mutex::new(None),
+                signal_task: Mutex::new(None),
             }),
         };
-        let pending = manager.recover().await?;
+        manager.recover().await?;
         // Only once recovery has fully succeeded does anything start running.
-        for task in pending {
-            manager.enqueue(task.task_id, &task.op);
-        }
+        manager.kick_all();
         let lease_loop = manager.clone();
         let handle = tokio::spawn(async move { lease_loop.lease_loop().await });
         *manager
@@ -181,12 +193,21 @@ impl Manager {
             .lease_task
             .lock()
             .unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
+        if let Some(signals) = manager.inner.store.signals() {
+            let listener = manager.clone();
+            let handle = tokio::spawn(async move { listener.signal_loop(signals).await });
+            *manager
+                .inner
+                .signal_task
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
+        }
         Ok(manager)
     }
 
-    /// Finishes own leftovers and tasks of unknown ops; returns the pending
-    /// tasks to queue, oldest first.
-    async fn recover(&self) -> Result<Vec<Task>, StoreError> {
+    /// Finishes own leftovers and, on a store no one else runs, pending
+    /// tasks of ops not registered here (no one could ever run them).
+    async fn recover(&self) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let leftovers = store.leftovers(&self.inner.config.instance_id).await?;
         for task_id in &leftovers {
@@ -201,10 +222,14 @@ impl Manager {
                 "finished tasks left running by a previous run as server_restart"
             );
         }
-        let mut runnable = Vec::new();
+        if store.shared() {
+            // A peer may run ops this instance does not have.
+            return Ok(());
+        }
+        let mut runnable = 0;
         for task in store.pending().await? {
             if self.inner.ops.get(&task.op).is_some() {
-                runnable.push(task);
+                runnable += 1;
             } else {
                 let error = ErrorInfo::new(
                     "op_not_found",
@@ -213,13 +238,13 @@ impl Manager {
                 store.finish(task.task_id, Outcome::Failed(error)).await?;
             }
         }
-        if !runnable.is_empty() {
+        if runnable > 0 {
             info!(
-                queued = runnable.len(),
-                "queued pending tasks from the store"
+                pending = runnable,
+                "pending tasks in the store will be claimed"
             );
         }
-        Ok(runnable)
+        Ok(())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -280,7 +305,7 @@ impl Manager {
         let created = tokio::spawn(async move {
             let created = manager.inner.store.create(new_task).await?;
             if created.created {
-                manager.enqueue(created.task.task_id, &created.task.op);
+                manager.kick(&created.task.op);
             }
             Ok::<_, StoreError>(created)
         });
@@ -305,16 +330,81 @@ impl Manager {
         })
     }
 
-    fn enqueue(&self, task_id: TaskId, op: &str) {
+    /// Starts a claim pass for `op` unless one is in flight (then it looks
+    /// again when done).
+    fn kick(&self, op: &str) {
+        if self.inner.ops.get(op).is_none() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            if !state.accepting {
+                return;
+            }
+            let claim = state.claims.entry(op.to_owned()).or_default();
+            if claim.active {
+                claim.again = true;
+                return;
+            }
+            claim.active = true;
+        }
+        let manager = self.clone();
+        let op = op.to_owned();
+        self.inner
+            .tracker
+            .spawn(async move { manager.claim_pass(&op).await });
+    }
+
+    /// Kicks every registered op.
+    fn kick_all(&self) {
+        for name in self.inner.ops.names() {
+            self.kick(name);
+        }
+    }
+
+    /// Claims pending tasks of `op` and runs them, until a claim finds no
+    /// new work; a failing store is retried with backoff.
+    async fn claim_pass(&self, op: &str) {
         let limit = self.limit(op);
-        let mut state = self.state();
-        let queue = state.queues.entry(op.to_owned()).or_default();
-        if queue.active < limit {
-            queue.active += 1;
-            drop(state);
-            self.spawn_run(task_id, op.to_owned());
-        } else {
-            queue.waiting.push_back(task_id);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let lease = Lease {
+                owner: self.inner.config.instance_id.clone(),
+                until: self.lease_until(),
+            };
+            let claimed = tokio::select! {
+                claimed = self.inner.store.claim(op, limit, lease) => claimed,
+                () = self.inner.stopping.cancelled() => Ok(Vec::new()),
+            };
+            match claimed {
+                Ok(tasks) => {
+                    backoff = Duration::from_millis(10);
+                    for task in tasks {
+                        self.spawn_run(task);
+                    }
+                    let mut state = self.state();
+                    let accepting = state.accepting;
+                    let claim = state.claims.entry(op.to_owned()).or_default();
+                    if claim.again && accepting {
+                        claim.again = false;
+                        continue;
+                    }
+                    claim.active = false;
+                    claim.again = false;
+                    return;
+                }
+                Err(error) => {
+                    warn!(op, %error, "could not claim pending tasks; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.inner.stopping.cancelled() => {
+                            self.state().claims.remove(op);
+                            return;
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
         }
     }
 
@@ -328,9 +418,10 @@ impl Manager {
             .max(1)
     }
 
-    fn spawn_run(&self, task_id: TaskId, op: String) {
-        /// Gives the slot back and forgets the run however the run ends,
-        /// a panic included.
+    /// Runs a claimed (already started) task.
+    fn spawn_run(&self, task: Task) {
+        /// Forgets the run and kicks its op however the run ends, a panic
+        /// included.
         struct Slot {
             manager: Manager,
             task_id: TaskId,
@@ -351,37 +442,66 @@ impl Manager {
                     });
                 }
                 self.manager.state().running.remove(&self.task_id);
-                self.manager.release_slot(&self.op);
+                self.manager.kick(&self.op);
             }
+        }
+        let token = CancellationToken::new();
+        {
+            let mut state = self.state();
+            let mut cause = None;
+            if state.early_cancels.remove(&task.task_id) || task.cancel_requested {
+                cause = Some(CancelCause::User);
+            } else if !state.accepting {
+                // Claimed as shutdown began: it started, so it ends like the
+                // other runs shutdown stops.
+                cause = Some(CancelCause::Shutdown);
+            }
+            if cause.is_some() {
+                token.cancel();
+            }
+            state.running.insert(
+                task.task_id,
+                Running {
+                    token: token.clone(),
+                    cause,
+                },
+            );
         }
         let slot = Slot {
             manager: self.clone(),
-            task_id,
-            op,
+            task_id: task.task_id,
+            op: task.op.clone(),
         };
         self.inner.tracker.spawn(async move {
-            slot.manager.run(slot.task_id, &slot.op).await;
+            slot.manager.run(task, token).await;
             drop(slot);
         });
     }
 
-    fn release_slot(&self, op: &str) {
-        let next = {
-            let mut state = self.state();
-            let accepting = state.accepting;
-            let Some(queue) = state.queues.get_mut(op) else {
-                return;
+    /// Reacts to what peers sharing the store did.
+    async fn signal_loop(&self, mut signals: tokio::sync::broadcast::Receiver<StoreSignal>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let signal = tokio::select! {
+                signal = signals.recv() => signal,
+                () = self.inner.background.cancelled() => return,
             };
-            match queue.waiting.pop_front() {
-                Some(next) if accepting => Some(next),
-                _ => {
-                    queue.active = queue.active.saturating_sub(1);
-                    None
+            match signal {
+                Ok(StoreSignal::Pending { op } | StoreSignal::Finished { op }) => self.kick(&op),
+                Ok(StoreSignal::CancelRequested { task_id, owner }) => {
+                    if owner == self.inner.config.instance_id {
+                        self.apply_cancel(
+                            task_id,
+                            &CancelOutcome::Requested { owner: Some(owner) },
+                        );
+                    }
                 }
+                Ok(StoreSignal::Resync) | Err(RecvError::Lagged(_)) => {
+                    self.kick_all();
+                    self.poll_cancels().await;
+                }
+                Err(RecvError::Closed) => return,
             }
-        };
-        if let Some(next) = next {
-            self.spawn_run(next, op.to_owned());
         }
     }
 
@@ -406,19 +526,14 @@ impl Manager {
 
     fn apply_cancel(&self, task_id: TaskId, outcome: &CancelOutcome) {
         let mut state = self.state();
-        match outcome {
-            CancelOutcome::Requested { .. } => {
-                if let Some(running) = state.running.get_mut(&task_id) {
-                    running.cause.get_or_insert(CancelCause::User);
-                    running.token.cancel();
-                }
+        if let CancelOutcome::Requested { owner } = outcome {
+            if let Some(running) = state.running.get_mut(&task_id) {
+                running.cause.get_or_insert(CancelCause::User);
+                running.token.cancel();
+            } else if owner.as_deref() == Some(self.inner.config.instance_id.as_str()) {
+                // Ours, but the claim that started it has not registered it yet.
+                state.early_cancels.insert(task_id);
             }
-            CancelOutcome::Cancelled { .. } => {
-                for queue in state.queues.values_mut() {
-                    queue.waiting.retain(|waiting| *waiting != task_id);
-                }
-            }
-            CancelOutcome::AlreadyTerminal { .. } | CancelOutcome::NotFound => {}
         }
     }
 
@@ -432,13 +547,9 @@ impl Manager {
         self.inner.store.list(query).await
     }
 
-    /// How many tasks run here now, and how many wait here for a slot.
-    pub fn load(&self) -> (usize, usize) {
-        let state = self.state();
-        (
-            state.running.len(),
-            state.queues.values().map(|queue| queue.waiting.len()).sum(),
-        )
+    /// How many tasks run on this instance now.
+    pub fn running_here(&self) -> usize {
+        self.state().running.len()
     }
 }
 

@@ -80,6 +80,13 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The database cannot be reached now (connection refused or lost);
+    /// trying again later may succeed.
+    #[error("the store is unavailable: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
     /// Any other backend failure.
     #[error("{context}: {source}")]
     Backend {
@@ -275,6 +282,33 @@ pub struct TapePage {
     pub last_seq: u64,
 }
 
+/// What other processes sharing a store did, as the store learns it (for
+/// PostgreSQL: by LISTEN/NOTIFY). The manager claims, cancels and catches up
+/// on these; they are hints; the store stays the truth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSignal {
+    /// A task of `op` was created: pending work to claim.
+    Pending {
+        /// The op.
+        op: String,
+    },
+    /// A task of `op` ended: a concurrency slot may be free.
+    Finished {
+        /// The op.
+        op: String,
+    },
+    /// A cancel was recorded for a running task held by `owner`.
+    CancelRequested {
+        /// The task.
+        task_id: TaskId,
+        /// The instance running it.
+        owner: String,
+    },
+    /// Signals may have been missed (the listener reconnected): re-check
+    /// everything.
+    Resync,
+}
+
 /// Tasks per status.
 pub type StatusCounts = HashMap<Status, u64>;
 
@@ -426,6 +460,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// The tape's highest seq (0 when empty); `None` for an unknown task.
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>>;
+
+    /// Starts the oldest pending tasks of `op` (FIFO by `created_at`, then
+    /// id) as long as fewer than `limit` tasks of `op` run in the whole store,
+    /// each like [`Store::start`] with `lease`; returns the started rows.
+    /// Concurrent claims never start more than `limit` in all, and never
+    /// start one task twice.
+    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>>;
+
+    /// Whether other processes may share this store (then pending tasks can
+    /// run on any of them and [`Store::signals`] tells what they did).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// A stream of what other processes did; `None` for a store no one
+    /// else writes.
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
+        None
+    }
 
     /// Extends the lease of every running task `owner` holds; returns how many.
     async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64>;

@@ -299,6 +299,12 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
+        let op = op.to_owned();
+        self.call(|reply| Command::Claim(op, limit, lease, reply))
+            .await
+    }
+
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
         check_appendable(&body)?;
         let body = body.encode();

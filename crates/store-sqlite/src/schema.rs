@@ -33,6 +33,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         json    TEXT NOT NULL,
         PRIMARY KEY (task_id, seq)
     ) WITHOUT ROWID;",
+    // 2: claims find the oldest pending tasks of an op, and count its
+    // running ones, without scanning its finished tasks.
+    "CREATE INDEX tasks_by_op_status ON tasks (op, status, created_at, task_id);",
 ];
 
 /// The schema version this build writes.

@@ -10,7 +10,7 @@ use tasktape_core::store::{
 };
 use tasktape_core::time::Timestamp;
 
-use crate::rows::{TASK_COLUMNS, status_from, task_from_row};
+use crate::rows::{TASK_COLUMNS, status_from, task_from_row, task_id_from};
 use crate::writer::{Live, Writer};
 
 impl Writer {
@@ -168,6 +168,39 @@ impl Writer {
             },
         );
         Ok(StartOutcome::Started(Box::new(task)))
+    }
+
+    /// Starts the oldest pending tasks of `op` while fewer than `limit` run.
+    pub(crate) fn claim(
+        &mut self,
+        op: &str,
+        limit: usize,
+        lease: &Lease,
+        now: Timestamp,
+    ) -> rusqlite::Result<Vec<Task>> {
+        let running: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM tasks WHERE op = ?1 AND status = 'running'")?
+            .query_row([op], |row| row.get(0))?;
+        let room = i64::try_from(limit).unwrap_or(i64::MAX) - running;
+        if room <= 0 {
+            return Ok(Vec::new());
+        }
+        let ids = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id FROM tasks WHERE op = ?1 AND status = 'pending' \
+                 ORDER BY created_at, task_id LIMIT ?2",
+            )?
+            .query_map(params![op, room], |row| task_id_from(row.get(0)?))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut started = Vec::with_capacity(ids.len());
+        for task_id in ids {
+            if let StartOutcome::Started(task) = self.start(task_id, lease, now)? {
+                started.push(*task);
+            }
+        }
+        Ok(started)
     }
 
     pub(crate) fn append(

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use rusqlite::{Connection, params};
 use tasktape_core::event::EncodedBody;
-use tasktape_core::model::{NewTask, Outcome, Status, TaskId};
+use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
     StartOutcome, StoreError, outcome_after_events,
@@ -42,6 +42,7 @@ pub(crate) enum AppendReply {
 pub(crate) enum Command {
     Create(Box<NewTask>, Reply<Created>),
     Start(TaskId, Lease, Reply<StartOutcome>),
+    Claim(String, usize, Lease, Reply<Vec<Task>>),
     Append(TaskId, EncodedBody, AppendReply),
     Finish(
         TaskId,
@@ -59,6 +60,7 @@ pub(crate) enum Command {
 enum Done {
     Created(Box<Created>),
     Start(StartOutcome),
+    Claimed(Vec<Task>),
     Append(AppendOutcome),
     Finish(FinishOutcome),
     Cancel(CancelOutcome),
@@ -195,6 +197,9 @@ impl Writer {
         Ok(match command {
             Command::Create(task, _) => Done::Created(Box::new(self.create(task)?)),
             Command::Start(task_id, lease, _) => Done::Start(self.start(*task_id, lease, now)?),
+            Command::Claim(op, limit, lease, _) => {
+                Done::Claimed(self.claim(op, *limit, lease, now)?)
+            }
             Command::Append(task_id, body, _) => Done::Append(self.append(*task_id, body, now)?),
             Command::Finish(task_id, outcome, ack, _) => {
                 let outcome = match ack {
@@ -234,6 +239,7 @@ impl Command {
         match (self, done) {
             (Command::Create(_, reply), Done::Created(created)) => drop(reply.send(Ok(*created))),
             (Command::Start(_, _, reply), Done::Start(outcome)) => drop(reply.send(Ok(outcome))),
+            (Command::Claim(_, _, _, reply), Done::Claimed(tasks)) => drop(reply.send(Ok(tasks))),
             (Command::Append(_, _, reply), Done::Append(outcome)) => reply.send(Ok(outcome)),
             (Command::Finish(_, _, _, reply), Done::Finish(outcome)) => {
                 drop(reply.send(Ok(outcome)))
@@ -257,6 +263,7 @@ impl Command {
         match self {
             Command::Create(_, reply) => drop(reply.send(Err(error))),
             Command::Start(_, _, reply) => drop(reply.send(Err(error))),
+            Command::Claim(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::Append(_, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),

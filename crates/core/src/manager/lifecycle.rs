@@ -1,5 +1,6 @@
 //! The manager's background life: lease renewal, reaping peers' expired
-//! leases, polling for cancels recorded elsewhere, and graceful shutdown.
+//! leases, polling for cancels recorded elsewhere, a periodic claim, and
+//! graceful shutdown.
 
 use std::time::Duration;
 
@@ -56,10 +57,12 @@ impl Manager {
                 Err(error) => warn!(%error, "could not list expired leases"),
             }
             self.poll_cancels().await;
+            // A fallback for missed signals: claim whatever waits.
+            self.kick_all();
         }
     }
 
-    async fn poll_cancels(&self) {
+    pub(super) async fn poll_cancels(&self) {
         let running: Vec<TaskId> = {
             let state = self.state();
             state
@@ -119,6 +122,15 @@ impl Manager {
             .unwrap_or_else(|poison| poison.into_inner())
             .take();
         if let Some(handle) = lease_task {
+            let _ = handle.await;
+        }
+        let signal_task = self
+            .inner
+            .signal_task
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(handle) = signal_task {
             let _ = handle.await;
         }
         if unfinished > 0 {

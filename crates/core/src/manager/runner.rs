@@ -1,5 +1,6 @@
-//! One task's run: start it in the store, run its op with a Reporter,
-//! handle cancel (grace, then abort) and finish it, retrying a failing store.
+//! One task's run (claimed, so already started in the store): run its op
+//! with a Reporter, handle cancel (grace, then abort) and finish it,
+//! retrying a failing store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::{CancelCause, Manager, Running};
+use super::{CancelCause, Manager};
 use crate::model::{ErrorInfo, Outcome, Task, TaskId};
 use crate::op::Op;
 use crate::reporter::Reporter;
-use crate::store::{AppendAck, FinishOutcome, Lease, StartOutcome};
+use crate::store::{AppendAck, FinishOutcome};
 
 /// Longest pause between retries of a failing store call.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -21,25 +22,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FINISH_ATTEMPTS_WITH_RESULT: u32 = 3;
 
 impl Manager {
-    pub(super) async fn run(&self, task_id: TaskId, op_name: &str) {
-        let token = CancellationToken::new();
-        {
-            let mut state = self.state();
-            if !state.accepting {
-                return; // stays pending; runs after the next start
-            }
-            state.running.insert(
-                task_id,
-                Running {
-                    token: token.clone(),
-                    cause: None,
-                },
+    /// Runs a claimed task's op and finishes the task.
+    pub(super) async fn run(&self, task: Task, token: CancellationToken) {
+        let task_id = task.task_id;
+        let Some(op) = self.inner.ops.get(&task.op).cloned() else {
+            // Claims only ask for registered ops; should the registry ever
+            // disagree, the task must still end.
+            let error = ErrorInfo::new(
+                "op_not_found",
+                format!("op {:?} is not registered", task.op),
             );
-        }
-        let Some(op) = self.inner.ops.get(op_name).cloned() else {
-            return;
-        };
-        let Some(task) = self.start_task(task_id, &token).await else {
+            self.finish_until_written(task_id, Outcome::Failed(error), Arc::default())
+                .await;
             return;
         };
         let reporter = Reporter::new(Arc::clone(&self.inner.store), task_id, token.clone());
@@ -49,37 +43,6 @@ impl Manager {
         reporter.close();
         self.finish_until_written(task_id, outcome, reporter.ack())
             .await;
-    }
-
-    /// Starts the task, retrying a failing store; `None` when it must not
-    /// run (already finished or running, or shutdown began first: then it
-    /// stays pending for the next start).
-    async fn start_task(&self, task_id: TaskId, token: &CancellationToken) -> Option<Task> {
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            if token.is_cancelled() || self.inner.stopping.is_cancelled() {
-                return None;
-            }
-            let lease = Lease {
-                owner: self.inner.config.instance_id.clone(),
-                until: self.lease_until(),
-            };
-            match self.inner.store.start(task_id, lease).await {
-                Ok(StartOutcome::Started(task)) => return Some(*task),
-                Ok(other) => {
-                    debug!(%task_id, ?other, "not started");
-                    return None;
-                }
-                Err(error) => {
-                    error!(%task_id, %error, "could not start task; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.inner.stopping.cancelled() => return None,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
     }
 
     /// Runs the op to its outcome: its own, or the cancel's when its token

@@ -10,6 +10,7 @@
 //! Each check panics (assert) on a broken contract.
 
 mod checks;
+mod claims;
 mod races;
 mod reads;
 
@@ -17,6 +18,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 pub use checks::*;
+pub use claims::*;
 pub use races::*;
 pub use reads::*;
 
@@ -77,6 +79,8 @@ macro_rules! store_contract_tests {
             append_racing_finish_leaves_final_last_and_alone,
             finish_racing_finish_has_one_winner,
             cancel_racing_success_leaves_one_final_matching_the_row,
+            claim_starts_the_oldest_pending_tasks_up_to_the_limit,
+            concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
         );
     };
     (@each $factory:path; $($check:ident),* $(,)?) => {

@@ -154,6 +154,12 @@ async fn idempotency_key_gives_the_first_task_or_a_conflict() {
     );
 }
 
+/// Pending tasks in the store.
+async fn pending_count(rig: &Rig) -> u64 {
+    let counts = rig.store.counts().await.unwrap();
+    counts.get(&Status::Pending).copied().unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_op_limit_holds_and_pending_tasks_start_in_fifo_order() {
     let (gate, started) = (
@@ -192,11 +198,11 @@ async fn per_op_limit_holds_and_pending_tasks_start_in_fifo_order() {
     );
     // The echo run leaves `running` just after its final; wait for that.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while rig.manager.load() != (2, 6) {
+    while (rig.manager.running_here(), pending_count(&rig).await) != (2, 6) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "load stayed {:?}",
-            rig.manager.load()
+            rig.manager.running_here()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

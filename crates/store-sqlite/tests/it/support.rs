@@ -119,12 +119,13 @@ impl Rng {
     }
 }
 
-/// Creates an echo task and starts it as `owner` with a lease of `lease_ms`.
+/// Creates a task of an op this instance does not run (so its manager
+/// never claims it) and starts it as `owner` with a lease of `lease_ms`.
 pub async fn started_by(store: &Arc<dyn Store>, owner: &str, lease_ms: i64) -> TaskId {
     use tasktape_core::model::NewTask;
     use tasktape_core::store::{Lease, StartOutcome};
     let task_id = store
-        .create(NewTask::new("echo", serde_json::json!({})))
+        .create(NewTask::new("peer-op", serde_json::json!({})))
         .await
         .unwrap()
         .task

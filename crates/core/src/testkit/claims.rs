@@ -1,0 +1,130 @@
+//! Claims: FIFO order, the per-op limit over the whole store, and no task
+//! started twice under concurrent claimers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{Harness, assert_row_and_tape_agree, assert_status, lease, new_task};
+use crate::event::EventBody;
+use crate::model::{Outcome, Status, TaskId};
+use crate::store::{CancelOutcome, Store};
+use crate::time::Timestamp;
+
+/// Creates `count` pending tasks of `op`, each a millisecond newer than the
+/// one before; returns their ids oldest first.
+async fn pending_tasks(store: &dyn Store, op: &str, count: usize) -> Vec<TaskId> {
+    let base = Timestamp::now().as_millis();
+    let mut ids = Vec::new();
+    for index in 0..count {
+        let mut task = new_task(op);
+        task.created_at = Timestamp::from_millis(base + index as i64);
+        ids.push(store.create(task).await.expect("create").task.task_id);
+    }
+    ids
+}
+
+/// A claim starts the oldest pending tasks of its op while fewer than the
+/// limit run, each like `start`; cancelled and other ops' tasks stay put.
+pub async fn claim_starts_the_oldest_pending_tasks_up_to_the_limit(h: Harness) {
+    let store = &*h.store;
+    let ids = pending_tasks(store, "a", 6).await;
+    let other = pending_tasks(store, "b", 1).await[0];
+    // The oldest is cancelled: it must never be claimed.
+    assert!(matches!(
+        store.request_cancel(ids[0]).await.unwrap(),
+        CancelOutcome::Cancelled { .. }
+    ));
+
+    let claimed = store.claim("a", 3, lease("owner-a")).await.unwrap();
+    let claimed_ids: Vec<_> = claimed.iter().map(|task| task.task_id).collect();
+    assert_eq!(
+        claimed_ids,
+        ids[1..4],
+        "the three oldest pending, oldest first"
+    );
+    for task in &claimed {
+        assert_eq!(task.status, Status::Running);
+        assert_eq!(task.owner.as_deref(), Some("owner-a"));
+        assert_eq!(task.params, serde_json::json!({"n": 1}));
+        let (_, events) = assert_row_and_tape_agree(store, task.task_id).await;
+        assert!(matches!(events[0].body, EventBody::TaskStarted { .. }));
+    }
+    assert!(
+        store
+            .claim("a", 3, lease("owner-b"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "at the limit"
+    );
+
+    // A run ends: one slot, the next oldest.
+    store
+        .finish(ids[1], Outcome::Succeeded(serde_json::json!(1)))
+        .await
+        .unwrap();
+    let next = store.claim("a", 3, lease("owner-b")).await.unwrap();
+    assert_eq!(next.iter().map(|t| t.task_id).collect::<Vec<_>>(), [ids[4]]);
+    assert_eq!(next[0].owner.as_deref(), Some("owner-b"));
+    // A bigger limit takes the rest; then nothing is left.
+    let rest = store.claim("a", 10, lease("owner-a")).await.unwrap();
+    assert_eq!(rest.iter().map(|t| t.task_id).collect::<Vec<_>>(), [ids[5]]);
+    assert!(
+        store
+            .claim("a", 10, lease("owner-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim("nothing", 10, lease("owner-a"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_status(store, other, Status::Pending).await;
+    assert_status(store, ids[0], Status::Cancelled).await;
+    let b = store.claim("b", 1, lease("owner-a")).await.unwrap();
+    assert_eq!(b.iter().map(|t| t.task_id).collect::<Vec<_>>(), [other]);
+}
+
+/// Eight claimers at once with a limit of 5: five tasks start, each once.
+pub async fn concurrent_claims_never_exceed_the_limit_or_start_a_task_twice(h: Harness) {
+    let store = Arc::clone(&h.store);
+    pending_tasks(&*store, "a", 40).await;
+    for round in 0..3 {
+        let claimers: Vec<_> = (0..8)
+            .map(|claimer| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let owner = format!("owner-{claimer}");
+                    store.claim("a", 5, lease(&owner)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut started = Vec::new();
+        for claimer in claimers {
+            started.extend(claimer.await.unwrap());
+        }
+        let distinct: HashSet<_> = started.iter().map(|task| task.task_id).collect();
+        assert_eq!(
+            distinct.len(),
+            started.len(),
+            "round {round}: a task started twice"
+        );
+        assert_eq!(started.len(), 5, "round {round}: the limit is 5 in all");
+        for task in &started {
+            let (_, events) = assert_row_and_tape_agree(&*store, task.task_id).await;
+            assert_eq!(events.len(), 1, "one task_started");
+            store
+                .finish(task.task_id, Outcome::Cancelled)
+                .await
+                .unwrap();
+        }
+    }
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.get(&Status::Pending).copied().unwrap_or(0), 25);
+    assert_eq!(counts.get(&Status::Running).copied().unwrap_or(0), 0);
+}
