@@ -179,6 +179,12 @@ impl EncodedBody {
         self.kind
     }
 
+    /// The JSON object without its closing brace (stores that seal events
+    /// themselves, say in SQL, append `,"seq":…,"ts":"…"}`).
+    pub fn open_json(&self) -> &str {
+        &self.open
+    }
+
     /// Closes the object with `seq` and `ts`, giving the stored event.
     pub fn seal(&self, seq: u64, ts: Timestamp) -> StoredEvent {
         let mut json = String::with_capacity(self.open.len() + 48);

@@ -80,7 +80,17 @@ impl WakeHub {
         }
     }
 
-    /// How many tasks are watched right now.
+    /// The tasks someone watches now (to catch them up after missed wake-ups).
+    pub fn watched(&self) -> Vec<TaskId> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// How many tasks have watchers now.
     pub fn watched_tasks(&self) -> usize {
         self.slots
             .lock()

@@ -1,0 +1,337 @@
+//! The PostgreSQL schema, its functions, and its versioned migrations
+//! (recorded in `<schema>.migrations`). Every statement names the schema
+//! through the `{s}` placeholder; `{chan}` is the NOTIFY channel and `{lock}`
+//! the advisory-lock prefix. Migrations only ever append to [`MIGRATIONS`].
+//!
+//! Transitions are PL/pgSQL functions: each checks the row it locks and
+//! writes row and tape in the one statement's transaction, so a transition
+//! is one round trip and no caller reads-then-writes. Commits that matter to
+//! other instances send a NOTIFY (delivered at commit):
+//!
+//! - `e <task_id> <seq>`: events up to `seq` are on the tape;
+//! - `f <task_id> <seq> <op>`: the task ended with `final` at `seq`;
+//! - `p <op>`: a pending task was created;
+//! - `c <task_id> <owner>`: a cancel was recorded for a running task.
+
+/// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE {s}.tasks (
+    task_id          uuid PRIMARY KEY,
+    op               text NOT NULL,
+    status           text NOT NULL,
+    created_at       bigint NOT NULL,
+    started_at       bigint,
+    finished_at      bigint,
+    params           text NOT NULL,
+    params_digest    text NOT NULL,
+    result           text,
+    error            text,
+    idempotency_key  text,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    owner            text,
+    lease_until      bigint,
+    last_seq         bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_by_created ON {s}.tasks (created_at DESC, task_id);
+CREATE INDEX tasks_by_status ON {s}.tasks (status, created_at DESC, task_id);
+CREATE INDEX tasks_by_op ON {s}.tasks (op, created_at DESC, task_id);
+CREATE UNIQUE INDEX tasks_by_idempotency_key ON {s}.tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX tasks_pending ON {s}.tasks (op, created_at, task_id) WHERE status = 'pending';
+CREATE INDEX tasks_running ON {s}.tasks (op) WHERE status = 'running';
+
+CREATE TABLE {s}.events (
+    task_id uuid NOT NULL,
+    seq     bigint NOT NULL,
+    json    text NOT NULL,
+    PRIMARY KEY (task_id, seq)
+);
+
+-- Appends in order; one row per input: out_code 0 appended (out_seq),
+-- 1 dropped (out_seq = the tape's last seq), 2 no such task.
+CREATE FUNCTION {s}.append_events(p_ids uuid[], p_bodies text[], p_ts text)
+RETURNS TABLE (out_seq bigint, out_code smallint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    i integer;
+    v_seq bigint;
+    woken_ids uuid[] := '{}';
+    woken_seqs bigint[] := '{}';
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        UPDATE {s}.tasks t SET last_seq = t.last_seq + 1
+         WHERE t.task_id = p_ids[i] AND t.status = 'running'
+         RETURNING t.last_seq INTO v_seq;
+        IF FOUND THEN
+            INSERT INTO {s}.events (task_id, seq, json)
+            VALUES (p_ids[i], v_seq, p_bodies[i] || ',"seq":' || v_seq || ',"ts":"' || p_ts || '"}');
+            woken_ids := woken_ids || p_ids[i];
+            woken_seqs := woken_seqs || v_seq;
+            out_seq := v_seq;
+            out_code := 0;
+        ELSE
+            SELECT t.last_seq INTO v_seq FROM {s}.tasks t WHERE t.task_id = p_ids[i];
+            IF FOUND THEN
+                out_seq := v_seq;
+                out_code := 1;
+            ELSE
+                out_seq := 0;
+                out_code := 2;
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    PERFORM pg_notify({chan}, 'e ' || w.id || ' ' || max(w.sq))
+       FROM unnest(woken_ids, woken_seqs) AS w(id, sq)
+      GROUP BY w.id;
+END
+$fn$;
+
+-- Makes a pending task running and writes task_started (the caller holds the row).
+CREATE FUNCTION {s}.start_one(p_id uuid, p_op text, p_owner text, p_until bigint, p_now bigint, p_ts text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE {s}.tasks t
+       SET status = 'running', started_at = p_now, owner = p_owner, lease_until = p_until, last_seq = 1
+     WHERE t.task_id = p_id;
+    INSERT INTO {s}.events (task_id, seq, json)
+    VALUES (p_id, 1, '{"type":"task_started","task_id":"' || p_id || '","op":'
+                     || to_json(p_op)::text || ',"seq":1,"ts":"' || p_ts || '"}');
+    PERFORM pg_notify({chan}, 'e ' || p_id || ' 1');
+END
+$fn$;
+
+-- out_code 0 started, 1 already running, 2 already finished (out_status), 3 no such task.
+CREATE FUNCTION {s}.start_task(p_id uuid, p_owner text, p_until bigint, p_now bigint, p_ts text)
+RETURNS TABLE (out_code smallint, out_status text) LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur record;
+BEGIN
+    SELECT t.status, t.op INTO cur FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        out_code := 3;
+    ELSIF cur.status = 'running' THEN
+        out_code := 1;
+    ELSIF cur.status <> 'pending' THEN
+        out_code := 2;
+        out_status := cur.status;
+    ELSE
+        PERFORM {s}.start_one(p_id, cur.op, p_owner, p_until, p_now, p_ts);
+        out_code := 0;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+
+-- Starts the oldest pending tasks of p_op while fewer than p_limit run. The
+-- advisory lock serializes claims of one op across instances, so the count
+-- and the limit hold; SKIP LOCKED passes over rows a cancel holds.
+CREATE FUNCTION {s}.claim(p_op text, p_limit integer, p_owner text, p_until bigint, p_now bigint, p_ts text)
+RETURNS SETOF {s}.tasks LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_running integer;
+    v_ids uuid[];
+    v_id uuid;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext({lock} || p_op));
+    SELECT count(*) INTO v_running FROM {s}.tasks t WHERE t.op = p_op AND t.status = 'running';
+    IF v_running >= p_limit THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(x.task_id ORDER BY x.created_at, x.task_id) INTO v_ids
+      FROM (SELECT t.task_id, t.created_at FROM {s}.tasks t
+             WHERE t.op = p_op AND t.status = 'pending'
+             ORDER BY t.created_at, t.task_id
+             LIMIT p_limit - v_running
+             FOR UPDATE SKIP LOCKED) x;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    FOREACH v_id IN ARRAY v_ids LOOP
+        PERFORM {s}.start_one(v_id, p_op, p_owner, p_until, p_now, p_ts);
+    END LOOP;
+    RETURN QUERY SELECT * FROM {s}.tasks t WHERE t.task_id = ANY (v_ids)
+                  ORDER BY t.created_at, t.task_id;
+END
+$fn$;
+
+-- out_code 0 finished (out_status, out_seq), 1 already finished (out_status),
+-- 2 not started (a pending task cannot succeed), 3 no such task. A recorded
+-- cancel wins: the task ends cancelled whatever p_status says.
+CREATE FUNCTION {s}.finish_task(p_id uuid, p_status text, p_result text, p_error text,
+                                p_final text, p_cancel_final text, p_now bigint, p_ts text)
+RETURNS TABLE (out_code smallint, out_status text, out_seq bigint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur record;
+    v_status text := p_status;
+    v_final text := p_final;
+BEGIN
+    SELECT t.status, t.cancel_requested, t.last_seq, t.op INTO cur
+      FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        out_code := 3;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF cur.status NOT IN ('pending', 'running') THEN
+        out_code := 1;
+        out_status := cur.status;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF cur.status = 'pending' AND p_status = 'succeeded' THEN
+        out_code := 2;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF cur.cancel_requested THEN
+        v_status := 'cancelled';
+        p_result := NULL;
+        p_error := NULL;
+        v_final := p_cancel_final;
+    END IF;
+    out_seq := cur.last_seq + 1;
+    UPDATE {s}.tasks t
+       SET status = v_status, finished_at = p_now, result = p_result, error = p_error,
+           owner = NULL, lease_until = NULL, last_seq = out_seq
+     WHERE t.task_id = p_id;
+    INSERT INTO {s}.events (task_id, seq, json)
+    VALUES (p_id, out_seq, v_final || ',"seq":' || out_seq || ',"ts":"' || p_ts || '"}');
+    PERFORM pg_notify({chan}, 'f ' || p_id || ' ' || out_seq || ' ' || cur.op);
+    out_code := 0;
+    out_status := v_status;
+    RETURN NEXT;
+END
+$fn$;
+
+-- out_code 0 cancelled a pending task (out_seq), 1 recorded for a running
+-- one (out_owner), 2 already terminal (out_status), 3 no such task.
+CREATE FUNCTION {s}.request_cancel(p_id uuid, p_cancel_final text, p_now bigint, p_ts text)
+RETURNS TABLE (out_code smallint, out_status text, out_seq bigint, out_owner text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur record;
+BEGIN
+    SELECT t.status, t.last_seq, t.op, t.owner INTO cur
+      FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        out_code := 3;
+    ELSIF cur.status = 'pending' THEN
+        out_seq := cur.last_seq + 1;
+        UPDATE {s}.tasks t
+           SET status = 'cancelled', finished_at = p_now, last_seq = out_seq
+         WHERE t.task_id = p_id;
+        INSERT INTO {s}.events (task_id, seq, json)
+        VALUES (p_id, out_seq, p_cancel_final || ',"seq":' || out_seq || ',"ts":"' || p_ts || '"}');
+        PERFORM pg_notify({chan}, 'f ' || p_id || ' ' || out_seq || ' ' || cur.op);
+        out_code := 0;
+    ELSIF cur.status = 'running' THEN
+        UPDATE {s}.tasks t SET cancel_requested = true WHERE t.task_id = p_id;
+        PERFORM pg_notify({chan}, 'c ' || p_id || ' ' || coalesce(cur.owner, ''));
+        out_code := 1;
+        out_owner := cur.owner;
+    ELSE
+        out_code := 2;
+        out_status := cur.status;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+
+-- out_created false: the key's task (out_id) was there first.
+CREATE FUNCTION {s}.create_task(p_id uuid, p_op text, p_created bigint, p_params text,
+                                p_digest text, p_key text)
+RETURNS TABLE (out_created boolean, out_id uuid) LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO {s}.tasks (task_id, op, status, created_at, params, params_digest, idempotency_key)
+    VALUES (p_id, p_op, 'pending', p_created, p_params, p_digest, p_key)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
+    IF FOUND THEN
+        PERFORM pg_notify({chan}, 'p ' || p_op);
+        out_created := true;
+        out_id := p_id;
+    ELSE
+        SELECT t.task_id INTO out_id FROM {s}.tasks t WHERE t.idempotency_key = p_key;
+        out_created := false;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+
+-- out_code 0 deleted, 1 not terminal (out_status), 2 no such task.
+CREATE FUNCTION {s}.delete_task(p_id uuid)
+RETURNS TABLE (out_code smallint, out_status text) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT t.status INTO v_status FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        out_code := 2;
+    ELSIF v_status IN ('pending', 'running') THEN
+        out_code := 1;
+        out_status := v_status;
+    ELSE
+        DELETE FROM {s}.events e WHERE e.task_id = p_id;
+        DELETE FROM {s}.tasks t WHERE t.task_id = p_id;
+        out_code := 0;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+"#];
+
+/// The schema version this build writes.
+pub(crate) fn latest() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
+/// `sql` with the placeholders filled in for `schema`.
+pub(crate) fn render(sql: &str, schema: &str) -> String {
+    sql.replace("{s}", &quoted(schema))
+        .replace("{chan}", &format!("'{}'", channel(schema)))
+        .replace("{lock}", &format!("'tasktape.{schema}.claim.'"))
+}
+
+/// The schema's NOTIFY channel.
+pub(crate) fn channel(schema: &str) -> String {
+    format!("tasktape_{schema}")
+}
+
+/// The schema as a quoted identifier.
+pub(crate) fn quoted(schema: &str) -> String {
+    format!("\"{schema}\"")
+}
+
+/// Whether `name` is a schema name this store accepts: lowercase ASCII
+/// letters, digits and `_`, starting with a letter or `_`, at most 48 bytes
+/// (the channel name adds 9 to PostgreSQL's 63).
+pub fn valid_schema_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 48
+        && name
+            .chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_lowercase() || first == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked_and_rendered_quoted() {
+        for good in ["tasktape", "t_1", "_x"] {
+            assert!(valid_schema_name(good), "{good}");
+        }
+        for bad in ["", "1x", "Tasks", "a-b", "a\"b", &"x".repeat(49)] {
+            assert!(!valid_schema_name(bad), "{bad}");
+        }
+        let sql = render("SELECT {chan}, {lock} FROM {s}.tasks", "t_1");
+        assert_eq!(
+            sql,
+            "SELECT 'tasktape_t_1', 'tasktape.t_1.claim.' FROM \"t_1\".tasks"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The writer: one task that takes appends and finishes in queue order and
+//! writes each run of queued appends with one `append_events` call (one
+//! round trip, one transaction, one NOTIFY per task), so a Reporter's events
+//! land in order and before its task's `final`.
+
+use std::sync::Arc;
+
+use tasktape_core::event::EncodedBody;
+use tasktape_core::model::{Outcome, Status, TaskId};
+use tasktape_core::store::{
+    AppendAck, AppendOutcome, FinishOutcome, Result, StoreError, outcome_after_events,
+};
+use tasktape_core::time::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+
+use crate::Shared;
+use crate::rows::{self, uuid};
+
+/// Where an append's outcome goes.
+pub(crate) enum AppendReply {
+    Wait(oneshot::Sender<Result<AppendOutcome>>),
+    Ack(Arc<AppendAck>),
+}
+
+impl AppendReply {
+    fn send(self, outcome: Result<AppendOutcome>) {
+        match self {
+            AppendReply::Wait(reply) => drop(reply.send(outcome)),
+            AppendReply::Ack(ack) => ack.record(&outcome),
+        }
+    }
+}
+
+/// One queued write.
+pub(crate) enum WriteJob {
+    Append {
+        task_id: TaskId,
+        body: EncodedBody,
+        reply: AppendReply,
+    },
+    Finish {
+        task_id: TaskId,
+        outcome: Outcome,
+        ack: Option<Arc<AppendAck>>,
+        reply: oneshot::Sender<Result<FinishOutcome>>,
+    },
+}
+
+struct Append {
+    task_id: TaskId,
+    body: EncodedBody,
+    reply: AppendReply,
+}
+
+/// Runs until every sender is gone.
+pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>, batch_max: usize) {
+    let mut batch = Vec::with_capacity(batch_max);
+    while jobs.recv_many(&mut batch, batch_max).await > 0 {
+        let mut appends = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                WriteJob::Append {
+                    task_id,
+                    body,
+                    reply,
+                } => appends.push(Append {
+                    task_id,
+                    body,
+                    reply,
+                }),
+                WriteJob::Finish {
+                    task_id,
+                    outcome,
+                    ack,
+                    reply,
+                } => {
+                    write_appends(&shared, std::mem::take(&mut appends)).await;
+                    let outcome = match ack {
+                        // Every append this ack covers was ahead in the queue: settled now.
+                        Some(ack) => outcome_after_events(outcome, &ack),
+                        None => outcome,
+                    };
+                    let _ = reply.send(shared.finish_now(task_id, &outcome).await);
+                }
+            }
+        }
+        write_appends(&shared, appends).await;
+    }
+}
+
+/// Writes `appends` in one call; a failing batch is retried once on a
+/// deadlock or serialization failure, and split to single appends on any
+/// other statement error so one bad append fails alone.
+async fn write_appends(shared: &Shared, mut appends: Vec<Append>) {
+    if appends.is_empty() {
+        return;
+    }
+    // Lock rows in task-id order (a stable sort keeps each task's order).
+    appends.sort_by_key(|append| append.task_id);
+    let mut attempt = 0;
+    let outcome = loop {
+        attempt += 1;
+        match call_append(shared, &appends).await {
+            Err(Retry::Conflict(error)) if attempt < 3 => {
+                tracing::debug!(%error, "append batch conflicted; retrying");
+            }
+            other => break other,
+        }
+    };
+    match outcome {
+        Ok(rows) => {
+            let mut woken: Option<(TaskId, u64)> = None;
+            for (append, outcome) in appends.into_iter().zip(rows) {
+                if let AppendOutcome::Appended { seq } = outcome {
+                    match &mut woken {
+                        Some((task_id, last)) if *task_id == append.task_id => *last = seq,
+                        _ => {
+                            if let Some((task_id, seq)) = woken {
+                                shared.hub.notify(task_id, seq);
+                            }
+                            woken = Some((append.task_id, seq));
+                        }
+                    }
+                }
+                append.reply.send(Ok(outcome));
+            }
+            if let Some((task_id, seq)) = woken {
+                shared.hub.notify(task_id, seq);
+            }
+        }
+        Err(Retry::Statement(error)) if appends.len() > 1 => {
+            tracing::warn!(%error, count = appends.len(), "append batch failed; writing one by one");
+            for append in appends {
+                Box::pin(write_appends(shared, vec![append])).await;
+            }
+        }
+        Err(Retry::Statement(error) | Retry::Conflict(error) | Retry::Unavailable(error)) => {
+            for append in appends {
+                append.reply.send(Err(copy(&error)));
+            }
+        }
+    }
+}
+
+enum Retry {
+    Conflict(StoreError),
+    Statement(StoreError),
+    Unavailable(StoreError),
+}
+
+async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOutcome>, Retry> {
+    let client = shared
+        .pool
+        .get()
+        .await
+        .map_err(|error| Retry::Unavailable(rows::pool(error)))?;
+    let statement = client
+        .prepare_cached(&shared.sql.append)
+        .await
+        .map_err(|error| retry("preparing an append", error))?;
+    let ids: Vec<uuid::Uuid> = appends.iter().map(|append| uuid(append.task_id)).collect();
+    let bodies: Vec<&str> = appends
+        .iter()
+        .map(|append| append.body.open_json())
+        .collect();
+    let ts = Timestamp::now().to_string();
+    let found = client
+        .query(&statement, &[&ids, &bodies, &ts])
+        .await
+        .map_err(|error| retry("appending events", error))?;
+    if found.len() != appends.len() {
+        return Err(Retry::Statement(StoreError::Backend {
+            context: "appending events".into(),
+            source: format!("{} answers for {} appends", found.len(), appends.len()).into(),
+        }));
+    }
+    found
+        .iter()
+        .map(|row| {
+            let seq: i64 = row.try_get(0).map_err(|e| retry("reading an append", e))?;
+            let code: i16 = row.try_get(1).map_err(|e| retry("reading an append", e))?;
+            Ok(match code {
+                0 => AppendOutcome::Appended { seq: seq as u64 },
+                1 => AppendOutcome::Dropped {
+                    last_seq: seq as u64,
+                },
+                _ => AppendOutcome::NotFound,
+            })
+        })
+        .collect()
+}
+
+fn retry(context: &str, error: tokio_postgres::Error) -> Retry {
+    let conflict = error.code().is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    });
+    match rows::classify(context, error) {
+        error @ StoreError::Unavailable { .. } => Retry::Unavailable(error),
+        error if conflict => Retry::Conflict(error),
+        error => Retry::Statement(error),
+    }
+}
+
+/// The same error again, for each caller of a failed batch.
+pub(crate) fn copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable { message } => StoreError::Unavailable {
+            message: message.clone(),
+        },
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::Backend {
+            context: "writing to postgres".into(),
+            source: other.to_string().into(),
+        },
+    }
+}
+
+/// `status` as the SQL functions spell it.
+pub(crate) fn status_text(status: Status) -> &'static str {
+    status.as_str()
+}
