@@ -1,6 +1,6 @@
 //! `tasktape serve`: flags > environment > config file (TOML) > defaults,
-//! then open the store, start the manager, bind, and serve until SIGINT or
-//! SIGTERM.
+//! then open the store (SQLite in the data dir, or PostgreSQL for several
+//! instances), start the manager, bind, and serve until SIGINT or SIGTERM.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,6 +14,7 @@ use clap::Args;
 use serde::Deserialize;
 use tasktape_core::{Manager, ManagerConfig, OpRegistry, Store};
 use tasktape_server::ServerConfig;
+use tasktape_store_postgres::{PostgresConfig, PostgresStore};
 use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,15 @@ pub struct ServeArgs {
     /// TOML config file (flags and environment win over it)
     #[arg(long, env = "TASKTAPE_CONFIG")]
     config: Option<PathBuf>,
+    /// Where tasks live: `sqlite` (in --data-dir) or a postgres://… URL
+    /// shared by several instances [default: sqlite]
+    #[arg(long, env = "TASKTAPE_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// This instance's id, stable across its restarts and unique among
+    /// instances sharing a database [default: `local` on SQLite, HOST:PORT
+    /// on PostgreSQL]
+    #[arg(long, env = "TASKTAPE_INSTANCE_ID")]
+    instance_id: Option<String>,
 }
 
 /// The config file's keys; all optional.
@@ -47,8 +57,18 @@ struct FileConfig {
     cancel_grace_ms: Option<u64>,
     /// How long shutdown waits for running tasks (default 10).
     shutdown_timeout_secs: Option<u64>,
-    /// This instance's owner id (default "local").
+    /// This instance's owner id.
     instance_id: Option<String>,
+    /// `sqlite` or a postgres:// URL.
+    store: Option<String>,
+    /// PostgreSQL schema for the tables (default "tasktape").
+    pg_schema: Option<String>,
+    /// Pooled PostgreSQL connections (default 16).
+    pg_pool_size: Option<usize>,
+    /// How long a lease holds without renewal (default 30000).
+    lease_ttl_ms: Option<u64>,
+    /// How often leases are renewed and peers' expired ones reaped (default 5000).
+    lease_interval_ms: Option<u64>,
     /// Concurrent runs per op when not listed in `concurrency` (default 64).
     default_concurrency: Option<usize>,
     /// Concurrent runs per op name.
@@ -57,9 +77,16 @@ struct FileConfig {
 }
 
 /// Everything `serve` needs, resolved.
+/// Which store to open.
+#[derive(Debug)]
+enum StoreChoice {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
 #[derive(Debug)]
 struct Resolved {
-    data_dir: PathBuf,
+    store: StoreChoice,
     listen: SocketAddr,
     server: ServerConfig,
     manager: ManagerConfig,
@@ -93,9 +120,63 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
              set --token (or TASKTAPE_TOKEN), or listen on 127.0.0.1"
         );
     }
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./tasktape-data"));
+    let store_text = args
+        .store
+        .filter(|store| !store.is_empty())
+        .or(file.store)
+        .unwrap_or_else(|| "sqlite".to_owned());
+    let store = if store_text == "sqlite" {
+        StoreChoice::Sqlite(data_dir.join("tasktape.db"))
+    } else if store_text.starts_with("postgres://") || store_text.starts_with("postgresql://") {
+        let mut config = PostgresConfig::new(store_text);
+        if let Some(schema) = file.pg_schema {
+            if !tasktape_store_postgres::valid_schema_name(&schema) {
+                bail!(
+                    "invalid pg_schema {schema:?}: use lowercase letters, digits and _ (at most 48)"
+                );
+            }
+            config.schema = schema;
+        }
+        if let Some(size) = file.pg_pool_size {
+            config.pool_size = size.max(2);
+        }
+        StoreChoice::Postgres(config)
+    } else {
+        bail!(
+            "invalid --store {store_text:?}: want `sqlite` or a postgres://user:password@host/db URL"
+        );
+    };
     let defaults = ManagerConfig::default();
+    let instance_id = args
+        .instance_id
+        .filter(|id| !id.is_empty())
+        .or(file.instance_id)
+        .unwrap_or_else(|| match store {
+            StoreChoice::Sqlite(_) => defaults.instance_id.clone(),
+            // Stable across restarts of this instance, distinct from its peers'.
+            StoreChoice::Postgres(_) => format!("{}:{}", hostname(), listen.port()),
+        });
+    let lease_ttl = file
+        .lease_ttl_ms
+        .map_or(defaults.lease_ttl, Duration::from_millis);
+    let lease_interval = file
+        .lease_interval_ms
+        .map_or(defaults.lease_interval, Duration::from_millis);
+    if lease_interval.is_zero() || lease_interval >= lease_ttl {
+        bail!(
+            "lease_interval_ms ({}) must be above 0 and below lease_ttl_ms ({}): leases must be renewed before they expire",
+            lease_interval.as_millis(),
+            lease_ttl.as_millis()
+        );
+    }
     let manager = ManagerConfig {
-        instance_id: file.instance_id.unwrap_or(defaults.instance_id),
+        instance_id,
+        lease_ttl,
+        lease_interval,
         cancel_grace: file
             .cancel_grace_ms
             .map_or(defaults.cancel_grace, Duration::from_millis),
@@ -103,7 +184,6 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
             .default_concurrency
             .unwrap_or(defaults.default_concurrency),
         op_concurrency: file.concurrency,
-        ..defaults
     };
     let server = ServerConfig {
         token,
@@ -113,10 +193,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
         ..ServerConfig::default()
     };
     Ok(Resolved {
-        data_dir: args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("./tasktape-data")),
+        store,
         listen,
         server,
         manager,
@@ -159,9 +236,29 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// This machine's name, for default instance ids.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 async fn run(resolved: Resolved) -> anyhow::Result<()> {
-    let db = resolved.data_dir.join("tasktape.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(SqliteConfig::new(&db))?);
+    let (store, description): (Arc<dyn Store>, String) = match resolved.store {
+        StoreChoice::Sqlite(db) => (
+            Arc::new(SqliteStore::open(SqliteConfig::new(&db))?),
+            db.display().to_string(),
+        ),
+        StoreChoice::Postgres(config) => {
+            let store = PostgresStore::open(config).await?;
+            let description = format!("{} (schema {})", store.target(), store.schema());
+            (Arc::new(store), description)
+        }
+    };
+    let instance = resolved.manager.instance_id.clone();
     let manager = Manager::start(
         Arc::clone(&store),
         OpRegistry::with_builtins(),
@@ -172,7 +269,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, store = %db.display(), "tasktape listening on http://{address}");
+    tracing::info!(%address, store = %description, %instance, "tasktape listening on http://{address}");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     tasktape_server::serve(

@@ -97,6 +97,14 @@ impl From<StoreError> for ApiError {
                     "the store is full; nothing was written",
                 )
             }
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(%error, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database cannot be reached; try again shortly",
+                )
+            }
             other => ApiError::internal("store operation failed", &other),
         }
     }

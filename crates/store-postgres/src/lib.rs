@@ -267,7 +267,7 @@ impl PostgresStore {
         let listener = tokio::spawn(listener::run(
             Arc::clone(&shared),
             pg,
-            schema::channel(&config.schema),
+            config.schema.clone(),
         ));
         Ok(PostgresStore {
             shared,
@@ -276,6 +276,11 @@ impl PostgresStore {
             target,
             schema: config.schema,
         })
+    }
+
+    /// `postgres://user@host:port/database` (never the password).
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// The schema this store uses.

@@ -22,7 +22,10 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Listens until the store is dropped (the task is aborted then).
-pub(crate) async fn run(shared: Arc<Shared>, config: tokio_postgres::Config, channel: String) {
+pub(crate) async fn run(shared: Arc<Shared>, mut config: tokio_postgres::Config, schema: String) {
+    // Named so an operator can tell it in pg_stat_activity.
+    config.application_name(format!("tasktape listener {schema}"));
+    let channel = crate::schema::channel(&schema);
     let mut backoff = BACKOFF_FIRST;
     let mut first = true;
     loop {

@@ -26,6 +26,8 @@ pub fn tasktape() -> Command {
         .env_remove("TASKTAPE_LISTEN")
         .env_remove("TASKTAPE_DATA_DIR")
         .env_remove("TASKTAPE_URL")
+        .env_remove("TASKTAPE_STORE")
+        .env_remove("TASKTAPE_INSTANCE_ID")
         .env_remove("XDG_CONFIG_HOME");
     command.env("RUST_LOG", "info").env("NO_COLOR", "1");
     command

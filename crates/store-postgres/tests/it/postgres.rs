@@ -8,7 +8,7 @@ use tasktape_core::store::{CancelOutcome, Store, StoreError, StoreSignal};
 use tasktape_core::testkit::{lease, new_task};
 use tasktape_store_postgres::{PostgresConfig, PostgresStore};
 
-use crate::support::{open_schema, test_url, unique_schema};
+use crate::support::{open_schema, test_url, unique_schema, wait_listening};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_schema_migrate_once_and_see_each_other() {
@@ -31,14 +31,7 @@ async fn peers_hear_pending_work_cancels_finishes_and_events() {
     let (b, _other) = open_schema(&schema).await;
     let mut heard = b.signals().expect("a shared store has signals");
     // The listener connects in the background; wait for it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !b.listening() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "listener never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_listening(&[&b]).await;
     let mut next = async || loop {
         match tokio::time::timeout(Duration::from_secs(10), heard.recv()).await {
             Ok(Ok(StoreSignal::Resync)) => continue,
@@ -105,4 +98,96 @@ async fn bad_urls_schemas_and_unreachable_databases_are_typed() {
         text.contains(&port.to_string()) && !text.contains("secret"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_write_after_its_lease_was_reaped() {
+    use tasktape_core::store::{AppendOutcome, FinishOutcome, Lease};
+    use tasktape_core::testkit::progress;
+    use tasktape_core::{ErrorInfo, Outcome, Status, Timestamp};
+
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    let (b, _other) = open_schema(&schema).await;
+    a.create(new_task("work")).await.unwrap();
+    let short = Lease {
+        owner: "node-a".into(),
+        until: Timestamp::now().add_millis(50),
+    };
+    let task = a.claim("work", 1, short).await.unwrap().remove(0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // node-b sees the expired lease (never its own) and reaps it.
+    assert_eq!(
+        b.expired(Timestamp::now(), "node-b").await.unwrap(),
+        [task.task_id]
+    );
+    assert!(
+        b.expired(Timestamp::now(), "node-a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let lost = ErrorInfo::new("owner_lost", "lease expired");
+    assert!(matches!(
+        b.finish(task.task_id, Outcome::Failed(lost)).await.unwrap(),
+        FinishOutcome::Finished {
+            status: Status::Failed,
+            ..
+        }
+    ));
+    // node-a comes back: it can neither renew, append nor finish.
+    let later = Timestamp::now().add_millis(60_000);
+    assert_eq!(a.renew_lease("node-a", later).await.unwrap(), 0);
+    assert!(matches!(
+        a.append(task.task_id, progress(1)).await.unwrap(),
+        AppendOutcome::Dropped { last_seq: 2 }
+    ));
+    assert_eq!(
+        a.finish(task.task_id, Outcome::Succeeded(serde_json::json!(1)))
+            .await
+            .unwrap(),
+        FinishOutcome::AlreadyFinished {
+            status: Status::Failed
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_lost_its_connection_reconnects_and_catches_up() {
+    use tasktape_core::testkit::progress;
+
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    let (b, _other) = open_schema(&schema).await;
+    a.create(new_task("work")).await.unwrap();
+    let task = a.claim("work", 1, lease("node-a")).await.unwrap().remove(0);
+    let watch = b.wake_hub().watch(task.task_id);
+    wait_listening(&[&a, &b]).await;
+    // Cut every listener of this schema, as a database restart would, and
+    // commit while they are away.
+    let (admin, connection) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("tasktape listener {schema}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 2, "both listeners were cut");
+    for step in 1..=3 {
+        a.append(task.task_id, progress(step)).await.unwrap();
+    }
+    // B never heard those NOTIFYs; its catch-up after reconnecting announces seq 4.
+    assert!(
+        watch
+            .wait_past(3, tokio::time::Instant::now() + Duration::from_secs(10))
+            .await,
+        "the watcher was caught up (announced {})",
+        watch.announced()
+    );
+    assert_eq!(watch.announced(), 4);
+    wait_listening(&[&b]).await;
 }

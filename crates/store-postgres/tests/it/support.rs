@@ -74,3 +74,15 @@ pub async fn fresh() -> Harness {
     let (store, guard) = open_schema(&unique_schema()).await;
     Harness::new(store, guard)
 }
+
+/// Waits until every store's listener is connected (10 s at most).
+pub async fn wait_listening(stores: &[&PostgresStore]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stores.iter().all(|store| store.listening()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a listener did not connect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
