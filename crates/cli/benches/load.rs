@@ -5,6 +5,13 @@
 //! picks figures; `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
 //! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
 //! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
+//!
+//! On PostgreSQL: `TASKTAPE_LOAD_STORE=postgres` (the database in
+//! `TASKTAPE_TEST_PG`, so run it under `scripts/with-postgres`) or a
+//! `postgres://` URL, with `TASKTAPE_LOAD_INSTANCES=2` for two instances on
+//! one schema. With two, every figure crosses instances: tasks are submitted
+//! on one and followed (and cancelled) on the other ((c) and (f) are then
+//! the cross-instance follow latency and cancel → final).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,34 +21,113 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// One or more server processes on one store; tasks are submitted to the
+/// first and followed on the last.
 struct Server {
-    child: Child,
+    children: Vec<Child>,
+    bases: Vec<String>,
     base: String,
-    _dir: tempfile::TempDir,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Where followers, cancels and (d)'s connections go.
+    fn follow_base(&self) -> &str {
+        self.bases.last().unwrap()
+    }
+
+    /// The process followers connect to.
+    fn follow_pid(&self) -> u32 {
+        self.children.last().unwrap().id()
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
+/// The store the benchmark runs on: `None` for SQLite, or a Postgres URL.
+fn store_url() -> Option<String> {
+    match std::env::var("TASKTAPE_LOAD_STORE")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "" | "sqlite" => None,
+        "postgres" => Some(std::env::var("TASKTAPE_TEST_PG").expect(
+            "TASKTAPE_LOAD_STORE=postgres reads TASKTAPE_TEST_PG: run under scripts/with-postgres",
+        )),
+        url => Some(url.to_owned()),
+    }
+}
+
+fn instances() -> usize {
+    std::env::var("TASKTAPE_LOAD_INSTANCES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 fn start() -> Server {
+    let schema = format!(
+        "bench_{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let store = store_url();
+    let count = if store.is_some() { instances() } else { 1 };
+    let mut server = Server {
+        children: Vec::new(),
+        bases: Vec::new(),
+        base: String::new(),
+        _dirs: Vec::new(),
+    };
+    for index in 0..count {
+        let (child, base, dir) = start_one(store.as_deref(), &schema, index);
+        server.children.push(child);
+        server.bases.push(base);
+        server._dirs.push(dir);
+    }
+    server.base = server.bases[0].clone();
+    server
+}
+
+fn start_one(
+    store: Option<&str>,
+    schema: &str,
+    index: usize,
+) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasktape.toml");
-    std::fs::write(&config, "default_concurrency = 256\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tasktape"))
+    let mut text = "default_concurrency = 256\n".to_owned();
+    if store.is_some() {
+        text.push_str(&format!(
+            "pg_schema = \"{schema}\"\ninstance_id = \"bench-{index}\"\npg_pool_size = 32\n"
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tasktape"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn,tasktape=info")
         .env("NO_COLOR", "1")
+        .env_remove("TASKTAPE_STORE")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    if let Some(url) = store {
+        command.env("TASKTAPE_STORE", url);
+    }
+    let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -52,11 +138,7 @@ fn start() -> Server {
         }
     });
     let address = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    Server {
-        child,
-        base: format!("http://{address}"),
-        _dir: dir,
-    }
+    (child, format!("http://{address}"), dir)
 }
 
 async fn submit(client: &reqwest::Client, base: &str, body: Value) -> String {
@@ -125,12 +207,15 @@ async fn echo_tasks(server: &Server) -> f64 {
         .unwrap_or(250);
     let started = Instant::now();
     let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let (client, base) = (client.clone(), server.base.clone());
+        .map(|index| {
+            let count = server.bases.len();
+            let client = client.clone();
+            let submit_base = server.bases[index % count].clone();
+            let follow_base = server.bases[(index + 1) % count].clone();
             tokio::spawn(async move {
                 for _ in 0..per_client {
-                    let task_id = submit(&client, &base, json!({"count": 5})).await;
-                    assert_eq!(follow(&client, &base, &task_id).await, 8);
+                    let task_id = submit(&client, &submit_base, json!({"count": 5})).await;
+                    assert_eq!(follow(&client, &follow_base, &task_id).await, 8);
                 }
             })
         })
@@ -152,12 +237,12 @@ async fn one_long_tape(server: &Server) -> (f64, f64) {
         json!({"count": 20000, "delay_ms": 0}),
     )
     .await;
-    let seen = follow(&client, &server.base, &task_id).await;
+    let seen = follow(&client, server.follow_base(), &task_id).await;
     let live = seen as f64 / started.elapsed().as_secs_f64();
     let mut replays = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
-        assert_eq!(follow(&client, &server.base, &task_id).await, 20003);
+        assert_eq!(follow(&client, server.follow_base(), &task_id).await, 20003);
         replays.push(20003.0 / started.elapsed().as_secs_f64());
     }
     replays.sort_by(f64::total_cmp);
@@ -169,7 +254,10 @@ async fn follow_latency(server: &Server) -> (f64, f64) {
     let client = reqwest::Client::new();
     let task_id = submit(&client, &server.base, json!({"count": 200, "delay_ms": 5})).await;
     let response = client
-        .get(format!("{}/v1/tasks/{task_id}/events/stream", server.base))
+        .get(format!(
+            "{}/v1/tasks/{task_id}/events/stream",
+            server.follow_base()
+        ))
         .send()
         .await
         .unwrap();
@@ -217,13 +305,13 @@ async fn idle_followers(server: &Server, followers: usize) -> (f64, f64) {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_mib(server.child.id());
+    let before = rss_mib(server.follow_pid());
     let connected = Arc::new(tokio::sync::Semaphore::new(0));
     let mut handles = Vec::new();
     for index in 0..followers {
         let (client, base, task_id, connected) = (
             client.clone(),
-            server.base.clone(),
+            server.follow_base().to_owned(),
             task_id.clone(),
             connected.clone(),
         );
@@ -252,7 +340,7 @@ async fn idle_followers(server: &Server, followers: usize) -> (f64, f64) {
     }
     let _ = connected.acquire_many(followers as u32).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = rss_mib(server.child.id());
+    let during = rss_mib(server.follow_pid());
     client
         .post(format!("{}/v1/tasks/{task_id}/cancel", server.base))
         .send()
@@ -277,16 +365,19 @@ async fn cancel_to_final(server: &Server) -> f64 {
         .await;
         let url = format!(
             "{}/v1/tasks/{task_id}/events?from_seq=0&wait=10",
-            server.base
+            server.follow_base()
         );
         let _ = client.get(url).send().await.unwrap();
         let started = Instant::now();
         client
-            .post(format!("{}/v1/tasks/{task_id}/cancel", server.base))
+            .post(format!(
+                "{}/v1/tasks/{task_id}/cancel",
+                server.follow_base()
+            ))
             .send()
             .await
             .unwrap();
-        follow(&client, &server.base, &task_id).await;
+        follow(&client, server.follow_base(), &task_id).await;
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     samples.sort_by(f64::total_cmp);
@@ -304,7 +395,15 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
-    println!("tasktape HTTP load benchmark (release server, SQLite, loopback)");
+    let setup = match store_url() {
+        None => "SQLite".to_owned(),
+        Some(_) if instances() > 1 => format!(
+            "PostgreSQL, {} instances: submit on one, follow and cancel on another",
+            instances()
+        ),
+        Some(_) => "PostgreSQL, one instance".to_owned(),
+    };
+    println!("tasktape HTTP load benchmark (release server, {setup}, loopback)");
     let row = |name: &str, value: String, target: &str| {
         println!("{name:<48} {value:>14}   target {target}")
     };

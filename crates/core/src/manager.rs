@@ -372,10 +372,9 @@ impl Manager {
                 owner: self.inner.config.instance_id.clone(),
                 until: self.lease_until(),
             };
-            let claimed = tokio::select! {
-                claimed = self.inner.store.claim(op, limit, lease) => claimed,
-                () = self.inner.stopping.cancelled() => Ok(Vec::new()),
-            };
+            // Never dropped half-way: a claim the store carried out must reach
+            // `spawn_run`, or its tasks would stay running with no one to run them.
+            let claimed = self.inner.store.claim(op, limit, lease).await;
             match claimed {
                 Ok(tasks) => {
                     backoff = Duration::from_millis(10);

@@ -343,9 +343,10 @@ impl PostgresStore {
 }
 
 impl Shared {
-    /// `finish_task` now, on a pooled connection.
-    pub(crate) async fn finish_now(
+    /// `finish_task` on `client` (calls on one client are pipelined).
+    pub(crate) async fn finish_on(
         &self,
+        client: &deadpool_postgres::Object,
         task_id: TaskId,
         outcome: &Outcome,
     ) -> Result<FinishOutcome> {
@@ -359,7 +360,6 @@ impl Shared {
         let final_body = EventBody::final_for(outcome).encode();
         let cancel_body = EventBody::final_for(&Outcome::Cancelled).encode();
         let now = Timestamp::now();
-        let client = self.pool.get().await.map_err(rows::pool)?;
         let context = "finishing a task";
         let statement = client
             .prepare_cached(&self.sql.finish)

@@ -47,42 +47,60 @@ CREATE TABLE {s}.events (
     PRIMARY KEY (task_id, seq)
 );
 
--- Appends in order; one row per input: out_code 0 appended (out_seq),
--- 1 dropped (out_seq = the tape's last seq), 2 no such task.
+-- Appends in order; one row per input, in input order: out_code 0 appended
+-- (out_seq), 1 dropped (out_seq = the tape's last seq), 2 no such task.
+-- One UPDATE per task however many events it gets (updating one row again
+-- and again in a transaction grows its version chain), by primary key, in
+-- task-id order (lease renewal locks in that order too), then one INSERT.
 CREATE FUNCTION {s}.append_events(p_ids uuid[], p_bodies text[], p_ts text)
 RETURNS TABLE (out_seq bigint, out_code smallint) LANGUAGE plpgsql AS $fn$
 DECLARE
-    i integer;
-    v_seq bigint;
-    woken_ids uuid[] := '{}';
-    woken_seqs bigint[] := '{}';
+    v_id uuid;
+    v_n bigint;
+    v_top bigint;
+    bumped_ids uuid[] := '{}';
+    bumped_base bigint[] := '{}';
+    dropped_ids uuid[] := '{}';
+    dropped_last bigint[] := '{}';
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
-        UPDATE {s}.tasks t SET last_seq = t.last_seq + 1
-         WHERE t.task_id = p_ids[i] AND t.status = 'running'
-         RETURNING t.last_seq INTO v_seq;
+    FOR v_id, v_n IN
+        SELECT x.id, count(*) FROM unnest(p_ids) AS x(id) GROUP BY x.id ORDER BY x.id
+    LOOP
+        UPDATE {s}.tasks t SET last_seq = t.last_seq + v_n
+         WHERE t.task_id = v_id AND t.status = 'running'
+         RETURNING t.last_seq INTO v_top;
         IF FOUND THEN
-            INSERT INTO {s}.events (task_id, seq, json)
-            VALUES (p_ids[i], v_seq, p_bodies[i] || ',"seq":' || v_seq || ',"ts":"' || p_ts || '"}');
-            woken_ids := woken_ids || p_ids[i];
-            woken_seqs := woken_seqs || v_seq;
-            out_seq := v_seq;
-            out_code := 0;
+            bumped_ids := bumped_ids || v_id;
+            bumped_base := bumped_base || (v_top - v_n);
+            PERFORM pg_notify({chan}, 'e ' || v_id || ' ' || v_top);
         ELSE
-            SELECT t.last_seq INTO v_seq FROM {s}.tasks t WHERE t.task_id = p_ids[i];
+            SELECT t.last_seq INTO v_top FROM {s}.tasks t WHERE t.task_id = v_id;
             IF FOUND THEN
-                out_seq := v_seq;
-                out_code := 1;
-            ELSE
-                out_seq := 0;
-                out_code := 2;
+                dropped_ids := dropped_ids || v_id;
+                dropped_last := dropped_last || v_top;
             END IF;
         END IF;
-        RETURN NEXT;
     END LOOP;
-    PERFORM pg_notify({chan}, 'e ' || w.id || ' ' || max(w.sq))
-       FROM unnest(woken_ids, woken_seqs) AS w(id, sq)
-      GROUP BY w.id;
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.id, i.body, i.ord,
+               row_number() OVER (PARTITION BY i.id ORDER BY i.ord) AS k
+          FROM unnest(p_ids, p_bodies) WITH ORDINALITY AS i(id, body, ord)),
+    bumped AS (SELECT * FROM unnest(bumped_ids, bumped_base) AS b(id, base)),
+    dropped AS (SELECT * FROM unnest(dropped_ids, dropped_last) AS d(id, last)),
+    inserted AS (
+        INSERT INTO {s}.events (task_id, seq, json)
+        SELECT i.id, b.base + i.k,
+               i.body || ',"seq":' || (b.base + i.k) || ',"ts":"' || p_ts || '"}'
+          FROM input i JOIN bumped b ON b.id = i.id)
+    SELECT COALESCE(b.base + i.k, d.last, 0),
+           (CASE WHEN b.id IS NOT NULL THEN 0
+                 WHEN d.id IS NOT NULL THEN 1
+                 ELSE 2 END)::smallint
+      FROM input i
+      LEFT JOIN bumped b ON b.id = i.id
+      LEFT JOIN dropped d ON d.id = i.id
+     ORDER BY i.ord;
 END
 $fn$;
 
@@ -148,9 +166,8 @@ BEGIN
     END IF;
     FOREACH v_id IN ARRAY v_ids LOOP
         PERFORM {s}.start_one(v_id, p_op, p_owner, p_until, p_now, p_ts);
+        RETURN QUERY SELECT * FROM {s}.tasks t WHERE t.task_id = v_id;
     END LOOP;
-    RETURN QUERY SELECT * FROM {s}.tasks t WHERE t.task_id = ANY (v_ids)
-                  ORDER BY t.created_at, t.task_id;
 END
 $fn$;
 

@@ -57,7 +57,12 @@ struct Append {
 pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>, batch_max: usize) {
     let mut batch = Vec::with_capacity(batch_max);
     while jobs.recv_many(&mut batch, batch_max).await > 0 {
+        // The batch's appends go first, in one call, then its finishes. Jobs
+        // in one batch were in the queue together, so no caller awaited one
+        // before sending another; what the queue does order (a Reporter's
+        // events before its task's finish) stays in order.
         let mut appends = Vec::new();
+        let mut finishes = Vec::new();
         for job in batch.drain(..) {
             match job {
                 WriteJob::Append {
@@ -74,18 +79,45 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>,
                     outcome,
                     ack,
                     reply,
-                } => {
-                    write_appends(&shared, std::mem::take(&mut appends)).await;
-                    let outcome = match ack {
-                        // Every append this ack covers was ahead in the queue: settled now.
-                        Some(ack) => outcome_after_events(outcome, &ack),
-                        None => outcome,
-                    };
-                    let _ = reply.send(shared.finish_now(task_id, &outcome).await);
-                }
+                } => finishes.push((task_id, outcome, ack, reply)),
             }
         }
         write_appends(&shared, appends).await;
+        // Every append an ack covers has been answered now: settle the
+        // outcomes, then send the finishes together (pipelined on one
+        // connection, so one round trip for all of them).
+        let finishes: Vec<_> = finishes
+            .into_iter()
+            .map(|(task_id, outcome, ack, reply)| {
+                let outcome = match ack {
+                    Some(ack) => outcome_after_events(outcome, &ack),
+                    None => outcome,
+                };
+                (task_id, outcome, reply)
+            })
+            .collect();
+        if finishes.is_empty() {
+            continue;
+        }
+        match shared.pool.get().await {
+            Ok(client) => {
+                let answers = futures::future::join_all(
+                    finishes
+                        .iter()
+                        .map(|(task_id, outcome, _)| shared.finish_on(&client, *task_id, outcome)),
+                )
+                .await;
+                for ((_, _, reply), answer) in finishes.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                let error = rows::pool(error);
+                for (_, _, reply) in finishes {
+                    let _ = reply.send(Err(copy(&error)));
+                }
+            }
+        }
     }
 }
 
