@@ -16,6 +16,7 @@ use tasktape_core::{Manager, ManagerConfig, OpRegistry, Store};
 use tasktape_server::ServerConfig;
 use tasktape_store_postgres::{PostgresConfig, PostgresStore};
 use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
+use tasktape_telemetry::{LogFormat, OtelTaskTracing};
 use tokio_util::sync::CancellationToken;
 
 /// Options of `tasktape serve`.
@@ -42,6 +43,9 @@ pub struct ServeArgs {
     /// on PostgreSQL]
     #[arg(long, env = "TASKTAPE_INSTANCE_ID")]
     instance_id: Option<String>,
+    /// Log lines as `text` or `json` (one object per line, with trace ids)
+    #[arg(long, env = "TASKTAPE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// The config file's keys; all optional.
@@ -184,6 +188,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
             .default_concurrency
             .unwrap_or(defaults.default_concurrency),
         op_concurrency: file.concurrency,
+        task_tracing: Arc::new(OtelTaskTracing),
     };
     let server = ServerConfig {
         token,
@@ -209,7 +214,17 @@ fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
 
 /// Runs `tasktape serve`; exit 2 for bad configuration, 1 for runtime failures.
 pub fn serve(args: ServeArgs) -> ExitCode {
-    init_logging();
+    let telemetry = tasktape_telemetry::init(args.log_format);
+    if telemetry.exporting() {
+        tracing::info!("exporting traces over OTLP");
+    }
+    let code = serve_with(args);
+    // Export the last spans (blocking; no runtime is running any more).
+    telemetry.shutdown();
+    code
+}
+
+fn serve_with(args: ServeArgs) -> ExitCode {
     let resolved = match resolve(args) {
         Ok(resolved) => resolved,
         Err(error) => {
@@ -305,15 +320,4 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         () = terminate => tracing::info!("SIGTERM: shutting down"),
     }
     shutdown.cancel();
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use tasktape_client::{FollowMode, ListQuery, Submission, TaskSummary};
 use tasktape_core::{EventBody, Status, TaskId, Timestamp};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::display::{Mode, TapeView};
 use crate::exit::{Exit, Failure};
@@ -180,8 +181,35 @@ pub enum Verb {
     Ops(OpsArgs),
 }
 
-/// Runs `verb` on a small runtime; prints a failure as one line.
+impl Verb {
+    fn name(&self) -> &'static str {
+        match self {
+            Verb::Submit(_) => "tasktape submit",
+            Verb::Tasks(TasksCommand::List(_)) => "tasktape tasks list",
+            Verb::Tasks(TasksCommand::Status(_)) => "tasktape tasks status",
+            Verb::Tasks(TasksCommand::Events(_)) => "tasktape tasks events",
+            Verb::Tasks(TasksCommand::Wait(_)) => "tasktape tasks wait",
+            Verb::Tasks(TasksCommand::Cancel(_)) => "tasktape tasks cancel",
+            Verb::Ops(_) => "tasktape ops",
+        }
+    }
+}
+
+/// Runs `verb` on a small runtime; prints a failure as one line. With
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set the verb is a traced span whose
+/// requests carry its context, so the server's spans join its trace.
 pub fn run(verb: Verb) -> ExitCode {
+    let telemetry = tasktape_telemetry::export_requested()
+        .then(|| tasktape_telemetry::init(tasktape_telemetry::LogFormat::Text));
+    let code = run_verb(verb);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
+}
+
+fn run_verb(verb: Verb) -> ExitCode {
+    let span = tracing::info_span!("cli", otel.name = verb.name(), otel.kind = "client");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -192,17 +220,20 @@ pub fn run(verb: Verb) -> ExitCode {
             return Exit::Failed.code();
         }
     };
-    let outcome = runtime.block_on(async move {
-        match verb {
-            Verb::Submit(args) => submit(args).await,
-            Verb::Tasks(TasksCommand::List(args)) => list(args).await,
-            Verb::Tasks(TasksCommand::Status(args)) => status(args).await,
-            Verb::Tasks(TasksCommand::Events(args)) => events(args).await,
-            Verb::Tasks(TasksCommand::Wait(args)) => wait(args).await,
-            Verb::Tasks(TasksCommand::Cancel(args)) => cancel(args).await,
-            Verb::Ops(args) => ops(args).await,
+    let outcome = runtime.block_on(
+        async move {
+            match verb {
+                Verb::Submit(args) => submit(args).await,
+                Verb::Tasks(TasksCommand::List(args)) => list(args).await,
+                Verb::Tasks(TasksCommand::Status(args)) => status(args).await,
+                Verb::Tasks(TasksCommand::Events(args)) => events(args).await,
+                Verb::Tasks(TasksCommand::Wait(args)) => wait(args).await,
+                Verb::Tasks(TasksCommand::Cancel(args)) => cancel(args).await,
+                Verb::Ops(args) => ops(args).await,
+            }
         }
-    });
+        .instrument(span),
+    );
     // Do not wait for anything still running (a steady-tick thread, a
     // request abandoned at Ctrl-C).
     runtime.shutdown_background();

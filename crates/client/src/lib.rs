@@ -31,6 +31,10 @@
 //! - [`error`]: [`ClientError`] and the envelope's [`ApiError`].
 //! - [`types`]: the response bodies.
 //! - [`follow`]: the resuming follow loop.
+//!
+//! Every request carries a W3C `traceparent` when the calling span is traced
+//! (an OpenTelemetry layer is installed), so the server's spans continue the
+//! caller's trace.
 
 pub mod error;
 pub mod follow;
@@ -221,7 +225,12 @@ impl Client {
     }
 
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        // Continue the caller's trace on the server (W3C trace context).
+        match traceparent() {
+            Some(value) => request.header("traceparent", value),
+            None => request,
+        }
     }
 
     async fn call<T: DeserializeOwned>(
@@ -278,4 +287,22 @@ impl Client {
         let body = response.bytes().await.unwrap_or_default();
         Err(ApiError::from_body(status.as_u16(), &body).into())
     }
+}
+
+/// The current span's context as a W3C `traceparent`, when it is traced
+/// (an OpenTelemetry layer is installed and the span is recorded).
+fn traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let context = span.span_context();
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        )
+    })
 }

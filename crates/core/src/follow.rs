@@ -58,6 +58,12 @@ impl EventsPage {
 /// Reads one events page. With a non-zero `wait` (capped at [`MAX_WAIT`]),
 /// when the page would be empty and the task is not terminal, holds until a
 /// new event commits or the wait elapses. `None` for an unknown task.
+#[tracing::instrument(
+    name = "events_page",
+    level = "debug",
+    skip(store),
+    err(level = "debug")
+)]
 pub async fn events_page(
     store: &dyn Store,
     task_id: TaskId,

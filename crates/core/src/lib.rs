@@ -14,13 +14,18 @@
 //! - [`op`], [`echo`]: the op trait, the registry, the built-in `echo`.
 //! - [`reporter`]: what a running op writes its tape through.
 //! - [`manager`]: submit, schedule, run, cancel, recover, shut down.
+//! - [`metrics`], [`metered`]: counters and histograms, a timing store wrapper.
+//! - [`observe`]: how task runs' spans are made (and linked).
 //! - `testkit` (feature `testkit`): the store contract suite.
 
 pub mod echo;
 pub mod event;
 pub mod follow;
 pub mod manager;
+pub mod metered;
+pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod op;
 pub mod reporter;
 pub mod store;

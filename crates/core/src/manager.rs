@@ -21,9 +21,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
+use crate::metered::MeteredStore;
+use crate::metrics::Metrics;
 use crate::model::{ErrorInfo, NewTask, Outcome, Task, TaskId};
+use crate::observe::{PlainTaskTracing, TaskTracing};
 use crate::op::{OpRegistry, ParamsError};
 use crate::store::{CancelOutcome, Lease, ListPage, ListQuery, Store, StoreError, StoreSignal};
 
@@ -44,6 +47,8 @@ pub struct ManagerConfig {
     pub default_concurrency: usize,
     /// Concurrent runs for named ops.
     pub op_concurrency: HashMap<String, usize>,
+    /// How task runs' spans are made and linked to their submitters'.
+    pub task_tracing: Arc<dyn TaskTracing>,
 }
 
 impl Default for ManagerConfig {
@@ -55,6 +60,7 @@ impl Default for ManagerConfig {
             lease_interval: Duration::from_secs(5),
             default_concurrency: 64,
             op_concurrency: HashMap::new(),
+            task_tracing: Arc::new(PlainTaskTracing),
         }
     }
 }
@@ -134,6 +140,7 @@ struct State {
 
 struct Inner {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     ops: OpRegistry,
     config: ManagerConfig,
     state: Mutex<State>,
@@ -159,14 +166,18 @@ impl Manager {
     /// `server_restart`, claims pending tasks (oldest first), and starts
     /// lease renewal (and, on a shared store, listening to peers' signals).
     /// Must be called inside a Tokio runtime.
+    #[tracing::instrument(name = "manager.start", skip_all, fields(instance = %config.instance_id), err)]
     pub async fn start(
         store: Arc<dyn Store>,
         ops: OpRegistry,
         config: ManagerConfig,
     ) -> Result<Manager, StoreError> {
+        let metrics = Arc::new(Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
         let manager = Manager {
             inner: Arc::new(Inner {
                 store,
+                metrics,
                 ops,
                 config,
                 state: Mutex::new(State {
@@ -215,6 +226,9 @@ impl Manager {
                 .finish(*task_id, Outcome::Failed(ErrorInfo::server_restart()))
                 .await?;
             debug!(%task_id, ?outcome, "finished leftover");
+            if let crate::store::FinishOutcome::Finished { status, .. } = outcome {
+                self.count_finished(*task_id, status).await;
+            }
         }
         if !leftovers.is_empty() {
             warn!(
@@ -259,6 +273,11 @@ impl Manager {
         &self.inner.store
     }
 
+    /// What this manager counted (render with [`Metrics::render`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
     /// The registered ops.
     pub fn ops(&self) -> &OpRegistry {
         &self.inner.ops
@@ -275,12 +294,25 @@ impl Manager {
     ///
     /// Cancel-safe: once called, the task is created and scheduled even if
     /// the caller stops waiting (say, an HTTP client hangs up).
-    #[tracing::instrument(skip_all, fields(op = %op), err(level = "debug"))]
     pub async fn submit(
         &self,
         op: &str,
         params: Value,
         idempotency_key: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
+        // The caller's span (not this method's own) is what the run links to.
+        let trace_parent = self.inner.config.task_tracing.capture();
+        self.submit_linked(op, params, idempotency_key, trace_parent)
+            .await
+    }
+
+    #[tracing::instrument(name = "manager.submit", skip_all, fields(op = %op), err(level = "debug"))]
+    async fn submit_linked(
+        &self,
+        op: &str,
+        params: Value,
+        idempotency_key: Option<String>,
+        trace_parent: Option<String>,
     ) -> Result<Submitted, SubmitError> {
         if !self.state().accepting {
             return Err(SubmitError::ShuttingDown);
@@ -300,11 +332,18 @@ impl Manager {
         let params = handler.prepare(params)?;
         let mut new_task = NewTask::new(op, params);
         new_task.idempotency_key = idempotency_key;
+        new_task.trace_parent = trace_parent;
         let digest = new_task.params_digest.clone();
         let manager = self.clone();
         let created = tokio::spawn(async move {
             let created = manager.inner.store.create(new_task).await?;
             if created.created {
+                manager
+                    .inner
+                    .metrics
+                    .submitted
+                    .with(&[&created.task.op])
+                    .inc();
                 manager.kick(&created.task.op);
             }
             Ok::<_, StoreError>(created)
@@ -471,10 +510,14 @@ impl Manager {
             task_id: task.task_id,
             op: task.op.clone(),
         };
-        self.inner.tracker.spawn(async move {
-            slot.manager.run(task, token).await;
-            drop(slot);
-        });
+        let span = self.inner.config.task_tracing.run_span(&task);
+        self.inner.tracker.spawn(
+            async move {
+                slot.manager.run(task, token).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
     }
 
     /// Reacts to what peers sharing the store did.
@@ -507,12 +550,17 @@ impl Manager {
     /// Requests a cancel. A pending task ends `cancelled` at once and never
     /// runs; a running one here gets its token fired (and is aborted after
     /// the grace period if it ignores it). Cancel-safe like `submit`.
-    #[tracing::instrument(skip(self), err(level = "debug"))]
+    #[tracing::instrument(name = "manager.cancel", skip(self), err(level = "debug"))]
     pub async fn cancel(&self, task_id: TaskId) -> Result<CancelOutcome, StoreError> {
         let manager = self.clone();
         let cancelled = tokio::spawn(async move {
             let outcome = manager.inner.store.request_cancel(task_id).await?;
             manager.apply_cancel(task_id, &outcome);
+            if let CancelOutcome::Cancelled { .. } = outcome {
+                manager
+                    .count_finished(task_id, crate::model::Status::Cancelled)
+                    .await;
+            }
             Ok(outcome)
         });
         cancelled.await.unwrap_or_else(|join_error| {
@@ -533,6 +581,18 @@ impl Manager {
                 // Ours, but the claim that started it has not registered it yet.
                 state.early_cancels.insert(task_id);
             }
+        }
+    }
+
+    /// Counts a task this instance finished outside a run (a cancelled
+    /// pending task, a reaped or leftover one); its op comes from the row.
+    async fn count_finished(&self, task_id: TaskId, status: crate::model::Status) {
+        if let Ok(Some(task)) = self.inner.store.get(task_id).await {
+            self.inner
+                .metrics
+                .finished
+                .with(&[&task.op, status.as_str()])
+                .inc();
         }
     }
 

@@ -228,6 +228,10 @@ pub struct Task {
     /// Until when the owner's lease holds, while running.
     #[serde(skip)]
     pub lease_until: Option<Timestamp>,
+    /// What links the task's run to the span that submitted it (a W3C
+    /// `traceparent`), if that span was traced.
+    #[serde(skip)]
+    pub trace_parent: Option<String>,
 }
 
 impl Task {
@@ -273,6 +277,8 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// Creation time (the list order's first key).
     pub created_at: Timestamp,
+    /// The submitting span's W3C `traceparent`, to link the run to it.
+    pub trace_parent: Option<String>,
 }
 
 impl NewTask {
@@ -285,6 +291,7 @@ impl NewTask {
             params,
             idempotency_key: None,
             created_at: Timestamp::now(),
+            trace_parent: None,
         }
     }
 }
@@ -388,6 +395,7 @@ mod tests {
             cancel_requested: false,
             owner: None,
             lease_until: None,
+            trace_parent: None,
         };
         assert_eq!(
             serde_json::to_string(&task).unwrap(),

@@ -6,6 +6,7 @@
 
 mod auth;
 pub mod error;
+mod observe;
 mod params;
 mod routes;
 mod stream;
@@ -21,7 +22,7 @@ use axum::routing::{get, post};
 use tasktape_core::Manager;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 
@@ -53,6 +54,7 @@ pub struct AppState {
 }
 
 struct StateInner {
+    metrics: observe::ServerMetrics,
     manager: Manager,
     config: ServerConfig,
     shutdown: CancellationToken,
@@ -63,6 +65,7 @@ impl AppState {
     pub fn new(manager: Manager, config: ServerConfig, shutdown: CancellationToken) -> Self {
         AppState {
             inner: Arc::new(StateInner {
+                metrics: observe::ServerMetrics::default(),
                 manager,
                 config,
                 shutdown,
@@ -72,6 +75,10 @@ impl AppState {
 
     pub(crate) fn manager(&self) -> &Manager {
         &self.inner.manager
+    }
+
+    pub(crate) fn metrics(&self) -> &observe::ServerMetrics {
+        &self.inner.metrics
     }
 
     pub(crate) fn config(&self) -> &ServerConfig {
@@ -107,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tasks/{task_id}/cancel", post(routes::cancel_task))
         .route("/v1/{op}", post(routes::submit_named))
+        .route("/metrics", get(observe::metrics))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -114,9 +122,19 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::count,
+        ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+                .make_span_with(observe::request_span)
+                .on_response(
+                    |response: &Response, latency: Duration, span: &tracing::Span| {
+                        observe::record_response(response, span);
+                        tracing::debug!(status = response.status().as_u16(), ?latency, "response");
+                    },
+                ),
         )
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| -> Response {

@@ -342,6 +342,7 @@ pub(crate) async fn get_events(
     let wait = int_param(&query, "wait", 0, MAX_WAIT.as_secs() as i64, 0)? as u64;
     let id = parse_task_id(&task_id)?;
     let store = state.manager().store();
+    let _follower = (wait > 0).then(|| state.metrics().follower("long_poll"));
     let page = tokio::select! {
         page = events_page(&**store, id, from_seq, limit, Duration::from_secs(wait)) => page?,
         () = state.shutdown().cancelled() => events_page(&**store, id, from_seq, limit, Duration::ZERO).await?,

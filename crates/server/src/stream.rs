@@ -34,6 +34,8 @@ struct Cursor {
     buffered: VecDeque<StoredEvent>,
     watch: Watch,
     done: bool,
+    /// Counts this stream among the connected followers while it lives.
+    _follower: crate::observe::FollowerGuard,
 }
 
 pub(crate) async fn stream_events(
@@ -71,6 +73,7 @@ pub(crate) async fn stream_events(
     }
     let heartbeat = state.config().heartbeat;
     let cursor = Cursor {
+        _follower: state.metrics().follower("sse"),
         state,
         task_id: id,
         next,

@@ -119,7 +119,7 @@ impl Sql {
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
             ),
             create: format!(
-                "SELECT out_created, out_id FROM {s}.create_task($1, $2, $3, $4, $5, $6)"
+                "SELECT out_created, out_id FROM {s}.create_task($1, $2, $3, $4, $5, $6, $7)"
             ),
             delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
             get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
@@ -494,6 +494,7 @@ impl Store for PostgresStore {
                     &params,
                     &task.params_digest,
                     &task.idempotency_key,
+                    &task.trace_parent,
                 ],
             )
             .await?;
@@ -519,6 +520,7 @@ impl Store for PostgresStore {
                     cancel_requested: false,
                     owner: None,
                     lease_until: None,
+                    trace_parent: task.trace_parent,
                 },
                 created: true,
             });

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
-     params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until";
+     params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
+     trace_parent";
 
 pub(crate) fn uuid(task_id: TaskId) -> Uuid {
     Uuid::from_bytes(*task_id.as_bytes())
@@ -64,6 +65,7 @@ pub(crate) fn task_from_row(row: &Row) -> Result<Task, StoreError> {
         cancel_requested: row.try_get(11).map_err(&get)?,
         owner: row.try_get(12).map_err(&get)?,
         lease_until: time(row.try_get(13).map_err(&get)?),
+        trace_parent: row.try_get(14).map_err(&get)?,
     })
 }
 

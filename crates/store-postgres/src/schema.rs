@@ -30,7 +30,8 @@ CREATE TABLE {s}.tasks (
     cancel_requested boolean NOT NULL DEFAULT false,
     owner            text,
     lease_until      bigint,
-    last_seq         bigint NOT NULL DEFAULT 0
+    last_seq         bigint NOT NULL DEFAULT 0,
+    trace_parent     text
 );
 CREATE INDEX tasks_by_created ON {s}.tasks (created_at DESC, task_id);
 CREATE INDEX tasks_by_status ON {s}.tasks (status, created_at DESC, task_id);
@@ -256,11 +257,12 @@ $fn$;
 
 -- out_created false: the key's task (out_id) was there first.
 CREATE FUNCTION {s}.create_task(p_id uuid, p_op text, p_created bigint, p_params text,
-                                p_digest text, p_key text)
+                                p_digest text, p_key text, p_trace text)
 RETURNS TABLE (out_created boolean, out_id uuid) LANGUAGE plpgsql AS $fn$
 BEGIN
-    INSERT INTO {s}.tasks (task_id, op, status, created_at, params, params_digest, idempotency_key)
-    VALUES (p_id, p_op, 'pending', p_created, p_params, p_digest, p_key)
+    INSERT INTO {s}.tasks (task_id, op, status, created_at, params, params_digest,
+                           idempotency_key, trace_parent)
+    VALUES (p_id, p_op, 'pending', p_created, p_params, p_digest, p_key, p_trace)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
     IF FOUND THEN
         PERFORM pg_notify({chan}, 'p ' || p_op);

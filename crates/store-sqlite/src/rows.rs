@@ -9,7 +9,8 @@ use tasktape_core::time::Timestamp;
 
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
-     params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until";
+     params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
+     trace_parent";
 
 pub(crate) fn task_id_from(bytes: Vec<u8>) -> rusqlite::Result<TaskId> {
     let array: [u8; 16] = bytes.try_into().map_err(|_| {
@@ -64,6 +65,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         cancel_requested: row.get::<_, i64>(11)? != 0,
         owner: row.get(12)?,
         lease_until: time_column(row, 13)?,
+        trace_parent: row.get(14)?,
     })
 }
 

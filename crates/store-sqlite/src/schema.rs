@@ -36,6 +36,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 2: claims find the oldest pending tasks of an op, and count its
     // running ones, without scanning its finished tasks.
     "CREATE INDEX tasks_by_op_status ON tasks (op, status, created_at, task_id);",
+    // 3: the submitting span's traceparent, to link a task's run to it.
+    "ALTER TABLE tasks ADD COLUMN trace_parent TEXT;",
 ];
 
 /// The schema version this build writes.

@@ -79,8 +79,8 @@ impl Writer {
             });
         }
         let mut statement = self.conn.prepare_cached(
-            "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key) \
-             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6)",
+            "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key, \
+             trace_parent) VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
         )?;
         statement.execute(params![
             task.task_id.as_bytes().as_slice(),
@@ -89,6 +89,7 @@ impl Writer {
             task.params.to_string(),
             task.params_digest,
             task.idempotency_key,
+            task.trace_parent,
         ])?;
         self.live.insert(
             task.task_id,
@@ -114,6 +115,7 @@ impl Writer {
                 cancel_requested: false,
                 owner: None,
                 lease_until: None,
+                trace_parent: task.trace_parent.clone(),
             },
             created: true,
         })

@@ -2,6 +2,7 @@
 //! the live display under a pseudo-terminal.
 
 mod multi;
+mod otlp;
 mod pty;
 mod serve;
 mod support;

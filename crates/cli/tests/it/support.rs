@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Every line it wrote to stderr so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Its stderr lines; once it has exited, all of them.
+    pub fn log_lines(&mut self) -> Vec<String> {
+        if self.child.try_wait().ok().flatten().is_some()
+            && let Some(reader) = self.reader.take()
+        {
+            let _ = reader.join();
+        }
+        self.logs.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Server {
@@ -53,12 +68,19 @@ pub fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
         .expect("tasktape starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&logs);
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                let address = rest.split_whitespace().next().unwrap_or("").to_owned();
+                // Text or JSON logs: the address ends where its characters do.
+                let address: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+                    .collect();
                 let _ = tx.send(address);
             }
+            kept.lock().unwrap().push(line);
         }
     });
     let address = rx
@@ -67,6 +89,8 @@ pub fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
     Server {
         child,
         base: format!("http://{address}"),
+        logs,
+        reader: Some(reader),
     }
 }
 

@@ -48,7 +48,12 @@ impl Manager {
                         );
                         match store.finish(task_id, Outcome::Failed(error)).await {
                             Ok(outcome) => {
-                                warn!(%task_id, ?outcome, "reaped task whose owner's lease expired")
+                                warn!(%task_id, ?outcome, "reaped task whose owner's lease expired");
+                                if let crate::store::FinishOutcome::Finished { status, .. } =
+                                    outcome
+                                {
+                                    self.count_finished(task_id, status).await;
+                                }
                             }
                             Err(error) => warn!(%task_id, %error, "could not reap task"),
                         }
@@ -86,6 +91,7 @@ impl Manager {
     /// finish them `failed` with `server_shutdown` (an op that returns a
     /// result in time keeps it). Tasks still pending stay pending in the
     /// store and run after the next start.
+    #[tracing::instrument(name = "manager.shutdown", skip(self))]
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let running = {
             let mut state = self.state();

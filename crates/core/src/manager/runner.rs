@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::{CancelCause, Manager};
-use crate::model::{ErrorInfo, Outcome, Task, TaskId};
+use crate::model::{ErrorInfo, Outcome, Status, Task, TaskId};
 use crate::op::Op;
 use crate::reporter::Reporter;
 use crate::store::{AppendAck, FinishOutcome};
@@ -37,12 +37,23 @@ impl Manager {
             return;
         };
         let reporter = Reporter::new(Arc::clone(&self.inner.store), task_id, token.clone());
+        let started = std::time::Instant::now();
         let outcome = self
             .drive(op, task.params, reporter.clone(), &token, task_id)
             .await;
         reporter.close();
-        self.finish_until_written(task_id, outcome, reporter.ack())
+        let finished = self
+            .finish_until_written(task_id, outcome, reporter.ack())
             .await;
+        if let Some((status, error)) = finished {
+            let metrics = &self.inner.metrics;
+            metrics.finished.with(&[&task.op, status.as_str()]).inc();
+            metrics
+                .duration
+                .with(&[&task.op, status.as_str()])
+                .observe(started.elapsed());
+            record_end(&tracing::Span::current(), status, error.as_ref());
+        }
     }
 
     /// Runs the op to its outcome: its own, or the cancel's when its token
@@ -128,12 +139,14 @@ impl Manager {
     /// retried with backoff; after a few failures a result is given up for a
     /// small `store_error` (it may be what does not fit). Ends when written,
     /// or when shutdown ends (the next start then finishes the task).
+    /// Returns the status (and error) written, or `None` when another
+    /// finish won or shutdown ended the retries.
     async fn finish_until_written(
         &self,
         task_id: TaskId,
         mut outcome: Outcome,
         ack: Arc<AppendAck>,
-    ) {
+    ) -> Option<(Status, Option<ErrorInfo>)> {
         let mut backoff = Duration::from_millis(10);
         let mut failures = 0;
         loop {
@@ -145,11 +158,16 @@ impl Manager {
             {
                 Ok(FinishOutcome::Finished { status, .. }) => {
                     debug!(%task_id, %status, "finished");
-                    return;
+                    let error = match outcome {
+                        // The store wrote cancelled (a recorded cancel wins) or our outcome.
+                        Outcome::Failed(error) if status == Status::Failed => Some(error),
+                        _ => None,
+                    };
+                    return Some((status, error));
                 }
                 Ok(other) => {
                     debug!(%task_id, ?other, "finish lost to an earlier one");
-                    return;
+                    return None;
                 }
                 Err(store_error) => {
                     failures += 1;
@@ -164,11 +182,32 @@ impl Manager {
                     }
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = self.inner.background.cancelled() => return,
+                        () = self.inner.background.cancelled() => return None,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+}
+
+/// Records how a run ended on its span: `task.status`; a failure also sets
+/// the OpenTelemetry status to error with the message and `error.code`; a
+/// cancel is not an error.
+fn record_end(span: &tracing::Span, status: Status, error: Option<&ErrorInfo>) {
+    span.record("task.status", status.as_str());
+    match (status, error) {
+        (Status::Failed, Some(error)) => {
+            // The description sets the error status with its message.
+            span.record("otel.status_description", error.message.as_str());
+            span.record("error.code", error.code.as_str());
+            tracing::warn!(error.code = %error.code, error.message = %error.message, "task failed");
+        }
+        (Status::Failed, None) => {
+            span.record("otel.status_code", "ERROR");
+        }
+        _ => {
+            span.record("otel.status_code", "OK");
         }
     }
 }

@@ -87,6 +87,32 @@ impl Answer {
 }
 
 impl App {
+    /// An app from a router and what must outlive it.
+    pub fn from_parts(
+        router: Router,
+        manager: Manager,
+        shutdown: CancellationToken,
+        dir: tempfile::TempDir,
+    ) -> App {
+        App {
+            router,
+            _manager: manager,
+            _shutdown: shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// Polls the row until it has `status` (10 s at most).
+    pub async fn wait_status(&self, task_id: &str, status: &str) {
+        for _ in 0..1000 {
+            if self.get(&format!("/v1/tasks/{task_id}")).await.json()["status"] == status {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("task {task_id} never became {status}");
+    }
+
     pub async fn call(
         &self,
         method: &str,
@@ -113,6 +139,12 @@ impl App {
             headers,
             text: String::from_utf8(bytes.to_vec()).unwrap(),
         }
+    }
+
+    /// `GET uri`, answered with its body still unread (for streams).
+    pub async fn open(&self, uri: &str) -> axum::response::Response {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        self.router.clone().oneshot(request).await.unwrap()
     }
 
     pub async fn get(&self, uri: &str) -> Answer {

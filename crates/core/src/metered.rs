@@ -1,0 +1,173 @@
+//! A [`Store`] wrapper that times every operation into [`Metrics`] and
+//! counts appended events. The manager wraps the store it is given, so the
+//! server's reads are timed too.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::event::EventBody;
+use crate::metrics::{Metrics, store_operation};
+use crate::model::{NewTask, Outcome, Task, TaskId};
+use crate::store::{
+    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
+    ListPage, ListQuery, Result, StartOutcome, StatusCounts, Store, StoreSignal, TapePage,
+};
+use crate::time::Timestamp;
+use crate::wake::WakeHub;
+
+/// Times `inner`'s operations into `metrics`.
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        MeteredStore { inner, metrics }
+    }
+
+    async fn timed<T>(&self, operation: &str, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.metrics.store[store_operation(operation)].observe(started.elapsed());
+        out
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.timed("ready", self.inner.ready()).await
+    }
+
+    fn wake_hub(&self) -> &Arc<WakeHub> {
+        self.inner.wake_hub()
+    }
+
+    async fn create(&self, task: NewTask) -> Result<Created> {
+        self.timed("create", self.inner.create(task)).await
+    }
+
+    async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
+        self.timed("start", self.inner.start(task_id, lease)).await
+    }
+
+    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
+        self.timed("claim", self.inner.claim(op, limit, lease))
+            .await
+    }
+
+    async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
+        let outcome = self.timed("append", self.inner.append(task_id, body)).await;
+        if let Ok(AppendOutcome::Appended { .. }) = outcome {
+            self.metrics.events_appended.inc();
+        }
+        outcome
+    }
+
+    async fn append_queued(
+        &self,
+        task_id: TaskId,
+        body: EventBody,
+        ack: Arc<AppendAck>,
+    ) -> Result<()> {
+        let queued = self
+            .timed(
+                "append_queued",
+                self.inner.append_queued(task_id, body, ack),
+            )
+            .await;
+        if queued.is_ok() {
+            self.metrics.events_appended.inc();
+        }
+        queued
+    }
+
+    async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome> {
+        self.timed("finish", self.inner.finish(task_id, outcome))
+            .await
+    }
+
+    async fn finish_reported(
+        &self,
+        task_id: TaskId,
+        outcome: Outcome,
+        ack: Arc<AppendAck>,
+    ) -> Result<FinishOutcome> {
+        self.timed("finish", self.inner.finish_reported(task_id, outcome, ack))
+            .await
+    }
+
+    async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
+        self.timed("request_cancel", self.inner.request_cancel(task_id))
+            .await
+    }
+
+    async fn get(&self, task_id: TaskId) -> Result<Option<Task>> {
+        self.timed("get", self.inner.get(task_id)).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<ListPage> {
+        self.timed("list", self.inner.list(query)).await
+    }
+
+    async fn counts(&self) -> Result<StatusCounts> {
+        self.timed("counts", self.inner.counts()).await
+    }
+
+    async fn events(
+        &self,
+        task_id: TaskId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<TapePage>> {
+        self.timed("events", self.inner.events(task_id, from_seq, limit))
+            .await
+    }
+
+    async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
+        self.timed("last_seq", self.inner.last_seq(task_id)).await
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
+    fn signals(&self) -> Option<broadcast::Receiver<StoreSignal>> {
+        self.inner.signals()
+    }
+
+    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
+        self.timed("renew_lease", self.inner.renew_lease(owner, until))
+            .await
+    }
+
+    async fn expired(&self, now: Timestamp, exclude_owner: &str) -> Result<Vec<TaskId>> {
+        self.timed("expired", self.inner.expired(now, exclude_owner))
+            .await
+    }
+
+    async fn leftovers(&self, owner: &str) -> Result<Vec<TaskId>> {
+        self.timed("leftovers", self.inner.leftovers(owner)).await
+    }
+
+    async fn pending(&self) -> Result<Vec<Task>> {
+        self.timed("pending", self.inner.pending()).await
+    }
+
+    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
+        self.timed("delete", self.inner.delete(task_id)).await
+    }
+
+    async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
+        self.timed("purge", self.inner.purge(finished_before)).await
+    }
+}

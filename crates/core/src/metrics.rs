@@ -1,0 +1,448 @@
+//! Counters, gauges and histograms kept with atomics, and their Prometheus
+//! text rendering. The manager records what tasks do ([`Metrics`]); the
+//! server adds its own families and renders everything on `GET /metrics`.
+//! No metrics library: the hot paths are one atomic add (and, for labelled
+//! families, one short map lookup).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one away (never below zero).
+    pub fn dec(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |value| {
+                Some(value.saturating_sub(1))
+            });
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Bucket bounds (seconds) for store operations: 50 µs to 5 s.
+pub const STORE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// Bucket bounds (seconds) for task runs: 5 ms to an hour.
+pub const TASK_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// Bucket bounds (seconds) for HTTP requests.
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
+];
+
+/// Durations in fixed buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last one is +Inf.
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram with `bounds` (ascending, in seconds).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// How many durations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// What a family's members are.
+pub trait Metric: Send + Sync {
+    /// Makes a member.
+    fn make(bounds: &'static [f64]) -> Self;
+}
+
+impl Metric for Counter {
+    fn make(_: &'static [f64]) -> Self {
+        Counter::default()
+    }
+}
+
+impl Metric for Gauge {
+    fn make(_: &'static [f64]) -> Self {
+        Gauge::default()
+    }
+}
+
+impl Metric for Histogram {
+    fn make(bounds: &'static [f64]) -> Self {
+        Histogram::new(bounds)
+    }
+}
+
+/// One metric per combination of label values.
+#[derive(Debug)]
+pub struct Family<M> {
+    labels: &'static [&'static str],
+    bounds: &'static [f64],
+    /// Keyed by the label values joined with U+001F.
+    members: Mutex<BTreeMap<String, Arc<M>>>,
+}
+
+const SEPARATOR: char = '\u{1f}';
+
+impl<M: Metric> Family<M> {
+    /// A family with these label names (and histogram bounds, if any).
+    pub fn new(labels: &'static [&'static str], bounds: &'static [f64]) -> Self {
+        Family {
+            labels,
+            bounds,
+            members: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The member for `values` (one per label name, in order).
+    pub fn with(&self, values: &[&str]) -> Arc<M> {
+        let key = values.join(&SEPARATOR.to_string());
+        let mut members = self
+            .members
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Arc::clone(
+            members
+                .entry(key)
+                .or_insert_with(|| Arc::new(M::make(self.bounds))),
+        )
+    }
+
+    fn snapshot(&self) -> Vec<(Vec<String>, Arc<M>)> {
+        self.members
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .map(|(key, member)| {
+                let values = if self.labels.is_empty() {
+                    Vec::new()
+                } else {
+                    key.split(SEPARATOR).map(str::to_owned).collect()
+                };
+                (values, Arc::clone(member))
+            })
+            .collect()
+    }
+}
+
+/// Writes Prometheus' text exposition format.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Exposition::default()
+    }
+
+    /// The `# HELP` and `# TYPE` lines of a metric.
+    pub fn header(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// A counter or gauge without labels.
+    pub fn single(&mut self, name: &str, help: &str, kind: &str, value: u64) {
+        self.header(name, help, kind);
+        let _ = writeln!(self.out, "{name} {value}");
+    }
+
+    /// A family of counters.
+    pub fn counters(&mut self, name: &str, help: &str, family: &Family<Counter>) {
+        self.header(name, help, "counter");
+        for (values, counter) in family.snapshot() {
+            let labels = labels(family.labels, &values, None);
+            let _ = writeln!(self.out, "{name}{labels} {}", counter.get());
+        }
+    }
+
+    /// A family of gauges.
+    pub fn gauges(&mut self, name: &str, help: &str, family: &Family<Gauge>) {
+        self.header(name, help, "gauge");
+        for (values, gauge) in family.snapshot() {
+            let labels = labels(family.labels, &values, None);
+            let _ = writeln!(self.out, "{name}{labels} {}", gauge.get());
+        }
+    }
+
+    /// A family of histograms (seconds).
+    pub fn histograms(&mut self, name: &str, help: &str, family: &Family<Histogram>) {
+        self.header(name, help, "histogram");
+        for (values, histogram) in family.snapshot() {
+            self.histogram_lines(name, family.labels, &values, &histogram);
+        }
+    }
+
+    fn histogram_lines(
+        &mut self,
+        name: &str,
+        names: &[&str],
+        values: &[String],
+        histogram: &Histogram,
+    ) {
+        let mut cumulative = 0;
+        for (index, count) in histogram.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = match histogram.bounds.get(index) {
+                Some(bound) => format!("{bound}"),
+                None => "+Inf".to_owned(),
+            };
+            let labels = labels(names, values, Some(&le));
+            let _ = writeln!(self.out, "{name}_bucket{labels} {cumulative}");
+        }
+        let labels = labels(names, values, None);
+        let sum = histogram.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(self.out, "{name}_sum{labels} {sum}");
+        let _ = writeln!(self.out, "{name}_count{labels} {}", histogram.count());
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// `{a="x",b="y"}` (with `le` last when given), or nothing without labels.
+fn labels(names: &[&str], values: &[String], le: Option<&str>) -> String {
+    let mut pairs: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+        .collect();
+    if let Some(le) = le {
+        pairs.push(format!("le=\"{le}\""));
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", pairs.join(","))
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// What the manager records.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Tasks created, by op.
+    pub submitted: Family<Counter>,
+    /// Tasks ended, by op and status.
+    pub finished: Family<Counter>,
+    /// Run time of ended tasks (start to finish), by op and status.
+    pub duration: Family<Histogram>,
+    /// Events written to tapes through this instance.
+    pub events_appended: Counter,
+    /// Store operation latency, by operation ([`STORE_OPERATIONS`]).
+    pub store: Vec<Histogram>,
+}
+
+/// The store operations timed, in [`Metrics::store`]'s order.
+pub const STORE_OPERATIONS: &[&str] = &[
+    "create",
+    "start",
+    "claim",
+    "append",
+    "append_queued",
+    "finish",
+    "request_cancel",
+    "get",
+    "list",
+    "counts",
+    "events",
+    "last_seq",
+    "renew_lease",
+    "expired",
+    "leftovers",
+    "pending",
+    "delete",
+    "purge",
+    "ready",
+];
+
+/// Index of `operation` in [`STORE_OPERATIONS`].
+pub fn store_operation(operation: &str) -> usize {
+    STORE_OPERATIONS
+        .iter()
+        .position(|name| *name == operation)
+        .unwrap_or(0)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            submitted: Family::new(&["op"], &[]),
+            finished: Family::new(&["op", "status"], &[]),
+            duration: Family::new(&["op", "status"], TASK_BUCKETS),
+            events_appended: Counter::default(),
+            store: STORE_OPERATIONS
+                .iter()
+                .map(|_| Histogram::new(STORE_BUCKETS))
+                .collect(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Renders these into `out`.
+    pub fn render(&self, out: &mut Exposition) {
+        out.counters(
+            "tasktape_tasks_submitted_total",
+            "Tasks created through this instance, by op.",
+            &self.submitted,
+        );
+        out.counters(
+            "tasktape_tasks_finished_total",
+            "Tasks this instance finished, by op and terminal status.",
+            &self.finished,
+        );
+        out.histograms(
+            "tasktape_task_duration_seconds",
+            "Run time of tasks this instance finished (start to final), by op and status.",
+            &self.duration,
+        );
+        out.single(
+            "tasktape_events_appended_total",
+            "Events appended to tapes through this instance.",
+            "counter",
+            self.events_appended.get(),
+        );
+        let name = "tasktape_store_operation_duration_seconds";
+        out.header(
+            name,
+            "Latency of store operations, by operation.",
+            "histogram",
+        );
+        for (operation, histogram) in STORE_OPERATIONS.iter().zip(&self.store) {
+            if histogram.count() > 0 {
+                out.histogram_lines(name, &["operation"], &[(*operation).to_owned()], histogram);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_in_the_text_format() {
+        let metrics = Metrics::default();
+        metrics.submitted.with(&["echo"]).inc();
+        metrics.submitted.with(&["echo"]).inc();
+        metrics.finished.with(&["we\"ird\\op", "failed"]).inc();
+        metrics
+            .duration
+            .with(&["echo", "succeeded"])
+            .observe(Duration::from_millis(30));
+        let mut out = Exposition::new();
+        metrics.render(&mut out);
+        let text = out.finish();
+        assert!(
+            text.contains("tasktape_tasks_submitted_total{op=\"echo\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tasktape_tasks_finished_total{op=\"we\\\"ird\\\\op\",status=\"failed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tasktape_task_duration_seconds_bucket{op=\"echo\",status=\"succeeded\",le=\"0.025\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tasktape_task_duration_seconds_bucket{op=\"echo\",status=\"succeeded\",le=\"0.05\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tasktape_task_duration_seconds_count{op=\"echo\",status=\"succeeded\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn gauges_never_go_below_zero() {
+        let gauge = Gauge::default();
+        gauge.inc();
+        gauge.dec();
+        gauge.dec();
+        assert_eq!(gauge.get(), 0);
+    }
+}

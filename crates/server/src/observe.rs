@@ -1,0 +1,153 @@
+//! What the HTTP layer adds to traces and metrics: one span per request
+//! (named `METHOD /route`, continuing the caller's W3C trace), requests and
+//! their latency by route and status code, connected followers by kind, and
+//! `GET /metrics` rendering everything in Prometheus' text format.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tasktape_core::Status;
+use tasktape_core::metrics::{Counter, Exposition, Family, Gauge, HTTP_BUCKETS, Histogram};
+use tracing::Span;
+
+use crate::AppState;
+
+/// The HTTP layer's own metrics.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    requests: Family<Counter>,
+    latency: Family<Histogram>,
+    followers: Family<Gauge>,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics {
+            requests: Family::new(&["route", "status"], &[]),
+            latency: Family::new(&["route"], HTTP_BUCKETS),
+            followers: Family::new(&["kind"], &[]),
+        }
+    }
+}
+
+impl ServerMetrics {
+    /// Counts a follower of `kind` (`long_poll`, `sse`) until the guard drops.
+    pub(crate) fn follower(&self, kind: &str) -> FollowerGuard {
+        let gauge = self.followers.with(&[kind]);
+        gauge.inc();
+        FollowerGuard(gauge)
+    }
+}
+
+/// Holds one follower in the gauge.
+pub(crate) struct FollowerGuard(Arc<Gauge>);
+
+impl Drop for FollowerGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The route a request matched (`/v1/tasks/{task_id}`), or `unmatched`.
+fn route(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
+}
+
+/// The request's span: `METHOD /route`, a child of the caller's span when
+/// the request carries a W3C `traceparent`.
+pub(crate) fn request_span(request: &Request) -> Span {
+    let method = request.method();
+    let route = route(request);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    tasktape_telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+    span
+}
+
+/// Records the response's status on the request span (5xx is an error).
+pub(crate) fn record_response(response: &Response, span: &Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Counts every request by route and status, and times it by route.
+pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = route(&request);
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = state.metrics();
+    metrics
+        .requests
+        .with(&[&route, response.status().as_str()])
+        .inc();
+    metrics.latency.with(&[&route]).observe(started.elapsed());
+    response
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let manager = state.manager();
+    let mut out = Exposition::new();
+    manager.metrics().render(&mut out);
+    out.single(
+        "tasktape_tasks_running",
+        "Tasks running on this instance.",
+        "gauge",
+        manager.running_here() as u64,
+    );
+    match manager.store().counts().await {
+        Ok(counts) => out.single(
+            "tasktape_tasks_pending",
+            "Tasks waiting to run, in the whole store.",
+            "gauge",
+            counts.get(&Status::Pending).copied().unwrap_or(0),
+        ),
+        Err(error) => tracing::warn!(%error, "metrics: cannot count pending tasks"),
+    }
+    let server = state.metrics();
+    out.gauges(
+        "tasktape_followers",
+        "Connected followers, by kind (long_poll, sse).",
+        &server.followers,
+    );
+    out.counters(
+        "tasktape_http_requests_total",
+        "HTTP requests, by route and status code.",
+        &server.requests,
+    );
+    out.histograms(
+        "tasktape_http_request_duration_seconds",
+        "HTTP request latency, by route.",
+        &server.latency,
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    (headers, out.finish()).into_response()
+}
