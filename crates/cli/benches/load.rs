@@ -6,6 +6,11 @@
 //! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
 //! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
 //!
+//! Tracing: `TASKTAPE_LOAD_TRACING=off,on,export` runs the figures once per
+//! setting, in one run: `off` is `RUST_LOG=off` (no spans, no logs), `on`
+//! the default logging with request and task spans (no OpenTelemetry), and
+//! `export` adds OTLP export to a receiver in this process (default: `on`).
+//!
 //! On PostgreSQL: `TASKTAPE_LOAD_STORE=postgres` (the database in
 //! `TASKTAPE_TEST_PG`, so run it under `scripts/with-postgres`) or a
 //! `postgres://` URL, with `TASKTAPE_LOAD_INSTANCES=2` for two instances on
@@ -49,6 +54,49 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// How the servers trace (see the module docs).
+#[derive(Clone)]
+struct TracingSetting {
+    name: String,
+    endpoint: Option<String>,
+}
+
+impl TracingSetting {
+    fn rust_log(&self) -> &'static str {
+        // `off` keeps only the line announcing the address.
+        if self.name == "off" {
+            "off,tasktape::config=info"
+        } else if self.name == "norequest" {
+            "warn,tasktape=info,tasktape_server=warn"
+        } else if self.name == "notask" {
+            "warn,tasktape=info,tasktape_core=warn"
+        } else {
+            "warn,tasktape=info"
+        }
+    }
+}
+
+static TRACING: std::sync::Mutex<Option<TracingSetting>> = std::sync::Mutex::new(None);
+
+fn tracing_setting() -> TracingSetting {
+    TRACING.lock().unwrap().clone().unwrap_or(TracingSetting {
+        name: "on".into(),
+        endpoint: None,
+    })
+}
+
+/// An OTLP/HTTP receiver that accepts and drops spans; its base URL.
+async fn otlp_sink() -> String {
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|_body: axum::body::Bytes| async { "" }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }
 
 /// The store the benchmark runs on: `None` for SQLite, or a Postgres URL.
@@ -119,13 +167,17 @@ fn start_one(
         .arg(dir.path())
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "warn,tasktape=info")
+        .env("RUST_LOG", tracing_setting().rust_log())
         .env("NO_COLOR", "1")
         .env_remove("TASKTAPE_STORE")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(url) = store {
         command.env("TASKTAPE_STORE", url);
+    }
+    command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if let Some(endpoint) = &tracing_setting().endpoint {
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
     }
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -403,7 +455,21 @@ fn main() {
         ),
         Some(_) => "PostgreSQL, one instance".to_owned(),
     };
-    println!("tasktape HTTP load benchmark (release server, {setup}, loopback)");
+    let settings = std::env::var("TASKTAPE_LOAD_TRACING").unwrap_or_else(|_| "on".into());
+    for setting in settings.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let endpoint = (setting == "export").then(|| runtime.block_on(otlp_sink()));
+        *TRACING.lock().unwrap() = Some(TracingSetting {
+            name: setting.to_owned(),
+            endpoint,
+        });
+        println!(
+            "tasktape HTTP load benchmark (release server, {setup}, loopback, tracing {setting})"
+        );
+        figures(&runtime, &only, followers);
+    }
+}
+
+fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize) {
     let row = |name: &str, value: String, target: &str| {
         println!("{name:<48} {value:>14}   target {target}")
     };

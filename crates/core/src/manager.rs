@@ -306,7 +306,7 @@ impl Manager {
             .await
     }
 
-    #[tracing::instrument(name = "manager.submit", skip_all, fields(op = %op), err(level = "debug"))]
+    #[tracing::instrument(name = "manager.submit", level = "debug", skip_all, fields(op = %op), err(level = "debug"))]
     async fn submit_linked(
         &self,
         op: &str,
@@ -550,7 +550,12 @@ impl Manager {
     /// Requests a cancel. A pending task ends `cancelled` at once and never
     /// runs; a running one here gets its token fired (and is aborted after
     /// the grace period if it ignores it). Cancel-safe like `submit`.
-    #[tracing::instrument(name = "manager.cancel", skip(self), err(level = "debug"))]
+    #[tracing::instrument(
+        name = "manager.cancel",
+        level = "debug",
+        skip(self),
+        err(level = "debug")
+    )]
     pub async fn cancel(&self, task_id: TaskId) -> Result<CancelOutcome, StoreError> {
         let manager = self.clone();
         let cancelled = tokio::spawn(async move {

@@ -31,7 +31,7 @@ pub fn run_span(task: &Task) -> Span {
     tracing::info_span!(
         parent: None,
         "task",
-        otel.name = %format!("task.{}", task.op),
+        otel.name = %format_args!("task.{}", task.op),
         otel.kind = "internal",
         task.id = %task.task_id,
         task.op = %task.op,

@@ -81,6 +81,13 @@ impl Telemetry {
     }
 }
 
+/// Whether `span` goes to OpenTelemetry (an OpenTelemetry layer recorded
+/// it): callers add the attributes only a trace backend reads when it does,
+/// and keep spans lean for plain logs otherwise.
+pub fn traced(span: &Span) -> bool {
+    !span.is_disabled() && span.context().span().span_context().is_valid()
+}
+
 fn env_true(name: &str) -> bool {
     std::env::var(name).is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
