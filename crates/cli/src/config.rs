@@ -161,8 +161,8 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Resolved> {
         .or(file.instance_id)
         .unwrap_or_else(|| match store {
             StoreChoice::Sqlite(_) => defaults.instance_id.clone(),
-            // Stable across restarts of this instance, distinct from its peers'.
-            StoreChoice::Postgres(_) => format!("{}:{}", hostname(), listen.port()),
+            // Filled in with the bound port once listening (see `run`).
+            StoreChoice::Postgres(_) => String::new(),
         });
     let lease_ttl = file
         .lease_ttl_ms
@@ -273,17 +273,24 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
             (Arc::new(store), description)
         }
     };
-    let instance = resolved.manager.instance_id.clone();
-    let manager = Manager::start(
-        Arc::clone(&store),
-        OpRegistry::with_builtins(),
-        resolved.manager,
-    )
-    .await?;
+    // Bind first: the default instance id on a shared store is HOST:PORT of
+    // the bound port (stable across restarts, distinct between instances,
+    // even with --listen …:0).
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
         .with_context(|| format!("cannot listen on {}", resolved.listen))?;
     let address = listener.local_addr()?;
+    let mut manager_config = resolved.manager;
+    if manager_config.instance_id.is_empty() {
+        manager_config.instance_id = format!("{}:{}", hostname(), address.port());
+    }
+    let instance = manager_config.instance_id.clone();
+    let manager = Manager::start(
+        Arc::clone(&store),
+        OpRegistry::with_builtins(),
+        manager_config,
+    )
+    .await?;
     tracing::info!(%address, store = %description, %instance, "tasktape listening on http://{address}");
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -71,18 +71,19 @@ impl TapeView {
     }
 
     /// Shows one event.
-    pub fn event(&mut self, event: &Event) {
-        match self.mode {
-            Mode::Json => {
-                println!(
-                    "{}",
-                    serde_json::to_string(event).expect("an event serializes")
-                );
+    /// Shows one event; false when stdout is gone (a pipe's reader quit),
+    /// so the caller can stop quietly.
+    pub fn event(&mut self, event: &Event) -> bool {
+        let line = match self.mode {
+            Mode::Json => serde_json::to_string(event).expect("an event serializes"),
+            Mode::Plain => plain_line(event),
+            Mode::Live => {
+                self.live(event);
+                return true;
             }
-            Mode::Plain => println!("{}", plain_line(event)),
-            Mode::Live => self.live(event),
-        }
-        let _ = std::io::stdout().flush();
+        };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
     }
 
     fn live(&mut self, event: &Event) {

@@ -355,7 +355,9 @@ async fn events(args: EventsArgs) -> Result<Exit, Failure> {
             .await
             .map_err(|error| remote.failure(error))?;
         for event in &page.events {
-            view.event(event);
+            if !view.event(event) {
+                return Ok(Exit::Succeeded);
+            }
         }
         left -= page.events.len() as u64;
         from = page.next_from_seq;
@@ -383,7 +385,10 @@ async fn follow_tape(
     };
     let mut follower = remote.client.follow(task_id, from_seq, follow_mode);
     let mut view = TapeView::new(mode);
-    let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
+    // A deadline too far to represent is no deadline.
+    let deadline = args
+        .timeout
+        .and_then(|timeout| Instant::now().checked_add(timeout));
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
     let mut shown = 0_u64;
@@ -409,7 +414,10 @@ async fn follow_tape(
         };
         match next {
             Ok(Some(event)) => {
-                view.event(&event);
+                if !view.event(&event) {
+                    // Whoever read our output is gone: stop quietly.
+                    return Ok(Exit::Succeeded);
+                }
                 shown += 1;
                 if let EventBody::Final { status, .. } = event.body {
                     return Ok(exit_for(status));
@@ -477,12 +485,16 @@ async fn interrupted(
         };
         match next {
             Ok(Some(event)) => {
-                view.event(&event);
-                if let EventBody::Final { .. } = event.body {
-                    return Ok(Exit::Cancelled);
+                let _ = view.event(&event);
+                if let EventBody::Final { status, .. } = event.body {
+                    // It may have ended some other way before the cancel landed.
+                    return Ok(exit_for(status));
                 }
             }
-            Ok(None) | Err(_) => break,
+            Ok(None) => {
+                return Ok(follower.task_status().map_or(Exit::Cancelled, exit_for));
+            }
+            Err(_) => break,
         }
     }
     view.abandon();

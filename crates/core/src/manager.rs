@@ -14,7 +14,7 @@
 mod lifecycle;
 mod runner;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -134,8 +134,9 @@ struct State {
     claims: HashMap<String, ClaimState>,
     running: HashMap<TaskId, Running>,
     /// Cancels recorded for tasks this instance claimed but has not yet
-    /// registered in `running` (the claim's answer was still on its way).
-    early_cancels: HashSet<TaskId>,
+    /// registered in `running` (the claim's answer was still on its way),
+    /// with when they came; the lease tick drops old ones.
+    early_cancels: HashMap<TaskId, std::time::Instant>,
 }
 
 struct Inner {
@@ -153,6 +154,8 @@ struct Inner {
     tracker: TaskTracker,
     lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     signal_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether a cancel poll is running.
+    polling_cancels: std::sync::atomic::AtomicBool,
 }
 
 /// Runs tasks against a store. Cheap to clone; all clones are one manager.
@@ -184,7 +187,7 @@ impl Manager {
                     accepting: true,
                     claims: HashMap::new(),
                     running: HashMap::new(),
-                    early_cancels: HashSet::new(),
+                    early_cancels: HashMap::new(),
                 }),
                 stopping: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
@@ -192,6 +195,7 @@ impl Manager {
                 tracker: TaskTracker::new(),
                 lease_task: Mutex::new(None),
                 signal_task: Mutex::new(None),
+                polling_cancels: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         manager.recover().await?;
@@ -487,7 +491,7 @@ impl Manager {
         {
             let mut state = self.state();
             let mut cause = None;
-            if state.early_cancels.remove(&task.task_id) || task.cancel_requested {
+            if state.early_cancels.remove(&task.task_id).is_some() || task.cancel_requested {
                 cause = Some(CancelCause::User);
             } else if !state.accepting {
                 // Claimed as shutdown began: it started, so it ends like the
@@ -540,7 +544,8 @@ impl Manager {
                 }
                 Ok(StoreSignal::Resync) | Err(RecvError::Lagged(_)) => {
                     self.kick_all();
-                    self.poll_cancels().await;
+                    // Polled aside, so signals keep flowing meanwhile.
+                    self.spawn_cancel_poll();
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -584,7 +589,9 @@ impl Manager {
                 running.token.cancel();
             } else if owner.as_deref() == Some(self.inner.config.instance_id.as_str()) {
                 // Ours, but the claim that started it has not registered it yet.
-                state.early_cancels.insert(task_id);
+                state
+                    .early_cancels
+                    .insert(task_id, std::time::Instant::now());
             }
         }
     }

@@ -79,16 +79,13 @@ impl Store for MeteredStore {
         body: EventBody,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
-        let queued = self
-            .timed(
-                "append_queued",
-                self.inner.append_queued(task_id, body, ack),
-            )
-            .await;
-        if queued.is_ok() {
-            self.metrics.events_appended.inc();
-        }
-        queued
+        // Counted when it lands, not when it is queued.
+        ack.count_into(&self.metrics.events_appended);
+        self.timed(
+            "append_queued",
+            self.inner.append_queued(task_id, body, ack),
+        )
+        .await
     }
 
     async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome> {
@@ -103,6 +100,16 @@ impl Store for MeteredStore {
         ack: Arc<AppendAck>,
     ) -> Result<FinishOutcome> {
         self.timed("finish", self.inner.finish_reported(task_id, outcome, ack))
+            .await
+    }
+
+    async fn reap(
+        &self,
+        task_id: TaskId,
+        now: Timestamp,
+        error: crate::model::ErrorInfo,
+    ) -> Result<Option<FinishOutcome>> {
+        self.timed("finish", self.inner.reap(task_id, now, error))
             .await
     }
 

@@ -301,7 +301,7 @@ pub struct Metrics {
     /// Run time of ended tasks (start to finish), by op and status.
     pub duration: Family<Histogram>,
     /// Events written to tapes through this instance.
-    pub events_appended: Counter,
+    pub events_appended: Arc<Counter>,
     /// Store operation latency, by operation ([`STORE_OPERATIONS`]).
     pub store: Vec<Histogram>,
 }
@@ -343,7 +343,7 @@ impl Default for Metrics {
             submitted: Family::new(&["op"], &[]),
             finished: Family::new(&["op", "status"], &[]),
             duration: Family::new(&["op", "status"], TASK_BUCKETS),
-            events_appended: Counter::default(),
+            events_appended: Arc::default(),
             store: STORE_OPERATIONS
                 .iter()
                 .map(|_| Histogram::new(STORE_BUCKETS))

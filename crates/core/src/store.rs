@@ -315,17 +315,27 @@ pub type StatusCounts = HashMap<Status, u64>;
 /// Where a queued append reports its outcome (see [`Store::append_queued`]).
 #[derive(Debug, Default)]
 pub struct AppendAck {
+    /// Counts the appends that land, when someone counts them.
+    appended: std::sync::OnceLock<Arc<crate::metrics::Counter>>,
     dropped: AtomicBool,
     last_seq: AtomicU64,
     error: Mutex<Option<String>>,
 }
 
 impl AppendAck {
+    /// Adds each append that lands to `counter` (the first counter set stays).
+    pub fn count_into(&self, counter: &Arc<crate::metrics::Counter>) {
+        let _ = self.appended.set(Arc::clone(counter));
+    }
+
     /// Records one append's outcome.
     pub fn record(&self, outcome: &Result<AppendOutcome>) {
         match outcome {
             Ok(AppendOutcome::Appended { seq }) => {
                 self.last_seq.fetch_max(*seq, Ordering::Relaxed);
+                if let Some(counter) = self.appended.get() {
+                    counter.inc();
+                }
             }
             Ok(AppendOutcome::Dropped { .. } | AppendOutcome::NotFound) => {
                 self.dropped.store(true, Ordering::Release);
@@ -436,6 +446,16 @@ pub trait Store: Send + Sync + 'static {
         self.finish(task_id, outcome_after_events(outcome, &ack))
             .await
     }
+
+    /// Finishes a running task whose lease ended before `now` as `failed`
+    /// with `error`, checking the lease again inside the transaction: `None`
+    /// when it is not running or its owner renewed the lease meanwhile.
+    async fn reap(
+        &self,
+        task_id: TaskId,
+        now: Timestamp,
+        error: crate::model::ErrorInfo,
+    ) -> Result<Option<FinishOutcome>>;
 
     /// Records a cancel request; a pending task is finished `cancelled` at once.
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome>;

@@ -126,8 +126,9 @@ impl Cursor {
             if page.status.is_terminal() {
                 return None; // resumed past `final`
             }
-            // Any new event (a `final` below `next` included) re-reads the page.
-            let far = Instant::now() + Duration::from_secs(3600);
+            // Any new event (a `final` below `next` included) re-reads the
+            // page; so does a quiet half-minute, in case a wake-up was missed.
+            let far = Instant::now() + Duration::from_secs(30);
             tokio::select! {
                 _ = self.watch.wait_past(page.last_seq, far) => {}
                 () = self.state.shutdown().cancelled() => return None,

@@ -113,7 +113,7 @@ impl Sql {
             start: format!("SELECT out_code, out_status FROM {s}.start_task($1, $2, $3, $4, $5)"),
             claim: format!("SELECT {TASK_COLUMNS} FROM {s}.claim($1, $2, $3, $4, $5, $6)"),
             finish: format!(
-                "SELECT out_code, out_status, out_seq FROM {s}.finish_task($1, $2, $3, $4, $5, $6, $7, $8)"
+                "SELECT out_code, out_status, out_seq FROM {s}.finish_task($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             cancel: format!(
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
@@ -350,6 +350,19 @@ impl Shared {
         task_id: TaskId,
         outcome: &Outcome,
     ) -> Result<FinishOutcome> {
+        let finished = self.finish_task(client, task_id, outcome, None).await?;
+        Ok(finished.unwrap_or(FinishOutcome::NotFound))
+    }
+
+    /// `finish_task`; with `expired_before`, only a running task whose lease
+    /// ended before it (`None` otherwise).
+    async fn finish_task(
+        &self,
+        client: &deadpool_postgres::Object,
+        task_id: TaskId,
+        outcome: &Outcome,
+        expired_before: Option<Timestamp>,
+    ) -> Result<Option<FinishOutcome>> {
         let (result, error) = match outcome {
             Outcome::Succeeded(result) => (Some(result.to_string()), None),
             Outcome::Failed(error) => {
@@ -377,12 +390,13 @@ impl Shared {
                     &cancel_body.open_json(),
                     &now.as_millis(),
                     &now.to_string(),
+                    &expired_before.map(Timestamp::as_millis),
                 ],
             )
             .await
             .map_err(driver(context))?;
         let code: i16 = row.try_get(0).map_err(driver(context))?;
-        Ok(match code {
+        Ok(Some(match code {
             0 => {
                 let status = rows::status(row.try_get(1).map_err(driver(context))?)?;
                 let seq: i64 = row.try_get(2).map_err(driver(context))?;
@@ -396,8 +410,10 @@ impl Shared {
                 status: rows::status(row.try_get(1).map_err(driver(context))?)?,
             },
             2 => FinishOutcome::NotStarted,
+            // A reap of a task that is not running (or not there) reaps nothing.
+            3 | 4 if expired_before.is_some() => return Ok(None),
             _ => FinishOutcome::NotFound,
-        })
+        }))
     }
 }
 
@@ -634,6 +650,18 @@ impl Store for PostgresStore {
         ack: Arc<AppendAck>,
     ) -> Result<FinishOutcome> {
         self.finish_queued(task_id, outcome, Some(ack)).await
+    }
+
+    async fn reap(
+        &self,
+        task_id: TaskId,
+        now: Timestamp,
+        error: tasktape_core::ErrorInfo,
+    ) -> Result<Option<FinishOutcome>> {
+        let client = self.client().await?;
+        self.shared
+            .finish_task(&client, task_id, &Outcome::Failed(error), Some(now))
+            .await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {

@@ -20,11 +20,16 @@ use crate::rows::{task_id, uuid};
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often the listening connection is checked, and how long a check may take.
+const PING_EVERY: Duration = Duration::from_secs(15);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Listens until the store is dropped (the task is aborted then).
 pub(crate) async fn run(shared: Arc<Shared>, mut config: tokio_postgres::Config, schema: String) {
     // Named so an operator can tell it in pg_stat_activity.
     config.application_name(format!("tasktape listener {schema}"));
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
     let channel = crate::schema::channel(&schema);
     let mut backoff = BACKOFF_FIRST;
     let mut first = true;
@@ -76,10 +81,28 @@ async fn listen_once(
             tracing::info!("postgres listener reconnected; catching up");
         }
         catch_up(shared, &client).await?;
-        while let Some(payload) = notifications.recv().await {
-            dispatch(shared, &payload);
+        // A connection cut without a word (a NAT, a failover) would leave
+        // us deaf: ping it, and reconnect when the ping fails.
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                payload = notifications.recv() => match payload {
+                    Some(payload) => dispatch(shared, &payload),
+                    None => return Ok(()),
+                },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => return Err(error),
+                        Err(_) => {
+                            tracing::warn!("postgres listener: ping timed out; reconnecting");
+                            return Ok(());
+                        }
+                    }
+                }
+            }
         }
-        Ok(())
     };
     let outcome: Result<(), tokio_postgres::Error> = listening.await;
     driver.abort();

@@ -173,20 +173,29 @@ END
 $fn$;
 
 -- out_code 0 finished (out_status, out_seq), 1 already finished (out_status),
--- 2 not started (a pending task cannot succeed), 3 no such task. A recorded
+-- 2 not started (a pending task cannot succeed), 3 no such task, 4 (a reap,
+-- p_expired_before set) not running or its lease was renewed. A recorded
 -- cancel wins: the task ends cancelled whatever p_status says.
 CREATE FUNCTION {s}.finish_task(p_id uuid, p_status text, p_result text, p_error text,
-                                p_final text, p_cancel_final text, p_now bigint, p_ts text)
+                                p_final text, p_cancel_final text, p_now bigint, p_ts text,
+                                p_expired_before bigint)
 RETURNS TABLE (out_code smallint, out_status text, out_seq bigint) LANGUAGE plpgsql AS $fn$
 DECLARE
     cur record;
     v_status text := p_status;
     v_final text := p_final;
 BEGIN
-    SELECT t.status, t.cancel_requested, t.last_seq, t.op INTO cur
+    SELECT t.status, t.cancel_requested, t.last_seq, t.op, t.lease_until INTO cur
       FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
     IF NOT FOUND THEN
         out_code := 3;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- A reap: only a running task whose lease is still over, checked under the lock.
+    IF p_expired_before IS NOT NULL
+       AND (cur.status <> 'running' OR cur.lease_until IS NULL OR cur.lease_until >= p_expired_before) THEN
+        out_code := 4;
         RETURN NEXT;
         RETURN;
     END IF;

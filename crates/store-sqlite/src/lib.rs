@@ -341,6 +341,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn reap(
+        &self,
+        task_id: TaskId,
+        now: Timestamp,
+        error: tasktape_core::ErrorInfo,
+    ) -> Result<Option<FinishOutcome>> {
+        self.call(|reply| Command::Reap(task_id, now, error, reply))
+            .await
+    }
+
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
         self.call(|reply| Command::RequestCancel(task_id, reply))
             .await

@@ -4,7 +4,7 @@
 
 use rusqlite::{OptionalExtension, params};
 use tasktape_core::event::{EncodedBody, EventBody};
-use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
     AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, StartOutcome,
 };
@@ -273,6 +273,30 @@ impl Writer {
         self.insert_event(task_id, &EventBody::final_for(outcome).encode(), seq, now)?;
         self.live.remove(&task_id);
         Ok(FinishOutcome::Finished { seq, status })
+    }
+
+    /// Finishes a running task `failed` if its lease ended before `now`.
+    pub(crate) fn reap(
+        &mut self,
+        task_id: TaskId,
+        now: Timestamp,
+        error: &ErrorInfo,
+    ) -> rusqlite::Result<Option<FinishOutcome>> {
+        let lease: Option<Option<i64>> = self
+            .conn
+            .prepare_cached(
+                "SELECT lease_until FROM tasks WHERE task_id = ?1 AND status = 'running'",
+            )?
+            .query_row([task_id.as_bytes().as_slice()], |row| row.get(0))
+            .optional()?;
+        match lease {
+            Some(Some(until)) if until < now.as_millis() => {
+                let finished =
+                    self.finish(task_id, &Outcome::Failed(error.clone()), Timestamp::now())?;
+                Ok(Some(finished))
+            }
+            _ => Ok(None),
+        }
     }
 
     pub(crate) fn request_cancel(

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use rusqlite::{Connection, params};
 use tasktape_core::event::EncodedBody;
-use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
     StartOutcome, StoreError, outcome_after_events,
@@ -52,6 +52,7 @@ pub(crate) enum Command {
     ),
     RequestCancel(TaskId, Reply<CancelOutcome>),
     RenewLease(String, Timestamp, Reply<u64>),
+    Reap(TaskId, Timestamp, ErrorInfo, Reply<Option<FinishOutcome>>),
     Delete(TaskId, Reply<DeleteOutcome>),
     Purge(Timestamp, Reply<u64>),
 }
@@ -66,6 +67,7 @@ enum Done {
     Cancel(CancelOutcome),
     Count(u64),
     Delete(DeleteOutcome),
+    Reaped(Option<FinishOutcome>),
 }
 
 #[derive(Clone, Copy)]
@@ -217,6 +219,9 @@ impl Writer {
                 Done::Count(renew.execute(params![until.as_millis(), owner])? as u64)
             }
             Command::Delete(task_id, _) => Done::Delete(self.delete(*task_id)?),
+            Command::Reap(task_id, now, error, _) => {
+                Done::Reaped(self.reap(*task_id, *now, error)?)
+            }
             Command::Purge(cutoff, _) => Done::Count(self.purge(*cutoff)?),
         })
     }
@@ -251,6 +256,7 @@ impl Command {
                 drop(reply.send(Ok(count)));
             }
             (Command::Delete(_, reply), Done::Delete(outcome)) => drop(reply.send(Ok(outcome))),
+            (Command::Reap(_, _, _, reply), Done::Reaped(outcome)) => drop(reply.send(Ok(outcome))),
             (command, _) => command.fail(StoreError::Backend {
                 context: "sqlite writer".into(),
                 source: "internal mismatch between a command and its result".into(),
@@ -271,6 +277,7 @@ impl Command {
                 drop(reply.send(Err(error)))
             }
             Command::Delete(_, reply) => drop(reply.send(Err(error))),
+            Command::Reap(_, _, _, reply) => drop(reply.send(Err(error))),
         }
     }
 }

@@ -118,14 +118,22 @@ async fn a_submit_its_request_and_the_run_arrive_at_an_otlp_receiver_as_one_stor
     assert_eq!(run.links[0].span_id, request.span_id);
     assert_eq!(attribute(run, "task.status").as_deref(), Some("succeeded"));
     assert_eq!(attribute(run, "task.op").as_deref(), Some("echo"));
-    // The follow requests of --wait are in the CLI's trace too.
-    assert!(
-        spans.iter().any(
-            |span| span.name.starts_with("GET /v1/tasks/{task_id}/events")
-                && span.trace_id == cli.trace_id
-        ),
-        "the follow requests continue the CLI's trace"
-    );
+    // The follow requests of --wait are in the CLI's trace too (a stream's
+    // span ends with its connection, so it may come in a later export).
+    let since = Instant::now();
+    loop {
+        let follows = receiver.spans.lock().unwrap().iter().any(|span| {
+            span.name.starts_with("GET /v1/tasks/{task_id}/events") && span.trace_id == cli.trace_id
+        });
+        if follows {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "the follow requests continue the CLI's trace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use std::collections::HashSet;
+
+use tracing::{debug, info, warn};
 
 use super::{CancelCause, Manager, ShutdownReport};
 use crate::model::{ErrorInfo, Outcome, TaskId};
-use crate::store::CancelOutcome;
+use crate::store::{CancelOutcome, FinishOutcome};
 use crate::time::Timestamp;
 
 impl Manager {
@@ -18,8 +20,9 @@ impl Manager {
     }
 
     /// Every `lease_interval`: renew our leases, reap peers' expired ones,
-    /// and fire the token of any task here whose cancel was recorded
-    /// elsewhere (another instance, or a caller that went away).
+    /// fire the token of any task here whose cancel was recorded elsewhere
+    /// (another instance, or a caller that went away), finish tasks this
+    /// instance holds but no longer runs, and claim whatever waits.
     pub(super) async fn lease_loop(&self) {
         let interval = self
             .inner
@@ -28,6 +31,12 @@ impl Manager {
             .max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // After our renewals failed (the store was out), peers' probably did
+        // too: reap nobody until they have had a full lease to renew.
+        let mut reap_from = std::time::Instant::now();
+        let mut renewal_failed = false;
+        // Tasks held here but not running here at the last tick.
+        let mut orphans = HashSet::new();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -37,34 +46,118 @@ impl Manager {
             let owner = &self.inner.config.instance_id;
             if let Err(error) = store.renew_lease(owner, self.lease_until()).await {
                 warn!(%error, "lease renewal failed");
+                renewal_failed = true;
                 continue;
             }
-            match store.expired(Timestamp::now(), owner).await {
-                Ok(expired) => {
-                    for task_id in expired {
-                        let error = ErrorInfo::new(
-                            "owner_lost",
-                            "the instance running this task stopped renewing its lease",
-                        );
-                        match store.finish(task_id, Outcome::Failed(error)).await {
-                            Ok(outcome) => {
-                                warn!(%task_id, ?outcome, "reaped task whose owner's lease expired");
-                                if let crate::store::FinishOutcome::Finished { status, .. } =
-                                    outcome
-                                {
-                                    self.count_finished(task_id, status).await;
-                                }
-                            }
-                            Err(error) => warn!(%task_id, %error, "could not reap task"),
-                        }
-                    }
-                }
-                Err(error) => warn!(%error, "could not list expired leases"),
+            if std::mem::take(&mut renewal_failed) {
+                reap_from = std::time::Instant::now() + self.inner.config.lease_ttl;
             }
-            self.poll_cancels().await;
+            if std::time::Instant::now() >= reap_from {
+                self.reap_expired().await;
+            }
+            self.spawn_cancel_poll();
+            orphans = self.finish_orphans(orphans).await;
+            self.prune_early_cancels();
             // A fallback for missed signals: claim whatever waits.
             self.kick_all();
         }
+    }
+
+    /// Finishes peers' tasks whose lease is over (`owner_lost`); the store
+    /// checks the lease again, so an owner that just renewed keeps its task.
+    async fn reap_expired(&self) {
+        let store = &self.inner.store;
+        let now = Timestamp::now();
+        let expired = match store.expired(now, &self.inner.config.instance_id).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                warn!(%error, "could not list expired leases");
+                return;
+            }
+        };
+        for task_id in expired {
+            let error = ErrorInfo::new(
+                "owner_lost",
+                "the instance running this task stopped renewing its lease",
+            );
+            match store.reap(task_id, now, error).await {
+                Ok(Some(FinishOutcome::Finished { status, .. })) => {
+                    warn!(%task_id, "reaped a task whose owner's lease expired");
+                    self.count_finished(task_id, status).await;
+                }
+                Ok(other) => debug!(%task_id, ?other, "not reaped"),
+                Err(error) => warn!(%task_id, %error, "could not reap task"),
+            }
+        }
+    }
+
+    /// Tasks the store says run here but no run holds (a claim that
+    /// committed while its answer was lost): finished `failed` once they
+    /// were orphans at two ticks in a row, since their leases would
+    /// otherwise be renewed for ever. Returns this tick's orphans.
+    async fn finish_orphans(&self, previous: HashSet<TaskId>) -> HashSet<TaskId> {
+        let store = &self.inner.store;
+        let held = match store.leftovers(&self.inner.config.instance_id).await {
+            Ok(held) => held,
+            Err(_) => return previous,
+        };
+        let orphans: HashSet<TaskId> = {
+            let state = self.state();
+            held.into_iter()
+                .filter(|task_id| !state.running.contains_key(task_id))
+                .collect()
+        };
+        let mut still = HashSet::new();
+        for task_id in orphans {
+            if !previous.contains(&task_id) {
+                still.insert(task_id);
+                continue;
+            }
+            let error = ErrorInfo::new(
+                "orphaned",
+                "this instance started the task but lost track of its run",
+            );
+            match store.finish(task_id, Outcome::Failed(error)).await {
+                Ok(FinishOutcome::Finished { status, .. }) => {
+                    warn!(%task_id, "finished a task this instance held but did not run");
+                    self.count_finished(task_id, status).await;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(%task_id, %error, "could not finish an orphaned task");
+                    still.insert(task_id);
+                }
+            }
+        }
+        still
+    }
+
+    /// Early cancels whose claim never arrived (the task ended elsewhere).
+    fn prune_early_cancels(&self) {
+        let keep = self.inner.config.lease_ttl;
+        self.state()
+            .early_cancels
+            .retain(|_, since| since.elapsed() < keep);
+    }
+
+    /// Polls cancels aside (at most one poll at a time), so slow reads do
+    /// not hold up lease renewal.
+    pub(super) fn spawn_cancel_poll(&self) {
+        if self
+            .inner
+            .polling_cancels
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let manager = self.clone();
+        tokio::spawn(async move {
+            manager.poll_cancels().await;
+            manager
+                .inner
+                .polling_cancels
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     pub(super) async fn poll_cancels(&self) {

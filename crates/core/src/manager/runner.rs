@@ -38,9 +38,13 @@ impl Manager {
         };
         let reporter = Reporter::new(Arc::clone(&self.inner.store), task_id, token.clone());
         let started = std::time::Instant::now();
-        let outcome = self
-            .drive(op, task.params, reporter.clone(), &token, task_id)
-            .await;
+        // Cancelled (or shut down) between its claim and now: the op never runs.
+        let outcome = if token.is_cancelled() {
+            self.cancel_outcome(task_id)
+        } else {
+            self.drive(op, task.params, reporter.clone(), &token, task_id)
+                .await
+        };
         reporter.close();
         let finished = self
             .finish_until_written(task_id, outcome, reporter.ack())

@@ -415,3 +415,51 @@ pub async fn terminal_rows_never_change(h: Harness) {
         assert_eq!(before, after);
     }
 }
+
+/// A reap finishes only a running task whose lease is over, checked again
+/// at write time: a renewed lease is kept.
+pub async fn reap_checks_the_lease_again(h: Harness) {
+    use crate::store::Lease;
+    let store = &*h.store;
+    let task_id = store.create(new_task("test")).await.unwrap().task.task_id;
+    let short = Lease {
+        owner: "owner-a".into(),
+        until: Timestamp::now().add_millis(20),
+    };
+    assert!(matches!(
+        store.start(task_id, short).await.unwrap(),
+        StartOutcome::Started(_)
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let seen_expired_at = Timestamp::now();
+    // The owner renews after the reaper saw the lease expired.
+    store
+        .renew_lease("owner-a", Timestamp::now().add_millis(60_000))
+        .await
+        .unwrap();
+    let lost = ErrorInfo::new("owner_lost", "lease expired");
+    assert_eq!(
+        store
+            .reap(task_id, seen_expired_at, lost.clone())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_status(store, task_id, Status::Running).await;
+    // Past the renewed lease, it is reaped.
+    let later = Timestamp::now().add_millis(120_000);
+    assert!(matches!(
+        store.reap(task_id, later, lost.clone()).await.unwrap(),
+        Some(FinishOutcome::Finished {
+            status: Status::Failed,
+            ..
+        })
+    ));
+    assert_eq!(row(store, task_id).await.error.unwrap().code, "owner_lost");
+    // A finished (or unknown) task is not reaped again.
+    assert_eq!(
+        store.reap(task_id, later, lost.clone()).await.unwrap(),
+        None
+    );
+    assert_eq!(store.reap(TaskId::new(), later, lost).await.unwrap(), None);
+}

@@ -81,6 +81,7 @@ macro_rules! store_contract_tests {
             cancel_racing_success_leaves_one_final_matching_the_row,
             claim_starts_the_oldest_pending_tasks_up_to_the_limit,
             concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
+            reap_checks_the_lease_again,
         );
     };
     (@each $factory:path; $($check:ident),* $(,)?) => {

@@ -472,3 +472,14 @@ async fn a_long_poll_wakes_on_the_next_commit_and_returns_at_once_when_terminal(
         .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_held_here_but_run_by_no_one_is_finished_as_orphaned() {
+    let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
+    // Running under this instance's id, yet no run of this manager holds it
+    // (as after a claim whose answer was lost).
+    let orphan = started_by(&rig.store, "local", 60_000).await;
+    let (task, _) = wait_final(&rig.store, orphan).await;
+    assert_eq!(task.status, Status::Failed);
+    assert_eq!(task.error.unwrap().code, "orphaned");
+}
