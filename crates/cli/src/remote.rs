@@ -138,6 +138,14 @@ impl Remote {
         }
     }
 
+    /// Awaits a client call; a failure becomes one line and an exit code.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, Failure> {
+        call.await.map_err(|error| self.failure(error))
+    }
+
     /// One line for a failed call, and its exit code.
     pub fn failure(&self, error: ClientError) -> Failure {
         match &error {

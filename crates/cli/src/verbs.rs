@@ -288,11 +288,7 @@ async fn submit(args: SubmitArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
     let mut submission = Submission::new(&args.op, params);
     submission.idempotency_key = args.idempotency_key.clone();
-    let handle = remote
-        .client
-        .submit(&submission)
-        .await
-        .map_err(|error| remote.failure(error))?;
+    let handle = remote.call(remote.client.submit(&submission)).await?;
     let mode = Mode::pick(args.output.json, args.output.plain);
     if !args.wait {
         match mode {
@@ -350,10 +346,12 @@ async fn events(args: EventsArgs) -> Result<Exit, Failure> {
     while left > 0 {
         let page_size = u32::try_from(left.min(1000)).expect("at most 1000");
         let page = remote
-            .client
-            .events(args.id, from, page_size, Duration::ZERO)
-            .await
-            .map_err(|error| remote.failure(error))?;
+            .call(
+                remote
+                    .client
+                    .events(args.id, from, page_size, Duration::ZERO),
+            )
+            .await?;
         for event in &page.events {
             if !view.event(event) {
                 return Ok(Exit::Succeeded);
@@ -466,11 +464,7 @@ async fn interrupted(
         return Ok(Exit::Cancelled);
     }
     view.note(&format!("interrupted: cancelling task {task_id}"));
-    let answer = remote
-        .client
-        .cancel(task_id)
-        .await
-        .map_err(|error| remote.failure(error))?;
+    let answer = remote.call(remote.client.cancel(task_id)).await?;
     if answer.already_terminal {
         view.note(&format!("task {task_id} had already ended"));
     }
@@ -504,11 +498,7 @@ async fn interrupted(
 
 async fn status(args: IdArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
-    let row = remote
-        .client
-        .task(args.id)
-        .await
-        .map_err(|error| remote.failure(error))?;
+    let row = remote.call(remote.client.task(args.id)).await?;
     if args.output.json {
         print_json(&row);
         return Ok(Exit::Succeeded);
@@ -548,11 +538,7 @@ fn took(started: Option<Timestamp>, finished: Option<Timestamp>) -> Option<Strin
 
 async fn cancel(args: IdArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
-    let answer = remote
-        .client
-        .cancel(args.id)
-        .await
-        .map_err(|error| remote.failure(error))?;
+    let answer = remote.call(remote.client.cancel(args.id)).await?;
     if args.output.json {
         print_json(&answer);
     } else if answer.already_terminal {
@@ -574,11 +560,7 @@ async fn cancel(args: IdArgs) -> Result<Exit, Failure> {
 
 async fn ops(args: OpsArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
-    let ops = remote
-        .client
-        .ops()
-        .await
-        .map_err(|error| remote.failure(error))?;
+    let ops = remote.call(remote.client.ops()).await?;
     if args.output.json {
         print_json(&ops);
         return Ok(Exit::Succeeded);
@@ -602,11 +584,7 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
     };
     let mut rows: Vec<TaskSummary> = Vec::new();
     let more = loop {
-        let page = remote
-            .client
-            .list(&query)
-            .await
-            .map_err(|error| remote.failure(error))?;
+        let page = remote.call(remote.client.list(&query)).await?;
         rows.extend(page.tasks);
         match page.next_cursor {
             Some(cursor) if page.has_more && args.all => query.cursor = Some(cursor),

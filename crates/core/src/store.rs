@@ -384,6 +384,19 @@ pub fn outcome_after_events(outcome: Outcome, ack: &AppendAck) -> Outcome {
     }
 }
 
+/// `Err(NotAppendable)` for bodies only the store itself writes
+/// (`task_started`, `final`) and for `heartbeat`; what every store's
+/// `append` checks first.
+pub fn check_appendable(body: &EventBody) -> Result<()> {
+    if body.is_appendable() {
+        Ok(())
+    } else {
+        Err(StoreError::NotAppendable {
+            kind: body.kind().as_str(),
+        })
+    }
+}
+
 /// A task store. Implementations: `tasktape-store-sqlite`, `tasktape-store-postgres`.
 ///
 /// Callers hold it as `Arc<dyn Store>`. Every method is one atomic step; none

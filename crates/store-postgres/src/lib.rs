@@ -613,7 +613,7 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
-        check_appendable(&body)?;
+        tasktape_core::store::check_appendable(&body)?;
         let (reply, answer) = oneshot::channel();
         self.write(WriteJob::Append {
             task_id,
@@ -630,7 +630,7 @@ impl Store for PostgresStore {
         body: EventBody,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
-        check_appendable(&body)?;
+        tasktape_core::store::check_appendable(&body)?;
         self.write(WriteJob::Append {
             task_id,
             body: body.encode(),
@@ -886,16 +886,6 @@ impl Store for PostgresStore {
             .await?;
         let count: i64 = rows[0].try_get(0).map_err(driver("purging tasks"))?;
         Ok(count as u64)
-    }
-}
-
-fn check_appendable(body: &EventBody) -> Result<()> {
-    if body.is_appendable() {
-        Ok(())
-    } else {
-        Err(StoreError::NotAppendable {
-            kind: body.kind().as_str(),
-        })
     }
 }
 

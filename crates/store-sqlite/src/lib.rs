@@ -306,7 +306,7 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
-        check_appendable(&body)?;
+        tasktape_core::store::check_appendable(&body)?;
         let body = body.encode();
         self.call(|reply| Command::Append(task_id, body, AppendReply::Wait(reply)))
             .await
@@ -318,7 +318,7 @@ impl Store for SqliteStore {
         body: EventBody,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
-        check_appendable(&body)?;
+        tasktape_core::store::check_appendable(&body)?;
         let command = Command::Append(task_id, body.encode(), AppendReply::Ack(ack));
         self.commands
             .send(command)
@@ -420,16 +420,6 @@ impl Store for SqliteStore {
     async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
         self.call(|reply| Command::Purge(finished_before, reply))
             .await
-    }
-}
-
-fn check_appendable(body: &EventBody) -> Result<()> {
-    if body.is_appendable() {
-        Ok(())
-    } else {
-        Err(StoreError::NotAppendable {
-            kind: body.kind().as_str(),
-        })
     }
 }
 

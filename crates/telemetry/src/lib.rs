@@ -22,7 +22,7 @@ mod json;
 use std::collections::HashMap;
 
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tasktape_core::Task;
@@ -182,18 +182,22 @@ pub fn init(format: LogFormat) -> Telemetry {
 /// Makes `span` continue the caller's trace given by a W3C `traceparent`
 /// (and `tracestate`); an absent or malformed header changes nothing.
 pub fn continue_trace(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
-    let Some(traceparent) = traceparent else {
+    let Some(context) = traceparent.and_then(|parent| remote_context(parent, tracestate)) else {
         return;
     };
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
+}
+
+/// The span context a W3C `traceparent` (and `tracestate`) names, if valid.
+fn remote_context(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
     let mut carrier = HashMap::new();
     carrier.insert("traceparent".to_owned(), traceparent.to_owned());
     if let Some(tracestate) = tracestate {
         carrier.insert("tracestate".to_owned(), tracestate.to_owned());
     }
     let cx = TraceContextPropagator::new().extract(&carrier);
-    if cx.span().span_context().is_valid() {
-        let _ = span.set_parent(cx);
-    }
+    let context = cx.span().span_context().clone();
+    context.is_valid().then_some(context)
 }
 
 /// `span`'s context as a W3C `traceparent`, when it is traced.
@@ -222,14 +226,12 @@ impl TaskTracing for OtelTaskTracing {
 
     fn run_span(&self, task: &Task) -> Span {
         let span = tasktape_core::observe::run_span(task);
-        if let Some(parent) = &task.trace_parent {
-            let mut carrier = HashMap::new();
-            carrier.insert("traceparent".to_owned(), parent.clone());
-            let cx = TraceContextPropagator::new().extract(&carrier);
-            let context = cx.span().span_context().clone();
-            if context.is_valid() {
-                span.add_link(context);
-            }
+        if let Some(context) = task
+            .trace_parent
+            .as_deref()
+            .and_then(|parent| remote_context(parent, None))
+        {
+            span.add_link(context);
         }
         span
     }
