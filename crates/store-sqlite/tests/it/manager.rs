@@ -254,9 +254,12 @@ async fn cancel_fires_the_token_and_the_task_ends_cancelled() {
 async fn op_ignoring_its_token_is_aborted_after_the_grace_period() {
     let runs_to_end = Arc::new(AtomicUsize::new(0));
     let counter = runs_to_end.clone();
+    let started = Arc::new(Semaphore::new(0));
+    let op_started = started.clone();
     let op = FnOp::new("stubborn", "ignores cancel", move |_params, _reporter| {
-        let counter = counter.clone();
+        let (counter, op_started) = (counter.clone(), op_started.clone());
         async move {
+            op_started.add_permits(1);
             tokio::time::sleep(Duration::from_secs(60)).await;
             counter.fetch_add(1, Ordering::SeqCst);
             Ok(Value::Null)
@@ -265,6 +268,9 @@ async fn op_ignoring_its_token_is_aborted_after_the_grace_period() {
     let rig = Rig::new(registry_with(op), quick_config()).await;
     let task_id = rig.submit("stubborn", json!({})).await;
     wait_status(&rig.store, task_id, Status::Running).await;
+    // Running in the store is not yet running the op (a cancel before the op
+    // starts means it never runs): wait for the op itself.
+    let _ = started.acquire().await.unwrap();
     let asked = tokio::time::Instant::now();
     rig.manager.cancel(task_id).await.unwrap();
     let (task, _) = wait_final(&rig.store, task_id).await;
@@ -378,14 +384,20 @@ async fn shutdown_cancels_running_work_and_leaves_pending_tasks_pending() {
     let op = gate_op(
         "gate",
         gate,
-        started,
+        started.clone(),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
     );
     let mut ops = registry_with(op);
-    ops.register(FnOp::new("stubborn", "", |_params, _reporter| async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Ok(Value::Null)
+    let stubborn_started = Arc::new(Semaphore::new(0));
+    let op_started = stubborn_started.clone();
+    ops.register(FnOp::new("stubborn", "", move |_params, _reporter| {
+        let op_started = op_started.clone();
+        async move {
+            op_started.add_permits(1);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Value::Null)
+        }
     }));
     let mut config = quick_config();
     config.op_concurrency.insert("gate".into(), 1);
@@ -395,6 +407,11 @@ async fn shutdown_cancels_running_work_and_leaves_pending_tasks_pending() {
     let stubborn = rig.submit("stubborn", json!({})).await;
     wait_status(&rig.store, running, Status::Running).await;
     wait_status(&rig.store, stubborn, Status::Running).await;
+    // Both ops themselves run (a shutdown before an op starts means it never runs).
+    let _ = stubborn_started.acquire().await.unwrap();
+    while started.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let report = rig.manager.shutdown(Duration::from_millis(1500)).await;
     assert_eq!(report.unfinished, 0);
     // The gate op returns a result when its token fires: that result stands.

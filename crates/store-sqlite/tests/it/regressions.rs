@@ -25,12 +25,15 @@ fn finals(events: &[tasktape_core::Event]) -> usize {
 async fn late_progress_after_cancel_is_dropped() {
     let (late_tx, late_rx) = oneshot::channel::<Result<(), ReportError>>();
     let late_tx = Arc::new(Mutex::new(Some(late_tx)));
+    let started = Arc::new(Semaphore::new(0));
+    let op_started = started.clone();
     let op = FnOp::new(
         "leaky",
         "leaves a reporter behind",
         move |_params, reporter| {
-            let late_tx = late_tx.clone();
+            let (late_tx, op_started) = (late_tx.clone(), op_started.clone());
             async move {
+                op_started.add_permits(1);
                 let straggler = reporter.clone();
                 tokio::spawn(async move {
                     straggler.cancelled().await;
@@ -50,6 +53,8 @@ async fn late_progress_after_cancel_is_dropped() {
     let rig = Rig::new(ops, quick_config()).await;
     let task_id = rig.submit("leaky", json!({})).await;
     wait_status(&rig.store, task_id, Status::Running).await;
+    // The op itself runs (a cancel before it starts means it never runs).
+    let _ = started.acquire().await.unwrap();
     rig.manager.cancel(task_id).await.unwrap();
     let (_, before) = wait_final(&rig.store, task_id).await;
     let late = tokio::time::timeout(Duration::from_secs(10), late_rx)
