@@ -1,10 +1,10 @@
 //! The `tasktape` binary: parses arguments and calls the library code of
-//! each verb (`serve` in `config`, the client verbs in `verbs`).
+//! each verb (`serve` in `serve`, the client verbs in `verbs`).
 
-mod config;
 mod display;
 mod exit;
 mod remote;
+mod serve;
 mod verbs;
 
 use std::process::ExitCode;
@@ -21,8 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the HTTP server on a local SQLite store
-    Serve(config::ServeArgs),
+    /// Run the HTTP server (SQLite in --data-dir, or PostgreSQL with --store)
+    Serve(serve::ServeArgs),
     /// Start a task of an op (--wait: follow it until it ends)
     Submit(verbs::SubmitArgs),
     /// List, inspect, follow and cancel tasks
@@ -35,7 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => config::serve(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Submit(args) => verbs::run(verbs::Verb::Submit(args)),
         Command::Tasks(command) => verbs::run(verbs::Verb::Tasks(command)),
         Command::Ops(args) => verbs::run(verbs::Verb::Ops(args)),

@@ -36,7 +36,7 @@ pub mod wake;
 pub mod testkit;
 
 pub use event::{Event, EventBody, EventKind, StoredEvent, validate_tape};
-pub use manager::{Manager, ManagerConfig, SubmitError, Submitted};
+pub use manager::{FollowError, Manager, ManagerConfig, SubmitError, Submitted, TaskEvents};
 pub use model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 pub use op::{FnOp, Op, OpError, OpRegistry, OpResult, ParamsError};
 pub use reporter::{ReportError, Reporter};

@@ -13,6 +13,9 @@
 
 mod lifecycle;
 mod runner;
+mod waiting;
+
+pub use waiting::{FollowError, TaskEvents};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,6 +52,10 @@ pub struct ManagerConfig {
     pub op_concurrency: HashMap<String, usize>,
     /// How task runs' spans are made and linked to their submitters'.
     pub task_tracing: Arc<dyn TaskTracing>,
+    /// Whether this instance runs tasks. `false` makes an API-only instance
+    /// on a shared store: it accepts submits (checking params with its ops'
+    /// `prepare`), cancels and reads, and claims nothing.
+    pub worker: bool,
 }
 
 impl Default for ManagerConfig {
@@ -61,6 +68,7 @@ impl Default for ManagerConfig {
             default_concurrency: 64,
             op_concurrency: HashMap::new(),
             task_tracing: Arc::new(PlainTaskTracing),
+            worker: true,
         }
     }
 }
@@ -114,6 +122,8 @@ pub struct ShutdownReport {
 enum CancelCause {
     User,
     Shutdown,
+    /// The op ran past its [`crate::Op::timeout`] (this one).
+    Timeout(Duration),
 }
 
 struct Running {
@@ -376,7 +386,7 @@ impl Manager {
     /// Starts a claim pass for `op` unless one is in flight (then it looks
     /// again when done).
     fn kick(&self, op: &str) {
-        if self.inner.ops.get(op).is_none() {
+        if !self.inner.config.worker || self.inner.ops.get(op).is_none() {
             return;
         }
         {

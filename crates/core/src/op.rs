@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -41,14 +42,46 @@ impl ParamsError {
 }
 
 /// How an op failed. Becomes the task's `error` object.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{}: {}", .0.code, .0.message)]
+///
+/// Any error converts into one with `?` (code `op_error`, the message is the
+/// error's text with its sources), so an op can be written as
+/// `async { let text = std::fs::read_to_string(path)?; … }`. For that
+/// conversion to exist `OpError` itself is not a `std::error::Error` (like
+/// `anyhow::Error`); it is `Display` and `Debug`.
+#[derive(Clone, Debug, PartialEq)]
 pub struct OpError(pub ErrorInfo);
 
 impl OpError {
     /// An error with a code and a message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         OpError(ErrorInfo::new(code, message))
+    }
+
+    /// The error's code (`op_error` for converted errors).
+    pub fn code(&self) -> &str {
+        &self.0.code
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code, self.0.message)
+    }
+}
+
+impl<E> From<E> for OpError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        OpError::new("op_error", message)
     }
 }
 
@@ -84,15 +117,55 @@ pub trait Op: Send + Sync + 'static {
 
     /// Runs the op.
     async fn run(&self, params: Value, reporter: Reporter) -> OpResult;
+
+    /// How long one run may take; past it the manager fires the run's
+    /// cancel token and the task ends `failed` with code `timeout`. `None`
+    /// (the default): no limit.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How long a cancelled (or timed-out) run may take to return before it
+    /// is aborted; `None` (the default): the manager's `cancel_grace`.
+    fn cancel_grace(&self) -> Option<Duration> {
+        None
+    }
 }
 
 type BoxRun =
     Box<dyn Fn(Value, Reporter) -> Pin<Box<dyn Future<Output = OpResult> + Send>> + Send + Sync>;
 
-/// An op built from a closure; params must be a JSON object (or absent).
+type BoxPrepare = Box<dyn Fn(Value) -> Result<Value, ParamsError> + Send + Sync>;
+
+/// An op built from a closure. By default its params must be a JSON object
+/// (or absent) and its schema is `{"type": "object"}`; give it a schema with
+/// [`FnOp::with_schema`], a validation and normalization step with
+/// [`FnOp::with_prepare`], and a time limit with [`FnOp::with_timeout`].
+///
+/// ```
+/// use tasktape_core::{FnOp, OpError, ParamsError};
+/// use serde_json::{json, Value};
+///
+/// let op = FnOp::new("count_lines", "count the lines of a file", |params: Value, reporter| async move {
+///     let path = params["path"].as_str().unwrap_or_default().to_owned();
+///     let text = tokio::fs::read_to_string(&path).await?; // io::Error → OpError
+///     reporter.progress("read", 1, 1, None).await.ok();
+///     Ok(json!({"lines": text.lines().count()}))
+/// })
+/// .with_schema(json!({"type": "object", "required": ["path"],
+///                     "properties": {"path": {"type": "string"}}}))
+/// .with_prepare(|params| match params.get("path") {
+///     Some(Value::String(_)) => Ok(params),
+///     _ => Err(ParamsError::new("path", "missing", "Field required")),
+/// });
+/// ```
 pub struct FnOp {
     name: String,
     description: String,
+    schema: Value,
+    prepare: Option<BoxPrepare>,
+    timeout: Option<Duration>,
+    cancel_grace: Option<Duration>,
     run: BoxRun,
 }
 
@@ -106,8 +179,41 @@ impl FnOp {
         FnOp {
             name: name.into(),
             description: description.into(),
+            schema: serde_json::json!({"type": "object"}),
+            prepare: None,
+            timeout: None,
+            cancel_grace: None,
             run: Box::new(move |params, reporter| Box::pin(run(params, reporter))),
         }
+    }
+
+    /// The JSON Schema `GET /v1/ops` shows for the params.
+    pub fn with_schema(mut self, schema: Value) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// Validates and normalizes the params on submit (after the "must be an
+    /// object" check): an error refuses the submit with a 422 naming its
+    /// field; the returned value is what the run gets.
+    pub fn with_prepare<P>(mut self, prepare: P) -> Self
+    where
+        P: Fn(Value) -> Result<Value, ParamsError> + Send + Sync + 'static,
+    {
+        self.prepare = Some(Box::new(prepare));
+        self
+    }
+
+    /// Ends a run that takes longer `failed` with code `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long a cancelled run may take to return before it is aborted.
+    pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = Some(grace);
+        self
     }
 }
 
@@ -122,23 +228,37 @@ impl Op for FnOp {
     }
 
     fn params_schema(&self) -> Value {
-        serde_json::json!({"type": "object"})
+        self.schema.clone()
     }
 
     fn prepare(&self, params: Value) -> Result<Value, ParamsError> {
-        match params {
-            Value::Null => Ok(Value::Object(Map::new())),
-            Value::Object(map) => Ok(Value::Object(map)),
-            _ => Err(ParamsError::new(
-                "",
-                "dict_type",
-                "params must be a JSON object",
-            )),
+        let params = match params {
+            Value::Null => Value::Object(Map::new()),
+            Value::Object(map) => Value::Object(map),
+            _ => {
+                return Err(ParamsError::new(
+                    "",
+                    "dict_type",
+                    "params must be a JSON object",
+                ));
+            }
+        };
+        match &self.prepare {
+            Some(prepare) => prepare(params),
+            None => Ok(params),
         }
     }
 
     async fn run(&self, params: Value, reporter: Reporter) -> OpResult {
         (self.run)(params, reporter).await
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn cancel_grace(&self) -> Option<Duration> {
+        self.cancel_grace
     }
 }
 
@@ -164,6 +284,12 @@ impl OpRegistry {
     /// Adds (or replaces) an op under its name.
     pub fn register(&mut self, op: impl Op) -> &mut Self {
         self.ops.insert(op.name().to_owned(), Arc::new(op));
+        self
+    }
+
+    /// Adds (or replaces) an op already behind an `Arc`.
+    pub fn register_arc(&mut self, op: Arc<dyn Op>) -> &mut Self {
+        self.ops.insert(op.name().to_owned(), op);
         self
     }
 

@@ -7,6 +7,7 @@
 mod auth;
 pub mod error;
 mod observe;
+mod origin;
 mod params;
 mod routes;
 mod stream;
@@ -35,6 +36,15 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Interval of SSE comment heartbeats.
     pub heartbeat: Duration,
+    /// Origins (`scheme://host[:port]`) allowed to call besides the
+    /// server's own.
+    pub allowed_origins: Vec<String>,
+    /// `Host` names accepted besides the loopback names (`localhost`,
+    /// `127.0.0.1`, `[::1]`); off loopback, `Host` is checked only when set.
+    pub allowed_hosts: Vec<String>,
+    /// Whether the server listens on a loopback address (then `Host` must
+    /// be a loopback name or listed). [`serve`] sets it from its listener.
+    pub loopback: bool,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +53,9 @@ impl Default for ServerConfig {
             token: None,
             body_limit: 1 << 20,
             heartbeat: Duration::from_secs(15),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            loopback: false,
         }
     }
 }
@@ -126,6 +139,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             observe::count,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::check,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(observe::request_span)
@@ -177,6 +194,8 @@ pub async fn serve(
     shutdown: CancellationToken,
     task_deadline: Duration,
 ) -> std::io::Result<()> {
+    let mut config = config;
+    config.loopback = listener.local_addr()?.ip().is_loopback();
     let state = AppState::new(manager.clone(), config, shutdown.clone());
     let app = router(state);
     let stopping = shutdown.clone();
@@ -212,6 +231,23 @@ pub async fn serve(
     tracing::info!(unfinished = report.unfinished, "server stopped");
     drained
 }
+
+/// Names an op may not have: the server's own routes under `/v1/` (an op
+/// is submitted with `POST /v1/{op}`), and names kept for routes to come.
+pub const RESERVED_OP_NAMES: [&str; 12] = [
+    "tasks",
+    "ops",
+    "info",
+    "healthz",
+    "readyz",
+    "stats",
+    "metrics",
+    "openapi",
+    "openapi.json",
+    "schedules",
+    "events",
+    "dashboard",
+];
 
 /// Whether `path` names a resource of the API other than `POST /v1/{op}`.
 fn is_resource(path: &str) -> bool {

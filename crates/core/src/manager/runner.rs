@@ -70,20 +70,37 @@ impl Manager {
         token: &CancellationToken,
         task_id: TaskId,
     ) -> Outcome {
+        let timeout = op.timeout();
+        let grace_for_op = op.cancel_grace();
         let mut handle = tokio::spawn(async move { op.run(params, reporter).await });
         let hard_stop = &self.inner.hard_stop;
+        let timed_out = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         let joined = tokio::select! {
             joined = &mut handle => Some(joined),
             () = token.cancelled() => None,
             () = hard_stop.cancelled() => None,
+            () = timed_out => {
+                if let Some(limit) = timeout {
+                    self.set_cause(task_id, CancelCause::Timeout(limit));
+                }
+                token.cancel();
+                None
+            }
         };
         let joined = match joined {
             Some(joined) => joined,
             None => {
-                // A user cancel waits the grace period; a shutdown waits for
-                // its deadline (the hard stop).
+                // A user cancel or a timeout waits the grace period; a
+                // shutdown waits for its deadline (the hard stop).
                 let grace = match self.cause(task_id) {
-                    Some(CancelCause::User) => self.inner.config.cancel_grace,
+                    Some(CancelCause::User | CancelCause::Timeout(_)) => {
+                        grace_for_op.unwrap_or(self.inner.config.cancel_grace)
+                    }
                     _ => Duration::from_secs(24 * 3600),
                 };
                 let joined = tokio::select! {
@@ -127,9 +144,29 @@ impl Manager {
             .and_then(|running| running.cause)
     }
 
+    /// Records why a run's token fires, unless a cause is already set.
+    fn set_cause(&self, task_id: TaskId, cause: CancelCause) {
+        if let Some(running) = self.state().running.get_mut(&task_id) {
+            running.cause.get_or_insert(cause);
+        }
+    }
+
     fn cancel_outcome(&self, task_id: TaskId) -> Outcome {
         match self.cause(task_id) {
             Some(CancelCause::User) => Outcome::Cancelled,
+            Some(CancelCause::Timeout(limit)) => Outcome::Failed(
+                ErrorInfo::new(
+                    "timeout",
+                    format!(
+                        "the task ran past its op's time limit of {} and was stopped",
+                        describe_duration(limit)
+                    ),
+                )
+                .with(
+                    "timeout_ms",
+                    u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                ),
+            ),
             // A shutdown (or its hard stop): the user did not cancel this task.
             _ => Outcome::Failed(ErrorInfo::new(
                 "server_shutdown",
@@ -192,6 +229,17 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+/// `90 s`, `1.5 s`, `250 ms`.
+fn describe_duration(duration: Duration) -> String {
+    if duration.as_millis().is_multiple_of(1000) {
+        format!("{} s", duration.as_secs())
+    } else if duration >= Duration::from_secs(1) {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else {
+        format!("{} ms", duration.as_millis())
     }
 }
 

@@ -1,0 +1,239 @@
+//! The config file (TOML) and its resolution into what the store, the
+//! manager and the server need. `tasktape serve` lays its flags and
+//! environment over a [`Config`] read from the file; embedders build one in
+//! code or read the same file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tasktape_core::ManagerConfig;
+use tasktape_exec::ExecOpSpec;
+use tasktape_server::ServerConfig;
+use tasktape_store_postgres::PostgresConfig;
+
+/// The config file's keys; all optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Directory holding the SQLite store (default `./tasktape-data`).
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (default `127.0.0.1:8765`).
+    pub listen: Option<String>,
+    /// Bearer token clients must send (required off loopback).
+    pub token: Option<String>,
+    /// Largest request body in bytes (default 1 MiB).
+    pub body_limit_bytes: Option<usize>,
+    /// Grace for a cancelled op before it is aborted (default 5000); exec
+    /// ops' SIGTERM → SIGKILL grace unless they set their own.
+    pub cancel_grace_ms: Option<u64>,
+    /// How long shutdown waits for running tasks (default 10).
+    pub shutdown_timeout_secs: Option<u64>,
+    /// This instance's owner id.
+    pub instance_id: Option<String>,
+    /// `sqlite` or a postgres:// URL.
+    pub store: Option<String>,
+    /// PostgreSQL schema for the tables (default "tasktape").
+    pub pg_schema: Option<String>,
+    /// Pooled PostgreSQL connections (default 16).
+    pub pg_pool_size: Option<usize>,
+    /// How long a lease holds without renewal (default 30000).
+    pub lease_ttl_ms: Option<u64>,
+    /// How often leases are renewed and peers' expired ones reaped (default 5000).
+    pub lease_interval_ms: Option<u64>,
+    /// Concurrent runs per op when not listed in `concurrency` (default 64).
+    pub default_concurrency: Option<usize>,
+    /// Concurrent runs per op name.
+    #[serde(default)]
+    pub concurrency: HashMap<String, usize>,
+    /// Whether this instance runs tasks (default true); `false` makes an
+    /// API-only instance (needs a shared store).
+    pub worker: Option<bool>,
+    /// Origins (`scheme://host:port`) allowed besides the server's own.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names (with or without port) accepted besides loopback names.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Exec ops, by name.
+    #[serde(default)]
+    pub ops: BTreeMap<String, ExecOpSpec>,
+}
+
+/// A configuration the server refuses to start with (exit 2 in the binary).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigError(format!(
+                "cannot read config file {}: {error}",
+                path.display()
+            ))
+        })?;
+        Config::from_toml(&text)
+            .map_err(|error| ConfigError(format!("config file {}: {}", path.display(), error.0)))
+    }
+
+    /// Parses a config file's text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|error| {
+            // toml's message spans several lines with the offending source;
+            // keep one line: the key path and what is wrong.
+            let message = error.message().trim().to_owned();
+            match error.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    ConfigError(format!("line {line}: {message}"))
+                }
+                None => ConfigError(message),
+            }
+        })
+    }
+}
+
+/// Which store to open.
+#[derive(Clone, Debug)]
+pub(crate) enum StoreChoice {
+    Sqlite(PathBuf),
+    Postgres(PostgresConfig),
+}
+
+/// Everything the builder needs, resolved and checked.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub(crate) store: StoreChoice,
+    pub(crate) listen: SocketAddr,
+    pub(crate) server: ServerConfig,
+    pub(crate) manager: ManagerConfig,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) ops: BTreeMap<String, ExecOpSpec>,
+}
+
+pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
+    let bail = |message: String| Err(ConfigError(message));
+    let listen_text = file.listen.unwrap_or_else(|| "127.0.0.1:8765".to_owned());
+    let listen = match listen_text.to_socket_addrs().map(|mut found| found.next()) {
+        Ok(Some(listen)) => listen,
+        Ok(None) => {
+            return bail(format!(
+                "listen address {listen_text:?} resolves to nothing"
+            ));
+        }
+        Err(_) => {
+            return bail(format!(
+                "invalid listen address {listen_text:?}: want HOST:PORT, e.g. 127.0.0.1:8765"
+            ));
+        }
+    };
+    // An empty value (e.g. `TASKTAPE_TOKEN=`) is no value.
+    let token = file.token.filter(|token| !token.is_empty());
+    if !listen.ip().is_loopback() && token.is_none() {
+        return bail(format!(
+            "refusing to listen on {listen} without a token: anyone who can reach it could run and cancel tasks; \
+             set --token (or TASKTAPE_TOKEN), or listen on 127.0.0.1"
+        ));
+    }
+    let data_dir = file
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./tasktape-data"));
+    let store_text = file
+        .store
+        .filter(|store| !store.is_empty())
+        .unwrap_or_else(|| "sqlite".to_owned());
+    let store = if store_text == "sqlite" {
+        StoreChoice::Sqlite(data_dir.join("tasktape.db"))
+    } else if store_text.starts_with("postgres://") || store_text.starts_with("postgresql://") {
+        let mut config = PostgresConfig::new(store_text);
+        if let Some(schema) = file.pg_schema {
+            if !tasktape_store_postgres::valid_schema_name(&schema) {
+                return bail(format!(
+                    "invalid pg_schema {schema:?}: use lowercase letters, digits and _ (at most 48)"
+                ));
+            }
+            config.schema = schema;
+        }
+        if let Some(size) = file.pg_pool_size {
+            config.pool_size = size.max(2);
+        }
+        StoreChoice::Postgres(config)
+    } else {
+        return bail(format!(
+            "invalid store {store_text:?}: want `sqlite` or a postgres://user:password@host/db URL"
+        ));
+    };
+    let worker = file.worker.unwrap_or(true);
+    if !worker && matches!(store, StoreChoice::Sqlite(_)) {
+        return bail(
+            "worker = false needs a shared store (store = \"postgres://…\"): on SQLite no other instance could run the tasks"
+                .to_owned(),
+        );
+    }
+    let defaults = ManagerConfig::default();
+    let instance_id = file
+        .instance_id
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| match store {
+            StoreChoice::Sqlite(_) => defaults.instance_id.clone(),
+            // Filled in with the bound port once listening.
+            StoreChoice::Postgres(_) => String::new(),
+        });
+    let lease_ttl = file
+        .lease_ttl_ms
+        .map_or(defaults.lease_ttl, Duration::from_millis);
+    let lease_interval = file
+        .lease_interval_ms
+        .map_or(defaults.lease_interval, Duration::from_millis);
+    if lease_interval.is_zero() || lease_interval >= lease_ttl {
+        return bail(format!(
+            "lease_interval_ms ({}) must be above 0 and below lease_ttl_ms ({}): leases must be renewed before they expire",
+            lease_interval.as_millis(),
+            lease_ttl.as_millis()
+        ));
+    }
+    for origin in &file.allowed_origins {
+        if !origin.contains("://") {
+            return bail(format!(
+                "allowed_origins: {origin:?} is not an origin: want scheme://host[:port], e.g. https://tasks.example.com"
+            ));
+        }
+    }
+    let manager = ManagerConfig {
+        instance_id,
+        lease_ttl,
+        lease_interval,
+        cancel_grace: file
+            .cancel_grace_ms
+            .map_or(defaults.cancel_grace, Duration::from_millis),
+        default_concurrency: file
+            .default_concurrency
+            .unwrap_or(defaults.default_concurrency),
+        op_concurrency: file.concurrency,
+        task_tracing: Arc::new(tasktape_telemetry::OtelTaskTracing),
+        worker,
+    };
+    let server = ServerConfig {
+        token,
+        body_limit: file
+            .body_limit_bytes
+            .unwrap_or(ServerConfig::default().body_limit),
+        allowed_origins: file.allowed_origins,
+        allowed_hosts: file.allowed_hosts,
+        ..ServerConfig::default()
+    };
+    Ok(Resolved {
+        store,
+        listen,
+        server,
+        manager,
+        shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(10)),
+        ops: file.ops,
+    })
+}

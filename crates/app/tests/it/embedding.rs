@@ -1,0 +1,135 @@
+//! The in-process API embedders use: `Manager::wait`, `Manager::events`,
+//! `FnOp` with a schema, a prepare step, a timeout, and `?` on any error.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tasktape_app::{Builder, Config};
+use tasktape_core::{EventBody, FnOp, ParamsError, Status, SubmitError};
+
+async fn app_with(op: FnOp) -> (tasktape_app::App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.listen = Some("127.0.0.1:0".into());
+    config.data_dir = Some(dir.path().to_path_buf());
+    (Builder::new(config).op(op).start().await.unwrap(), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fn_ops_validate_time_out_and_convert_errors() {
+    let op = FnOp::new(
+        "read",
+        "reads a file",
+        |params: Value, reporter| async move {
+            reporter.log("info", "reading").await?;
+            if params["path"] == "sleep" {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            let text = tokio::fs::read_to_string(params["path"].as_str().unwrap()).await?;
+            Ok(json!({"bytes": text.len()}))
+        },
+    )
+    .with_schema(json!({"type": "object", "required": ["path"]}))
+    .with_prepare(|params| match params.get("path") {
+        Some(Value::String(_)) => Ok(params),
+        _ => Err(ParamsError::new("path", "missing", "field required")),
+    })
+    .with_timeout(Duration::from_millis(300));
+    let (app, _dir) = app_with(op).await;
+    let manager = app.manager().clone();
+    let ops = manager.ops();
+    assert_eq!(
+        ops.get("read").unwrap().params_schema()["required"],
+        json!(["path"])
+    );
+
+    let refused = manager.submit("read", json!({}), None).await.unwrap_err();
+    assert!(
+        matches!(refused, SubmitError::InvalidParams(ref e) if e.field == "path"),
+        "{refused}"
+    );
+
+    let missing = manager
+        .submit("read", json!({"path": "/no/such/file"}), None)
+        .await
+        .unwrap()
+        .task;
+    let row = manager
+        .wait(missing.task_id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    let error = row.error.unwrap();
+    assert_eq!(error.code, "op_error");
+    assert!(error.message.contains("No such file"), "{}", error.message);
+
+    let slow = manager
+        .submit("read", json!({"path": "sleep"}), None)
+        .await
+        .unwrap()
+        .task;
+    let row = manager
+        .wait(slow.task_id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    assert_eq!(row.error.unwrap().code, "timeout");
+
+    // wait returns the live row when its timeout elapses first.
+    let live = manager
+        .submit("read", json!({"path": "sleep"}), None)
+        .await
+        .unwrap()
+        .task;
+    let row = manager
+        .wait(live.task_id, Duration::from_millis(50))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!row.status.is_terminal());
+    assert!(
+        manager
+            .wait(tasktape_core::TaskId::new(), Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_a_tape_live_to_its_final_event_and_resume_from_a_seq() {
+    let (app, _dir) = app_with(FnOp::new("noop", "nothing", |_, _| async {
+        Ok(json!(null))
+    }))
+    .await;
+    let manager = app.manager().clone();
+    let task = manager
+        .submit("echo", json!({"count": 4, "delay_ms": 30}), None)
+        .await
+        .unwrap()
+        .task;
+    let mut events = manager.events(task.task_id, 1);
+    let mut seqs = Vec::new();
+    let mut kinds = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        seqs.push(event.seq);
+        kinds.push(event.body.kind().as_str());
+    }
+    assert_eq!(seqs, (1..=7).collect::<Vec<u64>>());
+    assert_eq!(kinds.first(), Some(&"task_started"));
+    assert_eq!(kinds.last(), Some(&"final"));
+    // From the middle, after the end: the rest, then nothing.
+    let mut rest = manager.events(task.task_id, 6);
+    let sixth = rest.next().await.unwrap().unwrap();
+    assert_eq!(sixth.seq, 6);
+    assert!(matches!(
+        rest.next().await.unwrap().unwrap().body,
+        EventBody::Final { .. }
+    ));
+    assert!(rest.next().await.is_none());
+    let mut past = manager.events(task.task_id, 100);
+    assert!(past.next().await.is_none());
+}

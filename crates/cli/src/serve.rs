@@ -1,0 +1,136 @@
+//! `tasktape serve`: flags > environment > config file (TOML) > defaults,
+//! then `tasktape_app::Builder` opens the store (SQLite in the data dir, or
+//! PostgreSQL for several instances), registers the built-in and the config
+//! file's exec ops, starts the manager, binds, and serves until SIGINT or
+//! SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tasktape_app::{Builder, Config};
+use tasktape_telemetry::LogFormat;
+
+/// Options of `tasktape serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Directory holding the SQLite store [default: ./tasktape-data]
+    #[arg(long, env = "TASKTAPE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8765]
+    #[arg(long, env = "TASKTAPE_LISTEN")]
+    listen: Option<String>,
+    /// Bearer token clients must send (required off loopback)
+    #[arg(long, env = "TASKTAPE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// TOML config file (flags and environment win over it)
+    #[arg(long, env = "TASKTAPE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where tasks live: `sqlite` (in --data-dir) or a postgres://… URL
+    /// shared by several instances [default: sqlite]
+    #[arg(long, env = "TASKTAPE_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// This instance's id, stable across its restarts and unique among
+    /// instances sharing a database [default: `local` on SQLite, HOST:PORT
+    /// on PostgreSQL]
+    #[arg(long, env = "TASKTAPE_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Log lines as `text` or `json` (one object per line, with trace ids)
+    #[arg(long, env = "TASKTAPE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The config file with the flags and environment laid over it.
+fn config(args: ServeArgs) -> Result<Config, tasktape_app::ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let given = |value: Option<String>| value.filter(|value| !value.is_empty());
+    if let Some(listen) = args.listen {
+        config.listen = Some(listen);
+    }
+    if let Some(token) = given(args.token) {
+        config.token = Some(token);
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = Some(data_dir);
+    }
+    if let Some(store) = given(args.store) {
+        config.store = Some(store);
+    }
+    if let Some(instance_id) = given(args.instance_id) {
+        config.instance_id = Some(instance_id);
+    }
+    Ok(config)
+}
+
+/// Runs `tasktape serve`; exit 2 for bad configuration, 1 for runtime failures.
+pub fn serve(args: ServeArgs) -> ExitCode {
+    let telemetry = tasktape_telemetry::init(args.log_format);
+    if telemetry.exporting() {
+        tracing::info!("exporting traces over OTLP");
+    }
+    let code = serve_with(args);
+    // Export the last spans (blocking; no runtime is running any more).
+    telemetry.shutdown();
+    code
+}
+
+fn serve_with(args: ServeArgs) -> ExitCode {
+    let config = match config(args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tasktape serve: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tasktape serve: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let app = match Builder::new(config).start().await {
+            Ok(app) => app,
+            Err(error) => {
+                eprintln!("tasktape serve: {error}");
+                return ExitCode::from(if error.is_config() { 2 } else { 1 });
+            }
+        };
+        match app.serve(stop_on_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tasktape serve: {error}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn stop_on_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

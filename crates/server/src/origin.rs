@@ -1,0 +1,162 @@
+//! No cross-site use: a request from a web page of another origin (a
+//! cross-site form POST needs no preflight) is refused 403 `forbidden`, and
+//! on a loopback listener a `Host` that is not a loopback name (a
+//! DNS-rebinding page) is refused 421 `misdirected_request`. Checked before
+//! anything else about the request. Clients that send no `Origin` (curl,
+//! the CLI, dikw-core's client) are unaffected.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Probes a load balancer sends with whatever `Host` it likes.
+const PROBES: [&str; 2] = ["/v1/healthz", "/v1/readyz"];
+
+pub(crate) async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match verdict(state.config(), request.headers(), request.uri()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn verdict(
+    config: &crate::ServerConfig,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .or_else(|| {
+            uri.authority()
+                .map(|authority| authority.as_str().to_ascii_lowercase())
+        });
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Err(forbidden(
+            "cross-site requests are refused (Sec-Fetch-Site: cross-site)".to_owned(),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        let allowed = config
+            .allowed_origins
+            .iter()
+            .any(|listed| listed.trim_end_matches('/').eq_ignore_ascii_case(&origin));
+        let same = host.as_deref().is_some_and(|host| {
+            origin_authority(&origin).is_some_and(|authority| same_authority(&authority, host))
+        });
+        if !allowed && !same {
+            return Err(forbidden(format!(
+                "requests from origin {origin} are refused: it is not this server's origin; list it in allowed_origins to allow it"
+            )));
+        }
+    }
+    let check_host = config.loopback || !config.allowed_hosts.is_empty();
+    if check_host
+        && !PROBES.contains(&uri.path())
+        && let Some(host) = host.as_deref()
+        && !host_allowed(config, host)
+    {
+        return Err(ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            format!(
+                "host {host:?} is not served here{}; list it in allowed_hosts to allow it",
+                if config.loopback {
+                    " (this server listens on loopback: use localhost or 127.0.0.1)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// `http://localhost:8765` → `localhost:8765`; the scheme's default port
+/// is filled in (`https://x` → `x:443`). `None` for `null` or garbage.
+fn origin_authority(origin: &str) -> Option<String> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return None;
+    }
+    let (_, port) = split_host(authority);
+    Some(match port {
+        Some(_) => authority.to_owned(),
+        None => match scheme {
+            "https" => format!("{authority}:443"),
+            _ => format!("{authority}:80"),
+        },
+    })
+}
+
+/// Whether an origin's `host:port` is the request's `Host` (whose port
+/// defaults to 80 when absent; a server behind TLS termination should list
+/// its origin in `allowed_origins`).
+fn same_authority(origin: &str, host: &str) -> bool {
+    if origin == host {
+        return true;
+    }
+    let (host_name, host_port) = split_host(host);
+    let (origin_name, origin_port) = split_host(origin);
+    host_port.is_none() && origin_name == host_name && matches!(origin_port, Some("80" | "443"))
+}
+
+/// `[::1]:8765` → (`[::1]`, `8765`); `localhost` → (`localhost`, none).
+fn split_host(authority: &str) -> (&str, Option<&str>) {
+    if let Some(end) = authority.rfind(']') {
+        let (name, rest) = authority.split_at(end + 1);
+        return (name, rest.strip_prefix(':'));
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (authority, None),
+    }
+}
+
+fn host_allowed(config: &crate::ServerConfig, host: &str) -> bool {
+    let (name, _) = split_host(host);
+    if config.loopback && matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+        return true;
+    }
+    config
+        .allowed_hosts
+        .iter()
+        .any(|listed| listed.eq_ignore_ascii_case(host) || listed.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_by_host_and_port() {
+        assert_eq!(
+            origin_authority("http://localhost:8765").as_deref(),
+            Some("localhost:8765")
+        );
+        assert_eq!(
+            origin_authority("https://x.test").as_deref(),
+            Some("x.test:443")
+        );
+        assert_eq!(origin_authority("null"), None);
+        assert!(same_authority("localhost:8765", "localhost:8765"));
+        assert!(!same_authority("localhost:8765", "127.0.0.1:8765"));
+        assert!(!same_authority("evil.test:8765", "localhost:8765"));
+        assert!(same_authority("x.test:80", "x.test"));
+        assert_eq!(split_host("[::1]:9"), ("[::1]", Some("9")));
+    }
+}
