@@ -78,8 +78,13 @@ impl Config {
                 path.display()
             ))
         })?;
-        Config::from_toml(&text)
-            .map_err(|error| ConfigError(format!("config file {}: {}", path.display(), error.0)))
+        Config::from_toml(&text).map_err(|error| {
+            ConfigError(format!(
+                "invalid config file {}: {}",
+                path.display(),
+                error.0
+            ))
+        })
     }
 
     /// Parses a config file's text.
