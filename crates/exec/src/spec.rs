@@ -229,7 +229,8 @@ pub(crate) fn schema(params: &BTreeMap<String, ParamSpec>) -> Value {
         if let Some(description) = &spec.description {
             property.insert("description".into(), json!(description));
         }
-        if let Some(default) = &spec.default {
+        // A secret's default (a key the operator configured) is not shown.
+        if let Some(default) = spec.default.as_ref().filter(|_| !spec.secret) {
             property.insert("default".into(), default.clone());
         }
         if let Some(minimum) = &spec.minimum {

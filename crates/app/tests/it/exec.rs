@@ -128,6 +128,18 @@ default = "s3cret"
     let params: Value = serde_json::from_str(params_line.strip_prefix("params=").unwrap()).unwrap();
     assert_eq!(params["width"], 800);
     assert_eq!(params["src"], "/x y");
+    // The secret's configured default is not shown to clients.
+    let (_, ops) = app.get("/v1/ops").await;
+    let args_op = ops["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == "args")
+        .unwrap();
+    let key = &args_op["params_schema"]["properties"]["key"];
+    assert_eq!(key["writeOnly"], true);
+    assert!(key.get("default").is_none(), "{key}");
+    assert!(!ops.to_string().contains("s3cret"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
