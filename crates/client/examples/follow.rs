@@ -6,8 +6,8 @@
 //! ```
 
 use serde_json::json;
+use tasktape_client::EventBody;
 use tasktape_client::{Client, FollowMode, Submission};
-use tasktape_core::EventBody;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

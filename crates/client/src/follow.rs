@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use reqwest::Method;
-use tasktape_core::{Event, EventBody, Status, TaskId};
+use tasktape_wire::{Event, EventBody, Status, TaskId};
 
 use crate::{Client, ClientError, Result};
 

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use tasktape_client::{Client, FollowMode, Submission};
-//! use tasktape_core::EventBody;
+//! use tasktape_client::EventBody;
 //!
 //! # async fn demo() -> tasktape_client::Result<()> {
 //! let client = Client::new("http://127.0.0.1:8765", None)?;
@@ -46,14 +46,15 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tasktape_core::TaskId;
+use tasktape_wire::TaskId;
 
 pub use error::{ApiError, ClientError, Result};
 pub use follow::{FollowMode, Follower};
-pub use types::{
-    CancelAnswer, EventsPage, Links, ListQuery, OpInfo, ServerInfo, Submission, TaskHandle,
-    TaskPage, TaskResult, TaskRow, TaskSummary,
+pub use tasktape_wire::{
+    CancelAnswer, ErrorInfo, Event, EventBody, EventKind, EventsPage, Links, OpInfo, OpsList,
+    ServerInfo, Status, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary, Timestamp,
 };
+pub use types::{ListQuery, Submission};
 
 /// How long an ordinary call may take (long-polls get their wait on top).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -25,114 +25,37 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::model::{ErrorInfo, Outcome, Status, TaskId};
+use crate::model::{Outcome, Status};
 use crate::time::Timestamp;
 
-/// What an event says; the JSON `type` tag names the variant.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum EventBody {
-    /// The op started (seq 1).
-    TaskStarted {
-        /// The task.
-        task_id: TaskId,
-        /// The op's name.
-        op: String,
-    },
-    /// How far a phase of the op has come.
-    Progress {
-        /// Which phase (an op may have several).
-        phase: String,
-        /// Units done.
-        current: u64,
-        /// Units in all; 0 when unknown.
-        total: u64,
-        /// Anything else the op wants to say, an object or `null`.
-        detail: Option<Value>,
-    },
-    /// A log line from the op.
-    Log {
-        /// `debug`, `info`, `warning`, `error`, … (free text).
-        level: String,
-        /// The line.
-        message: String,
-    },
-    /// A partial result.
-    Partial {
-        /// What kind of partial result.
-        kind: String,
-        /// The partial result itself.
-        payload: Value,
-    },
-    /// The task ended; always the last event.
-    Final {
-        /// The terminal status (equal to the row's).
-        status: Status,
-        /// The result, when succeeded.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        result: Option<Value>,
-        /// The error, when failed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<ErrorInfo>,
-    },
-    /// Streaming keep-alive; never stored, seq 0.
-    Heartbeat {},
+pub use tasktape_wire::event::{Event, EventBody, EventKind};
+
+/// How the engine writes event bodies: encoding for storage, and the
+/// `final` body of an outcome.
+pub trait BodyExt {
+    /// Encodes the body for storage: its JSON object without the closing
+    /// brace, so that [`EncodedBody::seal`] can add `seq` and `ts` cheaply.
+    fn encode(&self) -> EncodedBody;
 }
 
-/// The event types, for matching without the bodies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum EventKind {
-    TaskStarted,
-    Progress,
-    Log,
-    Partial,
-    Final,
-    Heartbeat,
-}
-
-impl EventKind {
-    /// The wire `type` tag.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::TaskStarted => "task_started",
-            EventKind::Progress => "progress",
-            EventKind::Log => "log",
-            EventKind::Partial => "partial",
-            EventKind::Final => "final",
-            EventKind::Heartbeat => "heartbeat",
+impl BodyExt for EventBody {
+    fn encode(&self) -> EncodedBody {
+        let mut json = serde_json::to_string(self).unwrap_or_else(|_| {
+            // Serializing these types cannot fail: every map key is a string.
+            format!("{{\"type\":\"{}\"}}", self.kind().as_str())
+        });
+        json.pop();
+        EncodedBody {
+            kind: self.kind(),
+            open: json,
         }
     }
 }
 
-impl EventBody {
-    /// The body's type.
-    pub fn kind(&self) -> EventKind {
+impl Outcome {
+    /// The `final` body for this outcome.
+    pub fn final_body(&self) -> EventBody {
         match self {
-            EventBody::TaskStarted { .. } => EventKind::TaskStarted,
-            EventBody::Progress { .. } => EventKind::Progress,
-            EventBody::Log { .. } => EventKind::Log,
-            EventBody::Partial { .. } => EventKind::Partial,
-            EventBody::Final { .. } => EventKind::Final,
-            EventBody::Heartbeat {} => EventKind::Heartbeat,
-        }
-    }
-
-    /// Whether `append` may write it (`progress`, `log`, `partial`); the others
-    /// belong to `start`, `finish` and the streaming layer.
-    pub fn is_appendable(&self) -> bool {
-        matches!(
-            self.kind(),
-            EventKind::Progress | EventKind::Log | EventKind::Partial
-        )
-    }
-
-    /// The `final` body for an outcome.
-    pub fn final_for(outcome: &Outcome) -> Self {
-        match outcome {
             Outcome::Succeeded(result) => EventBody::Final {
                 status: Status::Succeeded,
                 result: Some(result.clone()),
@@ -148,20 +71,6 @@ impl EventBody {
                 result: None,
                 error: None,
             },
-        }
-    }
-
-    /// Encodes the body for storage: its JSON object without the closing
-    /// brace, so that [`EncodedBody::seal`] can add `seq` and `ts` cheaply.
-    pub fn encode(&self) -> EncodedBody {
-        let mut json = serde_json::to_string(self).unwrap_or_else(|_| {
-            // Serializing these types cannot fail: every map key is a string.
-            format!("{{\"type\":\"{}\"}}", self.kind().as_str())
-        });
-        json.pop();
-        EncodedBody {
-            kind: self.kind(),
-            open: json,
         }
     }
 }
@@ -225,18 +134,6 @@ impl StoredEvent {
     pub fn decode(&self) -> Result<Event, serde_json::Error> {
         serde_json::from_str(&self.json)
     }
-}
-
-/// A typed tape event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// What it says.
-    #[serde(flatten)]
-    pub body: EventBody,
-    /// Its place on the tape (0 for heartbeats).
-    pub seq: u64,
-    /// When it was written.
-    pub ts: Timestamp,
 }
 
 /// How a tape breaks the grammar or disagrees with its row.
@@ -343,6 +240,7 @@ pub fn validate_tape(row_status: Status, tape: &[Event]) -> Result<(), GrammarEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ErrorInfo, TaskId};
     use serde_json::json;
 
     fn event(seq: u64, body: EventBody) -> Event {
@@ -370,7 +268,7 @@ mod tests {
     }
 
     fn final_(outcome: Outcome) -> EventBody {
-        EventBody::final_for(&outcome)
+        outcome.final_body()
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Following a tape: WIRE.md's events page, including the long-poll `wait`,
 //! built on the store's snapshot reads and the wake hub (no polling).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,9 +12,11 @@ use crate::store::{Result, Store};
 /// The longest `wait` a follower may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// WIRE.md's events page.
+/// WIRE.md's events page, holding the stored event texts (the server
+/// splices them into its response; `tasktape-wire`'s `StoredPage` is the
+/// typed shape a client reads).
 #[derive(Clone, Debug)]
-pub struct EventsPage {
+pub struct StoredPage {
     /// The task.
     pub task_id: TaskId,
     /// The row's status at the read.
@@ -28,31 +29,6 @@ pub struct EventsPage {
     pub has_more: bool,
     /// The tape's highest seq (0 if empty).
     pub last_seq: u64,
-}
-
-impl EventsPage {
-    /// The page as WIRE.md's JSON, splicing the stored event texts in as they are.
-    pub fn to_json(&self) -> String {
-        let size: usize = self.events.iter().map(|event| event.json.len() + 1).sum();
-        let mut out = String::with_capacity(size + 160);
-        let _ = write!(
-            out,
-            "{{\"task_id\":\"{}\",\"task_status\":\"{}\",\"events\":[",
-            self.task_id, self.task_status
-        );
-        for (index, event) in self.events.iter().enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            out.push_str(&event.json);
-        }
-        let _ = write!(
-            out,
-            "],\"next_from_seq\":{},\"has_more\":{},\"last_seq\":{}}}",
-            self.next_from_seq, self.has_more, self.last_seq
-        );
-        out
-    }
 }
 
 /// Reads one events page. With a non-zero `wait` (capped at [`MAX_WAIT`]),
@@ -70,7 +46,7 @@ pub async fn events_page(
     from_seq: u64,
     limit: usize,
     wait: Duration,
-) -> Result<Option<EventsPage>> {
+) -> Result<Option<StoredPage>> {
     let watch = (!wait.is_zero()).then(|| store.wake_hub().watch(task_id));
     let deadline = Instant::now() + wait.min(MAX_WAIT);
     loop {
@@ -95,9 +71,9 @@ fn make_page(
     status: Status,
     events: Vec<StoredEvent>,
     last_seq: u64,
-) -> EventsPage {
+) -> StoredPage {
     let next_from_seq = events.last().map_or(from_seq, |event| event.seq + 1);
-    EventsPage {
+    StoredPage {
         task_id,
         task_status: status,
         next_from_seq,

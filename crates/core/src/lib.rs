@@ -29,18 +29,21 @@ pub mod observe;
 pub mod op;
 pub mod reporter;
 pub mod store;
-pub mod time;
 pub mod wake;
+
+/// Millisecond UTC timestamps in the wire format (from `tasktape-wire`).
+pub use tasktape_wire::time;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use event::{Event, EventBody, EventKind, StoredEvent, validate_tape};
+pub use event::{BodyExt, Event, EventBody, EventKind, StoredEvent, validate_tape};
 pub use manager::{FollowError, Manager, ManagerConfig, SubmitError, Submitted, TaskEvents};
 pub use model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 pub use op::{FnOp, Op, OpError, OpRegistry, OpResult, ParamsError};
 pub use reporter::{ReportError, Reporter};
 pub use store::{Store, StoreError};
+pub use tasktape_wire;
 pub use time::Timestamp;
 pub use tokio_util::sync::CancellationToken;
 pub use wake::WakeHub;

@@ -12,6 +12,7 @@
 //! any task, then [`Manager::shutdown`] once.
 
 mod lifecycle;
+mod reads;
 mod runner;
 mod waiting;
 
@@ -31,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::model::{ErrorInfo, NewTask, Outcome, Task, TaskId};
 use crate::observe::{PlainTaskTracing, TaskTracing};
 use crate::op::{OpRegistry, ParamsError};
-use crate::store::{CancelOutcome, Lease, ListPage, ListQuery, Store, StoreError, StoreSignal};
+use crate::store::{CancelOutcome, Lease, Store, StoreError, StoreSignal};
 
 /// How a manager runs.
 #[derive(Clone, Debug)]
@@ -280,11 +281,6 @@ impl Manager {
             .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// The store this manager writes to.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
     }
 
     /// What this manager counted (render with [`Metrics::render`]).
@@ -616,16 +612,6 @@ impl Manager {
                 .with(&[&task.op, status.as_str()])
                 .inc();
         }
-    }
-
-    /// One task's row.
-    pub async fn get(&self, task_id: TaskId) -> Result<Option<Task>, StoreError> {
-        self.inner.store.get(task_id).await
-    }
-
-    /// A page of rows.
-    pub async fn list(&self, query: ListQuery) -> Result<ListPage, StoreError> {
-        self.inner.store.list(query).await
     }
 
     /// How many tasks run on this instance now.

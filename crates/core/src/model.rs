@@ -1,170 +1,11 @@
 //! The task model: ids, statuses, outcomes and the task row, with the serde
 //! shapes WIRE.md fixes. Owns no behaviour beyond parsing and formatting.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use uuid::Uuid;
+use serde_json::Value;
 
 use crate::time::Timestamp;
-
-/// A task's identity: a UUID, shown as its 36-character hyphenated form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TaskId(Uuid);
-
-impl TaskId {
-    /// A fresh id: a UUIDv7 (time-ordered, random below the millisecond), so
-    /// that stores insert new tasks and their tapes near each other.
-    pub fn new() -> Self {
-        TaskId(Uuid::now_v7())
-    }
-
-    /// The id from its 16 bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        TaskId(Uuid::from_bytes(bytes))
-    }
-
-    /// The 16 bytes of the id; their order is the order of the text form.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-}
-
-impl Default for TaskId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-/// The text was not a task id.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid task id {0:?}: want a UUID like 00000000-0000-0000-0000-000000000000")]
-pub struct InvalidTaskId(pub String);
-
-impl FromStr for TaskId {
-    type Err = InvalidTaskId;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Uuid::try_parse(text)
-            .map(TaskId)
-            .map_err(|_| InvalidTaskId(text.to_owned()))
-    }
-}
-
-/// Where a task is in its life: `pending → running → succeeded | failed | cancelled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Accepted, waiting for its op to start; its tape is empty.
-    Pending,
-    /// Its op runs; its tape starts with `task_started` and has no `final`.
-    Running,
-    /// Finished with a result.
-    Succeeded,
-    /// Finished with an error.
-    Failed,
-    /// Finished because someone cancelled it.
-    Cancelled,
-}
-
-impl Status {
-    /// All statuses, in life order.
-    pub const ALL: [Status; 5] = [
-        Status::Pending,
-        Status::Running,
-        Status::Succeeded,
-        Status::Failed,
-        Status::Cancelled,
-    ];
-
-    /// Whether the task has finished (its row and tape will never change again).
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
-    }
-
-    /// The wire name (`"pending"`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The text was not a status name.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid status {0:?}: want one of pending, running, succeeded, failed, cancelled")]
-pub struct InvalidStatus(pub String);
-
-impl FromStr for Status {
-    type Err = InvalidStatus;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| InvalidStatus(text.to_owned()))
-    }
-}
-
-/// A task's error: always `code` and `message`, plus any other fields.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ErrorInfo {
-    /// Machine-readable cause, e.g. `server_restart`, `op_failed`.
-    pub code: String,
-    /// One readable line.
-    pub message: String,
-    /// Other fields, flattened into the same JSON object.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-impl ErrorInfo {
-    /// An error with `code` and `message` and nothing else.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        ErrorInfo {
-            code: code.into(),
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-
-    /// Adds one more field to the error object (`code` and `message` are
-    /// fields of their own and cannot be overwritten this way).
-    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        let key = key.into();
-        if key != "code" && key != "message" {
-            self.extra.insert(key, value.into());
-        }
-        self
-    }
-
-    /// The error every leftover of a restarted instance gets; keeps dikw-core's
-    /// `reason` for old clients.
-    pub fn server_restart() -> Self {
-        ErrorInfo::new(
-            "server_restart",
-            "the server restarted while the task was running",
-        )
-        .with("reason", "server_restart")
-    }
-}
+pub use tasktape_wire::model::{ErrorInfo, InvalidStatus, InvalidTaskId, Status, TaskId};
+use tasktape_wire::{TaskRow, TaskSummary};
 
 /// How a task ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -188,12 +29,10 @@ impl Outcome {
     }
 }
 
-/// A task row: what the store knows of one task.
-///
-/// Serializes as WIRE.md's full row (`task_id, op, status, created_at,
-/// started_at, finished_at, params_digest, result, error`); the other fields
-/// are engine state and stay off the wire.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A task row: what the store knows of one task. [`Task::row`] and
+/// [`Task::summary`] give its wire forms (`tasktape-wire`); the other
+/// fields are engine state and stay off the wire.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Task {
     /// The id.
     pub task_id: TaskId,
@@ -214,52 +53,48 @@ pub struct Task {
     /// The error, when failed.
     pub error: Option<ErrorInfo>,
     /// The params the op runs with (after validation and clamping).
-    #[serde(skip)]
     pub params: Value,
     /// The idempotency key it was created with, if any.
-    #[serde(skip)]
     pub idempotency_key: Option<String>,
     /// Whether a cancel was requested (a cancelled request always ends `cancelled`).
-    #[serde(skip)]
     pub cancel_requested: bool,
     /// The instance running it, while running.
-    #[serde(skip)]
     pub owner: Option<String>,
     /// Until when the owner's lease holds, while running.
-    #[serde(skip)]
     pub lease_until: Option<Timestamp>,
     /// What links the task's run to the span that submitted it (a W3C
     /// `traceparent`), if that span was traced.
-    #[serde(skip)]
     pub trace_parent: Option<String>,
 }
 
 impl Task {
-    /// The summary row (the full row without `result` and `error`).
-    pub fn summary(&self) -> TaskSummary<'_> {
-        TaskSummary {
+    /// WIRE.md's full row (`GET /v1/tasks/{id}`).
+    pub fn row(&self) -> TaskRow {
+        TaskRow {
             task_id: self.task_id,
-            op: &self.op,
+            op: self.op.clone(),
             status: self.status,
             created_at: self.created_at,
             started_at: self.started_at,
             finished_at: self.finished_at,
-            params_digest: &self.params_digest,
+            params_digest: self.params_digest.clone(),
+            result: self.result.clone(),
+            error: self.error.clone(),
         }
     }
-}
 
-/// WIRE.md's summary row, borrowed from a [`Task`].
-#[derive(Clone, Debug, Serialize)]
-#[allow(missing_docs)]
-pub struct TaskSummary<'a> {
-    pub task_id: TaskId,
-    pub op: &'a str,
-    pub status: Status,
-    pub created_at: Timestamp,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    pub params_digest: &'a str,
+    /// WIRE.md's summary row (the full row without `result` and `error`).
+    pub fn summary(&self) -> TaskSummary {
+        TaskSummary {
+            task_id: self.task_id,
+            op: self.op.clone(),
+            status: self.status,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            params_digest: self.params_digest.clone(),
+        }
+    }
 }
 
 /// A task to create.
@@ -368,17 +203,6 @@ mod tests {
     }
 
     #[test]
-    fn status_and_id_parse_and_print() {
-        for status in Status::ALL {
-            assert_eq!(status.as_str().parse::<Status>().unwrap(), status);
-        }
-        assert!("bogus".parse::<Status>().is_err());
-        let id = TaskId::new();
-        assert_eq!(id.to_string().parse::<TaskId>().unwrap(), id);
-        assert!("no-such-task".parse::<TaskId>().is_err());
-    }
-
-    #[test]
     fn row_serializes_as_the_wire_row() {
         let mut task = Task {
             task_id: "c664362d-18d4-4a93-b4c5-4ae747fc026a".parse().unwrap(),
@@ -398,7 +222,7 @@ mod tests {
             trace_parent: None,
         };
         assert_eq!(
-            serde_json::to_string(&task).unwrap(),
+            serde_json::to_string(&task.row()).unwrap(),
             r#"{"task_id":"c664362d-18d4-4a93-b4c5-4ae747fc026a","op":"echo","status":"succeeded","created_at":"2026-11-27T22:05:20.213Z","started_at":"2026-11-27T22:05:20.227Z","finished_at":"2026-11-27T22:05:20.926Z","params_digest":"9fbc57e71c2c80a0","result":{"echoed":3},"error":null}"#
         );
         assert_eq!(
@@ -406,7 +230,7 @@ mod tests {
             r#"{"task_id":"c664362d-18d4-4a93-b4c5-4ae747fc026a","op":"echo","status":"succeeded","created_at":"2026-11-27T22:05:20.213Z","started_at":"2026-11-27T22:05:20.227Z","finished_at":"2026-11-27T22:05:20.926Z","params_digest":"9fbc57e71c2c80a0"}"#
         );
         task.error = Some(ErrorInfo::server_restart());
-        let row: Value = serde_json::to_value(&task).unwrap();
+        let row: Value = serde_json::to_value(task.row()).unwrap();
         assert_eq!(row["error"]["code"], "server_restart");
         assert_eq!(row["error"]["reason"], "server_restart");
     }

@@ -85,8 +85,11 @@ where
     }
 }
 
-impl From<ErrorInfo> for OpError {
-    fn from(info: ErrorInfo) -> Self {
+impl OpError {
+    /// An error with every field of `info` (extra fields included); the
+    /// same as `OpError(info)`. (`From<ErrorInfo>` cannot exist beside the
+    /// conversion from any `std::error::Error`.)
+    pub fn from_info(info: ErrorInfo) -> Self {
         OpError(info)
     }
 }

@@ -128,7 +128,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         "gauge",
         manager.running_here() as u64,
     );
-    match manager.store().counts().await {
+    match manager.counts().await {
         Ok(counts) => out.single(
             "tasktape_tasks_pending",
             "Tasks waiting to run, in the whole store.",

@@ -8,49 +8,27 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::{Value, json};
-use tasktape_core::follow::{MAX_WAIT, events_page};
-use tasktape_core::model::{ErrorInfo, Status, Task, TaskId, TaskSummary};
+use tasktape_core::SubmitError;
+use tasktape_core::follow::{MAX_WAIT, StoredPage};
+use tasktape_core::model::{Status, Task};
 use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
-use tasktape_core::{SubmitError, Timestamp};
+use tasktape_core::tasktape_wire::{
+    CancelAnswer, Links, OpInfo, OpsList, ServerInfo, TaskHandle, TaskPage, TaskResult,
+};
 
 use crate::AppState;
 use crate::error::{ApiError, parse_task_id};
 use crate::params::{Segment, int_param, json_body, query_map};
 
-#[derive(Serialize)]
-struct Links {
-    #[serde(rename = "self")]
-    this: String,
-    events: String,
-    result: String,
-    cancel: String,
-}
-
 /// WIRE.md's task handle.
-#[derive(Serialize)]
-struct Handle<'a> {
-    task_id: TaskId,
-    op: &'a str,
-    status: Status,
-    created_at: Timestamp,
-    links: Links,
-}
-
-fn handle(task: &Task) -> Handle<'_> {
-    let base = format!("/v1/tasks/{}", task.task_id);
-    Handle {
+fn handle(task: &Task) -> TaskHandle {
+    TaskHandle {
         task_id: task.task_id,
-        op: &task.op,
+        op: task.op.clone(),
         status: task.status,
         created_at: task.created_at,
-        links: Links {
-            events: format!("{base}/events"),
-            result: format!("{base}/result"),
-            cancel: format!("{base}/cancel"),
-            this: base,
-        },
+        links: Links::for_task(task.task_id),
     }
 }
 
@@ -59,10 +37,10 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let store = state.manager().store();
-    match store.ready().await {
-        Ok(_) => {
-            Json(json!({"status": "ready", "storage_backend": store.backend()})).into_response()
+    let manager = state.manager();
+    match manager.ready().await {
+        Ok(()) => {
+            Json(json!({"status": "ready", "storage_backend": manager.backend()})).into_response()
         }
         Err(error) => {
             tracing::warn!(%error, "readiness probe: store unavailable");
@@ -76,31 +54,29 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-#[derive(Serialize)]
-pub(crate) struct Info {
-    engine: &'static str,
-    engine_version: &'static str,
-    storage_backend: &'static str,
-    auth_required: bool,
-}
-
-pub(crate) async fn info(State(state): State<AppState>) -> Json<Info> {
-    Json(Info {
-        engine: "tasktape",
-        engine_version: env!("CARGO_PKG_VERSION"),
-        storage_backend: state.manager().store().backend(),
+pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
+    let mut extra = serde_json::Map::new();
+    extra.insert("engine".into(), json!("tasktape"));
+    Json(ServerInfo {
+        engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+        storage_backend: state.manager().backend().to_owned(),
         auth_required: state.config().token.is_some(),
+        extra,
     })
 }
 
-pub(crate) async fn list_ops(State(state): State<AppState>) -> Json<Value> {
-    let ops: Vec<Value> = state
+pub(crate) async fn list_ops(State(state): State<AppState>) -> Json<OpsList> {
+    let ops = state
         .manager()
         .ops()
         .iter()
-        .map(|op| json!({"name": op.name(), "description": op.description(), "params_schema": op.params_schema()}))
+        .map(|op| OpInfo {
+            name: op.name().to_owned(),
+            description: op.description().to_owned(),
+            params_schema: op.params_schema(),
+        })
         .collect();
-    Json(json!({ "ops": ops }))
+    Json(OpsList { ops })
 }
 
 async fn submit(
@@ -222,13 +198,6 @@ pub(crate) async fn submit_task(
     submit(&state, &op, params, key).await
 }
 
-#[derive(Serialize)]
-struct ListResponse<'a> {
-    tasks: Vec<TaskSummary<'a>>,
-    next_cursor: Option<String>,
-    has_more: bool,
-}
-
 pub(crate) async fn list_tasks(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -263,7 +232,7 @@ pub(crate) async fn list_tasks(
             after,
         })
         .await?;
-    let response = ListResponse {
+    let response = TaskPage {
         tasks: page.tasks.iter().map(Task::summary).collect(),
         next_cursor: page
             .next_cursor
@@ -287,17 +256,7 @@ pub(crate) async fn get_task(
     State(state): State<AppState>,
     Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
-    Ok(Json(load(&state, &task_id).await?).into_response())
-}
-
-#[derive(Serialize)]
-struct ResultResponse<'a> {
-    task_id: TaskId,
-    status: Status,
-    started_at: Option<Timestamp>,
-    finished_at: Option<Timestamp>,
-    result: &'a Option<Value>,
-    error: &'a Option<ErrorInfo>,
+    Ok(Json(load(&state, &task_id).await?.row()).into_response())
 }
 
 pub(crate) async fn get_result(
@@ -311,13 +270,13 @@ pub(crate) async fn get_result(
             "subscribe to /events to wait for the final state",
         ));
     }
-    Ok(Json(ResultResponse {
+    Ok(Json(TaskResult {
         task_id: task.task_id,
         status: task.status,
         started_at: task.started_at,
         finished_at: task.finished_at,
-        result: &task.result,
-        error: &task.error,
+        result: task.result,
+        error: task.error,
     })
     .into_response())
 }
@@ -341,14 +300,44 @@ pub(crate) async fn get_events(
     let limit = int_param(&query, "limit", 1, 1000, 100)? as usize;
     let wait = int_param(&query, "wait", 0, MAX_WAIT.as_secs() as i64, 0)? as u64;
     let id = parse_task_id(&task_id)?;
-    let store = state.manager().store();
+    let manager = state.manager();
     let _follower = (wait > 0).then(|| state.metrics().follower("long_poll"));
     let page = tokio::select! {
-        page = events_page(&**store, id, from_seq, limit, Duration::from_secs(wait)) => page?,
-        () = state.shutdown().cancelled() => events_page(&**store, id, from_seq, limit, Duration::ZERO).await?,
+        page = manager.events_page(id, from_seq, limit, Duration::from_secs(wait)) => page?,
+        () = state.shutdown().cancelled() => manager.events_page(id, from_seq, limit, Duration::ZERO).await?,
     };
     let page = page.ok_or_else(|| ApiError::task_not_found(&task_id))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], page.to_json()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        events_page_json(&page),
+    )
+        .into_response())
+}
+
+/// WIRE.md's events page (`tasktape_wire::EventsPage`'s shape), splicing
+/// the stored event texts in as they are: replay copies bytes.
+fn events_page_json(page: &StoredPage) -> String {
+    use std::fmt::Write as _;
+    let size: usize = page.events.iter().map(|event| event.json.len() + 1).sum();
+    let mut out = String::with_capacity(size + 160);
+    // Writing into a String cannot fail.
+    let _ = write!(
+        out,
+        "{{\"task_id\":\"{}\",\"task_status\":\"{}\",\"events\":[",
+        page.task_id, page.task_status
+    );
+    for (index, event) in page.events.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(&event.json);
+    }
+    let _ = write!(
+        out,
+        "],\"next_from_seq\":{},\"has_more\":{},\"last_seq\":{}}}",
+        page.next_from_seq, page.has_more, page.last_seq
+    );
+    out
 }
 
 pub(crate) async fn cancel_task(
@@ -361,7 +350,7 @@ pub(crate) async fn cancel_task(
         CancelOutcome::AlreadyTerminal { .. } => (false, true),
         CancelOutcome::NotFound => return Err(ApiError::task_not_found(&task_id)),
     };
-    Ok(Json(CancelResponse {
+    Ok(Json(CancelAnswer {
         task_id: id,
         cancelled,
         already_terminal,
@@ -369,19 +358,12 @@ pub(crate) async fn cancel_task(
     .into_response())
 }
 
-#[derive(Serialize)]
-struct CancelResponse {
-    task_id: TaskId,
-    cancelled: bool,
-    already_terminal: bool,
-}
-
 pub(crate) async fn delete_task(
     State(state): State<AppState>,
     Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
     let id = parse_task_id(&task_id)?;
-    match state.manager().store().delete(id).await? {
+    match state.manager().delete(id).await? {
         DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
         DeleteOutcome::NotTerminal { status } => Err(ApiError::new(
             StatusCode::CONFLICT,

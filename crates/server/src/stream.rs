@@ -27,7 +27,8 @@ use crate::params::{Segment, int_param, query_map};
 /// Events read from the store per round trip.
 const PAGE: usize = 500;
 
-struct Cursor {
+/// One SSE stream's state: where it is on the tape and what it holds.
+struct StreamState {
     state: AppState,
     task_id: TaskId,
     next: u64,
@@ -65,14 +66,14 @@ pub(crate) async fn stream_events(
         }
     };
     let id = parse_task_id(&task_id)?;
-    let store = state.manager().store();
+    let manager = state.manager();
     // Watch before the first read, so no commit falls between the two.
-    let watch = store.wake_hub().watch(id);
-    if store.last_seq(id).await?.is_none() {
+    let watch = manager.watch(id);
+    if manager.last_seq(id).await?.is_none() {
         return Err(ApiError::task_not_found(&task_id));
     }
     let heartbeat = state.config().heartbeat;
-    let cursor = Cursor {
+    let stream = StreamState {
         _follower: state.metrics().follower("sse"),
         state,
         task_id: id,
@@ -82,23 +83,23 @@ pub(crate) async fn stream_events(
         done: false,
     };
     let keep_alive = KeepAlive::new().interval(heartbeat).text("heartbeat");
-    Ok(Sse::new(events(cursor))
+    Ok(Sse::new(events(stream))
         .keep_alive(keep_alive)
         .into_response())
 }
 
-fn events(cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(cursor, |mut cursor| async move {
-        let event = cursor.next_event().await?;
+fn events(stream: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(stream, |mut stream| async move {
+        let event = stream.next_event().await?;
         let sse = Event::default()
             .id(event.seq.to_string())
             .event(event.kind_name())
             .data(&event.json);
-        Some((Ok(sse), cursor))
+        Some((Ok(sse), stream))
     })
 }
 
-impl Cursor {
+impl StreamState {
     /// The next event to send, or `None` when the stream should end.
     async fn next_event(&mut self) -> Option<StoredEvent> {
         loop {
@@ -109,8 +110,12 @@ impl Cursor {
             if self.done {
                 return None;
             }
-            let store = self.state.manager().store();
-            let page = match store.events(self.task_id, self.next, PAGE).await {
+            let page = match self
+                .state
+                .manager()
+                .tape(self.task_id, self.next, PAGE)
+                .await
+            {
                 Ok(Some(page)) => page,
                 Ok(None) => return None, // deleted meanwhile
                 Err(error) => {

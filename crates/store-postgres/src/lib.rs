@@ -32,6 +32,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use tasktape_core::BodyExt as _;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -370,8 +371,8 @@ impl Shared {
             }
             Outcome::Cancelled => (None, None),
         };
-        let final_body = EventBody::final_for(outcome).encode();
-        let cancel_body = EventBody::final_for(&Outcome::Cancelled).encode();
+        let final_body = outcome.final_body().encode();
+        let cancel_body = Outcome::Cancelled.final_body().encode();
         let now = Timestamp::now();
         let context = "finishing a task";
         let statement = client
@@ -666,7 +667,7 @@ impl Store for PostgresStore {
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
         let now = Timestamp::now();
-        let cancel_body = EventBody::final_for(&Outcome::Cancelled).encode();
+        let cancel_body = Outcome::Cancelled.final_body().encode();
         let context = "cancelling a task";
         let rows = self
             .query(

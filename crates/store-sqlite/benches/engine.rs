@@ -119,12 +119,11 @@ async fn echo_tasks() -> f64 {
                         .unwrap()
                         .task
                         .task_id;
-                    let store = manager.store();
-                    let watch = store.wake_hub().watch(task_id);
+                    let watch = manager.watch(task_id);
                     let far = tokio::time::Instant::now() + Duration::from_secs(60);
                     // count + 3 events: the final is seq 8. The watch is registered
                     // before the read, so a later final is announced to it.
-                    if store.last_seq(task_id).await.unwrap() < Some(8) {
+                    if manager.last_seq(task_id).await.unwrap() < Some(8) {
                         assert!(watch.wait_past(7, far).await, "echo did not finish");
                     }
                 }

@@ -24,6 +24,7 @@ mod writer;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tasktape_core::BodyExt as _;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};

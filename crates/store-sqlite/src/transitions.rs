@@ -3,6 +3,7 @@
 //! writer thread calls these.
 
 use rusqlite::{OptionalExtension, params};
+use tasktape_core::BodyExt as _;
 use tasktape_core::event::{EncodedBody, EventBody};
 use tasktape_core::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
@@ -270,7 +271,7 @@ impl Writer {
                 error
             ])?;
         let seq = live.last_seq + 1;
-        self.insert_event(task_id, &EventBody::final_for(outcome).encode(), seq, now)?;
+        self.insert_event(task_id, &outcome.final_body().encode(), seq, now)?;
         self.live.remove(&task_id);
         Ok(FinishOutcome::Finished { seq, status })
     }

@@ -188,7 +188,7 @@ pub async fn append_rejects_started_final_and_heartbeat_bodies(h: Harness) {
             task_id,
             op: "x".into(),
         },
-        EventBody::final_for(&Outcome::Cancelled),
+        Outcome::Cancelled.final_body(),
         EventBody::Heartbeat {},
     ];
     for body in bodies {

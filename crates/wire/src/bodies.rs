@@ -1,0 +1,206 @@
+//! The HTTP API's bodies (WIRE.md parts A and B), serialisable both ways:
+//! the server renders them, the client reads them, so the two cannot drift.
+//! (The events page's server side splices stored event texts for speed; its
+//! shape is [`EventsPage`], and the client tests read every page into it.)
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::Event;
+use crate::model::{ErrorInfo, Status, TaskId};
+use crate::time::Timestamp;
+
+/// What a submit answers: the new (or, for a repeated idempotency key, the
+/// original) task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskHandle {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its op.
+    pub op: String,
+    /// Its status when the server answered.
+    pub status: Status,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// Paths of the task's routes.
+    pub links: Links,
+}
+
+/// The routes of one task, as paths on the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub this: String,
+    pub events: String,
+    pub result: String,
+    pub cancel: String,
+}
+
+/// A task's full row (`GET /v1/tasks/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its op.
+    pub op: String,
+    /// Current status.
+    pub status: Status,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When its op started.
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// The digest of its params (`""` when it has none).
+    pub params_digest: String,
+    /// The result, when succeeded.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// The error, when failed.
+    #[serde(default)]
+    pub error: Option<ErrorInfo>,
+}
+
+/// A summary row of a list page (a [`TaskRow`] without result and error).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct TaskSummary {
+    pub task_id: TaskId,
+    pub op: String,
+    pub status: Status,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub params_digest: String,
+}
+
+/// One page of `GET /v1/tasks`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// Newest first.
+    pub tasks: Vec<TaskSummary>,
+    /// Pass as `cursor` for the next page; `None` on the last.
+    pub next_cursor: Option<String>,
+    /// Whether more pages follow.
+    pub has_more: bool,
+}
+
+/// A terminal task's outcome (`GET /v1/tasks/{id}/result`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct TaskResult {
+    pub task_id: TaskId,
+    pub status: Status,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub result: Option<Value>,
+    pub error: Option<ErrorInfo>,
+}
+
+/// One page of a task's tape (`GET /v1/tasks/{id}/events`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventsPage {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its status when the page was read.
+    pub task_status: Status,
+    /// Events with seq ≥ the asked `from_seq`, ascending.
+    pub events: Vec<Event>,
+    /// Where the next page starts.
+    pub next_from_seq: u64,
+    /// Whether the tape holds events past this page.
+    pub has_more: bool,
+    /// The tape's highest seq (0 when empty).
+    pub last_seq: u64,
+}
+
+/// What `POST /v1/tasks/{id}/cancel` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelAnswer {
+    /// The task.
+    pub task_id: TaskId,
+    /// Whether the task is (or will be) cancelled.
+    pub cancelled: bool,
+    /// Whether it had already ended.
+    pub already_terminal: bool,
+}
+
+/// An op the server runs (`GET /v1/ops`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpInfo {
+    /// Its name (`POST /v1/{name}`).
+    pub name: String,
+    /// One line about it.
+    pub description: String,
+    /// A JSON Schema of its params.
+    pub params_schema: Value,
+}
+
+/// `GET /v1/info`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server's version.
+    pub engine_version: String,
+    /// `sqlite`, `postgres`, …
+    pub storage_backend: String,
+    /// Whether requests need a token.
+    pub auth_required: bool,
+    /// Everything else the server says.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl Links {
+    /// The routes of task `task_id`.
+    pub fn for_task(task_id: TaskId) -> Links {
+        let this = format!("/v1/tasks/{task_id}");
+        Links {
+            events: format!("{this}/events"),
+            result: format!("{this}/result"),
+            cancel: format!("{this}/cancel"),
+            this,
+        }
+    }
+}
+
+/// `GET /v1/ops`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpsList {
+    /// Every op the server runs, by name.
+    pub ops: Vec<OpInfo>,
+}
+
+/// The error envelope every error answers with: `{"error": {…}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// The inside of the [`ErrorEnvelope`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable (`invalid_request`, `not_found`, …).
+    pub code: String,
+    /// One readable line.
+    pub message: String,
+    /// More, per code (the offending field of a 422, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_name_the_task_routes() {
+        let id: TaskId = "c664362d-18d4-4a93-b4c5-4ae747fc026a".parse().unwrap();
+        let text = serde_json::to_string(&Links::for_task(id)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"self":"/v1/tasks/c664362d-18d4-4a93-b4c5-4ae747fc026a","events":"/v1/tasks/c664362d-18d4-4a93-b4c5-4ae747fc026a/events","result":"/v1/tasks/c664362d-18d4-4a93-b4c5-4ae747fc026a/result","cancel":"/v1/tasks/c664362d-18d4-4a93-b4c5-4ae747fc026a/cancel"}"#
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! tasktape's wire types: what travels between the server and its clients.
+//! Task ids, statuses, timestamps, the error object, tape events, and the
+//! HTTP API's bodies, each serialisable both ways. The server renders them,
+//! the client reads them, the engine (`tasktape-core`) uses the same ids,
+//! statuses and events; this crate knows no engine, no HTTP and no SQL.
+//!
+//! # Layout
+//!
+//! - [`time`]: millisecond UTC timestamps in the wire format.
+//! - [`model`]: [`TaskId`], [`Status`], [`ErrorInfo`].
+//! - [`event`]: [`EventBody`] (the `type` tag) and [`Event`].
+//! - [`bodies`]: the routes' response bodies and the error envelope.
+
+pub mod bodies;
+pub mod event;
+pub mod model;
+pub mod time;
+
+pub use bodies::{
+    CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, Links, OpInfo, OpsList, ServerInfo,
+    TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,
+};
+pub use event::{Event, EventBody, EventKind};
+pub use model::{ErrorInfo, Status, TaskId};
+pub use time::Timestamp;
