@@ -1,5 +1,5 @@
 //! The client's error type: transport failures, and the server's error
-//! envelope mapped into [`ApiError`].
+//! envelope mapped into [`ServerError`].
 
 use serde_json::Value;
 
@@ -53,7 +53,7 @@ pub enum ClientError {
     },
     /// The server answered with an error envelope.
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(#[from] ServerError),
     /// The server answered something this client cannot read.
     #[error("unexpected response from {url}: {reason}")]
     Protocol {
@@ -79,7 +79,7 @@ impl ClientError {
     }
 
     /// The server's error, when it answered with one.
-    pub fn api(&self) -> Option<&ApiError> {
+    pub fn api(&self) -> Option<&ServerError> {
         match self {
             ClientError::Api(api) => Some(api),
             _ => None,
@@ -96,7 +96,7 @@ impl ClientError {
 /// the HTTP status it came with.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{message} ({status} {code})")]
-pub struct ApiError {
+pub struct ServerError {
     /// The HTTP status.
     pub status: u16,
     /// The machine-readable code (`not_found`, `op_not_found`, …).
@@ -107,23 +107,18 @@ pub struct ApiError {
     pub detail: Option<Value>,
 }
 
-impl ApiError {
+impl ServerError {
     /// Reads an error response's body; a body that is not the envelope still
     /// gives an error naming the status.
     pub(crate) fn from_body(status: u16, body: &[u8]) -> Self {
-        let envelope = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|mut value| value.get_mut("error").map(Value::take));
-        let text =
-            |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
-        match envelope {
-            Some(error) if text(&error, "code").is_some() => ApiError {
+        match serde_json::from_slice::<tasktape_wire::ErrorEnvelope>(body) {
+            Ok(envelope) => ServerError {
                 status,
-                code: text(&error, "code").unwrap_or_default(),
-                message: text(&error, "message").unwrap_or_default(),
-                detail: error.get("detail").filter(|d| !d.is_null()).cloned(),
+                code: envelope.error.code,
+                message: envelope.error.message,
+                detail: envelope.error.detail.filter(|detail| !detail.is_null()),
             },
-            _ => ApiError {
+            Err(_) => ServerError {
                 status,
                 code: format!("http_{status}"),
                 message: format!(
@@ -171,7 +166,7 @@ mod tests {
 
     #[test]
     fn envelope_is_read_and_other_bodies_still_give_an_error() {
-        let api = ApiError::from_body(
+        let api = ServerError::from_body(
             404,
             br#"{"error":{"code":"op_not_found","message":"no op 'x'","detail":{"known":["echo"]}}}"#,
         );
@@ -179,7 +174,7 @@ mod tests {
         assert_eq!(api.message, "no op 'x'");
         assert_eq!(api.detail, Some(serde_json::json!({"known": ["echo"]})));
 
-        let api = ApiError::from_body(502, b"<html>bad gateway</html>");
+        let api = ServerError::from_body(502, b"<html>bad gateway</html>");
         assert_eq!(api.code, "http_502");
         assert!(api.message.contains("bad gateway"), "{}", api.message);
         assert!(ClientError::Api(api).is_retryable());

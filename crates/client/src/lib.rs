@@ -28,7 +28,7 @@
 //!
 //! # Layout
 //!
-//! - [`error`]: [`ClientError`] and the envelope's [`ApiError`].
+//! - [`error`]: [`ClientError`] and the envelope's [`ServerError`].
 //! - [`types`]: the response bodies.
 //! - [`follow`]: the resuming follow loop.
 //!
@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tasktape_wire::TaskId;
 
-pub use error::{ApiError, ClientError, Result};
+pub use error::{ClientError, Result, ServerError};
 pub use follow::{FollowMode, Follower};
 pub use tasktape_wire::{
     CancelAnswer, ErrorInfo, Event, EventBody, EventKind, EventsPage, Links, OpInfo, OpsList,
@@ -175,7 +175,7 @@ impl Client {
     }
 
     /// `GET /v1/tasks/{id}/result`: a terminal task's outcome (an
-    /// `ApiError` with code `task_not_terminal` before it ends).
+    /// `ServerError` with code `task_not_terminal` before it ends).
     pub async fn result(&self, task_id: TaskId) -> Result<TaskResult> {
         self.call(Method::GET, &format!("/v1/tasks/{task_id}/result"), None)
             .await
@@ -286,7 +286,7 @@ impl Client {
             return Ok(response);
         }
         let body = response.bytes().await.unwrap_or_default();
-        Err(ApiError::from_body(status.as_u16(), &body).into())
+        Err(ServerError::from_body(status.as_u16(), &body).into())
     }
 }
 

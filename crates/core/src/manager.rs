@@ -361,10 +361,9 @@ impl Manager {
         let created = match created.await {
             Ok(created) => created?,
             Err(join_error) => {
-                return Err(SubmitError::Store(StoreError::Backend {
-                    context: "submit".into(),
-                    source: Box::new(join_error),
-                }));
+                return Err(SubmitError::Store(StoreError::backend(
+                    "submit", join_error,
+                )));
             }
         };
         if !created.created && (created.task.params_digest != digest || created.task.op != op) {
@@ -579,12 +578,9 @@ impl Manager {
             }
             Ok(outcome)
         });
-        cancelled.await.unwrap_or_else(|join_error| {
-            Err(StoreError::Backend {
-                context: "cancel".into(),
-                source: Box::new(join_error),
-            })
-        })
+        cancelled
+            .await
+            .unwrap_or_else(|join_error| Err(StoreError::backend("cancel", join_error)))
     }
 
     fn apply_cancel(&self, task_id: TaskId, outcome: &CancelOutcome) {

@@ -109,7 +109,7 @@ impl Store for MeteredStore {
         now: Timestamp,
         error: crate::model::ErrorInfo,
     ) -> Result<Option<FinishOutcome>> {
-        self.timed("finish", self.inner.reap(task_id, now, error))
+        self.timed("reap", self.inner.reap(task_id, now, error))
             .await
     }
 

@@ -1,8 +1,9 @@
 //! Counters, gauges and histograms kept with atomics, and their Prometheus
 //! text rendering. The manager records what tasks do ([`Metrics`]); the
 //! server adds its own families and renders everything on `GET /metrics`.
-//! No metrics library: the hot paths are one atomic add (and, for labelled
-//! families, one short map lookup).
+//! An unlabelled metric's update is one atomic add; a labelled family's
+//! `with` first joins the label values into a key and looks it up in a
+//! mutex-guarded map (callers on hot paths keep the returned `Arc`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -120,11 +120,6 @@ impl Reporter {
         .await
     }
 
-    /// The highest seq of this reporter's events known to be committed.
-    pub fn committed_seq(&self) -> u64 {
-        self.inner.ack.last_seq()
-    }
-
     async fn emit(&self, body: EventBody) -> Result<(), ReportError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) || inner.ack.dropped() {

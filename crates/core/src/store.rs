@@ -24,9 +24,10 @@ use crate::wake::WakeHub;
 /// The store layer's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// What went wrong in a store. Driver errors are boxed in [`StoreError::Backend`]
-/// so no driver type leaks out.
-#[derive(Debug, thiserror::Error)]
+/// What went wrong in a store. Driver errors are kept (shared) in
+/// [`StoreError::Backend`] so no driver type leaks out; cloning is cheap, so
+/// one failed batch answers each of its callers with the same error.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store could not be opened or created.
@@ -94,8 +95,21 @@ pub enum StoreError {
         context: String,
         /// The driver's error.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl StoreError {
+    /// A [`StoreError::Backend`] in `context` (which store, which step).
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Backend {
+            context: context.into(),
+            source: Arc::from(source.into()),
+        }
+    }
 }
 
 /// The answer to [`Store::create`].
@@ -399,8 +413,10 @@ pub fn check_appendable(body: &EventBody) -> Result<()> {
 
 /// A task store. Implementations: `tasktape-store-sqlite`, `tasktape-store-postgres`.
 ///
-/// Callers hold it as `Arc<dyn Store>`. Every method is one atomic step; none
-/// panics on any input.
+/// Callers hold it as `Arc<dyn Store>`. Every method is one atomic step.
+/// Input in the wrong state (an unknown id, a finished task, a body that
+/// cannot be appended) gets a typed answer or a [`StoreError`]; the contract
+/// kit checks those answers.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The backend's name for `/v1/info` (`"sqlite"`, `"postgres"`).

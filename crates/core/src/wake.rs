@@ -24,14 +24,22 @@ pub struct WakeHub {
 /// Stands in for a released slot (never observed: only `drop` releases it).
 static DROPPED: Slot = Slot {
     seq: AtomicU64::new(0),
-    announced_at: Mutex::new(None),
+    announced_at: AtomicU64::new(0),
     notify: Notify::const_new(),
 };
+
+/// What announcement times are measured from (see [`Watch::announced_at`]).
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
 
 #[derive(Debug, Default)]
 struct Slot {
     seq: AtomicU64,
-    announced_at: Mutex<Option<std::time::Instant>>,
+    /// Nanoseconds from [`epoch`] to the latest announcement, plus one
+    /// (0: none yet). An atomic, so announcing takes no lock of its own.
+    announced_at: AtomicU64,
     notify: Notify,
 }
 
@@ -50,10 +58,8 @@ impl WakeHub {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         if let Some(slot) = slots.get(&task_id).and_then(Weak::upgrade) {
-            *slot
-                .announced_at
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner()) = Some(std::time::Instant::now());
+            let since = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+            slot.announced_at.store(since + 1, Ordering::Release);
             slot.seq.fetch_max(seq, Ordering::AcqRel);
             slot.notify.notify_waiters();
         }
@@ -122,11 +128,10 @@ impl Watch {
 
     /// When the latest announcement was made (for wake-latency measurements).
     pub fn announced_at(&self) -> Option<std::time::Instant> {
-        *self
-            .slot()
-            .announced_at
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        match self.slot().announced_at.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(epoch() + std::time::Duration::from_nanos(since - 1)),
+        }
     }
 
     /// Waits until a seq greater than `seq` is announced or `deadline`

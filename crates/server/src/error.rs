@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tasktape_core::StoreError;
 use tasktape_core::model::TaskId;
+use tasktape_wire::{ErrorBody, ErrorEnvelope};
 
 /// An error answered in the envelope.
 #[derive(Debug)]
@@ -110,26 +111,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(serde::Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<&'a Value>,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let envelope = Envelope {
-            error: Body {
-                code: self.code,
-                message: &self.message,
-                detail: self.detail.as_ref(),
+        let envelope = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                detail: self.detail,
             },
         };
         (self.status, axum::Json(envelope)).into_response()

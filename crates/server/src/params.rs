@@ -10,43 +10,13 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// The query string as a map; repeated keys keep the last value.
+/// The query string as a map (`application/x-www-form-urlencoded`, as
+/// `form_urlencoded` decodes it: `+` is a space, bad `%` escapes and invalid
+/// UTF-8 are kept lossily); repeated keys keep the last value.
 pub fn query_map(raw: Option<&str>) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    for pair in raw.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        map.insert(decode(key), decode(value));
-    }
-    map
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'+' => out.push(b' '),
-            b'%' if index + 2 < bytes.len() => {
-                let hex = &bytes[index + 1..index + 3];
-                let hex = hex
-                    .iter()
-                    .all(u8::is_ascii_hexdigit)
-                    .then(|| std::str::from_utf8(hex).ok())
-                    .flatten();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        index += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// An integer query parameter in `min..=max`, or `default` when absent.
@@ -130,5 +100,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
                 format!("nothing at {}", parts.uri.path()),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_map;
+
+    #[test]
+    fn decodes_like_a_form() {
+        let query = query_map(Some("op=a+b&status=%72unning&x=%zz&op=last&empty"));
+        assert_eq!(query["status"], "running");
+        assert_eq!(query["op"], "last");
+        assert_eq!(query["x"], "%zz");
+        assert_eq!(query["empty"], "");
+        assert!(query_map(None).is_empty());
     }
 }

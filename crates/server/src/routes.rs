@@ -13,7 +13,7 @@ use tasktape_core::SubmitError;
 use tasktape_core::follow::{MAX_WAIT, StoredPage};
 use tasktape_core::model::{Status, Task};
 use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
-use tasktape_core::tasktape_wire::{
+use tasktape_wire::{
     CancelAnswer, Links, OpInfo, OpsList, ServerInfo, TaskHandle, TaskPage, TaskResult,
 };
 

@@ -515,10 +515,9 @@ impl Store for PostgresStore {
                 ],
             )
             .await?;
-        let row = rows.first().ok_or_else(|| StoreError::Backend {
-            context: "creating a task".into(),
-            source: "no answer".into(),
-        })?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::backend("creating a task", "no answer"))?;
         let created: bool = row.try_get(0).map_err(driver("creating a task"))?;
         if created {
             return Ok(Created {
@@ -543,13 +542,9 @@ impl Store for PostgresStore {
             });
         }
         let existing: uuid::Uuid = row.try_get(1).map_err(driver("creating a task"))?;
-        let task = self
-            .get(task_id(existing))
-            .await?
-            .ok_or_else(|| StoreError::Backend {
-                context: "creating a task".into(),
-                source: "the idempotency key's task vanished".into(),
-            })?;
+        let task = self.get(task_id(existing)).await?.ok_or_else(|| {
+            StoreError::backend("creating a task", "the idempotency key's task vanished")
+        })?;
         Ok(Created {
             task,
             created: false,

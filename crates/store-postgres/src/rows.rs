@@ -24,10 +24,7 @@ pub(crate) fn task_id(uuid: Uuid) -> TaskId {
 }
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend {
-        context: format!("reading {what}"),
-        source: detail.to_string().into(),
-    }
+    StoreError::backend(format!("reading {what}"), detail.to_string())
 }
 
 pub(crate) fn status(text: &str) -> Result<Status, StoreError> {
@@ -98,10 +95,7 @@ pub(crate) fn classify(context: &str, error: tokio_postgres::Error) -> StoreErro
             message: format!("{context}: {error}"),
         }
     } else {
-        StoreError::Backend {
-            context: context.to_owned(),
-            source: Box::new(error),
-        }
+        StoreError::backend(context.to_owned(), error)
     }
 }
 

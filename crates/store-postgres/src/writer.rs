@@ -114,7 +114,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>,
             Err(error) => {
                 let error = rows::pool(error);
                 for (_, _, reply) in finishes {
-                    let _ = reply.send(Err(copy(&error)));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
@@ -169,7 +169,7 @@ async fn write_appends(shared: &Shared, mut appends: Vec<Append>) {
         }
         Err(Retry::Statement(error) | Retry::Conflict(error) | Retry::Unavailable(error)) => {
             for append in appends {
-                append.reply.send(Err(copy(&error)));
+                append.reply.send(Err(error.clone()));
             }
         }
     }
@@ -202,10 +202,10 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
         .await
         .map_err(|error| retry("appending events", error))?;
     if found.len() != appends.len() {
-        return Err(Retry::Statement(StoreError::Backend {
-            context: "appending events".into(),
-            source: format!("{} answers for {} appends", found.len(), appends.len()).into(),
-        }));
+        return Err(Retry::Statement(StoreError::backend(
+            "appending events",
+            format!("{} answers for {} appends", found.len(), appends.len()),
+        )));
     }
     found
         .iter()
@@ -231,20 +231,6 @@ fn retry(context: &str, error: tokio_postgres::Error) -> Retry {
         error @ StoreError::Unavailable { .. } => Retry::Unavailable(error),
         error if conflict => Retry::Conflict(error),
         error => Retry::Statement(error),
-    }
-}
-
-/// The same error again, for each caller of a failed batch.
-pub(crate) fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Unavailable { message } => StoreError::Unavailable {
-            message: message.clone(),
-        },
-        StoreError::Closed => StoreError::Closed,
-        other => StoreError::Backend {
-            context: "writing to postgres".into(),
-            source: other.to_string().into(),
-        },
     }
 }
 

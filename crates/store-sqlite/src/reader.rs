@@ -16,12 +16,12 @@ use crate::rows::{TASK_COLUMNS, classify, status_from, task_from_row, task_id_fr
 
 /// A connection taken from the pool; given back on drop, even if the read
 /// panicked.
-struct Lease<'a> {
+struct Checkout<'a> {
     readers: &'a Readers,
     conn: Option<Connection>,
 }
 
-impl Drop for Lease<'_> {
+impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.readers.put(conn);
@@ -61,11 +61,11 @@ impl Readers {
             .map_err(|_| StoreError::Closed)?;
         let readers = Arc::clone(self);
         let joined = tokio::task::spawn_blocking(move || {
-            let mut lease = Lease {
+            let mut checkout = Checkout {
                 readers: &readers,
                 conn: Some(readers.take()),
             };
-            let conn = lease.conn.as_mut().map(read);
+            let conn = checkout.conn.as_mut().map(read);
             match conn {
                 Some(result) => result.map_err(|error| classify(&readers.path, error)),
                 None => Err(StoreError::Closed),
@@ -73,10 +73,10 @@ impl Readers {
         })
         .await;
         joined.unwrap_or_else(|join_error| {
-            Err(StoreError::Backend {
-                context: format!("sqlite store at {}", self.path),
-                source: Box::new(join_error),
-            })
+            Err(StoreError::backend(
+                format!("sqlite store at {}", self.path),
+                join_error,
+            ))
         })
     }
 

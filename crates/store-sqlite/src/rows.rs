@@ -82,39 +82,6 @@ pub(crate) fn classify(path: &str, error: rusqlite::Error) -> StoreError {
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             StoreError::Open { path, message }
         }
-        _ => StoreError::Backend {
-            context: format!("sqlite store at {path}"),
-            source: Box::new(error),
-        },
-    }
-}
-
-/// A copy of `error` for each caller of a failed batch.
-pub(crate) fn duplicate(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Open { path, message } => StoreError::Open {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        StoreError::ReadOnly { path, message } => StoreError::ReadOnly {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        StoreError::Corrupt { path, message } => StoreError::Corrupt {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        StoreError::Full { path, message } => StoreError::Full {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        StoreError::Backend { context, source } => StoreError::Backend {
-            context: context.clone(),
-            source: source.to_string().into(),
-        },
-        other => StoreError::Backend {
-            context: "sqlite store".into(),
-            source: other.to_string().into(),
-        },
+        _ => StoreError::backend(format!("sqlite store at {path}"), error),
     }
 }

@@ -25,7 +25,7 @@ use tasktape_core::wake::WakeHub;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpointer::{RESTART_FRAMES, checkpoint};
-use crate::rows::{classify, duplicate};
+use crate::rows::classify;
 
 /// Where a command's answer goes: a caller awaiting the commit.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -162,7 +162,7 @@ impl Writer {
                         Some(index) => batch.remove(index).fail(error),
                         None => {
                             for command in batch.drain(..) {
-                                command.fail(duplicate(&error));
+                                command.fail(error.clone());
                             }
                         }
                     }
@@ -257,10 +257,10 @@ impl Command {
             }
             (Command::Delete(_, reply), Done::Delete(outcome)) => drop(reply.send(Ok(outcome))),
             (Command::Reap(_, _, _, reply), Done::Reaped(outcome)) => drop(reply.send(Ok(outcome))),
-            (command, _) => command.fail(StoreError::Backend {
-                context: "sqlite writer".into(),
-                source: "internal mismatch between a command and its result".into(),
-            }),
+            (command, _) => command.fail(StoreError::backend(
+                "sqlite writer",
+                "internal mismatch between a command and its result",
+            )),
         }
     }
 
