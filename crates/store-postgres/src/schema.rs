@@ -1,7 +1,10 @@
 //! The PostgreSQL schema, its functions, and its versioned migrations
-//! (recorded in `<schema>.migrations`). Every statement names the schema
-//! through the `{s}` placeholder; `{chan}` is the NOTIFY channel and `{lock}`
-//! the advisory-lock prefix. Migrations only ever append to [`MIGRATIONS`].
+//! (recorded in `<schema>.migrations`, applied by `migrations.rs`). Every
+//! statement names the schema through the `{s}` placeholder; `{chan}` is the
+//! NOTIFY channel, `{lock}` the advisory-lock prefix, and `{start.started}`
+//! and the like the answer codes named in `codes.rs`. Migrations only ever
+//! append to [`MIGRATIONS`] (rendering a placeholder gives the same text the
+//! number gave before it was named).
 //!
 //! Transitions are PL/pgSQL functions: each checks the row it locks and
 //! writes row and tape in the one statement's transaction, so a transition
@@ -95,9 +98,9 @@ BEGIN
                i.body || ',"seq":' || (b.base + i.k) || ',"ts":"' || p_ts || '"}'
           FROM input i JOIN bumped b ON b.id = i.id)
     SELECT COALESCE(b.base + i.k, d.last, 0),
-           (CASE WHEN b.id IS NOT NULL THEN 0
-                 WHEN d.id IS NOT NULL THEN 1
-                 ELSE 2 END)::smallint
+           (CASE WHEN b.id IS NOT NULL THEN {append.appended}
+                 WHEN d.id IS NOT NULL THEN {append.dropped}
+                 ELSE {append.not_found} END)::smallint
       FROM input i
       LEFT JOIN bumped b ON b.id = i.id
       LEFT JOIN dropped d ON d.id = i.id
@@ -127,15 +130,15 @@ DECLARE
 BEGIN
     SELECT t.status, t.op INTO cur FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
     IF NOT FOUND THEN
-        out_code := 3;
+        out_code := {start.not_found};
     ELSIF cur.status = 'running' THEN
-        out_code := 1;
+        out_code := {start.already_running};
     ELSIF cur.status <> 'pending' THEN
-        out_code := 2;
+        out_code := {start.already_finished};
         out_status := cur.status;
     ELSE
         PERFORM {s}.start_one(p_id, cur.op, p_owner, p_until, p_now, p_ts);
-        out_code := 0;
+        out_code := {start.started};
     END IF;
     RETURN NEXT;
 END
@@ -188,25 +191,25 @@ BEGIN
     SELECT t.status, t.cancel_requested, t.last_seq, t.op, t.lease_until INTO cur
       FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
     IF NOT FOUND THEN
-        out_code := 3;
+        out_code := {finish.not_found};
         RETURN NEXT;
         RETURN;
     END IF;
     -- A reap: only a running task whose lease is still over, checked under the lock.
     IF p_expired_before IS NOT NULL
        AND (cur.status <> 'running' OR cur.lease_until IS NULL OR cur.lease_until >= p_expired_before) THEN
-        out_code := 4;
+        out_code := {finish.not_expired};
         RETURN NEXT;
         RETURN;
     END IF;
     IF cur.status NOT IN ('pending', 'running') THEN
-        out_code := 1;
+        out_code := {finish.already_finished};
         out_status := cur.status;
         RETURN NEXT;
         RETURN;
     END IF;
     IF cur.status = 'pending' AND p_status = 'succeeded' THEN
-        out_code := 2;
+        out_code := {finish.not_started};
         RETURN NEXT;
         RETURN;
     END IF;
@@ -224,7 +227,7 @@ BEGIN
     INSERT INTO {s}.events (task_id, seq, json)
     VALUES (p_id, out_seq, v_final || ',"seq":' || out_seq || ',"ts":"' || p_ts || '"}');
     PERFORM pg_notify({chan}, 'f ' || p_id || ' ' || out_seq || ' ' || cur.op);
-    out_code := 0;
+    out_code := {finish.finished};
     out_status := v_status;
     RETURN NEXT;
 END
@@ -241,7 +244,7 @@ BEGIN
     SELECT t.status, t.last_seq, t.op, t.owner INTO cur
       FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
     IF NOT FOUND THEN
-        out_code := 3;
+        out_code := {cancel.not_found};
     ELSIF cur.status = 'pending' THEN
         out_seq := cur.last_seq + 1;
         UPDATE {s}.tasks t
@@ -250,14 +253,14 @@ BEGIN
         INSERT INTO {s}.events (task_id, seq, json)
         VALUES (p_id, out_seq, p_cancel_final || ',"seq":' || out_seq || ',"ts":"' || p_ts || '"}');
         PERFORM pg_notify({chan}, 'f ' || p_id || ' ' || out_seq || ' ' || cur.op);
-        out_code := 0;
+        out_code := {cancel.cancelled};
     ELSIF cur.status = 'running' THEN
         UPDATE {s}.tasks t SET cancel_requested = true WHERE t.task_id = p_id;
         PERFORM pg_notify({chan}, 'c ' || p_id || ' ' || coalesce(cur.owner, ''));
-        out_code := 1;
+        out_code := {cancel.requested};
         out_owner := cur.owner;
     ELSE
-        out_code := 2;
+        out_code := {cancel.already_terminal};
         out_status := cur.status;
     END IF;
     RETURN NEXT;
@@ -293,14 +296,14 @@ DECLARE
 BEGIN
     SELECT t.status INTO v_status FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
     IF NOT FOUND THEN
-        out_code := 2;
+        out_code := {delete.not_found};
     ELSIF v_status IN ('pending', 'running') THEN
-        out_code := 1;
+        out_code := {delete.not_terminal};
         out_status := v_status;
     ELSE
         DELETE FROM {s}.events e WHERE e.task_id = p_id;
         DELETE FROM {s}.tasks t WHERE t.task_id = p_id;
-        out_code := 0;
+        out_code := {delete.deleted};
     END IF;
     RETURN NEXT;
 END
@@ -314,9 +317,14 @@ pub(crate) fn latest() -> i32 {
 
 /// `sql` with the placeholders filled in for `schema`.
 pub(crate) fn render(sql: &str, schema: &str) -> String {
-    sql.replace("{s}", &quoted(schema))
+    let mut sql = sql
+        .replace("{s}", &quoted(schema))
         .replace("{chan}", &format!("'{}'", channel(schema)))
-        .replace("{lock}", &format!("'tasktape.{schema}.claim.'"))
+        .replace("{lock}", &format!("'tasktape.{schema}.claim.'"));
+    for (placeholder, code) in crate::codes::PLACEHOLDERS {
+        sql = sql.replace(placeholder, &code.to_string());
+    }
+    sql
 }
 
 /// The schema's NOTIFY channel.
@@ -355,6 +363,18 @@ mod tests {
         }
         for bad in ["", "1x", "Tasks", "a-b", "a\"b", &"x".repeat(49)] {
             assert!(!valid_schema_name(bad), "{bad}");
+        }
+        for migration in MIGRATIONS {
+            let rendered = render(migration, "t_1");
+            for placeholder in [
+                "{s}", "{chan}", "{lock}", "{append.", "{start.", "{finish.", "{cancel.",
+                "{delete.",
+            ] {
+                assert!(
+                    !rendered.contains(placeholder),
+                    "{placeholder} left unrendered"
+                );
+            }
         }
         let sql = render("SELECT {chan}, {lock} FROM {s}.tasks", "t_1");
         assert_eq!(

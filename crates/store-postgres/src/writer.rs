@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
 use crate::Shared;
+use crate::codes::append;
 use crate::rows::{self, uuid};
 
 /// Where an append's outcome goes.
@@ -213,8 +214,8 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
             let seq: i64 = row.try_get(0).map_err(|e| retry("reading an append", e))?;
             let code: i16 = row.try_get(1).map_err(|e| retry("reading an append", e))?;
             Ok(match code {
-                0 => AppendOutcome::Appended { seq: seq as u64 },
-                1 => AppendOutcome::Dropped {
+                append::APPENDED => AppendOutcome::Appended { seq: seq as u64 },
+                append::DROPPED => AppendOutcome::Dropped {
                     last_seq: seq as u64,
                 },
                 _ => AppendOutcome::NotFound,

@@ -1,0 +1,165 @@
+//! Reads: rows, list pages, counts, tape pages (one statement, one
+//! snapshot) and the lease bookkeeping's queries.
+
+use tasktape_core::StoredEvent;
+use tasktape_core::model::{Status, Task, TaskId};
+use tasktape_core::store::{ListPage, ListQuery, Result, StatusCounts, TapePage};
+use tasktape_core::time::Timestamp;
+
+use crate::PostgresStore;
+use crate::rows::{self, driver, task_from_row, uuid};
+
+impl PostgresStore {
+    pub(crate) async fn read_task(&self, task_id: TaskId) -> Result<Option<Task>> {
+        let rows = self
+            .query("reading a task", &self.shared.sql.get, &[&uuid(task_id)])
+            .await?;
+        rows.first().map(task_from_row).transpose()
+    }
+
+    pub(crate) async fn list_tasks(&self, query: ListQuery) -> Result<ListPage> {
+        let mut sql = self.shared.sql.list.clone();
+        let status = query.status.map(|status| status.as_str().to_owned());
+        let limit = i64::try_from(query.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
+        let after = query
+            .after
+            .map(|cursor| (cursor.created_at.as_millis(), uuid(cursor.task_id)));
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        if let Some(status) = &status {
+            params.push(status);
+            sql.push_str(&format!(" AND status = ${}", params.len()));
+        }
+        if let Some(op) = &query.op {
+            params.push(op);
+            sql.push_str(&format!(" AND op = ${}", params.len()));
+        }
+        if let Some((created_at, task_id)) = &after {
+            params.push(created_at);
+            params.push(task_id);
+            let (at, id) = (params.len() - 1, params.len());
+            sql.push_str(&format!(
+                " AND (created_at < ${at} OR (created_at = ${at} AND task_id > ${id}))"
+            ));
+        }
+        params.push(&limit);
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, task_id ASC LIMIT ${}",
+            params.len()
+        ));
+        let rows = self.query("listing tasks", &sql, &params).await?;
+        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        let wanted = query.limit.max(1);
+        let has_more = tasks.len() > wanted;
+        tasks.truncate(wanted);
+        let next_cursor = if has_more {
+            tasks.last().map(|task| tasktape_core::store::Cursor {
+                created_at: task.created_at,
+                task_id: task.task_id,
+            })
+        } else {
+            None
+        };
+        Ok(ListPage {
+            tasks,
+            next_cursor,
+            has_more,
+        })
+    }
+
+    pub(crate) async fn count_tasks(&self) -> Result<StatusCounts> {
+        let rows = self
+            .query("counting tasks", &self.shared.sql.counts, &[])
+            .await?;
+        let mut counts: StatusCounts = Status::ALL.into_iter().map(|status| (status, 0)).collect();
+        for row in rows {
+            let status = rows::status(row.try_get(0).map_err(driver("counting tasks"))?)?;
+            let count: i64 = row.try_get(1).map_err(driver("counting tasks"))?;
+            counts.insert(status, count as u64);
+        }
+        Ok(counts)
+    }
+
+    pub(crate) async fn read_events(
+        &self,
+        task_id: TaskId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Option<TapePage>> {
+        let context = "reading a tape";
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                context,
+                &self.shared.sql.events,
+                &[&uuid(task_id), &from, &limit],
+            )
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let status = rows::status(first.try_get(0).map_err(driver(context))?)?;
+        let last_seq: i64 = first.try_get(1).map_err(driver(context))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: Option<i64> = row.try_get(2).map_err(driver(context))?;
+            if let Some(seq) = seq {
+                events.push(StoredEvent {
+                    seq: seq as u64,
+                    json: row.try_get(3).map_err(driver(context))?,
+                });
+            }
+        }
+        Ok(Some(TapePage {
+            status,
+            events,
+            last_seq: last_seq as u64,
+        }))
+    }
+
+    pub(crate) async fn read_last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
+        let rows = self
+            .query(
+                "reading a tape",
+                &self.shared.sql.last_seq,
+                &[&uuid(task_id)],
+            )
+            .await?;
+        rows.first()
+            .map(|row| {
+                row.try_get::<_, i64>(0)
+                    .map(|seq| seq as u64)
+                    .map_err(driver("reading a tape"))
+            })
+            .transpose()
+    }
+
+    pub(crate) async fn expired_tasks(
+        &self,
+        now: Timestamp,
+        exclude_owner: &str,
+    ) -> Result<Vec<TaskId>> {
+        let rows = self
+            .query(
+                "finding expired leases",
+                &self.shared.sql.expired,
+                &[&now.as_millis(), &exclude_owner],
+            )
+            .await?;
+        Self::task_ids(&rows, "finding expired leases")
+    }
+
+    pub(crate) async fn leftover_tasks(&self, owner: &str) -> Result<Vec<TaskId>> {
+        let rows = self
+            .query("finding leftovers", &self.shared.sql.leftovers, &[&owner])
+            .await?;
+        Self::task_ids(&rows, "finding leftovers")
+    }
+
+    pub(crate) async fn pending_tasks(&self) -> Result<Vec<Task>> {
+        let rows = self
+            .query("listing pending tasks", &self.shared.sql.pending, &[])
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+}

@@ -1,0 +1,82 @@
+//! The statements this store runs (outside the PL/pgSQL functions of
+//! `schema.rs`), rendered for its schema once.
+
+use crate::rows::TASK_COLUMNS;
+use crate::schema;
+
+/// The SQL this store runs, rendered for its schema once.
+pub(crate) struct Sql {
+    pub(crate) append: String,
+    pub(crate) start: String,
+    pub(crate) claim: String,
+    pub(crate) finish: String,
+    pub(crate) cancel: String,
+    pub(crate) create: String,
+    pub(crate) delete: String,
+    pub(crate) get: String,
+    pub(crate) list: String,
+    pub(crate) counts: String,
+    pub(crate) events: String,
+    pub(crate) last_seq: String,
+    pub(crate) last_seqs: String,
+    pub(crate) renew: String,
+    pub(crate) expired: String,
+    pub(crate) leftovers: String,
+    pub(crate) pending: String,
+    pub(crate) purge: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Sql {
+        let s = schema::quoted(schema);
+        Sql {
+            append: format!("SELECT out_seq, out_code FROM {s}.append_events($1, $2, $3)"),
+            start: format!("SELECT out_code, out_status FROM {s}.start_task($1, $2, $3, $4, $5)"),
+            claim: format!("SELECT {TASK_COLUMNS} FROM {s}.claim($1, $2, $3, $4, $5, $6)"),
+            finish: format!(
+                "SELECT out_code, out_status, out_seq FROM {s}.finish_task($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            cancel: format!(
+                "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
+            ),
+            create: format!(
+                "SELECT out_created, out_id FROM {s}.create_task($1, $2, $3, $4, $5, $6, $7)"
+            ),
+            delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
+            get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
+            list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE true"),
+            counts: format!("SELECT status, count(*) FROM {s}.tasks GROUP BY status"),
+            // One statement, one snapshot: status, last seq and the page agree.
+            events: format!(
+                "SELECT t.status, t.last_seq, e.seq, e.json FROM {s}.tasks t \
+                 LEFT JOIN LATERAL (SELECT seq, json FROM {s}.events e \
+                     WHERE e.task_id = t.task_id AND e.seq >= $2 ORDER BY e.seq LIMIT $3) e ON true \
+                 WHERE t.task_id = $1 ORDER BY e.seq"
+            ),
+            last_seq: format!("SELECT last_seq FROM {s}.tasks WHERE task_id = $1"),
+            last_seqs: format!("SELECT task_id, last_seq FROM {s}.tasks WHERE task_id = ANY ($1)"),
+            // Rows are locked in id order, like the writer's batches: no deadlock.
+            renew: format!(
+                "WITH mine AS (SELECT task_id FROM {s}.tasks WHERE status = 'running' AND owner = $1 \
+                     ORDER BY task_id FOR UPDATE) \
+                 UPDATE {s}.tasks t SET lease_until = $2 FROM mine WHERE t.task_id = mine.task_id"
+            ),
+            expired: format!(
+                "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND lease_until < $1 \
+                 AND owner IS DISTINCT FROM $2 ORDER BY task_id"
+            ),
+            leftovers: format!(
+                "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND owner = $1 ORDER BY task_id"
+            ),
+            pending: format!(
+                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE status = 'pending' ORDER BY created_at, task_id"
+            ),
+            purge: format!(
+                "WITH gone AS (DELETE FROM {s}.tasks WHERE status IN ('succeeded', 'failed', 'cancelled') \
+                     AND finished_at < $1 RETURNING task_id), \
+                 tapes AS (DELETE FROM {s}.events e USING gone WHERE e.task_id = gone.task_id) \
+                 SELECT count(*) FROM gone"
+            ),
+        }
+    }
+}

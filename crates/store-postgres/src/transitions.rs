@@ -1,0 +1,310 @@
+//! The transitions: each one call of a PL/pgSQL function of `schema.rs`
+//! (which locks the row, checks its state and writes row and tape in one
+//! transaction), and its answer code mapped to the store's typed outcome.
+
+use tasktape_core::BodyExt as _;
+use tasktape_core::event::EventBody;
+use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::store::{
+    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
+    StartOutcome, Store as _, StoreError,
+};
+use tasktape_core::time::Timestamp;
+use tokio::sync::oneshot;
+
+use crate::codes::{cancel, delete, finish, start};
+use crate::rows::{self, driver, task_from_row, task_id, uuid};
+use crate::writer::{self, AppendReply, WriteJob};
+use crate::{PostgresStore, Shared};
+
+impl PostgresStore {
+    pub(crate) async fn create_task(&self, task: NewTask) -> Result<Created> {
+        let params = task.params.to_string();
+        let rows = self
+            .query(
+                "creating a task",
+                &self.shared.sql.create,
+                &[
+                    &uuid(task.task_id),
+                    &task.op,
+                    &task.created_at.as_millis(),
+                    &params,
+                    &task.params_digest,
+                    &task.idempotency_key,
+                    &task.trace_parent,
+                ],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::backend("creating a task", "no answer"))?;
+        let created: bool = row.try_get(0).map_err(driver("creating a task"))?;
+        if created {
+            return Ok(Created {
+                task: Task {
+                    task_id: task.task_id,
+                    op: task.op,
+                    status: Status::Pending,
+                    created_at: task.created_at,
+                    started_at: None,
+                    finished_at: None,
+                    params_digest: task.params_digest,
+                    result: None,
+                    error: None,
+                    params: task.params,
+                    idempotency_key: task.idempotency_key,
+                    cancel_requested: false,
+                    owner: None,
+                    lease_until: None,
+                    trace_parent: task.trace_parent,
+                },
+                created: true,
+            });
+        }
+        let existing: uuid::Uuid = row.try_get(1).map_err(driver("creating a task"))?;
+        let task = self.get(task_id(existing)).await?.ok_or_else(|| {
+            StoreError::backend("creating a task", "the idempotency key's task vanished")
+        })?;
+        Ok(Created {
+            task,
+            created: false,
+        })
+    }
+
+    pub(crate) async fn start_task(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
+        let now = Timestamp::now();
+        let row = self
+            .query_one(
+                "starting a task",
+                &self.shared.sql.start,
+                &[
+                    &uuid(task_id),
+                    &lease.owner,
+                    &lease.until.as_millis(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                ],
+            )
+            .await?;
+        let code: i16 = row.try_get(0).map_err(driver("starting a task"))?;
+        match code {
+            start::STARTED => {
+                self.shared.hub.notify(task_id, 1);
+                match self.get(task_id).await? {
+                    Some(task) => Ok(StartOutcome::Started(Box::new(task))),
+                    None => Ok(StartOutcome::NotFound),
+                }
+            }
+            start::ALREADY_RUNNING => Ok(StartOutcome::AlreadyRunning),
+            start::ALREADY_FINISHED => Ok(StartOutcome::AlreadyFinished {
+                status: rows::status(row.try_get(1).map_err(driver("starting a task"))?)?,
+            }),
+            _ => Ok(StartOutcome::NotFound),
+        }
+    }
+
+    pub(crate) async fn claim_tasks(
+        &self,
+        op: &str,
+        limit: usize,
+        lease: Lease,
+    ) -> Result<Vec<Task>> {
+        let now = Timestamp::now();
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = self
+            .query(
+                "claiming tasks",
+                &self.shared.sql.claim,
+                &[
+                    &op,
+                    &limit,
+                    &lease.owner,
+                    &lease.until.as_millis(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                ],
+            )
+            .await?;
+        let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        for task in &tasks {
+            self.shared.hub.notify(task.task_id, 1);
+        }
+        Ok(tasks)
+    }
+
+    pub(crate) async fn append_event(
+        &self,
+        task_id: TaskId,
+        body: EventBody,
+    ) -> Result<AppendOutcome> {
+        tasktape_core::store::check_appendable(&body)?;
+        let (reply, answer) = oneshot::channel();
+        self.write(WriteJob::Append {
+            task_id,
+            body: body.encode(),
+            reply: AppendReply::Wait(reply),
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(crate) async fn reap_task(
+        &self,
+        task_id: TaskId,
+        now: Timestamp,
+        error: tasktape_core::ErrorInfo,
+    ) -> Result<Option<FinishOutcome>> {
+        let client = self.client().await?;
+        self.shared
+            .finish_task(&client, task_id, &Outcome::Failed(error), Some(now))
+            .await
+    }
+
+    pub(crate) async fn cancel_task(&self, task_id: TaskId) -> Result<CancelOutcome> {
+        let now = Timestamp::now();
+        let cancel_body = Outcome::Cancelled.final_body().encode();
+        let context = "cancelling a task";
+        let row = self
+            .query_one(
+                context,
+                &self.shared.sql.cancel,
+                &[
+                    &uuid(task_id),
+                    &cancel_body.open_json(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                ],
+            )
+            .await?;
+        let code: i16 = row.try_get(0).map_err(driver(context))?;
+        Ok(match code {
+            cancel::CANCELLED => {
+                let seq: i64 = row.try_get(2).map_err(driver(context))?;
+                self.shared.hub.notify(task_id, seq as u64);
+                CancelOutcome::Cancelled { seq: seq as u64 }
+            }
+            cancel::REQUESTED => CancelOutcome::Requested {
+                owner: row.try_get(3).map_err(driver(context))?,
+            },
+            cancel::ALREADY_TERMINAL => CancelOutcome::AlreadyTerminal {
+                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+            },
+            _ => CancelOutcome::NotFound,
+        })
+    }
+
+    pub(crate) async fn renew_leases(&self, owner: &str, until: Timestamp) -> Result<u64> {
+        let client = self.client().await?;
+        let context = "renewing leases";
+        let statement = client
+            .prepare_cached(&self.shared.sql.renew)
+            .await
+            .map_err(driver(context))?;
+        client
+            .execute(&statement, &[&owner, &until.as_millis()])
+            .await
+            .map_err(driver(context))
+    }
+
+    pub(crate) async fn delete_task(&self, task_id: TaskId) -> Result<DeleteOutcome> {
+        let context = "deleting a task";
+        let row = self
+            .query_one(context, &self.shared.sql.delete, &[&uuid(task_id)])
+            .await?;
+        let code: i16 = row.try_get(0).map_err(driver(context))?;
+        Ok(match code {
+            delete::DELETED => DeleteOutcome::Deleted,
+            delete::NOT_TERMINAL => DeleteOutcome::NotTerminal {
+                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+            },
+            _ => DeleteOutcome::NotFound,
+        })
+    }
+
+    pub(crate) async fn purge_finished(&self, finished_before: Timestamp) -> Result<u64> {
+        let row = self
+            .query_one(
+                "purging tasks",
+                &self.shared.sql.purge,
+                &[&finished_before.as_millis()],
+            )
+            .await?;
+        let count: i64 = row.try_get(0).map_err(driver("purging tasks"))?;
+        Ok(count as u64)
+    }
+}
+
+impl Shared {
+    /// `finish_task` on `client` (calls on one client are pipelined).
+    pub(crate) async fn finish_on(
+        &self,
+        client: &deadpool_postgres::Object,
+        task_id: TaskId,
+        outcome: &Outcome,
+    ) -> Result<FinishOutcome> {
+        let finished = self.finish_task(client, task_id, outcome, None).await?;
+        Ok(finished.unwrap_or(FinishOutcome::NotFound))
+    }
+
+    /// `finish_task`; with `expired_before`, only a running task whose lease
+    /// ended before it (`None` otherwise).
+    async fn finish_task(
+        &self,
+        client: &deadpool_postgres::Object,
+        task_id: TaskId,
+        outcome: &Outcome,
+        expired_before: Option<Timestamp>,
+    ) -> Result<Option<FinishOutcome>> {
+        let (result, error) = match outcome {
+            Outcome::Succeeded(result) => (Some(result.to_string()), None),
+            Outcome::Failed(error) => {
+                (None, Some(serde_json::to_string(error).unwrap_or_default()))
+            }
+            Outcome::Cancelled => (None, None),
+        };
+        let final_body = outcome.final_body().encode();
+        let cancel_body = Outcome::Cancelled.final_body().encode();
+        let now = Timestamp::now();
+        let context = "finishing a task";
+        let statement = client
+            .prepare_cached(&self.sql.finish)
+            .await
+            .map_err(driver(context))?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &uuid(task_id),
+                    &writer::status_text(outcome.status()),
+                    &result,
+                    &error,
+                    &final_body.open_json(),
+                    &cancel_body.open_json(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                    &expired_before.map(Timestamp::as_millis),
+                ],
+            )
+            .await
+            .map_err(driver(context))?;
+        let code: i16 = row.try_get(0).map_err(driver(context))?;
+        Ok(Some(match code {
+            finish::FINISHED => {
+                let status = rows::status(row.try_get(1).map_err(driver(context))?)?;
+                let seq: i64 = row.try_get(2).map_err(driver(context))?;
+                self.hub.notify(task_id, seq as u64);
+                FinishOutcome::Finished {
+                    seq: seq as u64,
+                    status,
+                }
+            }
+            finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished {
+                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+            },
+            finish::NOT_STARTED => FinishOutcome::NotStarted,
+            // A reap of a task that is not running (or not there) reaps nothing.
+            finish::NOT_FOUND | finish::NOT_EXPIRED if expired_before.is_some() => return Ok(None),
+            _ => FinishOutcome::NotFound,
+        }))
+    }
+}
