@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
-use tasktape_core::{Event, EventBody, Status};
+use tasktape_client::{Event, EventBody, Status};
 
 /// How output is rendered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,11 @@
 //! The `tasktape` binary: parses arguments and calls the library code of
-//! each verb (`serve` in `serve`, the client verbs in `verbs`).
+//! each verb (`serve` in `serve`, the client verbs in `verbs`, their arguments in
+//! `args`, following a tape in `follow`).
 
+mod args;
 mod display;
 mod exit;
+mod follow;
 mod remote;
 mod serve;
 mod verbs;
@@ -24,12 +27,12 @@ enum Command {
     /// Run the HTTP server (SQLite in --data-dir, or PostgreSQL with --store)
     Serve(serve::ServeArgs),
     /// Start a task of an op (--wait: follow it until it ends)
-    Submit(verbs::SubmitArgs),
+    Submit(args::SubmitArgs),
     /// List, inspect, follow and cancel tasks
     #[command(subcommand)]
-    Tasks(verbs::TasksCommand),
+    Tasks(args::TasksCommand),
     /// List the ops the server runs
-    Ops(verbs::OpsArgs),
+    Ops(args::OpsArgs),
 }
 
 fn main() -> ExitCode {

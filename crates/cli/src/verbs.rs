@@ -1,178 +1,21 @@
 //! The client verbs: `submit`, `tasks list|status|events|wait|cancel`,
 //! `ops`. Each resolves its server ([`crate::remote`]), calls the typed
-//! client, and renders ([`crate::display`]); following a tape honours
-//! `--timeout` (exit 124) and Ctrl-C (stop following, or cancel with
-//! `--cancel-on-interrupt`; exit 130).
+//! client, and renders ([`crate::display`]); their arguments are in
+//! [`crate::args`], following a tape (timeout, Ctrl-C) in [`crate::follow`].
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
-use tasktape_client::{FollowMode, ListQuery, Submission, TaskSummary};
-use tasktape_core::{EventBody, Status, TaskId, Timestamp};
-use tokio::time::Instant;
+use tasktape_client::{ListQuery, Submission, TaskSummary, Timestamp};
 use tracing::Instrument as _;
 
+use crate::args::{
+    EventsArgs, IdArgs, ListArgs, ListFormat, OpsArgs, SubmitArgs, TasksCommand, WaitArgs,
+};
 use crate::display::{Mode, TapeView};
 use crate::exit::{Exit, Failure};
-use crate::remote::{Remote, RemoteArgs};
-
-/// How long `--cancel-on-interrupt` waits for the task's final event.
-const CANCEL_WAIT: Duration = Duration::from_secs(10);
-
-/// Output switches shared by the verbs.
-#[derive(Args, Debug, Clone)]
-pub struct OutputArgs {
-    /// Machine-readable output: JSON (JSON lines for events)
-    #[arg(long)]
-    json: bool,
-    /// No bars or colours: one line per event, even in a terminal
-    #[arg(long, conflicts_with = "json")]
-    plain: bool,
-}
-
-/// Switches of the verbs that follow a tape.
-#[derive(Args, Debug, Clone)]
-pub struct FollowArgs {
-    /// Give up waiting after this many seconds (exit 124; the task goes on)
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    timeout: Option<Duration>,
-    /// On Ctrl-C, cancel the task instead of only stopping to follow it
-    #[arg(long)]
-    cancel_on_interrupt: bool,
-    /// Follow by long-polling instead of Server-Sent Events
-    #[arg(long)]
-    poll: bool,
-}
-
-/// `tasktape submit`.
-#[derive(Args, Debug)]
-pub struct SubmitArgs {
-    /// The op to run (`tasktape ops` lists them)
-    op: String,
-    /// A param as KEY=VALUE; VALUE is read as JSON when it parses (5, true,
-    /// [1,2]), else as a string; repeatable, wins over --params
-    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
-    param: Vec<String>,
-    /// All params as one JSON object
-    #[arg(long, value_name = "JSON")]
-    params: Option<String>,
-    /// Submitting again with this key returns the first task instead of a new one
-    #[arg(long, value_name = "KEY")]
-    idempotency_key: Option<String>,
-    /// Follow the task until it ends, then exit with its status
-    #[arg(long)]
-    wait: bool,
-    #[command(flatten)]
-    follow: FollowArgs,
-    #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    remote: RemoteArgs,
-}
-
-/// `tasktape tasks …`.
-#[derive(Subcommand, Debug)]
-pub enum TasksCommand {
-    /// List tasks, newest first
-    List(ListArgs),
-    /// Show one task's row
-    Status(IdArgs),
-    /// Print a task's events (--follow: until it ends)
-    Events(EventsArgs),
-    /// Follow a task until it ends; exit 0 succeeded, 1 failed, 130 cancelled
-    Wait(WaitArgs),
-    /// Ask a task to stop
-    Cancel(IdArgs),
-}
-
-/// Output format of `tasks list`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ListFormat {
-    Table,
-    Json,
-}
-
-/// `tasktape tasks list`.
-#[derive(Args, Debug)]
-pub struct ListArgs {
-    /// Only tasks in this status (pending, running, succeeded, failed, cancelled)
-    #[arg(long)]
-    status: Option<Status>,
-    /// Only tasks of this op
-    #[arg(long)]
-    op: Option<String>,
-    /// Rows per page
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    limit: u32,
-    /// Every matching task, page after page
-    #[arg(long)]
-    all: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    format: ListFormat,
-    /// Same as --format json
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    remote: RemoteArgs,
-}
-
-/// A verb on one task.
-#[derive(Args, Debug)]
-pub struct IdArgs {
-    /// The task's id
-    id: TaskId,
-    #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    remote: RemoteArgs,
-}
-
-/// `tasktape tasks events`.
-#[derive(Args, Debug)]
-pub struct EventsArgs {
-    /// The task's id
-    id: TaskId,
-    /// First seq to print
-    #[arg(long, default_value_t = 0)]
-    from_seq: u64,
-    /// Print at most this many events
-    #[arg(long)]
-    limit: Option<u64>,
-    /// Keep printing as events arrive, until the task ends
-    #[arg(long)]
-    follow: bool,
-    #[command(flatten)]
-    follow_args: FollowArgs,
-    #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    remote: RemoteArgs,
-}
-
-/// `tasktape tasks wait`.
-#[derive(Args, Debug)]
-pub struct WaitArgs {
-    /// The task's id
-    id: TaskId,
-    #[command(flatten)]
-    follow: FollowArgs,
-    #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    remote: RemoteArgs,
-}
-
-/// `tasktape ops`.
-#[derive(Args, Debug)]
-pub struct OpsArgs {
-    #[command(flatten)]
-    output: OutputArgs,
-    #[command(flatten)]
-    remote: RemoteArgs,
-}
+use crate::follow::follow_tape;
 
 /// The verbs, ready to run.
 pub enum Verb {
@@ -244,13 +87,6 @@ fn run_verb(verb: Verb) -> ExitCode {
             failure.exit.code()
         }
     }
-}
-
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is not a duration"))
 }
 
 /// `--params` then each `--param`, as one JSON object.
@@ -364,136 +200,6 @@ async fn events(args: EventsArgs) -> Result<Exit, Failure> {
         }
     }
     Ok(Exit::Succeeded)
-}
-
-/// Follows `task_id`'s tape from `from_seq` until `final` (exit by its
-/// status), `limit` events, the timeout (124) or Ctrl-C (130).
-async fn follow_tape(
-    remote: &Remote,
-    task_id: TaskId,
-    from_seq: u64,
-    limit: Option<u64>,
-    args: &FollowArgs,
-    mode: Mode,
-) -> Result<Exit, Failure> {
-    let follow_mode = if args.poll {
-        FollowMode::LongPoll
-    } else {
-        FollowMode::Sse
-    };
-    let mut follower = remote.client.follow(task_id, from_seq, follow_mode);
-    let mut view = TapeView::new(mode);
-    // A deadline too far to represent is no deadline.
-    let deadline = args
-        .timeout
-        .and_then(|timeout| Instant::now().checked_add(timeout));
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
-    let mut shown = 0_u64;
-    loop {
-        if limit.is_some_and(|limit| shown >= limit) {
-            return Ok(Exit::Succeeded);
-        }
-        let next = tokio::select! {
-            biased;
-            _ = &mut interrupt => {
-                return interrupted(remote, task_id, &mut follower, &mut view, args).await;
-            }
-            _ = sleep_until(deadline) => {
-                view.abandon();
-                let status = follower.task_status().map(|status| format!(" (it was {status})")).unwrap_or_default();
-                eprintln!(
-                    "timed out after {:.1}s waiting for task {task_id}{status}; it goes on",
-                    args.timeout.unwrap_or_default().as_secs_f64(),
-                );
-                return Ok(Exit::TimedOut);
-            }
-            next = follower.next() => next,
-        };
-        match next {
-            Ok(Some(event)) => {
-                if !view.event(&event) {
-                    // Whoever read our output is gone: stop quietly.
-                    return Ok(Exit::Succeeded);
-                }
-                shown += 1;
-                if let EventBody::Final { status, .. } = event.body {
-                    return Ok(exit_for(status));
-                }
-            }
-            // Followed from past the end of a finished tape.
-            Ok(None) => return Ok(follower.task_status().map_or(Exit::Succeeded, exit_for)),
-            Err(error) => {
-                view.abandon();
-                return Err(remote.failure(error));
-            }
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn exit_for(status: Status) -> Exit {
-    match status {
-        Status::Succeeded => Exit::Succeeded,
-        Status::Cancelled => Exit::Cancelled,
-        _ => Exit::Failed,
-    }
-}
-
-/// Ctrl-C while following: stop (saying how to cancel), or with
-/// `--cancel-on-interrupt` cancel and show the final event when it comes.
-async fn interrupted(
-    remote: &Remote,
-    task_id: TaskId,
-    follower: &mut tasktape_client::Follower,
-    view: &mut TapeView,
-    args: &FollowArgs,
-) -> Result<Exit, Failure> {
-    if !args.cancel_on_interrupt {
-        view.abandon();
-        eprintln!(
-            "interrupted: stopped following task {task_id}; it keeps running\nto cancel it: tasktape tasks cancel {task_id}{}",
-            remote.url_flag()
-        );
-        return Ok(Exit::Cancelled);
-    }
-    view.note(&format!("interrupted: cancelling task {task_id}"));
-    let answer = remote.call(remote.client.cancel(task_id)).await?;
-    if answer.already_terminal {
-        view.note(&format!("task {task_id} had already ended"));
-    }
-    let deadline = Instant::now() + CANCEL_WAIT;
-    let second_interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(second_interrupt);
-    loop {
-        let next = tokio::select! {
-            _ = &mut second_interrupt => break,
-            _ = tokio::time::sleep_until(deadline) => break,
-            next = follower.next() => next,
-        };
-        match next {
-            Ok(Some(event)) => {
-                let _ = view.event(&event);
-                if let EventBody::Final { status, .. } = event.body {
-                    // It may have ended some other way before the cancel landed.
-                    return Ok(exit_for(status));
-                }
-            }
-            Ok(None) => {
-                return Ok(follower.task_status().map_or(Exit::Cancelled, exit_for));
-            }
-            Err(_) => break,
-        }
-    }
-    view.abandon();
-    eprintln!("cancel requested for task {task_id}; its final event did not arrive in time");
-    Ok(Exit::Cancelled)
 }
 
 async fn status(args: IdArgs) -> Result<Exit, Failure> {

@@ -46,13 +46,12 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tasktape_wire::TaskId;
 
 pub use error::{ClientError, Result, ServerError};
 pub use follow::{FollowMode, Follower};
 pub use tasktape_wire::{
     CancelAnswer, ErrorInfo, Event, EventBody, EventKind, EventsPage, Links, OpInfo, OpsList,
-    ServerInfo, Status, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary, Timestamp,
+    ServerInfo, Status, TaskHandle, TaskId, TaskPage, TaskResult, TaskRow, TaskSummary, Timestamp,
 };
 pub use types::{ListQuery, Submission};
 

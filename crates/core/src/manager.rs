@@ -6,16 +6,22 @@
 //! may be waiting (a submit, a run ending, a peer's signal, the lease tick)
 //! the manager asks the store to start the oldest pending tasks of an op
 //! while fewer than its limit run (`Store::claim`), so the limit and the
-//! FIFO order hold across every instance sharing the store. The run of one
-//! task (op, cancel, finish) is in [`runner`]. Call order for embedders:
+//! FIFO order hold across every instance sharing the store (`schedule.rs`).
+//! The run of one task (op, cancel, finish) is in `runner.rs`; the lease
+//! loop and shutdown in `lifecycle.rs`; reads in `reads.rs` and `waiting.rs`. Call order for embedders:
 //! [`Manager::start`] once, then any number of `submit`/`cancel`/reads from
 //! any task, then [`Manager::shutdown`] once.
 
+mod config;
+mod errors;
 mod lifecycle;
 mod reads;
 mod runner;
+mod schedule;
 mod waiting;
 
+pub use config::ManagerConfig;
+pub use errors::{ShutdownReport, SubmitError, Submitted};
 pub use waiting::{FollowError, TaskEvents};
 
 use std::collections::HashMap;
@@ -25,99 +31,13 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument as _, debug, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
-use crate::model::{ErrorInfo, NewTask, Outcome, Task, TaskId};
-use crate::observe::{PlainTaskTracing, TaskTracing};
-use crate::op::{OpRegistry, ParamsError};
-use crate::store::{CancelOutcome, Lease, Store, StoreError, StoreSignal};
-
-/// How a manager runs.
-#[derive(Clone, Debug)]
-pub struct ManagerConfig {
-    /// This instance's id: the owner written on the tasks it runs. Keep it
-    /// stable across restarts so leftovers are recognised as our own.
-    pub instance_id: String,
-    /// How long a cancelled op may take to return before it is aborted.
-    pub cancel_grace: Duration,
-    /// How long a lease holds without renewal.
-    pub lease_ttl: Duration,
-    /// How often leases are renewed and expired peers' tasks reaped.
-    pub lease_interval: Duration,
-    /// Concurrent runs per op unless `op_concurrency` says otherwise (across
-    /// all instances sharing the store).
-    pub default_concurrency: usize,
-    /// Concurrent runs for named ops.
-    pub op_concurrency: HashMap<String, usize>,
-    /// How task runs' spans are made and linked to their submitters'.
-    pub task_tracing: Arc<dyn TaskTracing>,
-    /// Whether this instance runs tasks. `false` makes an API-only instance
-    /// on a shared store: it accepts submits (checking params with its ops'
-    /// `prepare`), cancels and reads, and claims nothing.
-    pub worker: bool,
-}
-
-impl Default for ManagerConfig {
-    fn default() -> Self {
-        ManagerConfig {
-            instance_id: "local".to_owned(),
-            cancel_grace: Duration::from_secs(5),
-            lease_ttl: Duration::from_secs(30),
-            lease_interval: Duration::from_secs(5),
-            default_concurrency: 64,
-            op_concurrency: HashMap::new(),
-            task_tracing: Arc::new(PlainTaskTracing),
-            worker: true,
-        }
-    }
-}
-
-/// Why a submit was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SubmitError {
-    /// No op of that name; `known` lists the registered ones.
-    #[error("unknown op {name:?} (known: {})", known.join(", "))]
-    UnknownOp {
-        /// The asked name.
-        name: String,
-        /// The registered names.
-        known: Vec<String>,
-    },
-    /// The op refused the params.
-    #[error(transparent)]
-    InvalidParams(#[from] ParamsError),
-    /// The idempotency key belongs to a task with other params.
-    #[error("idempotency key already used by task {task_id} with other params")]
-    IdempotencyConflict {
-        /// The task that holds the key.
-        task_id: TaskId,
-    },
-    /// The manager is shutting down and takes no new work.
-    #[error("shutting down, not accepting tasks")]
-    ShuttingDown,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A submitted task.
-#[derive(Clone, Debug)]
-pub struct Submitted {
-    /// Its row as of the submit.
-    pub task: Task,
-    /// False when an idempotency key gave back an existing task.
-    pub created: bool,
-}
-
-/// What [`Manager::shutdown`] left behind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Runs that had not ended at the deadline (recovered at next start).
-    pub unfinished: usize,
-}
+use crate::model::{ErrorInfo, NewTask, Outcome, TaskId};
+use crate::op::OpRegistry;
+use crate::store::{CancelOutcome, Store, StoreError, StoreSignal};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CancelCause {
@@ -376,157 +296,6 @@ impl Manager {
             created: created.created,
             task: created.task,
         })
-    }
-
-    /// Starts a claim pass for `op` unless one is in flight (then it looks
-    /// again when done).
-    fn kick(&self, op: &str) {
-        if !self.inner.config.worker || self.inner.ops.get(op).is_none() {
-            return;
-        }
-        {
-            let mut state = self.state();
-            if !state.accepting {
-                return;
-            }
-            let claim = state.claims.entry(op.to_owned()).or_default();
-            if claim.active {
-                claim.again = true;
-                return;
-            }
-            claim.active = true;
-        }
-        let manager = self.clone();
-        let op = op.to_owned();
-        self.inner
-            .tracker
-            .spawn(async move { manager.claim_pass(&op).await });
-    }
-
-    /// Kicks every registered op.
-    fn kick_all(&self) {
-        for name in self.inner.ops.names() {
-            self.kick(name);
-        }
-    }
-
-    /// Claims pending tasks of `op` and runs them, until a claim finds no
-    /// new work; a failing store is retried with backoff.
-    async fn claim_pass(&self, op: &str) {
-        let limit = self.limit(op);
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let lease = Lease {
-                owner: self.inner.config.instance_id.clone(),
-                until: self.lease_until(),
-            };
-            // Never dropped half-way: a claim the store carried out must reach
-            // `spawn_run`, or its tasks would stay running with no one to run them.
-            let claimed = self.inner.store.claim(op, limit, lease).await;
-            match claimed {
-                Ok(tasks) => {
-                    backoff = Duration::from_millis(10);
-                    for task in tasks {
-                        self.spawn_run(task);
-                    }
-                    let mut state = self.state();
-                    let accepting = state.accepting;
-                    let claim = state.claims.entry(op.to_owned()).or_default();
-                    if claim.again && accepting {
-                        claim.again = false;
-                        continue;
-                    }
-                    claim.active = false;
-                    claim.again = false;
-                    return;
-                }
-                Err(error) => {
-                    warn!(op, %error, "could not claim pending tasks; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.inner.stopping.cancelled() => {
-                            self.state().claims.remove(op);
-                            return;
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    fn limit(&self, op: &str) -> usize {
-        let config = &self.inner.config;
-        config
-            .op_concurrency
-            .get(op)
-            .copied()
-            .unwrap_or(config.default_concurrency)
-            .max(1)
-    }
-
-    /// Runs a claimed (already started) task.
-    fn spawn_run(&self, task: Task) {
-        /// Forgets the run and kicks its op however the run ends, a panic
-        /// included.
-        struct Slot {
-            manager: Manager,
-            task_id: TaskId,
-            op: String,
-        }
-        impl Drop for Slot {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    // The engine itself failed mid-run: do not leave the task
-                    // running (its lease would be renewed forever).
-                    let (store, task_id) = (Arc::clone(&self.manager.inner.store), self.task_id);
-                    tokio::spawn(async move {
-                        let error = ErrorInfo::new(
-                            "internal_error",
-                            "the engine failed while running this task",
-                        );
-                        let _ = store.finish(task_id, Outcome::Failed(error)).await;
-                    });
-                }
-                self.manager.state().running.remove(&self.task_id);
-                self.manager.kick(&self.op);
-            }
-        }
-        let token = CancellationToken::new();
-        {
-            let mut state = self.state();
-            let mut cause = None;
-            if state.early_cancels.remove(&task.task_id).is_some() || task.cancel_requested {
-                cause = Some(CancelCause::User);
-            } else if !state.accepting {
-                // Claimed as shutdown began: it started, so it ends like the
-                // other runs shutdown stops.
-                cause = Some(CancelCause::Shutdown);
-            }
-            if cause.is_some() {
-                token.cancel();
-            }
-            state.running.insert(
-                task.task_id,
-                Running {
-                    token: token.clone(),
-                    cause,
-                },
-            );
-        }
-        let slot = Slot {
-            manager: self.clone(),
-            task_id: task.task_id,
-            op: task.op.clone(),
-        };
-        let span = self.inner.config.task_tracing.run_span(&task);
-        self.inner.tracker.spawn(
-            async move {
-                slot.manager.run(task, token).await;
-                drop(slot);
-            }
-            .instrument(span),
-        );
     }
 
     /// Reacts to what peers sharing the store did.

@@ -19,6 +19,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The row's `result` and `error` columns for this outcome, as JSON
+    /// texts (both `None` for a cancel).
+    pub fn stored_texts(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Outcome::Succeeded(result) => (Some(result.to_string()), None),
+            Outcome::Failed(error) => (None, serde_json::to_string(error).ok()),
+            Outcome::Cancelled => (None, None),
+        }
+    }
+
     /// The terminal status this outcome gives the row.
     pub fn status(&self) -> Status {
         match self {
@@ -68,6 +78,28 @@ pub struct Task {
 }
 
 impl Task {
+    /// The row a store holds right after creating `task`: pending, nothing
+    /// started, no owner.
+    pub fn pending(task: NewTask) -> Task {
+        Task {
+            task_id: task.task_id,
+            op: task.op,
+            status: Status::Pending,
+            created_at: task.created_at,
+            started_at: None,
+            finished_at: None,
+            params_digest: task.params_digest,
+            result: None,
+            error: None,
+            params: task.params,
+            idempotency_key: task.idempotency_key,
+            cancel_requested: false,
+            owner: None,
+            lease_until: None,
+            trace_parent: task.trace_parent,
+        }
+    }
+
     /// WIRE.md's full row (`GET /v1/tasks/{id}`).
     pub fn row(&self) -> TaskRow {
         TaskRow {

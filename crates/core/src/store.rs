@@ -9,17 +9,20 @@
 //! (`tasktape_core::testkit`, feature `testkit`) checks all of it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 
 use crate::event::{EventBody, StoredEvent};
 use crate::model::{NewTask, Outcome, Status, Task, TaskId};
 use crate::time::Timestamp;
 use crate::wake::WakeHub;
+
+mod ack;
+mod list;
+
+pub use ack::{AppendAck, outcome_after_events};
+pub use list::{Cursor, InvalidCursor, ListPage, ListQuery};
 
 /// The store layer's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -222,69 +225,6 @@ pub enum DeleteOutcome {
     NotFound,
 }
 
-/// A position in the list order `(created_at DESC, task_id ASC)`: the last
-/// row of the previous page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    /// The row's creation time.
-    pub created_at: Timestamp,
-    /// The row's id.
-    pub task_id: TaskId,
-}
-
-/// The cursor text was not a cursor.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid cursor ({reason})")]
-pub struct InvalidCursor {
-    /// Always `decode_failed`, as dikw-core says it.
-    pub reason: &'static str,
-}
-
-impl Cursor {
-    /// The opaque text form: dikw-core's base64url (no padding) of
-    /// `{"created_at":…,"task_id":…}`.
-    pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-    }
-
-    /// Parses the text form.
-    pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .map_err(|_| InvalidCursor {
-                reason: "decode_failed",
-            })?;
-        serde_json::from_slice(&bytes).map_err(|_| InvalidCursor {
-            reason: "decode_failed",
-        })
-    }
-}
-
-/// What [`Store::list`] is asked for.
-#[derive(Clone, Debug, Default)]
-pub struct ListQuery {
-    /// Only this status.
-    pub status: Option<Status>,
-    /// Only this op.
-    pub op: Option<String>,
-    /// At most this many rows (callers clamp it; 1..=1000 on the wire).
-    pub limit: usize,
-    /// Start after this row.
-    pub after: Option<Cursor>,
-}
-
-/// One page of rows.
-#[derive(Clone, Debug)]
-pub struct ListPage {
-    /// The rows, in list order.
-    pub tasks: Vec<Task>,
-    /// Where the next page starts, when there is one.
-    pub next_cursor: Option<Cursor>,
-    /// Whether more rows follow.
-    pub has_more: bool,
-}
-
 /// A slice of one task's tape, read in one snapshot with its row status.
 #[derive(Clone, Debug)]
 pub struct TapePage {
@@ -325,78 +265,6 @@ pub enum StoreSignal {
 
 /// Tasks per status.
 pub type StatusCounts = HashMap<Status, u64>;
-
-/// Where a queued append reports its outcome (see [`Store::append_queued`]).
-#[derive(Debug, Default)]
-pub struct AppendAck {
-    /// Counts the appends that land, when someone counts them.
-    appended: std::sync::OnceLock<Arc<crate::metrics::Counter>>,
-    dropped: AtomicBool,
-    last_seq: AtomicU64,
-    error: Mutex<Option<String>>,
-}
-
-impl AppendAck {
-    /// Adds each append that lands to `counter` (the first counter set stays).
-    pub fn count_into(&self, counter: &Arc<crate::metrics::Counter>) {
-        let _ = self.appended.set(Arc::clone(counter));
-    }
-
-    /// Records one append's outcome.
-    pub fn record(&self, outcome: &Result<AppendOutcome>) {
-        match outcome {
-            Ok(AppendOutcome::Appended { seq }) => {
-                self.last_seq.fetch_max(*seq, Ordering::Relaxed);
-                if let Some(counter) = self.appended.get() {
-                    counter.inc();
-                }
-            }
-            Ok(AppendOutcome::Dropped { .. } | AppendOutcome::NotFound) => {
-                self.dropped.store(true, Ordering::Release);
-            }
-            Err(error) => {
-                let mut slot = self
-                    .error
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner());
-                slot.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
-
-    /// Whether some append was dropped (the task is no longer running).
-    pub fn dropped(&self) -> bool {
-        self.dropped.load(Ordering::Acquire)
-    }
-
-    /// The highest seq committed so far.
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq.load(Ordering::Relaxed)
-    }
-
-    /// The first store error a queued append met, if any.
-    pub fn error(&self) -> Option<String> {
-        self.error
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone()
-    }
-}
-
-/// The outcome to record once a reporter's queued events are all processed:
-/// `Succeeded` becomes `Failed` with `store_error` if one of them failed.
-pub fn outcome_after_events(outcome: Outcome, ack: &AppendAck) -> Outcome {
-    match (outcome, ack.error()) {
-        (Outcome::Succeeded(_), Some(message)) => Outcome::Failed(
-            crate::model::ErrorInfo::new(
-                "store_error",
-                "an event of this task could not be stored",
-            )
-            .with("detail", message),
-        ),
-        (outcome, _) => outcome,
-    }
-}
 
 /// `Err(NotAppendable)` for bodies only the store itself writes
 /// (`task_started`, `final`) and for `heartbeat`; what every store's
@@ -546,26 +414,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes terminal tasks that finished before `finished_before`; returns how many.
     async fn purge(&self, finished_before: Timestamp) -> Result<u64>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_matches_dikw_encoding() {
-        let text = "eyJjcmVhdGVkX2F0IjoiMjAyNi0xMS0yN1QyMjowNToyMS43NzVaIiwidGFza19pZCI6ImVjMWEyYjIyLTRiYmItNDc5MS05OGM3LTFhYzMyMjE3MjgyNCJ9";
-        let cursor = Cursor::decode(text).unwrap();
-        assert_eq!(cursor.created_at.to_string(), "2026-11-27T22:05:21.775Z");
-        assert_eq!(
-            cursor.task_id.to_string(),
-            "ec1a2b22-4bbb-4791-98c7-1ac322172824"
-        );
-        assert_eq!(cursor.encode(), text);
-        assert_eq!(
-            Cursor::decode("garbage").unwrap_err().reason,
-            "decode_failed"
-        );
-        assert_eq!(Cursor::decode("!!!").unwrap_err().reason, "decode_failed");
-    }
 }

@@ -18,6 +18,7 @@
 //! timeout or shutdown SIGTERM the whole group, SIGKILL it after the grace.
 //! When the program exits the rest of its group is killed too.
 
+mod output;
 mod process;
 mod protocol;
 pub mod spec;
@@ -41,14 +42,6 @@ use template::{Place, Template};
 
 /// Default SIGTERM → SIGKILL grace when neither the op nor the server sets one.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
-
-/// Lines of stderr kept for a failure's `stderr_tail`.
-const STDERR_TAIL_LINES: usize = 20;
-/// Characters kept of each of those lines.
-const STDERR_TAIL_WIDTH: usize = 500;
-/// How long output is still read after the program exited (a process that
-/// left the group may hold the pipes open).
-const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
 
 /// An exec op, checked and ready to run.
 #[derive(Debug)]
@@ -323,13 +316,13 @@ impl Op for ExecOp {
         };
         let mut guard = process::GroupGuard::new(pgid);
         let stdout = child.stdout.take().map(|out| {
-            AbortOnDrop(tokio::spawn(read_stdout(
+            output::AbortOnDrop(tokio::spawn(output::read_stdout(
                 BufReader::with_capacity(64 * 1024, out),
                 reporter.clone(),
             )))
         });
         let stderr = child.stderr.take().map(|err| {
-            AbortOnDrop(tokio::spawn(read_stderr(
+            output::AbortOnDrop(tokio::spawn(output::read_stderr(
                 BufReader::with_capacity(16 * 1024, err),
                 reporter.clone(),
             )))
@@ -356,11 +349,11 @@ impl Op for ExecOp {
         process::reap_group(pgid, Duration::from_secs(1)).await;
         guard.disarm();
         let result = match stdout {
-            Some(task) => drain(task, &reporter).await.flatten(),
+            Some(task) => output::drain(task, &reporter).await.flatten(),
             None => None,
         };
         let tail = match stderr {
-            Some(task) => drain(task, &reporter).await.unwrap_or_default(),
+            Some(task) => output::drain(task, &reporter).await.unwrap_or_default(),
             None => VecDeque::new(),
         };
         let status = status.map_err(|error| {
@@ -394,91 +387,6 @@ impl Op for ExecOp {
             (None, None) => Err(OpError::new("exec_error", format!("ended with {status}"))),
         }
     }
-}
-
-/// Aborts a reader task when the run is dropped (aborted by the manager).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Waits for a reader to reach the end of its stream, at most
-/// [`OUTPUT_DRAIN`]; a stream still open then is left (and said so).
-async fn drain<T>(mut task: AbortOnDrop<T>, reporter: &Reporter) -> Option<T> {
-    match tokio::time::timeout(OUTPUT_DRAIN, &mut task.0).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(_)) => None,
-        Err(_) => {
-            let _ = reporter
-                .log(
-                    "warn",
-                    "the program exited but a process that left its group still holds its output open; stopped reading",
-                )
-                .await;
-            None
-        }
-    }
-}
-
-/// stdout: protocol lines become events, the rest `info` logs; the last
-/// `result` line's value is returned. Once the task no longer takes events
-/// (finished, cancelled) the pipe is still drained so the program never
-/// blocks on a full pipe.
-async fn read_stdout<R: tokio::io::AsyncBufRead + Unpin>(
-    mut reader: R,
-    reporter: Reporter,
-) -> Option<Value> {
-    let mut buffer = Vec::new();
-    let mut result = None;
-    let mut reporting = true;
-    while let Ok(Some(line)) = process::read_line(&mut reader, &mut buffer).await {
-        if let protocol::Line::Result(value) = protocol::parse(&line) {
-            result = Some(value);
-            continue;
-        }
-        if !reporting {
-            continue;
-        }
-        let reported = match protocol::parse(&line) {
-            protocol::Line::Progress {
-                phase,
-                current,
-                total,
-                detail,
-            } => reporter.progress(phase, current, total, detail).await,
-            protocol::Line::Log { level, message } => reporter.log(level, message).await,
-            protocol::Line::Partial { kind, payload } => reporter.partial(kind, payload).await,
-            protocol::Line::Result(_) | protocol::Line::Plain => reporter.log("info", line).await,
-        };
-        if reported.is_err() {
-            reporting = false;
-        }
-    }
-    result
-}
-
-/// stderr: each line a `warn` log; the last lines are returned for a
-/// failure's `stderr_tail`.
-async fn read_stderr<R: tokio::io::AsyncBufRead + Unpin>(
-    mut reader: R,
-    reporter: Reporter,
-) -> VecDeque<String> {
-    let mut buffer = Vec::new();
-    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    let mut reporting = true;
-    while let Ok(Some(line)) = process::read_line(&mut reader, &mut buffer).await {
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line.chars().take(STDERR_TAIL_WIDTH).collect());
-        if reporting && reporter.log("warn", line).await.is_err() {
-            reporting = false;
-        }
-    }
-    tail
 }
 
 /// Builds every op of a config file's `[ops]` table, sorted by name; the

@@ -20,7 +20,7 @@ impl PostgresStore {
     pub(crate) async fn list_tasks(&self, query: ListQuery) -> Result<ListPage> {
         let mut sql = self.shared.sql.list.clone();
         let status = query.status.map(|status| status.as_str().to_owned());
-        let limit = i64::try_from(query.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX);
         let after = query
             .after
             .map(|cursor| (cursor.created_at.as_millis(), uuid(cursor.task_id)));
@@ -47,23 +47,8 @@ impl PostgresStore {
             params.len()
         ));
         let rows = self.query("listing tasks", &sql, &params).await?;
-        let mut tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
-        let wanted = query.limit.max(1);
-        let has_more = tasks.len() > wanted;
-        tasks.truncate(wanted);
-        let next_cursor = if has_more {
-            tasks.last().map(|task| tasktape_core::store::Cursor {
-                created_at: task.created_at,
-                task_id: task.task_id,
-            })
-        } else {
-            None
-        };
-        Ok(ListPage {
-            tasks,
-            next_cursor,
-            has_more,
-        })
+        let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(ListPage::from_rows(tasks, &query))
     }
 
     pub(crate) async fn count_tasks(&self) -> Result<StatusCounts> {

@@ -4,7 +4,7 @@
 
 use tasktape_core::BodyExt as _;
 use tasktape_core::event::EventBody;
-use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
     AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
     StartOutcome, Store as _, StoreError,
@@ -41,23 +41,7 @@ impl PostgresStore {
         let created: bool = row.try_get(0).map_err(driver("creating a task"))?;
         if created {
             return Ok(Created {
-                task: Task {
-                    task_id: task.task_id,
-                    op: task.op,
-                    status: Status::Pending,
-                    created_at: task.created_at,
-                    started_at: None,
-                    finished_at: None,
-                    params_digest: task.params_digest,
-                    result: None,
-                    error: None,
-                    params: task.params,
-                    idempotency_key: task.idempotency_key,
-                    cancel_requested: false,
-                    owner: None,
-                    lease_until: None,
-                    trace_parent: task.trace_parent,
-                },
+                task: Task::pending(task),
                 created: true,
             });
         }
@@ -255,13 +239,7 @@ impl Shared {
         outcome: &Outcome,
         expired_before: Option<Timestamp>,
     ) -> Result<Option<FinishOutcome>> {
-        let (result, error) = match outcome {
-            Outcome::Succeeded(result) => (Some(result.to_string()), None),
-            Outcome::Failed(error) => {
-                (None, Some(serde_json::to_string(error).unwrap_or_default()))
-            }
-            Outcome::Cancelled => (None, None),
-        };
+        let (result, error) = outcome.stored_texts();
         let final_body = outcome.final_body().encode();
         let cancel_body = Outcome::Cancelled.final_body().encode();
         let now = Timestamp::now();

@@ -7,9 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tasktape_core::event::StoredEvent;
 use tasktape_core::model::{Status, Task, TaskId};
-use tasktape_core::store::{
-    Cursor, ListPage, ListQuery, Result, StatusCounts, StoreError, TapePage,
-};
+use tasktape_core::store::{ListPage, ListQuery, Result, StatusCounts, StoreError, TapePage};
 use tasktape_core::time::Timestamp;
 
 use crate::rows::{TASK_COLUMNS, classify, status_from, task_from_row, task_id_from};
@@ -135,33 +133,18 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
             " AND (created_at < ?{at} OR (created_at = ?{at} AND task_id > ?{task}))"
         ));
     }
-    let limit = query.limit.max(1);
     values.push(Box::new(
-        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+        i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX),
     ));
     sql.push_str(&format!(
         " ORDER BY created_at DESC, task_id ASC LIMIT ?{}",
         values.len()
     ));
     let mut statement = conn.prepare_cached(&sql)?;
-    let mut tasks = statement
+    let tasks = statement
         .query_map(rusqlite::params_from_iter(values.iter()), task_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let has_more = tasks.len() > limit;
-    tasks.truncate(limit);
-    let next_cursor = has_more
-        .then(|| {
-            tasks.last().map(|task| Cursor {
-                created_at: task.created_at,
-                task_id: task.task_id,
-            })
-        })
-        .flatten();
-    Ok(ListPage {
-        tasks,
-        next_cursor,
-        has_more,
-    })
+    Ok(ListPage::from_rows(tasks, query))
 }
 
 pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {

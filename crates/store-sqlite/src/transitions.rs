@@ -101,23 +101,7 @@ impl Writer {
             },
         );
         Ok(Created {
-            task: Task {
-                task_id: task.task_id,
-                op: task.op.clone(),
-                status: Status::Pending,
-                created_at: task.created_at,
-                started_at: None,
-                finished_at: None,
-                params_digest: task.params_digest.clone(),
-                result: None,
-                error: None,
-                params: task.params.clone(),
-                idempotency_key: task.idempotency_key.clone(),
-                cancel_requested: false,
-                owner: None,
-                lease_until: None,
-                trace_parent: task.trace_parent.clone(),
-            },
+            task: Task::pending(task.clone()),
             created: true,
         })
     }
@@ -250,13 +234,7 @@ impl Writer {
         } else {
             outcome
         };
-        let (result, error) = match outcome {
-            Outcome::Succeeded(result) => (Some(result.to_string()), None),
-            Outcome::Failed(error) => {
-                (None, Some(serde_json::to_string(error).unwrap_or_default()))
-            }
-            Outcome::Cancelled => (None, None),
-        };
+        let (result, error) = outcome.stored_texts();
         let status = outcome.status();
         self.conn
             .prepare_cached(

@@ -1,0 +1,47 @@
+//! How a manager runs: [`ManagerConfig`] and its defaults.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::observe::{PlainTaskTracing, TaskTracing};
+
+/// How a manager runs.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// This instance's id: the owner written on the tasks it runs. Keep it
+    /// stable across restarts so leftovers are recognised as our own.
+    pub instance_id: String,
+    /// How long a cancelled op may take to return before it is aborted.
+    pub cancel_grace: Duration,
+    /// How long a lease holds without renewal.
+    pub lease_ttl: Duration,
+    /// How often leases are renewed and expired peers' tasks reaped.
+    pub lease_interval: Duration,
+    /// Concurrent runs per op unless `op_concurrency` says otherwise (across
+    /// all instances sharing the store).
+    pub default_concurrency: usize,
+    /// Concurrent runs for named ops.
+    pub op_concurrency: HashMap<String, usize>,
+    /// How task runs' spans are made and linked to their submitters'.
+    pub task_tracing: Arc<dyn TaskTracing>,
+    /// Whether this instance runs tasks. `false` makes an API-only instance
+    /// on a shared store: it accepts submits (checking params with its ops'
+    /// `prepare`), cancels and reads, and claims nothing.
+    pub worker: bool,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            instance_id: "local".to_owned(),
+            cancel_grace: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+            lease_interval: Duration::from_secs(5),
+            default_concurrency: 64,
+            op_concurrency: HashMap::new(),
+            task_tracing: Arc::new(PlainTaskTracing),
+            worker: true,
+        }
+    }
+}
