@@ -34,7 +34,8 @@ async fn fn_ops_validate_time_out_and_convert_errors() {
         Some(Value::String(_)) => Ok(params),
         _ => Err(ParamsError::new("path", "missing", "field required")),
     })
-    .with_timeout(Duration::from_millis(300));
+    .with_timeout(Duration::from_millis(300))
+    .with_cancel_grace(Duration::from_millis(100));
     let (app, _dir) = app_with(op).await;
     let manager = app.manager().clone();
     let ops = manager.ops();

@@ -230,7 +230,8 @@ async fn a_restarted_instance_finishes_its_leftovers_and_leaves_a_live_peer_alon
     })
     .await;
     assert_eq!(row.error.unwrap().code, "server_restart");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Recovery ran before `a` served its first request: had it touched the
+    // peer's task, the change would be visible now.
     assert_eq!(
         a.client.task(theirs).await.unwrap().status,
         Status::Running,
@@ -458,7 +459,8 @@ async fn a_database_restart_mid_run_loses_nothing_and_every_task_ends() {
             events
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The follower is connected to B before the database goes.
+    crate::support::wait_followers(&b.server.base, "sse", 1).await;
 
     pg.pg_ctl(&["stop", "-m", "fast"]);
     // While the database is down: 503 in the envelope, no 500, no hang.

@@ -176,3 +176,32 @@ pub async fn wait_status(base: &str, task_id: &str, done: impl Fn(&str) -> bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The server's `tasktape_followers{kind="…"}` gauge, scraped from `/metrics`.
+pub async fn followers(base: &str, kind: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("tasktape_followers{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// Waits (10 s at most) until the server counts `at_least` followers of `kind`.
+pub async fn wait_followers(base: &str, kind: &str, at_least: u64) {
+    let since = Instant::now();
+    while followers(base, kind).await < at_least {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "no {kind} follower connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -445,6 +445,21 @@ async fn unreachable_servers_unknown_tasks_and_tokens_are_named() {
     assert_eq!(unknown.code, 1, "{unknown:?}");
 }
 
+/// The task's tape's last seq.
+async fn last_seq(base: &str, task_id: &str) -> u64 {
+    let page: Value = reqwest::Client::new()
+        .get(format!(
+            "{base}/v1/tasks/{task_id}/events?from_seq=1&limit=1"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["last_seq"].as_u64().unwrap()
+}
+
 /// Starts `tasks wait` on a long task, waits for its first lines, sends
 /// SIGINT, and returns what it printed and its exit code.
 async fn interrupt_wait(
@@ -453,7 +468,7 @@ async fn interrupt_wait(
     task_id: &str,
     extra: &[&str],
 ) -> crate::support::Run {
-    let child = client(&server.base, home)
+    let mut child = client(&server.base, home)
         .args(["tasks", "wait", task_id])
         .args(extra)
         .stdout(Stdio::piped())
@@ -461,9 +476,26 @@ async fn interrupt_wait(
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
-    // Wait until it follows (the tape has events well past the first).
-    wait_status(&server.base, task_id, |s| s == "running").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its first printed event proves it follows, with its Ctrl-C handler
+    // installed (the handler is polled before the first event is shown).
+    let stdout = child.stdout.take().unwrap();
+    let (first, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.is_empty() {
+                let _ = first.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    seen.recv_timeout(Duration::from_secs(20))
+        .expect("tasks wait printed its first event");
     let sent = std::process::Command::new("kill")
         .args(["-INT", &pid])
         .status()
@@ -473,9 +505,10 @@ async fn interrupt_wait(
         .await
         .unwrap()
         .unwrap();
+    let lines = reader.join().unwrap();
     crate::support::Run {
         code: output.status.code().expect("exited"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
+        stdout: lines.iter().map(|line| format!("{line}\n")).collect(),
         stderr: String::from_utf8(output.stderr).unwrap(),
     }
 }
@@ -496,7 +529,17 @@ async fn ctrl_c_stops_following_or_cancels_when_asked() {
             .contains(&format!("tasktape tasks cancel {task_id}")),
         "{stopped:?}"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Not cancelled: its tape keeps growing well past the interrupt (a
+    // cancel would end it within the 5 ms step and the grace).
+    let at_interrupt = last_seq(&server.base, &task_id).await;
+    let since = std::time::Instant::now();
+    while last_seq(&server.base, &task_id).await < at_interrupt + 50 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the task stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         wait_status(&server.base, &task_id, |_| true).await,
         "running"

@@ -44,12 +44,16 @@ impl Harness {
     }
 }
 
-/// Generates one `#[tokio::test]` per contract check, each on a fresh store
-/// from `$factory` (an async fn returning a [`Harness`]).
+/// The contract's checks, listed once: calls `$crate::$callback!` with
+/// `$prefix` followed by every check's name. [`store_contract_tests!`] makes
+/// a test of each; [`CHECKS`] names them (and a test checks that every
+/// `pub async fn …(h: Harness)` of the kit is listed).
+#[doc(hidden)]
 #[macro_export]
-macro_rules! store_contract_tests {
-    ($factory:path) => {
-        $crate::store_contract_tests!(@each $factory;
+macro_rules! __store_contract_checks {
+    ($callback:ident ! ($($prefix:tt)*)) => {
+        $crate::$callback! {
+            $($prefix)*
             create_then_get_returns_a_pending_row_and_an_empty_tape,
             idempotency_key_returns_the_original_task,
             start_writes_task_started_as_seq_one,
@@ -82,7 +86,16 @@ macro_rules! store_contract_tests {
             claim_starts_the_oldest_pending_tasks_up_to_the_limit,
             concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
             reap_checks_the_lease_again,
-        );
+        }
+    };
+}
+
+/// Generates one `#[tokio::test]` per contract check, each on a fresh store
+/// from `$factory` (an async fn returning a [`Harness`]).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::__store_contract_checks!(store_contract_tests!(@each $factory;));
     };
     (@each $factory:path; $($check:ident),* $(,)?) => {
         $(
@@ -93,6 +106,18 @@ macro_rules! store_contract_tests {
         )*
     };
 }
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_contract_names {
+    ($($check:ident),* $(,)?) => {
+        &[$(stringify!($check)),*]
+    };
+}
+
+/// Every contract check's name, in the order [`store_contract_tests!`]
+/// runs them.
+pub const CHECKS: &[&str] = crate::__store_contract_checks!(__store_contract_names!());
 
 /// A new task for `op` with `{"n": n}` params, created now.
 pub fn new_task(op: &str) -> NewTask {
@@ -172,4 +197,30 @@ pub async fn assert_row_and_tape_agree(store: &dyn Store, task_id: TaskId) -> (T
 pub async fn assert_status(store: &dyn Store, task_id: TaskId, status: Status) {
     let (task, _) = assert_row_and_tape_agree(store, task_id).await;
     assert_eq!(task.status, status, "task {task_id}");
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `pub async fn NAME(h: Harness)` of the kit is in [`super::CHECKS`]
+    /// (so `store_contract_tests!` runs it), and nothing else is.
+    #[test]
+    fn every_check_is_listed_once() {
+        let sources = [
+            include_str!("checks.rs"),
+            include_str!("claims.rs"),
+            include_str!("races.rs"),
+            include_str!("reads.rs"),
+        ];
+        let mut defined: Vec<&str> = sources
+            .iter()
+            .flat_map(|source| source.lines())
+            .filter_map(|line| line.strip_prefix("pub async fn "))
+            .filter(|rest| rest.contains("(h: Harness)"))
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        let mut listed = super::CHECKS.to_vec();
+        defined.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+    }
 }

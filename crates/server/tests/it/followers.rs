@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::followers;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tasktape_core::{Manager, ManagerConfig, OpRegistry, Store};
@@ -168,7 +169,26 @@ async fn shutdown_ends_waiting_long_polls_and_streams() {
         })
     };
     let stream = tokio::spawn(sse(client.clone(), server.base.clone(), task_id.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both are waiting (the server counts them) before the shutdown.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if followers(&metrics, "long_poll") >= 1 && followers(&metrics, "sse") >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the followers never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let asked = std::time::Instant::now();
     server.shutdown.cancel();
     assert_eq!(poll.await.unwrap().as_u16(), 200);

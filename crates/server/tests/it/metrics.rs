@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::support::app;
+use crate::support::followers;
 
 /// Every sample, as (name, labels, value), from a parser of the Prometheus
 /// text format (`nom-openmetrics`); the whole text must parse.
@@ -78,9 +79,19 @@ async fn metrics_scrape_cleanly_and_count_what_happened() {
         .open(&format!("/v1/tasks/{forever}/events/stream?from_seq=5"))
         .await;
     assert_eq!(stream.status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let answer = app.get("/metrics").await;
+    // Scrape once both followers are counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = app.get("/metrics").await;
+        if followers(&answer.text, "long_poll") >= 1 && followers(&answer.text, "sse") >= 1 {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the followers never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(answer.status.as_u16(), 200);
     assert!(
         answer.headers["content-type"]

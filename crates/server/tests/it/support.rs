@@ -182,3 +182,13 @@ impl App {
         panic!("task {task_id} did not finish");
     }
 }
+
+/// The `tasktape_followers{kind="…"}` gauge in a `/metrics` text (0 when absent).
+pub fn followers(metrics: &str, kind: &str) -> u64 {
+    let prefix = format!("tasktape_followers{{kind=\"{kind}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}

@@ -106,10 +106,25 @@ async fn a_run_is_a_root_span_linked_to_the_request_that_submitted_it() {
     app.wait_status(&cancelled, "running").await;
     app.post(&format!("/v1/tasks/{cancelled}/cancel"), "").await;
     app.wait_final(&cancelled).await;
-    // The run's span closes just after its final is written.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    provider.force_flush().unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
+    // The run's span closes just after its final is written: wait for the
+    // three task spans.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let runs = spans
+            .iter()
+            .filter(|span| span.name.starts_with("task."))
+            .count();
+        if runs >= 3 {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task spans never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
 
     let requests: Vec<_> = spans
         .iter()
