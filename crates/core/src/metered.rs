@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::event::EventBody;
-use crate::metrics::{Metrics, store_operation};
+use crate::metrics::{Metrics, StoreOperation};
 use crate::model::{NewTask, Outcome, Task, TaskId};
 use crate::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
@@ -30,10 +30,10 @@ impl MeteredStore {
         MeteredStore { inner, metrics }
     }
 
-    async fn timed<T>(&self, operation: &str, call: impl Future<Output = T>) -> T {
+    async fn timed<T>(&self, operation: StoreOperation, call: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let out = call.await;
-        self.metrics.store[store_operation(operation)].observe(started.elapsed());
+        self.metrics.store[operation as usize].observe(started.elapsed());
         out
     }
 }
@@ -45,7 +45,7 @@ impl Store for MeteredStore {
     }
 
     async fn ready(&self) -> Result<()> {
-        self.timed("ready", self.inner.ready()).await
+        self.timed(StoreOperation::Ready, self.inner.ready()).await
     }
 
     fn wake_hub(&self) -> &Arc<WakeHub> {
@@ -53,20 +53,24 @@ impl Store for MeteredStore {
     }
 
     async fn create(&self, task: NewTask) -> Result<Created> {
-        self.timed("create", self.inner.create(task)).await
+        self.timed(StoreOperation::Create, self.inner.create(task))
+            .await
     }
 
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
-        self.timed("start", self.inner.start(task_id, lease)).await
+        self.timed(StoreOperation::Start, self.inner.start(task_id, lease))
+            .await
     }
 
     async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
-        self.timed("claim", self.inner.claim(op, limit, lease))
+        self.timed(StoreOperation::Claim, self.inner.claim(op, limit, lease))
             .await
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
-        let outcome = self.timed("append", self.inner.append(task_id, body)).await;
+        let outcome = self
+            .timed(StoreOperation::Append, self.inner.append(task_id, body))
+            .await;
         if let Ok(AppendOutcome::Appended { .. }) = outcome {
             self.metrics.events_appended.inc();
         }
@@ -82,14 +86,14 @@ impl Store for MeteredStore {
         // Counted when it lands, not when it is queued.
         ack.count_into(&self.metrics.events_appended);
         self.timed(
-            "append_queued",
+            StoreOperation::AppendQueued,
             self.inner.append_queued(task_id, body, ack),
         )
         .await
     }
 
     async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome> {
-        self.timed("finish", self.inner.finish(task_id, outcome))
+        self.timed(StoreOperation::Finish, self.inner.finish(task_id, outcome))
             .await
     }
 
@@ -99,8 +103,11 @@ impl Store for MeteredStore {
         outcome: Outcome,
         ack: Arc<AppendAck>,
     ) -> Result<FinishOutcome> {
-        self.timed("finish", self.inner.finish_reported(task_id, outcome, ack))
-            .await
+        self.timed(
+            StoreOperation::Finish,
+            self.inner.finish_reported(task_id, outcome, ack),
+        )
+        .await
     }
 
     async fn reap(
@@ -109,25 +116,31 @@ impl Store for MeteredStore {
         now: Timestamp,
         error: crate::model::ErrorInfo,
     ) -> Result<Option<FinishOutcome>> {
-        self.timed("reap", self.inner.reap(task_id, now, error))
+        self.timed(StoreOperation::Reap, self.inner.reap(task_id, now, error))
             .await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
-        self.timed("request_cancel", self.inner.request_cancel(task_id))
-            .await
+        self.timed(
+            StoreOperation::RequestCancel,
+            self.inner.request_cancel(task_id),
+        )
+        .await
     }
 
     async fn get(&self, task_id: TaskId) -> Result<Option<Task>> {
-        self.timed("get", self.inner.get(task_id)).await
+        self.timed(StoreOperation::Get, self.inner.get(task_id))
+            .await
     }
 
     async fn list(&self, query: ListQuery) -> Result<ListPage> {
-        self.timed("list", self.inner.list(query)).await
+        self.timed(StoreOperation::List, self.inner.list(query))
+            .await
     }
 
     async fn counts(&self) -> Result<StatusCounts> {
-        self.timed("counts", self.inner.counts()).await
+        self.timed(StoreOperation::Counts, self.inner.counts())
+            .await
     }
 
     async fn events(
@@ -136,12 +149,16 @@ impl Store for MeteredStore {
         from_seq: u64,
         limit: usize,
     ) -> Result<Option<TapePage>> {
-        self.timed("events", self.inner.events(task_id, from_seq, limit))
-            .await
+        self.timed(
+            StoreOperation::Events,
+            self.inner.events(task_id, from_seq, limit),
+        )
+        .await
     }
 
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
-        self.timed("last_seq", self.inner.last_seq(task_id)).await
+        self.timed(StoreOperation::LastSeq, self.inner.last_seq(task_id))
+            .await
     }
 
     fn shared(&self) -> bool {
@@ -153,28 +170,38 @@ impl Store for MeteredStore {
     }
 
     async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
-        self.timed("renew_lease", self.inner.renew_lease(owner, until))
-            .await
+        self.timed(
+            StoreOperation::RenewLease,
+            self.inner.renew_lease(owner, until),
+        )
+        .await
     }
 
     async fn expired(&self, now: Timestamp, exclude_owner: &str) -> Result<Vec<TaskId>> {
-        self.timed("expired", self.inner.expired(now, exclude_owner))
-            .await
+        self.timed(
+            StoreOperation::Expired,
+            self.inner.expired(now, exclude_owner),
+        )
+        .await
     }
 
     async fn leftovers(&self, owner: &str) -> Result<Vec<TaskId>> {
-        self.timed("leftovers", self.inner.leftovers(owner)).await
+        self.timed(StoreOperation::Leftovers, self.inner.leftovers(owner))
+            .await
     }
 
     async fn pending(&self) -> Result<Vec<Task>> {
-        self.timed("pending", self.inner.pending()).await
+        self.timed(StoreOperation::Pending, self.inner.pending())
+            .await
     }
 
     async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
-        self.timed("delete", self.inner.delete(task_id)).await
+        self.timed(StoreOperation::Delete, self.inner.delete(task_id))
+            .await
     }
 
     async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
-        self.timed("purge", self.inner.purge(finished_before)).await
+        self.timed(StoreOperation::Purge, self.inner.purge(finished_before))
+            .await
     }
 }
