@@ -38,17 +38,7 @@ impl Op for Echo {
     }
 
     fn prepare(&self, params: Value) -> Result<Value, ParamsError> {
-        let map = match params {
-            Value::Null => serde_json::Map::new(),
-            Value::Object(map) => map,
-            _ => {
-                return Err(ParamsError::new(
-                    "",
-                    "dict_type",
-                    "input should be a valid dictionary",
-                ));
-            }
-        };
+        let map = crate::op::params_object(params)?;
         let count = match map.get("count") {
             None => 5,
             Some(value) => integer(value, "count")?,

@@ -41,6 +41,20 @@ impl ParamsError {
     }
 }
 
+/// The params as a JSON object: absent (`null`) is `{}`; anything else but
+/// an object is refused (`dict_type`). The first step of most `prepare`s.
+pub fn params_object(params: Value) -> Result<Map<String, Value>, ParamsError> {
+    match params {
+        Value::Null => Ok(Map::new()),
+        Value::Object(map) => Ok(map),
+        _ => Err(ParamsError::new(
+            "",
+            "dict_type",
+            "input should be a valid dictionary",
+        )),
+    }
+}
+
 /// How an op failed. Becomes the task's `error` object.
 ///
 /// Any error converts into one with `?` (code `op_error`, the message is the
@@ -235,17 +249,7 @@ impl Op for FnOp {
     }
 
     fn prepare(&self, params: Value) -> Result<Value, ParamsError> {
-        let params = match params {
-            Value::Null => Value::Object(Map::new()),
-            Value::Object(map) => Value::Object(map),
-            _ => {
-                return Err(ParamsError::new(
-                    "",
-                    "dict_type",
-                    "params must be a JSON object",
-                ));
-            }
-        };
+        let params = Value::Object(params_object(params)?);
         match &self.prepare {
             Some(prepare) => prepare(params),
             None => Ok(params),

@@ -120,6 +120,12 @@ impl Reporter {
         .await
     }
 
+    /// Writes a `progress`, `log` or `partial` body as it is (the other
+    /// types belong to the store and are refused with a store error).
+    pub async fn event(&self, body: EventBody) -> Result<(), ReportError> {
+        self.emit(body).await
+    }
+
     async fn emit(&self, body: EventBody) -> Result<(), ReportError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) || inner.ack.dropped() {

@@ -66,14 +66,7 @@ pub(crate) async fn read_stdout<R: tokio::io::AsyncBufRead + Unpin>(
             continue;
         }
         let reported = match protocol::parse(&line) {
-            protocol::Line::Progress {
-                phase,
-                current,
-                total,
-                detail,
-            } => reporter.progress(phase, current, total, detail).await,
-            protocol::Line::Log { level, message } => reporter.log(level, message).await,
-            protocol::Line::Partial { kind, payload } => reporter.partial(kind, payload).await,
+            protocol::Line::Event(body) => reporter.event(body).await,
             protocol::Line::Result(_) | protocol::Line::Plain => reporter.log("info", line).await,
         };
         if reported.is_err() {

@@ -3,24 +3,14 @@
 //! event; anything else is plain output (a `log` line). Never an error.
 
 use serde_json::{Map, Value};
+use tasktape_core::EventBody;
 
 /// What one stdout line means.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Line {
-    Progress {
-        phase: String,
-        current: u64,
-        total: u64,
-        detail: Option<Value>,
-    },
-    Log {
-        level: String,
-        message: String,
-    },
-    Partial {
-        kind: String,
-        payload: Value,
-    },
+    /// A `progress`, `log` or `partial` event.
+    Event(EventBody),
+    /// The task's result (if the program exits 0).
     Result(Value),
     /// Not a protocol line: logged at `info` as it is.
     Plain,
@@ -74,12 +64,12 @@ fn progress(value: Value) -> Option<Line> {
         Some(detail @ Value::Object(_)) => Some(detail),
         Some(_) => return None,
     };
-    Some(Line::Progress {
+    Some(Line::Event(EventBody::Progress {
         phase,
         current,
         total,
         detail,
-    })
+    }))
 }
 
 fn log(value: Value) -> Option<Line> {
@@ -93,7 +83,7 @@ fn log(value: Value) -> Option<Line> {
         Value::String(message) => message,
         _ => return None,
     };
-    Some(Line::Log { level, message })
+    Some(Line::Event(EventBody::Log { level, message }))
 }
 
 fn partial(value: Value) -> Option<Line> {
@@ -103,7 +93,7 @@ fn partial(value: Value) -> Option<Line> {
         _ => return None,
     };
     let payload = map.remove("payload").unwrap_or(Value::Null);
-    Some(Line::Partial { kind, payload })
+    Some(Line::Event(EventBody::Partial { kind, payload }))
 }
 
 #[cfg(test)]
@@ -115,37 +105,37 @@ mod tests {
     fn reads_each_kind() {
         assert_eq!(
             parse(r#"{"progress": {"phase": "resize", "current": 3, "total": 10}}"#),
-            Line::Progress {
+            Line::Event(EventBody::Progress {
                 phase: "resize".into(),
                 current: 3,
                 total: 10,
                 detail: None
-            }
+            })
         );
         assert_eq!(
             parse(
                 r#"{"progress": {"phase": "p", "current": 1, "total": 2, "detail": {"f": "a"}}}"#
             ),
-            Line::Progress {
+            Line::Event(EventBody::Progress {
                 phase: "p".into(),
                 current: 1,
                 total: 2,
                 detail: Some(json!({"f": "a"}))
-            }
+            })
         );
         assert_eq!(
             parse(r#"{"log": {"level": "error", "message": "disk"}}"#),
-            Line::Log {
+            Line::Event(EventBody::Log {
                 level: "error".into(),
                 message: "disk".into()
-            }
+            })
         );
         assert_eq!(
             parse(r#"{"partial": {"kind": "thumb", "payload": {"n": 1}}}"#),
-            Line::Partial {
+            Line::Event(EventBody::Partial {
                 kind: "thumb".into(),
                 payload: json!({"n": 1})
-            }
+            })
         );
         assert_eq!(parse(r#"{"result": [1, 2]}"#), Line::Result(json!([1, 2])));
     }

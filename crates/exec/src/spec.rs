@@ -269,17 +269,7 @@ pub(crate) fn prepare(
     params: &BTreeMap<String, ParamSpec>,
     given: Value,
 ) -> Result<Value, ParamsError> {
-    let mut given = match given {
-        Value::Null => Map::new(),
-        Value::Object(map) => map,
-        _ => {
-            return Err(ParamsError::new(
-                "",
-                "dict_type",
-                "input should be a valid dictionary",
-            ));
-        }
-    };
+    let mut given = tasktape_core::op::params_object(given)?;
     if let Some(unknown) = given.keys().find(|key| !params.contains_key(*key)) {
         let known: Vec<&str> = params.keys().map(String::as_str).collect();
         let message = if known.is_empty() {
