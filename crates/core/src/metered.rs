@@ -13,7 +13,8 @@ use crate::metrics::{Metrics, StoreOperation};
 use crate::model::{NewTask, Outcome, Task, TaskId};
 use crate::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, Result, StartOutcome, StatusCounts, Store, StoreSignal, TapePage,
+    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreSignal,
+    TapePage,
 };
 use crate::time::Timestamp;
 use crate::wake::WakeHub;
@@ -141,6 +142,14 @@ impl Store for MeteredStore {
     async fn counts(&self) -> Result<StatusCounts> {
         self.timed(StoreOperation::Counts, self.inner.counts())
             .await
+    }
+
+    async fn finished_per_minute(&self, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        self.timed(
+            StoreOperation::FinishedPerMinute,
+            self.inner.finished_per_minute(since),
+        )
+        .await
     }
 
     async fn events(

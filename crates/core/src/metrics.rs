@@ -341,6 +341,8 @@ pub enum StoreOperation {
     List,
     /// `counts`.
     Counts,
+    /// `finished_per_minute`.
+    FinishedPerMinute,
     /// `events`.
     Events,
     /// `last_seq`.
@@ -363,7 +365,7 @@ pub enum StoreOperation {
 
 impl StoreOperation {
     /// Every operation, in [`Metrics::store`]'s order.
-    pub const ALL: [StoreOperation; 20] = [
+    pub const ALL: [StoreOperation; 21] = [
         StoreOperation::Create,
         StoreOperation::Start,
         StoreOperation::Claim,
@@ -375,6 +377,7 @@ impl StoreOperation {
         StoreOperation::Get,
         StoreOperation::List,
         StoreOperation::Counts,
+        StoreOperation::FinishedPerMinute,
         StoreOperation::Events,
         StoreOperation::LastSeq,
         StoreOperation::RenewLease,
@@ -400,6 +403,7 @@ impl StoreOperation {
             StoreOperation::Get => "get",
             StoreOperation::List => "list",
             StoreOperation::Counts => "counts",
+            StoreOperation::FinishedPerMinute => "finished_per_minute",
             StoreOperation::Events => "events",
             StoreOperation::LastSeq => "last_seq",
             StoreOperation::RenewLease => "renew_lease",

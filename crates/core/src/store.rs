@@ -266,6 +266,20 @@ pub enum StoreSignal {
 /// Tasks per status.
 pub type StatusCounts = HashMap<Status, u64>;
 
+/// How many tasks ended with `status` in the minute starting at `minute`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinuteCount {
+    /// The minute's start.
+    pub minute: Timestamp,
+    /// A terminal status.
+    pub status: Status,
+    /// Tasks.
+    pub count: u64,
+}
+
+/// How long stores keep per-minute finish counts, in minutes.
+pub const FINISHED_MINUTES_KEPT: i64 = 24 * 60;
+
 /// `Err(NotAppendable)` for bodies only the store itself writes
 /// (`task_started`, `final`) and for `heartbeat`; what every store's
 /// `append` checks first.
@@ -363,8 +377,13 @@ pub trait Store: Send + Sync + 'static {
     /// One page of rows in `(created_at DESC, task_id ASC)` order.
     async fn list(&self, query: ListQuery) -> Result<ListPage>;
 
-    /// Tasks per status.
+    /// Tasks per status, from counters the store keeps in the same
+    /// transactions as the rows (no scan of the tasks).
     async fn counts(&self) -> Result<StatusCounts>;
+
+    /// Tasks that ended per minute and terminal status, for the minutes
+    /// starting at or after `since` (the store keeps the last 24 hours).
+    async fn finished_per_minute(&self, since: Timestamp) -> Result<Vec<MinuteCount>>;
 
     /// Events with seq ≥ `from_seq`, at most `limit`, with the row status and
     /// last seq of the same snapshot; `None` for an unknown task.

@@ -1,4 +1,5 @@
-//! Bearer-token auth on every route except the health probes.
+//! Bearer-token auth on every route except the health probes and the
+//! dashboard's page and assets (which hold no task data).
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -19,7 +20,8 @@ pub(crate) async fn require_token(
     let Some(token) = state.config().token.as_deref() else {
         return next.run(request).await;
     };
-    if OPEN_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if OPEN_PATHS.contains(&path) || crate::dashboard::is_asset(path) {
         return next.run(request).await;
     }
     let presented = request

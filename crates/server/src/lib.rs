@@ -5,6 +5,7 @@
 //! knows HTTP.
 
 mod auth;
+mod dashboard;
 pub mod error;
 mod observe;
 mod origin;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/readyz", get(routes::readyz))
         .route("/v1/info", get(routes::info))
         .route("/v1/ops", get(routes::list_ops))
+        .route("/v1/stats", get(routes::stats))
         .route(
             "/v1/tasks",
             get(routes::list_tasks).post(routes::submit_task),
@@ -128,6 +130,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{task_id}/cancel", post(routes::cancel_task))
         .route("/v1/{op}", post(routes::submit_named))
         .route("/metrics", get(observe::metrics))
+        .route("/", get(dashboard::page))
+        .route("/submit", get(dashboard::page))
+        .route("/tasks/{task_id}", get(dashboard::page))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::style))
+        .route("/favicon.svg", get(dashboard::icon))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -251,11 +259,16 @@ pub const RESERVED_OP_NAMES: [&str; 12] = [
 
 /// Whether `path` names a resource of the API other than `POST /v1/{op}`.
 fn is_resource(path: &str) -> bool {
+    if dashboard::is_asset(path) {
+        return true;
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     matches!(
         segments.as_slice(),
-        ["v1", "healthz" | "readyz" | "info" | "ops" | "tasks"]
-            | ["v1", "tasks", _]
+        [
+            "v1",
+            "healthz" | "readyz" | "info" | "ops" | "stats" | "tasks"
+        ] | ["v1", "tasks", _]
             | ["v1", "tasks", _, "result" | "events" | "cancel"]
             | ["v1", "tasks", _, "events", "stream"]
     )

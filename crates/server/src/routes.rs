@@ -9,12 +9,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tasktape_core::SubmitError;
 use tasktape_core::follow::{MAX_WAIT, StoredPage};
 use tasktape_core::model::{Status, Task};
 use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
+use tasktape_core::{SubmitError, Timestamp};
 use tasktape_wire::{
-    CancelAnswer, Links, OpInfo, OpsList, ServerInfo, TaskHandle, TaskPage, TaskResult,
+    CancelAnswer, Links, MinuteStats, OpInfo, OpsList, ServerInfo, Stats, TaskHandle, TaskPage,
+    TaskResult,
 };
 
 use crate::AppState;
@@ -63,6 +64,58 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
         auth_required: state.config().token.is_some(),
         extra,
     })
+}
+
+/// `GET /v1/stats?window=SECONDS` (60..=86400, default 3600): counts per
+/// status and tasks ended per minute over the window, from the store's
+/// counters (no scan of the tasks).
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Stats>, ApiError> {
+    let query = query_map(raw.as_deref());
+    let window = int_param(&query, "window", 60, 86_400, 3600)?;
+    let manager = state.manager();
+    let counts = manager.counts().await?;
+    let now = Timestamp::now().as_millis();
+    let current = now.div_euclid(60_000);
+    let minutes = window / 60;
+    let first = current - minutes + 1;
+    let found = manager
+        .finished_per_minute(Timestamp::from_millis(first * 60_000))
+        .await?;
+    let mut finished: Vec<MinuteStats> = (first..=current)
+        .map(|minute| MinuteStats {
+            minute: Timestamp::from_millis(minute * 60_000),
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+        })
+        .collect();
+    for entry in found {
+        let index = entry.minute.as_millis().div_euclid(60_000) - first;
+        let Some(slot) = usize::try_from(index)
+            .ok()
+            .and_then(|index| finished.get_mut(index))
+        else {
+            continue;
+        };
+        match entry.status {
+            Status::Succeeded => slot.succeeded += entry.count,
+            Status::Failed => slot.failed += entry.count,
+            Status::Cancelled => slot.cancelled += entry.count,
+            Status::Pending | Status::Running => {}
+        }
+    }
+    Ok(Json(Stats {
+        counts: Status::ALL
+            .into_iter()
+            .map(|status| (status, counts.get(&status).copied().unwrap_or(0)))
+            .collect(),
+        window: window as u64,
+        bucket: 60,
+        finished,
+    }))
 }
 
 pub(crate) async fn list_ops(State(state): State<AppState>) -> Json<OpsList> {

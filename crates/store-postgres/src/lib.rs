@@ -45,8 +45,8 @@ use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, Result, StartOutcome, StatusCounts, Store, StoreError, StoreSignal,
-    TapePage,
+    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreError,
+    StoreSignal, TapePage,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -378,6 +378,10 @@ impl Store for PostgresStore {
 
     async fn counts(&self) -> Result<StatusCounts> {
         self.count_tasks().await
+    }
+
+    async fn finished_per_minute(&self, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        self.finished_minutes(since).await
     }
 
     async fn events(

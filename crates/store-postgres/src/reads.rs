@@ -3,7 +3,7 @@
 
 use tasktape_core::StoredEvent;
 use tasktape_core::model::{Status, Task, TaskId};
-use tasktape_core::store::{ListPage, ListQuery, Result, StatusCounts, TapePage};
+use tasktape_core::store::{ListPage, ListQuery, MinuteCount, Result, StatusCounts, TapePage};
 use tasktape_core::time::Timestamp;
 
 use crate::PostgresStore;
@@ -62,6 +62,26 @@ impl PostgresStore {
             counts.insert(status, count as u64);
         }
         Ok(counts)
+    }
+
+    pub(crate) async fn finished_minutes(&self, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        let context = "counting finished tasks";
+        let first = since.as_millis().div_euclid(60_000)
+            + i64::from(since.as_millis().rem_euclid(60_000) > 0);
+        let rows = self
+            .query(context, &self.shared.sql.finished_per_minute, &[&first])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let minute: i64 = row.try_get(0).map_err(driver(context))?;
+                let count: i64 = row.try_get(2).map_err(driver(context))?;
+                Ok(MinuteCount {
+                    minute: Timestamp::from_millis(minute * 60_000),
+                    status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+                    count: count.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn read_events(

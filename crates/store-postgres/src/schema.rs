@@ -17,7 +17,8 @@
 //! - `c <task_id> <owner>`: a cancel was recorded for a running task.
 
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE {s}.tasks (
     task_id          uuid PRIMARY KEY,
     op               text NOT NULL,
@@ -308,7 +309,71 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
-"#];
+"#,
+    r#"
+-- Counters kept by a trigger in the same transactions as the rows, so the
+-- dashboard's counts and activity chart never scan the tasks. Each
+-- connection updates its own shard of rows (the backend pid mod 16), so
+-- transactions on different connections never wait on a counter; a
+-- transaction locks counter rows in status order (pending, running, then a
+-- terminal one, then its minute), so two on one shard cannot deadlock.
+CREATE TABLE {s}.task_counts (
+    status text NOT NULL,
+    shard  smallint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (status, shard)
+);
+INSERT INTO {s}.task_counts (status, shard, n)
+    SELECT status, 0, count(*) FROM {s}.tasks GROUP BY status;
+CREATE TABLE {s}.finished_per_minute (
+    minute bigint NOT NULL,
+    status text NOT NULL,
+    shard  smallint NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (minute, status, shard)
+);
+INSERT INTO {s}.finished_per_minute (minute, status, shard, n)
+    SELECT finished_at / 60000, status, 0, count(*) FROM {s}.tasks
+     WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL
+       AND finished_at >= (extract(epoch FROM now())::bigint - 86400) * 1000
+     GROUP BY 1, 2;
+
+CREATE FUNCTION {s}.count_tasks() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_shard smallint := (pg_backend_pid() % 16)::smallint;
+    v_minute bigint;
+    v_new boolean;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES (NEW.status, v_shard, 1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES (OLD.status, v_shard, -1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n - 1;
+    ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES (OLD.status, v_shard, -1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n - 1;
+        INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES (NEW.status, v_shard, 1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1;
+        IF NEW.status IN ('succeeded', 'failed', 'cancelled') AND NEW.finished_at IS NOT NULL THEN
+            v_minute := NEW.finished_at / 60000;
+            INSERT INTO {s}.finished_per_minute AS f (minute, status, shard, n)
+                VALUES (v_minute, NEW.status, v_shard, 1)
+                ON CONFLICT (minute, status, shard) DO UPDATE SET n = f.n + 1
+                RETURNING (xmax = 0) INTO v_new;
+            IF v_new THEN
+                DELETE FROM {s}.finished_per_minute f
+                 WHERE f.shard = v_shard AND f.minute < v_minute - 1440;
+            END IF;
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.tasks
+    FOR EACH ROW EXECUTE FUNCTION {s}.count_tasks();
+"#,
+];
 
 /// The schema version this build writes.
 pub(crate) fn latest() -> i32 {

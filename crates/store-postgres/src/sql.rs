@@ -16,6 +16,7 @@ pub(crate) struct Sql {
     pub(crate) get: String,
     pub(crate) list: String,
     pub(crate) counts: String,
+    pub(crate) finished_per_minute: String,
     pub(crate) events: String,
     pub(crate) last_seq: String,
     pub(crate) last_seqs: String,
@@ -45,7 +46,11 @@ impl Sql {
             delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
             get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
             list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE true"),
-            counts: format!("SELECT status, count(*) FROM {s}.tasks GROUP BY status"),
+            counts: format!("SELECT status, sum(n)::bigint FROM {s}.task_counts GROUP BY status"),
+            finished_per_minute: format!(
+                "SELECT minute, status, sum(n)::bigint FROM {s}.finished_per_minute \
+                 WHERE minute >= $1 GROUP BY minute, status ORDER BY minute, status"
+            ),
             // One statement, one snapshot: status, last seq and the page agree.
             events: format!(
                 "SELECT t.status, t.last_seq, e.seq, e.json FROM {s}.tasks t \

@@ -32,7 +32,8 @@ use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, Result, StartOutcome, StatusCounts, Store, StoreError, TapePage,
+    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreError,
+    TapePage,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -371,6 +372,12 @@ impl Store for SqliteStore {
 
     async fn counts(&self) -> Result<StatusCounts> {
         self.readers.with(reader::counts).await
+    }
+
+    async fn finished_per_minute(&self, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        self.readers
+            .with(move |conn| reader::finished_per_minute(conn, since))
+            .await
     }
 
     async fn events(

@@ -7,7 +7,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tasktape_core::event::StoredEvent;
 use tasktape_core::model::{Status, Task, TaskId};
-use tasktape_core::store::{ListPage, ListQuery, Result, StatusCounts, StoreError, TapePage};
+use tasktape_core::store::{
+    ListPage, ListQuery, MinuteCount, Result, StatusCounts, StoreError, TapePage,
+};
 use tasktape_core::time::Timestamp;
 
 use crate::rows::{TASK_COLUMNS, classify, status_from, task_from_row, task_id_from};
@@ -148,8 +150,7 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
 }
 
 pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
-    let mut statement =
-        conn.prepare_cached("SELECT status, COUNT(*) FROM tasks GROUP BY status")?;
+    let mut statement = conn.prepare_cached("SELECT status, n FROM task_counts")?;
     let rows = statement.query_map([], |row| {
         Ok((
             status_from(&row.get::<_, String>(0)?, 0)?,
@@ -162,6 +163,26 @@ pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
         counts.insert(status, count);
     }
     Ok(counts)
+}
+
+/// Tasks ended per minute and status since `since` (from the counters).
+pub(crate) fn finished_per_minute(
+    conn: &mut Connection,
+    since: Timestamp,
+) -> rusqlite::Result<Vec<MinuteCount>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT minute, status, n FROM finished_per_minute WHERE minute >= ?1 ORDER BY minute, status",
+    )?;
+    let first =
+        since.as_millis().div_euclid(60_000) + i64::from(since.as_millis().rem_euclid(60_000) > 0);
+    let rows = statement.query_map([first], |row| {
+        Ok(MinuteCount {
+            minute: Timestamp::from_millis(row.get::<_, i64>(0)? * 60_000),
+            status: status_from(&row.get::<_, String>(1)?, 1)?,
+            count: row.get::<_, i64>(2)?.max(0) as u64,
+        })
+    })?;
+    rows.collect()
 }
 
 /// The row's status and the tape's last seq in one statement (`None`: no task).

@@ -164,6 +164,33 @@ impl Links {
     }
 }
 
+/// `GET /v1/stats`: tasks per status now, and tasks ended per minute over
+/// the window (oldest first, one entry per minute, zeros included).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Tasks per status in the whole store (every status present).
+    pub counts: std::collections::BTreeMap<Status, u64>,
+    /// The window asked for, in seconds.
+    pub window: u64,
+    /// The width of one entry of `finished`, in seconds (60).
+    pub bucket: u64,
+    /// Per minute, oldest first; the last one is the current minute.
+    pub finished: Vec<MinuteStats>,
+}
+
+/// Tasks that ended in one minute, by terminal status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MinuteStats {
+    /// The minute's start.
+    pub minute: Timestamp,
+    /// Ended `succeeded`.
+    pub succeeded: u64,
+    /// Ended `failed`.
+    pub failed: u64,
+    /// Ended `cancelled`.
+    pub cancelled: u64,
+}
+
 /// `GET /v1/ops`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpsList {

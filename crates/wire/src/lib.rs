@@ -17,8 +17,8 @@ pub mod model;
 pub mod time;
 
 pub use bodies::{
-    CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, Links, OpInfo, OpsList, ServerInfo,
-    TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,
+    CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, Links, MinuteStats, OpInfo, OpsList,
+    ServerInfo, Stats, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,
 };
 pub use event::{Event, EventBody, EventKind};
 pub use model::{ErrorInfo, Status, TaskId};

@@ -58,7 +58,7 @@ impl FromStr for TaskId {
 }
 
 /// Where a task is in its life: `pending → running → succeeded | failed | cancelled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Accepted, waiting for its op to start; its tape is empty.

@@ -26,6 +26,15 @@ impl Manager {
         self.inner.store.counts().await
     }
 
+    /// Tasks ended per minute and status since `since` (the last 24 hours
+    /// are kept).
+    pub async fn finished_per_minute(
+        &self,
+        since: crate::time::Timestamp,
+    ) -> Result<Vec<crate::store::MinuteCount>, StoreError> {
+        self.inner.store.finished_per_minute(since).await
+    }
+
     /// WIRE.md's events page, with the long-poll `wait` (see
     /// [`crate::follow::events_page`]). `None` for an unknown task.
     pub async fn events_page(

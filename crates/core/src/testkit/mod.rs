@@ -78,6 +78,7 @@ macro_rules! __store_contract_checks {
             purge_removes_only_old_finished_tasks,
             commits_wake_watchers,
             counts_by_status,
+            counters_follow_every_transition,
             queued_appends_commit_in_order_before_finish,
             eight_concurrent_appenders_get_contiguous_seqs,
             append_racing_finish_leaves_final_last_and_alone,
