@@ -133,18 +133,12 @@ function badge(status) {
 function progressBar(progress) {
   if (!progress) return h("span", { class: "bar-label" }, "");
   const { phase, current, total } = progress;
-  if (!total) {
-    return h("div", { "data-progress": `${current}/0` },
-      h("div", { class: "bar indeterminate", role: "progressbar", "aria-label": `${phase}: ${current}` }, h("span")),
-      h("div", { class: "bar-label" }, `${phase} ${current}`));
-  }
-  const percent = Math.min(100, Math.round((current / total) * 100));
-  return h("div", { "data-progress": `${current}/${total}` },
-    h("div", {
-      class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": total,
-      "aria-valuenow": current, "aria-label": phase,
-    }, h("span", { style: `width:${percent}%` })),
-    h("div", { class: "bar-label" }, `${phase} ${current}/${total}`));
+  // A <progress> without a value is the indeterminate bar (total unknown).
+  const bar = total
+    ? h("progress", { max: total, value: Math.min(current, total), "aria-label": `${phase}: ${current} of ${total}` })
+    : h("progress", { "aria-label": `${phase}: ${current}, total unknown` });
+  return h("div", { class: "progress", "data-progress": `${current}/${total}` },
+    bar, h("div", { class: "bar-label" }, total ? `${phase} ${current}/${total}` : `${phase} ${current}`));
 }
 
 function showError(error, where = main) {
@@ -270,8 +264,8 @@ function listPage() {
       h("td", { class: "id" },
         h("a", { href: `/tasks/${task.task_id}`, "data-link": true, title: task.task_id, "aria-label": `task ${task.task_id}` }, shortId(task.task_id)),
         " ",
-        h("button", { class: "secondary", type: "button", title: "Copy the full id", "aria-label": `copy id ${task.task_id}`,
-          onclick: () => copy(task.task_id) }, "⧉")),
+        h("button", { class: "secondary small", type: "button", title: "Copy the full id", "aria-label": `copy id ${task.task_id}`,
+          onclick: () => copy(task.task_id) }, "copy")),
       h("td", {}, task.op),
       h("td", {}, badge(task.status)),
       h("td", {}, task.status === "running" ? progressBar(tracker.latest.get(task.task_id)) : ""),
@@ -348,7 +342,8 @@ function activityChart(stats) {
   const svg = document.createElementNS(ns, "svg");
   const width = 600;
   const height = 120;
-  svg.setAttribute("viewBox", `0 0 ${width} ${height + 16}`);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
   const total = stats.finished.reduce((sum, m) => sum + m.succeeded + m.failed + m.cancelled, 0);
   svg.setAttribute("aria-label", `Tasks ended per minute over the last ${stats.window / 60} minutes: ${total} in all`);
@@ -377,20 +372,12 @@ function activityChart(stats) {
       svg.append(rect);
     }
   });
-  for (const [label, x] of [[`${stats.window / 60} min ago`, 2], ["now", width - 24]]) {
-    const text = document.createElementNS(ns, "text");
-    text.setAttribute("x", x);
-    text.setAttribute("y", height + 13);
-    text.setAttribute("font-size", "11");
-    text.setAttribute("fill", "#64748b");
-    text.textContent = label;
-    svg.append(text);
-  }
   return h("div", {},
     h("h2", {}, "Finished per minute, last hour"),
     svg,
+    h("div", { class: "axis" }, h("span", {}, `${stats.window / 60} min ago`), h("span", {}, "now")),
     h("div", { class: "legend" },
-      Object.entries(colours).map(([status, colour]) => h("span", {}, h("i", { style: `background:${colour}` }), status))));
+      Object.keys(colours).map((status) => h("span", {}, h("i", { class: status }), status))));
 }
 
 // ---------------------------------------------------------------- a task

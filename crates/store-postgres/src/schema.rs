@@ -317,6 +317,9 @@ $fn$;
 -- transactions on different connections never wait on a counter; a
 -- transaction locks counter rows in status order (pending, running, then a
 -- terminal one, then its minute), so two on one shard cannot deadlock.
+-- The counters change once per row changed: a statement changing very many
+-- rows in one transaction (a purge of millions) should go in batches, or
+-- the counter rows' version chains grow with it.
 CREATE TABLE {s}.task_counts (
     status text NOT NULL,
     shard  smallint NOT NULL,

@@ -1,6 +1,8 @@
 //! The `tasktape` binary, run as a process: `serve`, the client verbs, and
 //! the live display under a pseudo-terminal.
 
+mod browser;
+mod dashboard;
 mod exec;
 mod multi;
 mod otlp;

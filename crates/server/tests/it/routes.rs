@@ -544,3 +544,66 @@ async fn a_long_poll_or_stream_past_the_tape_returns_when_the_task_ends() {
     );
     assert!(parse_sse(&stream.text).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_statuses_and_finishes_per_minute() {
+    let app = crate::support::app().await;
+    let done = app.echo(r#"{"count":1}"#).await;
+    app.wait_final(&done).await;
+    let stats = app.get("/v1/stats").await;
+    assert_eq!(stats.status.as_u16(), 200, "{}", stats.text);
+    let body = stats.json();
+    assert_eq!(body["window"], 3600);
+    assert_eq!(body["bucket"], 60);
+    for status in ["pending", "running", "succeeded", "failed", "cancelled"] {
+        assert!(body["counts"][status].is_u64(), "{status}: {body}");
+    }
+    assert_eq!(body["counts"]["succeeded"], 1);
+    let minutes = body["finished"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60);
+    let ended: u64 = minutes
+        .iter()
+        .map(|m| m["succeeded"].as_u64().unwrap())
+        .sum();
+    assert_eq!(ended, 1);
+    // Oldest first, a minute apart, each on a minute boundary.
+    let first = minutes[0]["minute"].as_str().unwrap();
+    assert!(first.ends_with(":00.000Z"), "{first}");
+    let small = app.get("/v1/stats?window=600").await.json();
+    assert_eq!(small["finished"].as_array().unwrap().len(), 10);
+    app.get("/v1/stats?window=10")
+        .await
+        .error(422, "invalid_request");
+    app.get("/v1/stats?window=86401")
+        .await
+        .error(422, "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_pages_load_without_a_token_but_its_data_needs_one() {
+    let config = tasktape_server::ServerConfig {
+        token: Some("t0k".into()),
+        ..tasktape_server::ServerConfig::default()
+    };
+    let app = crate::support::app_with(config).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/submit", "text/html"),
+        ("/tasks/01a21fc1-a675-73b9-bbde-0881f151904e", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let answer = app.get(path).await;
+        assert_eq!(answer.status.as_u16(), 200, "{path}");
+        let content_type = answer.headers["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(
+            answer.headers.contains_key("content-security-policy"),
+            "{path}"
+        );
+    }
+    app.get("/v1/stats").await.error(401, "unauthorized");
+    app.get("/v1/tasks").await.error(401, "unauthorized");
+    app.post("/", "").await.error(405, "method_not_allowed");
+}

@@ -1,0 +1,362 @@
+//! The dashboard in a real browser (headless Chromium through chromedriver)
+//! against a real `tasktape serve`: live list, detail, cancel, submit with
+//! typed params and the server's 422, the token prompt, the activity chart,
+//! no console errors, and 400 px wide. Screenshots go to
+//! `target/dashboard-screenshots/` (one set is committed under `docs/`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+use crate::support::{Server, serve, wait_status};
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots")
+}
+
+async fn submit(server: &Server, token: Option<&str>, params: Value) -> String {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/echo", server.base))
+        .json(&params);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let handle: Value = request.send().await.unwrap().json().await.unwrap();
+    handle["task_id"].as_str().unwrap().to_owned()
+}
+
+async fn row(server: &Server, task_id: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/v1/tasks/{task_id}", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_tasks() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    // Finished tasks for the chart, then one that runs a few seconds.
+    for _ in 0..3 {
+        submit(&server, None, json!({"count": 1})).await;
+    }
+    let long = submit(&server, None, json!({"count": 40, "delay_ms": 100})).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", server.base)).await;
+    let row_status = format!(
+        "(() => {{ const row = document.querySelector('tr[data-task=\"{long}\"]'); return row && row.querySelector('[data-status]').dataset.status; }})()"
+    );
+    browser
+        .wait_for(
+            &format!("return {row_status} === 'running';"),
+            "the task listed as running",
+        )
+        .await;
+    let progress = format!(
+        "const bar = document.querySelector('tr[data-task=\"{long}\"] progress'); return bar ? bar.value : 0;"
+    );
+    let first = browser
+        .wait_for(&progress, "a progress bar")
+        .await
+        .as_f64()
+        .unwrap();
+    // The bar advances without a reload.
+    let mut later = first;
+    for _ in 0..100 {
+        later = browser.eval(&progress).await.as_f64().unwrap_or(0.0);
+        if later > first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(later > first, "the bar stayed at {first}");
+    // A task submitted now appears, and the long one turns succeeded, without a reload.
+    let fresh = submit(&server, None, json!({"count": 1})).await;
+    browser
+        .wait_for(
+            &format!("return !!document.querySelector('tr[data-task=\"{fresh}\"]');"),
+            "the new row",
+        )
+        .await;
+    browser
+        .wait_for(
+            &format!("return {row_status} === 'succeeded';"),
+            "the task turning succeeded",
+        )
+        .await;
+    // The counts and the chart come from /v1/stats.
+    let succeeded = browser
+        .wait_for(
+            "const c = document.querySelector('[data-count=succeeded] b'); return c && Number(c.textContent) >= 5 ? Number(c.textContent) : null;",
+            "the succeeded count",
+        )
+        .await;
+    assert!(succeeded.as_u64().unwrap() >= 5);
+    let drawn = browser
+        .wait_for(
+            "const bars = [...document.querySelectorAll('#activity rect[data-status=succeeded]')]; const n = bars.reduce((s, r) => s + Number(r.dataset.count), 0); return n >= 5 ? n : null;",
+            "the chart's bars",
+        )
+        .await;
+    assert!(drawn.as_u64().unwrap() >= 5, "{drawn}");
+    browser.screenshot(&screenshots().join("list.png")).await;
+    browser.assert_no_console_errors(&[]).await;
+    // 400 px wide: the page itself does not scroll sideways.
+    browser.resize(400, 800).await;
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "overflows by {overflow} px at 400 px"
+    );
+    browser
+        .screenshot(&screenshots().join("list-400.png"))
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_page_follows_the_tape_to_final_and_cancel_ends_a_task_cancelled() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    let task = submit(&server, None, json!({"count": 8, "delay_ms": 150})).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/tasks/{task}", server.base)).await;
+    browser
+        .wait_for(
+            "const last = [...document.querySelectorAll('#timeline li')].pop(); return last && last.dataset.type === 'final';",
+            "the final event in the timeline",
+        )
+        .await;
+    let kinds = browser
+        .eval("return [...document.querySelectorAll('#timeline li')].map(li => li.dataset.type);")
+        .await;
+    let kinds: Vec<&str> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
+    assert_eq!(kinds[0], "task_started");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "progress").count(), 8);
+    let bar = browser
+        .eval("const p = document.querySelector('#phases progress'); return [p.value, p.max];")
+        .await;
+    assert_eq!(bar, json!([8, 8]));
+    let result = browser
+        .wait_for(
+            "const r = document.querySelector('#result-json'); return r && r.textContent;",
+            "the result",
+        )
+        .await;
+    assert!(
+        result.as_str().unwrap().contains("\"echoed\": 8"),
+        "{result}"
+    );
+    let command = browser
+        .eval("return document.querySelector('#follow-command').textContent;")
+        .await;
+    assert_eq!(
+        command,
+        json!(format!("tasktape tasks events {task} --follow"))
+    );
+    browser.screenshot(&screenshots().join("detail.png")).await;
+    browser.assert_no_console_errors(&[]).await;
+
+    // Cancel, with its confirmation, on a long task.
+    let long = submit(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
+    wait_status(&server.base, &long, |status| status == "running").await;
+    browser.goto(&format!("{}/tasks/{long}", server.base)).await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#cancel-task');",
+            "the cancel button",
+        )
+        .await;
+    browser.click("#cancel-task").await;
+    browser.click("#confirm-yes").await;
+    let status = wait_status(&server.base, &long, |status| status != "running").await;
+    assert_eq!(status, "cancelled");
+    browser
+        .wait_for(
+            "const last = [...document.querySelectorAll('#timeline li')].pop(); return last && last.dataset.type === 'final' && last.textContent.includes('cancelled');",
+            "the cancelled final on the page",
+        )
+        .await;
+    browser.assert_no_console_errors(&[]).await;
+    // A finished task offers Delete, confirmed, then back to the list.
+    browser
+        .wait_for(
+            "return !!document.querySelector('#delete-task');",
+            "the delete button",
+        )
+        .await;
+    browser.click("#delete-task").await;
+    browser.click("#confirm-yes").await;
+    browser
+        .wait_for("return location.pathname === '/';", "the list after delete")
+        .await;
+    let gone = reqwest::Client::new()
+        .get(format!("{}/v1/tasks/{long}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404);
+    browser.assert_no_console_errors(&[]).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_submit_form_runs_an_exec_op_with_typed_params_and_shows_the_server_s_422() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("tasktape.toml");
+    std::fs::write(
+        &config,
+        r#"
+[ops.greet]
+description = "greets someone a few times"
+command = ["sh", "-c", "i=0; while [ $i -lt \"$2\" ]; do echo \"hello $1\"; i=$((i+1)); done", "sh", "{name}", "{times}"]
+[ops.greet.params.name]
+type = "string"
+required = true
+description = "who to greet"
+[ops.greet.params.times]
+type = "integer"
+minimum = 1
+maximum = 5
+default = 2
+"#,
+    )
+    .unwrap();
+    let server = serve(data.path(), &["--config", config.to_str().unwrap()]);
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/submit?op=greet", server.base))
+        .await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#param-name');",
+            "the greet form",
+        )
+        .await;
+    let help = browser
+        .eval("return document.querySelector('#param-times-help').textContent;")
+        .await;
+    assert!(help.as_str().unwrap().contains("≤ 5"), "{help}");
+    // Client-side: a missing required field is refused before any request.
+    browser.click("#submit-button").await;
+    let error = browser
+        .wait_for(
+            "return document.querySelector('[data-error-for=name]').textContent;",
+            "the required message",
+        )
+        .await;
+    assert_eq!(error, json!("required"));
+    browser.screenshot(&screenshots().join("submit.png")).await;
+    browser.type_into("#param-name", "tape").await;
+    browser.type_into("#param-times", "3").await;
+    browser.click("#submit-button").await;
+    let task = browser
+        .wait_for(
+            "const m = location.pathname.match(/^\\/tasks\\/(.+)$/); return m && m[1];",
+            "the new task's page",
+        )
+        .await;
+    let task = task.as_str().unwrap().to_owned();
+    let finished = wait_status(&server.base, &task, |status| {
+        status != "pending" && status != "running"
+    })
+    .await;
+    assert_eq!(finished, "succeeded");
+    let row = row(&server, &task).await;
+    assert_eq!(row["op"], "greet");
+    browser.assert_no_console_errors(&[]).await;
+
+    // The server's 422, next to its field: echo's count too large to be an
+    // integer (the form has no bound for it, the server refuses it).
+    browser
+        .goto(&format!("{}/submit?op=echo", server.base))
+        .await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#param-count');",
+            "the echo form",
+        )
+        .await;
+    browser
+        .type_into("#param-count", "100000000000000000000")
+        .await;
+    browser.click("#submit-button").await;
+    let error = browser
+        .wait_for(
+            "return document.querySelector('[data-error-for=count]').textContent;",
+            "the 422 next to count",
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("integer"), "{error}");
+    assert!(browser.eval("return location.pathname;").await == json!("/submit"));
+    browser.assert_no_console_errors(&[422]).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_page_asks_once_says_when_it_is_wrong_and_then_works() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &["--token", "s3cret-token"]);
+    let task = submit(&server, Some("s3cret-token"), json!({"count": 1})).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", server.base)).await;
+    browser
+        .wait_for(
+            "return document.querySelector('#token-dialog').open;",
+            "the token prompt",
+        )
+        .await;
+    // Nothing but 401s came back: no row is drawn.
+    let rows = browser
+        .eval("return document.querySelectorAll('#task-rows tr[data-task]').length;")
+        .await;
+    assert_eq!(rows, json!(0));
+    browser.type_into("#token-input", "wrong").await;
+    browser.click("#token-submit").await;
+    let message = browser
+        .wait_for(
+            "const d = document.querySelector('#token-dialog'); return d.open && document.querySelector('#token-message').textContent.includes('refused') ? document.querySelector('#token-message').textContent : null;",
+            "the wrong-token message",
+        )
+        .await;
+    assert!(message.as_str().unwrap().contains("401"), "{message}");
+    browser.type_into("#token-input", "s3cret-token").await;
+    browser.click("#token-submit").await;
+    browser
+        .wait_for(
+            &format!("return !!document.querySelector('tr[data-task=\"{task}\"]');"),
+            "the list with the token",
+        )
+        .await;
+    // The stream needs the token too (sent as a header, never in the URL).
+    browser.click(&format!("tr[data-task=\"{task}\"] a")).await;
+    browser
+        .wait_for(
+            "const last = [...document.querySelectorAll('#timeline li')].pop(); return last && last.dataset.type === 'final';",
+            "the tape with the token",
+        )
+        .await;
+    let urls = browser
+        .eval("return performance.getEntriesByType('resource').map(e => e.name).join(' ');")
+        .await;
+    assert!(
+        !urls.as_str().unwrap().contains("s3cret"),
+        "the token leaked into a URL"
+    );
+    browser.assert_no_console_errors(&[401]).await;
+    browser.close().await;
+}

@@ -1,0 +1,90 @@
+//! What the dashboard's counts and activity chart cost with 1,000,000 tasks
+//! in the store: `counts()` and `finished_per_minute()` read the counters
+//! the triggers keep, never the tasks. Fills a fresh file with 1,000,000
+//! finished tasks (spread over the last day) in one SQL transaction — the
+//! triggers keep the counters as they would for any write — then times 200
+//! calls of each. Prints p50/p99 in ms.
+//!
+//!     cargo bench -p tasktape-store-sqlite --bench stats
+
+use std::time::Instant;
+
+use tasktape_core::Store;
+use tasktape_core::time::Timestamp;
+use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
+
+const TASKS: i64 = 1_000_000;
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stats.db");
+    drop(SqliteStore::open(SqliteConfig::new(&path)).unwrap()); // migrate
+    let started = Instant::now();
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        let now = Timestamp::now().as_millis();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO tasks (task_id, op, status, created_at, started_at, finished_at, params, params_digest) \
+                     VALUES (?1, 'echo', 'pending', ?2, NULL, NULL, '{}', '')",
+                )
+                .unwrap();
+            let mut finish = tx
+                .prepare("UPDATE tasks SET status = ?2, finished_at = ?3 WHERE task_id = ?1")
+                .unwrap();
+            let statuses = ["succeeded", "succeeded", "succeeded", "failed", "cancelled"];
+            for n in 0..TASKS {
+                let id = n.to_be_bytes().repeat(2);
+                let at = now - (TASKS - n) * 86; // over the last ~24 h
+                insert.execute(rusqlite::params![id, at]).unwrap();
+                finish
+                    .execute(rusqlite::params![id, statuses[(n % 5) as usize], at + 50])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    println!(
+        "filled {TASKS} finished tasks in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    let counts = store.counts().await.unwrap();
+    let total: u64 = counts.values().sum();
+    assert_eq!(total, TASKS as u64, "{counts:?}");
+    let mut timings = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        std::hint::black_box(store.counts().await.unwrap());
+        timings.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    timings.sort_by(f64::total_cmp);
+    println!(
+        "counts() with {TASKS} tasks                 p50 {:.3} ms  p99 {:.3} ms   target <= 10",
+        percentile(&timings, 0.5),
+        percentile(&timings, 0.99)
+    );
+    let since = Timestamp::from_millis(Timestamp::now().as_millis() - 3_600_000);
+    let minutes = store.finished_per_minute(since).await.unwrap();
+    assert!(!minutes.is_empty());
+    let mut timings = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        std::hint::black_box(store.finished_per_minute(since).await.unwrap());
+        timings.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    timings.sort_by(f64::total_cmp);
+    println!(
+        "finished_per_minute(last hour), {} rows      p50 {:.3} ms  p99 {:.3} ms   target <= 10",
+        minutes.len(),
+        percentile(&timings, 0.5),
+        percentile(&timings, 0.99)
+    );
+}
