@@ -95,8 +95,25 @@ impl Config {
             let message = error.message().trim().to_owned();
             match error.span() {
                 Some(span) => {
-                    let line = text[..span.start.min(text.len())].lines().count().max(1);
-                    ConfigError(format!("line {line}: {message}"))
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    // Name the op whose table holds the error, when one does.
+                    let op = before
+                        .lines()
+                        .rev()
+                        .map(str::trim)
+                        .find(|line| line.starts_with('['))
+                        .and_then(|header| header.trim_start_matches('[').strip_prefix("ops."))
+                        .map(|rest| {
+                            rest.split(['.', ']'])
+                                .next()
+                                .unwrap_or(rest)
+                                .trim_matches('"')
+                        });
+                    match op {
+                        Some(op) => ConfigError(format!("line {line}: op {op:?}: {message}")),
+                        None => ConfigError(format!("line {line}: {message}")),
+                    }
                 }
                 None => ConfigError(message),
             }

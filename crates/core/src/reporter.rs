@@ -38,6 +38,10 @@ struct Inner {
     task_id: TaskId,
     store: Arc<dyn Store>,
     token: CancellationToken,
+    /// Fires when the server begins shutting down (the token fires too).
+    stopping: CancellationToken,
+    /// Fires at the shutdown deadline.
+    hard_stop: CancellationToken,
     ack: Arc<AppendAck>,
     closed: AtomicBool,
 }
@@ -46,11 +50,31 @@ impl Reporter {
     /// A reporter for a running task. The manager makes these; embedders
     /// testing an op on their own may too.
     pub fn new(store: Arc<dyn Store>, task_id: TaskId, token: CancellationToken) -> Self {
+        Self::with_shutdown(
+            store,
+            task_id,
+            token,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        )
+    }
+
+    /// A reporter that also knows the manager's shutdown: `stopping` fires
+    /// when it begins, `hard_stop` at its deadline.
+    pub(crate) fn with_shutdown(
+        store: Arc<dyn Store>,
+        task_id: TaskId,
+        token: CancellationToken,
+        stopping: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> Self {
         Reporter {
             inner: Arc::new(Inner {
                 task_id,
                 store,
                 token,
+                stopping,
+                hard_stop,
                 ack: Arc::new(AppendAck::default()),
                 closed: AtomicBool::new(false),
             }),
@@ -75,6 +99,20 @@ impl Reporter {
     /// Waits until the cancel token fires.
     pub async fn cancelled(&self) {
         self.inner.token.cancelled().await;
+    }
+
+    /// Whether the server is shutting down. The cancel token fires then too;
+    /// unlike a user's cancel or a timeout, a shutdown lets the op run on
+    /// until [`Reporter::shutdown_deadline`] (its result, if it returns one
+    /// in time, is kept).
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.stopping.is_cancelled()
+    }
+
+    /// Waits until the shutdown's deadline (never, without a shutdown);
+    /// past it the manager aborts the op.
+    pub async fn shutdown_deadline(&self) {
+        self.inner.hard_stop.cancelled().await;
     }
 
     /// Reports progress of `phase`: `current` of `total` (0 = unknown).

@@ -221,7 +221,9 @@ impl ExecOp {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(false);
+            // A run aborted before its group guard is armed still kills
+            // its program (the guard then kills the rest of the group).
+            .kill_on_drop(true);
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
@@ -316,30 +318,46 @@ impl Op for ExecOp {
         };
         let mut guard = process::GroupGuard::new(pgid);
         let stdout = child.stdout.take().map(|out| {
-            output::AbortOnDrop(tokio::spawn(output::read_stdout(
-                BufReader::with_capacity(64 * 1024, out),
-                reporter.clone(),
-            )))
+            let reporter = reporter.clone();
+            output::spawn_reader(|lines| {
+                output::read_stdout(BufReader::with_capacity(64 * 1024, out), reporter, lines)
+            })
         });
         let stderr = child.stderr.take().map(|err| {
-            output::AbortOnDrop(tokio::spawn(output::read_stderr(
-                BufReader::with_capacity(16 * 1024, err),
-                reporter.clone(),
-            )))
+            let reporter = reporter.clone();
+            output::spawn_reader(|lines| {
+                output::read_stderr(BufReader::with_capacity(16 * 1024, err), reporter, lines)
+            })
         });
         let token = reporter.cancel_token().clone();
         let mut stopped_by_us = false;
+        let mut shutdown = false;
         let status = tokio::select! {
             status = child.wait() => status,
             () = token.cancelled() => {
-                stopped_by_us = true;
                 process::signal_group(pgid, Signal::SIGTERM);
-                match tokio::time::timeout(self.cancel_grace, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        tracing::info!(task_id = %reporter.task_id(), "exec op still running after its grace; SIGKILL");
-                        process::signal_group(pgid, Signal::SIGKILL);
-                        child.wait().await
+                if reporter.is_shutting_down() {
+                    // A shutdown: the program gets until the shutdown's
+                    // deadline to finish (and keeps its result if it does).
+                    shutdown = true;
+                    tokio::select! {
+                        status = child.wait() => status,
+                        () = reporter.shutdown_deadline() => {
+                            stopped_by_us = true;
+                            process::signal_group(pgid, Signal::SIGKILL);
+                            child.wait().await
+                        }
+                    }
+                } else {
+                    // A cancel or a timeout: SIGKILL after the grace.
+                    stopped_by_us = true;
+                    match tokio::time::timeout(self.cancel_grace, child.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            tracing::info!(task_id = %reporter.task_id(), "exec op still running after its grace; SIGKILL");
+                            process::signal_group(pgid, Signal::SIGKILL);
+                            child.wait().await
+                        }
                     }
                 }
             }
@@ -362,8 +380,9 @@ impl Op for ExecOp {
                 format!("cannot wait for {}: {error}", self.program.display()),
             )
         })?;
-        if stopped_by_us {
-            // The manager knows why (cancel, timeout, shutdown) and says so.
+        // The manager knows why (cancel, timeout, shutdown) and says so. A
+        // program that exits 0 after a shutdown's SIGTERM keeps its result.
+        if stopped_by_us || (shutdown && status.code() != Some(0)) {
             return Err(OpError::new("cancelled", "stopped by tasktape"));
         }
         use std::os::unix::process::ExitStatusExt as _;

@@ -4,6 +4,8 @@
 //! the program exits.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,33 +17,61 @@ use crate::{process, protocol};
 const STDERR_TAIL_LINES: usize = 20;
 /// Characters kept of each of those lines.
 const STDERR_TAIL_WIDTH: usize = 500;
-/// How long output is still read after the program exited (a process that
-/// left the group may hold the pipes open).
-const OUTPUT_DRAIN: Duration = Duration::from_secs(5);
+/// After the program exited, how long its output may go without a new line
+/// before reading stops (a process that left the group may hold the pipes
+/// open); a reader still making progress (a slow store) is waited for.
+const OUTPUT_IDLE: Duration = Duration::from_secs(5);
 
-/// Aborts a reader task when the run is dropped (aborted by the manager).
-pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
+/// A reader task, aborted when dropped (the run was aborted), with a count
+/// of the lines it has read.
+pub(crate) struct AbortOnDrop<T> {
+    pub(crate) task: tokio::task::JoinHandle<T>,
+    pub(crate) lines: Arc<AtomicU64>,
+}
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
-/// Waits for a reader to reach the end of its stream, at most
-/// [`OUTPUT_DRAIN`]; a stream still open then is left (and said so).
-pub(crate) async fn drain<T>(mut task: AbortOnDrop<T>, reporter: &Reporter) -> Option<T> {
-    match tokio::time::timeout(OUTPUT_DRAIN, &mut task.0).await {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(_)) => None,
-        Err(_) => {
-            let _ = reporter
-                .log(
-                    "warn",
-                    "the program exited but a process that left its group still holds its output open; stopped reading",
-                )
-                .await;
-            None
+/// Spawns a reader (`read_stdout`/`read_stderr`) with a fresh line count.
+pub(crate) fn spawn_reader<T, F>(read: impl FnOnce(Arc<AtomicU64>) -> F) -> AbortOnDrop<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let lines = Arc::new(AtomicU64::new(0));
+    AbortOnDrop {
+        task: tokio::spawn(read(Arc::clone(&lines))),
+        lines,
+    }
+}
+
+/// Waits for a reader to reach the end of its stream (the program exited).
+/// A reader that keeps reading lines is waited for however long the store
+/// takes; one that reads nothing for [`OUTPUT_IDLE`] is given up (a process
+/// that left the group still holds the pipe), and that is said on the tape.
+pub(crate) async fn drain<T>(mut reader: AbortOnDrop<T>, reporter: &Reporter) -> Option<T> {
+    let mut seen = reader.lines.load(Ordering::Relaxed);
+    loop {
+        match tokio::time::timeout(OUTPUT_IDLE, &mut reader.task).await {
+            Ok(Ok(value)) => return Some(value),
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                let now = reader.lines.load(Ordering::Relaxed);
+                if now != seen {
+                    seen = now;
+                    continue;
+                }
+                let _ = reporter
+                    .log(
+                        "warn",
+                        "the program exited but its output stayed open with nothing more written (a process that left its group may hold it); stopped reading",
+                    )
+                    .await;
+                return None;
+            }
         }
     }
 }
@@ -53,11 +83,13 @@ pub(crate) async fn drain<T>(mut task: AbortOnDrop<T>, reporter: &Reporter) -> O
 pub(crate) async fn read_stdout<R: tokio::io::AsyncBufRead + Unpin>(
     mut reader: R,
     reporter: Reporter,
+    lines: Arc<AtomicU64>,
 ) -> Option<Value> {
     let mut buffer = Vec::new();
     let mut result = None;
     let mut reporting = true;
     while let Ok(Some(line)) = process::read_line(&mut reader, &mut buffer).await {
+        lines.fetch_add(1, Ordering::Relaxed);
         if let protocol::Line::Result(value) = protocol::parse(&line) {
             result = Some(value);
             continue;
@@ -81,11 +113,13 @@ pub(crate) async fn read_stdout<R: tokio::io::AsyncBufRead + Unpin>(
 pub(crate) async fn read_stderr<R: tokio::io::AsyncBufRead + Unpin>(
     mut reader: R,
     reporter: Reporter,
+    lines: Arc<AtomicU64>,
 ) -> VecDeque<String> {
     let mut buffer = Vec::new();
     let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
     let mut reporting = true;
     while let Ok(Some(line)) = process::read_line(&mut reader, &mut buffer).await {
+        lines.fetch_add(1, Ordering::Relaxed);
         if tail.len() == STDERR_TAIL_LINES {
             tail.pop_front();
         }

@@ -7,6 +7,12 @@
 //! that a child's own children (say `sh -c 'sleep 1000 & wait'`) are
 //! reparented to it when the child dies, and reaped by us after the group is
 //! killed: they are gone, not zombies, even where PID 1 reaps nobody.
+//!
+//! Limits: a descendant that leaves the group (`setsid`, `setpgid`) is not
+//! signalled with it, and if it is reparented to us and ends later it stays
+//! a zombie until the server exits; `PR_SET_PDEATHSIG` covers the program
+//! itself, not its children, so after a `kill -9` of the server a program's
+//! own children live on (cgroups would cover both; not used here).
 
 use std::io;
 use std::sync::OnceLock;
@@ -149,8 +155,9 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
             signal_group(pgid, Signal::SIGKILL);
-            // Reap what is already dead; the rest is reaped by the next
-            // exec run's group reaping or stays until the server exits.
+            // Reap what is already dead; members that die later stay
+            // zombies of this process until it exits (nothing waits on
+            // this group any more).
             let _ = waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG));
         }
     }

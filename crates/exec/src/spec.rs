@@ -128,9 +128,12 @@ impl ConfigError {
     }
 }
 
-/// Whether `name` is a valid op name: 1–64 of `[a-z0-9_.-]`.
+/// Whether `name` is a valid op name: 1–64 of `[a-z0-9_.-]`, not `.` or
+/// `..` (clients normalise those away from `POST /v1/{op}`).
 pub fn valid_op_name(name: &str) -> bool {
     !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 64
         && name
             .bytes()
@@ -208,9 +211,20 @@ pub(crate) fn check_param(op: &str, name: &str, spec: &ParamSpec) -> Result<(), 
         }
     }
     if let Some(default) = &spec.default {
-        let checked = Checker { spec, name }.check(default.clone());
-        if let Err(error) = checked {
-            return Err(ConfigError::new(op, key("default"), error.message));
+        // Strict: the default is written as it will be used (800, not "800").
+        match (Checker { spec, name }).check(default.clone()) {
+            Err(error) => return Err(ConfigError::new(op, key("default"), error.message)),
+            Ok(checked) if !same_value(&checked, default) => {
+                return Err(ConfigError::new(
+                    op,
+                    key("default"),
+                    format!(
+                        "{default} is not a {} (write it as one)",
+                        spec.kind.as_str()
+                    ),
+                ));
+            }
+            Ok(_) => {}
         }
     }
     Ok(())
@@ -359,6 +373,15 @@ impl Checker<'_> {
             },
         };
         self.bounds(&value)?;
+        if value_len(&value) > MAX_VALUE_BYTES {
+            return Err(self.bad(
+                "string_too_long",
+                format!(
+                    "is longer than {} KiB, too long for a program's argument or environment",
+                    MAX_VALUE_BYTES / 1024
+                ),
+            ));
+        }
         if let Some(allowed) = &self.spec.allowed
             && !allowed.iter().any(|choice| same_value(choice, &value))
         {
@@ -445,6 +468,19 @@ impl Checker<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The most a parameter may hold, as text: Linux refuses a single argument
+/// or environment string over 128 KiB (E2BIG) when the program starts.
+const MAX_VALUE_BYTES: usize = 100 * 1024;
+
+/// A parameter's size as the argument text it becomes.
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(value_len).max().unwrap_or(0),
+        other => other.to_string().len(),
     }
 }
 

@@ -9,6 +9,7 @@ const STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"];
 const PAGE = 50;
 const LIST_EVERY_MS = 1500;
 const PROGRESS_EVERY_MS = 1000;
+const TIMELINE_MAX = 2000;
 const STATS_EVERY_MS = 5000;
 
 const main = document.getElementById("main");
@@ -48,10 +49,17 @@ function askToken(message) {
   const input = document.getElementById("token-input");
   document.getElementById("token-message").textContent = message;
   input.value = "";
+  // The token is needed: Esc must not close the prompt and strand the page.
+  dialog.oncancel = (event) => event.preventDefault();
   askingToken = new Promise((resolve) => {
     form.onsubmit = (event) => {
       event.preventDefault();
       if (!input.value) return;
+      if (!/^[\x21-\x7e]+$/.test(input.value)) {
+        document.getElementById("token-message").textContent =
+          "A token is printable ASCII without spaces; check for a pasted quote or space.";
+        return;
+      }
       sessionStorage.setItem("tasktape.token", input.value);
       dialog.close();
       askingToken = null;
@@ -202,7 +210,10 @@ class ProgressTracker {
 
   async refresh(ids) {
     for (const id of [...this.next.keys()]) {
-      if (!ids.includes(id)) this.next.delete(id);
+      if (!ids.includes(id)) {
+        this.next.delete(id);
+        this.latest.delete(id);
+      }
     }
     await Promise.all(ids.map(async (id) => {
       let from = this.next.get(id);
@@ -211,7 +222,11 @@ class ProgressTracker {
         const head = await api(`/v1/tasks/${id}/events?from_seq=0&limit=1`);
         from = Math.max(1, head.last_seq - 200);
       }
-      const page = await api(`/v1/tasks/${id}/events?from_seq=${from}&limit=1000`);
+      let page = await api(`/v1/tasks/${id}/events?from_seq=${from}&limit=1000`);
+      if (page.has_more) {
+        // Far behind (a chatty task): read only the tape's tail.
+        page = await api(`/v1/tasks/${id}/events?from_seq=${Math.max(1, page.last_seq - 200)}&limit=1000`);
+      }
       for (const event of page.events) {
         if (event.type === "progress") this.latest.set(id, event);
       }
@@ -258,20 +273,66 @@ function listPage() {
   const tracker = new ProgressTracker();
   let page = null;
 
-  const draw = () => {
-    if (!page) return;
-    rows.replaceChildren(...page.tasks.map((task) => h("tr", { "data-task": task.task_id },
+  // Rows are kept by task id and only their cells change, so focus and
+  // selection survive the refreshes.
+  const rowFor = new Map();
+  const makeRow = (task) => {
+    const cells = {
+      status: h("td", {}),
+      progress: h("td", {}),
+      duration: h("td", {}),
+    };
+    const tr = h("tr", { "data-task": task.task_id },
       h("td", { class: "id" },
         h("a", { href: `/tasks/${task.task_id}`, "data-link": true, title: task.task_id, "aria-label": `task ${task.task_id}` }, shortId(task.task_id)),
         " ",
         h("button", { class: "secondary small", type: "button", title: "Copy the full id", "aria-label": `copy id ${task.task_id}`,
           onclick: () => copy(task.task_id) }, "copy")),
       h("td", {}, task.op),
-      h("td", {}, badge(task.status)),
-      h("td", {}, task.status === "running" ? progressBar(tracker.latest.get(task.task_id)) : ""),
+      cells.status,
+      cells.progress,
       h("td", { class: "hide-narrow" }, when(task.created_at)),
-      h("td", {}, took(task.started_at, task.finished_at)))));
-    if (!page.tasks.length) rows.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No tasks.")));
+      cells.duration);
+    return { tr, cells, shown: {} };
+  };
+  const setCell = (row, name, key, make) => {
+    if (row.shown[name] === key) return;
+    row.shown[name] = key;
+    row.cells[name].replaceChildren(make());
+  };
+  const draw = () => {
+    if (!page) return;
+    const wanted = new Set(page.tasks.map((task) => task.task_id));
+    for (const [id, row] of rowFor) {
+      if (!wanted.has(id)) {
+        row.tr.remove();
+        rowFor.delete(id);
+      }
+    }
+    const empty = rows.querySelector("tr.empty");
+    if (empty) empty.remove();
+    let previous = null;
+    for (const task of page.tasks) {
+      let row = rowFor.get(task.task_id);
+      if (!row) {
+        row = makeRow(task);
+        rowFor.set(task.task_id, row);
+      }
+      setCell(row, "status", task.status, () => badge(task.status));
+      const progress = task.status === "running" ? tracker.latest.get(task.task_id) : null;
+      const progressKey = progress ? `${progress.phase} ${progress.current}/${progress.total}` : task.status;
+      setCell(row, "progress", progressKey, () => (progress || task.status === "running" ? progressBar(progress) : ""));
+      const duration = took(task.started_at, task.finished_at);
+      setCell(row, "duration", duration, () => duration);
+      // Keep the page's order (newest first) without moving rows that are in place.
+      const expected = previous ? previous.nextSibling : rows.firstChild;
+      if (expected !== row.tr) rows.insertBefore(row.tr, expected);
+      previous = row.tr;
+    }
+    if (!page.tasks.length) {
+      rowFor.clear();
+      rows.replaceChildren(h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted" }, "No tasks.")));
+    }
     const number = state.cursors.length;
     pageLabel.textContent = `page ${number}`;
     prev.disabled = number === 1;
@@ -383,7 +444,7 @@ function activityChart(stats) {
 // ---------------------------------------------------------------- a task
 
 // Reads an SSE stream from `response`, calling `onEvent(id, type, data)`.
-async function readSse(response, onEvent, signal) {
+async function readSse(response, onEvent, signal, onBytes = () => {}) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -393,6 +454,7 @@ async function readSse(response, onEvent, signal) {
   while (!signal.aborted) {
     const { value, done } = await reader.read();
     if (done) return;
+    onBytes();
     buffer += decoder.decode(value, { stream: true });
     let newline;
     while ((newline = buffer.indexOf("\n")) >= 0) {
@@ -427,6 +489,8 @@ function detailPage(taskId) {
   const phases = h("div", { id: "phases" });
   const resultBox = h("div", { id: "result" });
   const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "Event tape" });
+  const timelineNote = h("p", { class: "muted", id: "timeline-note" });
+  let hidden = 0;
   const actions = h("div", { class: "actions", id: "actions" });
   const streamState = h("span", { class: "muted", id: "stream-state", role: "status" });
   const command = `tasktape tasks events ${taskId} --follow`;
@@ -439,6 +503,7 @@ function detailPage(taskId) {
     resultBox,
     h("div", { class: "card" },
       h("h2", {}, "Tape ", streamState),
+      timelineNote,
       timeline),
     h("p", {}, "From a terminal: ", h("code", { class: "cmd", id: "follow-command" }, command), " ",
       h("button", { class: "secondary", type: "button", id: "copy-command", onclick: () => copy(command) }, "Copy")));
@@ -448,6 +513,7 @@ function detailPage(taskId) {
   let nextSeq = 1;
   let ended = false;
 
+  let actionsFor = null; // "live" or "ended": what the buttons were drawn for
   const drawRow = () => {
     if (!row) return;
     rowBox.replaceChildren(h("dl", { class: "row" },
@@ -458,7 +524,8 @@ function detailPage(taskId) {
       h("dt", {}, "Finished"), h("dd", {}, when(row.finished_at) || "—"),
       h("dt", {}, "Took"), h("dd", {}, took(row.started_at, row.finished_at) || "—"),
       h("dt", {}, "Params digest"), h("dd", {}, h("code", {}, row.params_digest || "(none)"))));
-    drawActions();
+    const live = row.status === "pending" || row.status === "running";
+    if (actionsFor !== (live ? "live" : "ended")) drawActions();
     if (row.status === "succeeded") {
       resultBox.replaceChildren(h("div", { class: "card" }, h("h2", {}, "Result"),
         h("details", { open: true }, h("summary", {}, "result JSON"), h("div", { id: "result-json" }, json(row.result)))));
@@ -471,6 +538,7 @@ function detailPage(taskId) {
 
   const drawActions = () => {
     const live = row && (row.status === "pending" || row.status === "running");
+    actionsFor = live ? "live" : "ended";
     const button = live
       ? h("button", { class: "danger", type: "button", id: "cancel-task" }, "Cancel task")
       : h("button", { class: "danger", type: "button", id: "delete-task" }, "Delete task");
@@ -532,15 +600,32 @@ function detailPage(taskId) {
       item = h("li", { "data-type": event.type }, parts);
     }
     timeline.append(item);
+    // A long tape keeps its newest events on the page (the rest is one
+    // `tasktape tasks events` away).
+    if (timeline.childElementCount > TIMELINE_MAX) {
+      timeline.firstElementChild.remove();
+      hidden += 1;
+      timelineNote.textContent = `${hidden} earlier events not shown`;
+    }
   };
 
   const follow = async () => {
     let delay = 500;
     while (!ended && !controller.signal.aborted) {
+      // One connection: aborted with the page, or when nothing (heartbeats
+      // included, every 15 s) arrived for 45 s — a half-open connection.
+      const attempt = new AbortController();
+      const stop = () => attempt.abort();
+      controller.signal.addEventListener("abort", stop);
+      let watchdog = setTimeout(stop, 45000);
+      const alive = () => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(stop, 45000);
+      };
       try {
         const response = await fetch(`/v1/tasks/${taskId}/events/stream`, {
           headers: headers(nextSeq > 1 ? { "Last-Event-ID": String(nextSeq - 1) } : {}),
-          signal: controller.signal,
+          signal: attempt.signal,
         });
         if (response.status === 401) {
           sessionStorage.removeItem("tasktape.token");
@@ -552,8 +637,11 @@ function detailPage(taskId) {
           throw new HttpError(response.status, body);
         }
         streamState.textContent = "(live)";
-        delay = 500;
-        await readSse(response, (_id, _type, data) => addEvent(JSON.parse(data)), controller.signal);
+        await readSse(response, (_id, _type, data) => {
+          delay = 500;
+          addEvent(JSON.parse(data));
+        }, attempt.signal, alive);
+        if (!ended) throw new Error("the stream ended before the final event");
       } catch (error) {
         if (controller.signal.aborted) return;
         if (error instanceof HttpError && error.status === 404) {
@@ -563,6 +651,9 @@ function detailPage(taskId) {
         streamState.textContent = "(reconnecting…)";
         await new Promise((resolve) => setTimeout(resolve, delay));
         delay = Math.min(delay * 2, 5000);
+      } finally {
+        clearTimeout(watchdog);
+        controller.signal.removeEventListener("abort", stop);
       }
     }
     if (ended) {

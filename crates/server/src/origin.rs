@@ -36,35 +36,45 @@ fn verdict(
             uri.authority()
                 .map(|authority| authority.as_str().to_ascii_lowercase())
         });
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|origin| origin.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    // An origin the operator listed is allowed from any site.
+    let listed = origin.as_deref().is_some_and(|origin| {
+        config
+            .allowed_origins
+            .iter()
+            .any(|listed| listed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    });
+    if !listed
+        && headers
+            .get("sec-fetch-site")
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"))
     {
         return Err(forbidden(
             "cross-site requests are refused (Sec-Fetch-Site: cross-site)".to_owned(),
         ));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("").trim().to_ascii_lowercase();
-        let allowed = config
-            .allowed_origins
-            .iter()
-            .any(|listed| listed.trim_end_matches('/').eq_ignore_ascii_case(&origin));
+    if let Some(origin) = origin.as_deref() {
         let same = host.as_deref().is_some_and(|host| {
-            origin_authority(&origin).is_some_and(|authority| same_authority(&authority, host))
+            origin_authority(origin).is_some_and(|authority| same_authority(&authority, host))
         });
-        if !allowed && !same {
+        if !listed && !same {
             return Err(forbidden(format!(
                 "requests from origin {origin} are refused: it is not this server's origin; list it in allowed_origins to allow it"
             )));
         }
     }
     let check_host = config.loopback || !config.allowed_hosts.is_empty();
+    // Fail closed: without a (readable) Host nothing is served when the Host
+    // is checked.
     if check_host
         && !PROBES.contains(&uri.path())
-        && let Some(host) = host.as_deref()
-        && !host_allowed(config, host)
+        && !host
+            .as_deref()
+            .is_some_and(|host| host_allowed(config, host))
     {
+        let host = host.as_deref().unwrap_or("(none)");
         return Err(ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected_request",

@@ -59,7 +59,7 @@ impl PostgresStore {
         for row in rows {
             let status = rows::status(row.try_get(0).map_err(driver("counting tasks"))?)?;
             let count: i64 = row.try_get(1).map_err(driver("counting tasks"))?;
-            counts.insert(status, count as u64);
+            counts.insert(status, count.max(0) as u64);
         }
         Ok(counts)
     }

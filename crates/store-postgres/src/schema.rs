@@ -320,6 +320,12 @@ $fn$;
 -- The counters change once per row changed: a statement changing very many
 -- rows in one transaction (a purge of millions) should go in batches, or
 -- the counter rows' version chains grow with it.
+-- Writers wait while the counters are seeded (an older instance still
+-- running during an upgrade must not commit between the seed and the
+-- trigger); reads go on.
+LOCK TABLE {s}.tasks IN SHARE ROW EXCLUSIVE MODE;
+-- Lists filtered by op and status (SQLite has this since its migration 2).
+CREATE INDEX tasks_by_op_status ON {s}.tasks (op, status, created_at DESC, task_id);
 CREATE TABLE {s}.task_counts (
     status text NOT NULL,
     shard  smallint NOT NULL,

@@ -154,7 +154,7 @@ pub(crate) fn counts(conn: &mut Connection) -> rusqlite::Result<StatusCounts> {
     let rows = statement.query_map([], |row| {
         Ok((
             status_from(&row.get::<_, String>(0)?, 0)?,
-            row.get::<_, i64>(1)? as u64,
+            row.get::<_, i64>(1)?.max(0) as u64,
         ))
     })?;
     let mut counts: StatusCounts = Status::ALL.into_iter().map(|status| (status, 0)).collect();
@@ -200,7 +200,7 @@ fn status_and_last_seq(
         .query_row([id(task_id)], |row| {
             Ok((
                 status_from(&row.get::<_, String>(0)?, 0)?,
-                row.get::<_, i64>(1)? as u64,
+                row.get::<_, i64>(1)?.max(0) as u64,
             ))
         })
         .optional()

@@ -134,3 +134,23 @@ async fn events_follow_a_tape_live_to_its_final_event_and_resume_from_a_seq() {
     let mut past = manager.events(task.task_id, 100);
     assert!(past.next().await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_op_returning_after_its_timeout_still_ends_timeout() {
+    let op = FnOp::new("late", "returns past its limit", |_, _| async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(json!("too late"))
+    })
+    .with_timeout(Duration::from_millis(100))
+    .with_cancel_grace(Duration::from_secs(5));
+    let (app, _dir) = app_with(op).await;
+    let manager = app.manager().clone();
+    let task = manager.submit("late", json!({}), None).await.unwrap().task;
+    let row = manager
+        .wait(task.task_id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    assert_eq!(row.error.unwrap().code, "timeout");
+}

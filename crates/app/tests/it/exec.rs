@@ -193,6 +193,11 @@ default = "fast"
         ),
         (json!({"src": ["/x"]}), "src", "string_type"),
         (json!([1]), "params", "dict_type"),
+        (
+            json!({"src": "x".repeat(200 * 1024)}),
+            "src",
+            "string_too_long",
+        ),
     ] {
         let (status, body) = app.post("/v1/resize", params.clone()).await;
         assert_eq!(status, 422, "{params}: {body}");
@@ -489,4 +494,22 @@ async fn config_errors_name_the_op_and_the_key() {
         );
         assert!(!text.contains('\n'), "one line: {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_finishes_after_the_shutdown_s_sigterm_keeps_its_result() {
+    let script = "trap 'sleep 0.5; echo \"{\\\"result\\\": {\\\"saved\\\": true}}\"; exit 0' TERM; echo pid=$$; while true; do sleep 0.1; done";
+    let toml = format!(
+        "shutdown_timeout_secs = 10\ncancel_grace_ms = 100\n{}",
+        sh_op("graceful", script, "")
+    );
+    let mut app = Running::start(&toml).await;
+    let id = app.submit("graceful", json!({})).await;
+    printed_pid(&app, id).await;
+    let manager = app.manager.clone();
+    app.shutdown().await;
+    let row = manager.wait(id, Duration::ZERO).await.unwrap().unwrap();
+    // Past the 100 ms cancel grace, inside the shutdown's 10 s: its result stands.
+    assert_eq!(row.status.as_str(), "succeeded", "{:?}", row.error);
+    assert_eq!(row.result, Some(json!({"saved": true})));
 }

@@ -46,7 +46,7 @@ async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_task
     for _ in 0..3 {
         submit(&server, None, json!({"count": 1})).await;
     }
-    let long = submit(&server, None, json!({"count": 40, "delay_ms": 100})).await;
+    let long = submit(&server, None, json!({"count": 60, "delay_ms": 150})).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/", server.base)).await;
     let row_status = format!(
@@ -75,7 +75,10 @@ async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_task
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(later > first, "the bar stayed at {first}");
+    assert!(
+        later > first,
+        "the bar went from {first} to {later} (0: gone)"
+    );
     // A task submitted now appears, and the long one turns succeeded, without a reload.
     let fresh = submit(&server, None, json!({"count": 1})).await;
     browser

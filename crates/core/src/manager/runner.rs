@@ -36,7 +36,13 @@ impl Manager {
                 .await;
             return;
         };
-        let reporter = Reporter::new(Arc::clone(&self.inner.store), task_id, token.clone());
+        let reporter = Reporter::with_shutdown(
+            Arc::clone(&self.inner.store),
+            task_id,
+            token.clone(),
+            self.inner.stopping.clone(),
+            self.inner.hard_stop.clone(),
+        );
         let started = std::time::Instant::now();
         // Cancelled (or shut down) between its claim and now: the op never runs.
         let outcome = if token.is_cancelled() {
@@ -120,6 +126,10 @@ impl Manager {
         };
         let cancelled = token.is_cancelled();
         match joined {
+            // Past its time limit the task ends `timeout`, whatever it returns.
+            Ok(Ok(_)) if matches!(self.cause(task_id), Some(CancelCause::Timeout(_))) => {
+                self.cancel_outcome(task_id)
+            }
             Ok(Ok(result)) => Outcome::Succeeded(result),
             Ok(Err(_)) if cancelled => self.cancel_outcome(task_id),
             Ok(Err(op_error)) => Outcome::Failed(op_error.0),

@@ -464,6 +464,25 @@ pub async fn counters_follow_every_transition(h: Harness) {
     store.claim("claimed", 5, lease("owner-a")).await.unwrap();
     store.create(new_task("test")).await.unwrap();
     store.delete(failed).await.unwrap();
+    // A reaped task (its lease ran out) ends failed.
+    let reaped = store.create(new_task("test")).await.unwrap().task.task_id;
+    let lapsed = crate::store::Lease {
+        owner: "owner-gone".into(),
+        until: Timestamp::now().add_millis(-1_000),
+    };
+    store.start(reaped, lapsed).await.unwrap();
+    let outcome = store
+        .reap(
+            reaped,
+            Timestamp::now(),
+            ErrorInfo::new("owner_lost", "lease expired"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Some(crate::store::FinishOutcome::Finished { .. })),
+        "{outcome:?}"
+    );
     // What a listing says, status by status.
     let all = store
         .list(ListQuery {
@@ -485,7 +504,7 @@ pub async fn counters_follow_every_transition(h: Harness) {
     assert_eq!(counts[&Status::Running], 1);
     assert_eq!(counts[&Status::Succeeded], 1);
     assert_eq!(counts[&Status::Cancelled], 2);
-    assert_eq!(counts[&Status::Failed], 0);
+    assert_eq!(counts[&Status::Failed], 1);
     // Finishes are counted when they happen (a deleted task's stays).
     let minutes = store.finished_per_minute(since).await.unwrap();
     let total = |status: Status| -> u64 {
@@ -496,7 +515,7 @@ pub async fn counters_follow_every_transition(h: Harness) {
             .sum()
     };
     assert_eq!(total(Status::Succeeded), 1);
-    assert_eq!(total(Status::Failed), 1);
+    assert_eq!(total(Status::Failed), 2);
     assert_eq!(total(Status::Cancelled), 2);
     assert!(
         minutes
