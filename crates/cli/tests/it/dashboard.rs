@@ -110,6 +110,17 @@ async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_task
     assert!(drawn.as_u64().unwrap() >= 5, "{drawn}");
     browser.screenshot(&screenshots().join("list.png")).await;
     browser.assert_no_console_errors(&[]).await;
+    // Keyboard focus on a row's link survives the live refreshes.
+    browser
+        .eval(&format!(
+            "document.querySelector('tr[data-task=\"{fresh}\"] a').focus();"
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(3500)).await; // two refreshes
+    let focused = browser
+        .eval("return document.activeElement && document.activeElement.closest('tr') ? document.activeElement.closest('tr').dataset.task : null;")
+        .await;
+    assert_eq!(focused, json!(fresh), "focus was lost by a refresh");
     // 400 px wide: the page itself does not scroll sideways.
     browser.resize(400, 800).await;
     let overflow = browser
@@ -361,5 +372,98 @@ async fn with_a_token_the_page_asks_once_says_when_it_is_wrong_and_then_works() 
         "the token leaked into a URL"
     );
     browser.assert_no_console_errors(&[401]).await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_pages_filters_and_finds_by_id_and_every_page_fits_400_px() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(submit(&server, None, json!({"count": 1})).await);
+    }
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("{}/?status=succeeded", server.base))
+        .await;
+    let rows = "return document.querySelectorAll('#task-rows tr[data-task]').length;";
+    browser
+        .wait_for(
+            &format!(
+                "return ({}) === 50;",
+                rows.trim_start_matches("return ").trim_end_matches(';')
+            ),
+            "a first page of 50",
+        )
+        .await;
+    browser.click("#page-next").await;
+    browser
+        .wait_for("return document.querySelectorAll('#task-rows tr[data-task]').length === 10 && document.querySelector('#page-label').textContent === 'page 2';", "the second page")
+        .await;
+    // The oldest task is on the second page (newest first).
+    let oldest = browser
+        .eval(&format!(
+            "return !!document.querySelector('tr[data-task=\"{}\"]');",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(oldest, json!(true));
+    browser.click("#page-prev").await;
+    browser
+        .wait_for(
+            "return document.querySelector('#page-label').textContent === 'page 1';",
+            "back to page 1",
+        )
+        .await;
+    // Filtering by a status nothing has empties the list.
+    browser
+        .eval("const s = document.querySelector('#filter-status'); s.value = 'failed'; s.dispatchEvent(new Event('change'));")
+        .await;
+    browser
+        .wait_for(
+            "return document.querySelector('#task-rows').textContent.includes('No tasks.');",
+            "an empty filtered list",
+        )
+        .await;
+    assert!(
+        browser
+            .eval("return location.search;")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("status=failed")
+    );
+    // Find by id opens the task.
+    browser.type_into("#find-id", &ids[5]).await;
+    browser.click("form.filters button[type=submit]").await;
+    browser
+        .wait_for(
+            &format!("return location.pathname === '/tasks/{}';", ids[5]),
+            "the found task",
+        )
+        .await;
+    browser.resize(400, 800).await;
+    for path in [
+        format!("/tasks/{}", ids[5]),
+        "/submit".to_owned(),
+        "/".to_owned(),
+    ] {
+        browser.goto(&format!("{}{path}", server.base)).await;
+        browser
+            .wait_for(
+                "return document.querySelector('main h1') !== null;",
+                "the page",
+            )
+            .await;
+        let overflow = browser
+            .eval("return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+            .await;
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{path} overflows by {overflow} px at 400 px"
+        );
+    }
+    browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
