@@ -59,6 +59,10 @@ pub struct Config {
     /// Host names (with or without port) accepted besides loopback names.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// What `GET /v1/info` reports as `engine_version` (dikw-core's client
+    /// refuses a server whose `engine_version` differs from its own; without
+    /// this key the field is left out and it does not check).
+    pub compat_engine_version: Option<String>,
     /// Exec ops, by name.
     #[serde(default)]
     pub ops: BTreeMap<String, ExecOpSpec>,
@@ -248,6 +252,7 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
             .unwrap_or(ServerConfig::default().body_limit),
         allowed_origins: file.allowed_origins,
         allowed_hosts: file.allowed_hosts,
+        compat_engine_version: file.compat_engine_version,
         ..ServerConfig::default()
     };
     Ok(Resolved {

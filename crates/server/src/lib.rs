@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// `Host` names accepted besides the loopback names (`localhost`,
     /// `127.0.0.1`, `[::1]`); off loopback, `Host` is checked only when set.
     pub allowed_hosts: Vec<String>,
+    /// What `GET /v1/info` reports as `engine_version` (for dikw-core
+    /// clients that insist on a version); absent by default.
+    pub compat_engine_version: Option<String>,
     /// Whether the server listens on a loopback address (then `Host` must
     /// be a loopback name or listed). [`serve`] sets it from its listener.
     pub loopback: bool,
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             heartbeat: Duration::from_secs(15),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            compat_engine_version: None,
             loopback: false,
         }
     }

@@ -59,7 +59,8 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
     let mut extra = serde_json::Map::new();
     extra.insert("engine".into(), json!("tasktape"));
     Json(ServerInfo {
-        engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+        tasktape_version: env!("CARGO_PKG_VERSION").to_owned(),
+        engine_version: state.config().compat_engine_version.clone(),
         storage_backend: state.manager().backend().to_owned(),
         auth_required: state.config().token.is_some(),
         extra,

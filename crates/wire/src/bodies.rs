@@ -140,8 +140,14 @@ pub struct OpInfo {
 /// `GET /v1/info`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServerInfo {
-    /// The server's version.
-    pub engine_version: String,
+    /// tasktape's version.
+    #[serde(default)]
+    pub tasktape_version: String,
+    /// Sent only when the server's config sets `compat_engine_version`:
+    /// dikw-core's client compares it with its own version and refuses a
+    /// mismatch, and skips the check when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
     /// `sqlite`, `postgres`, …
     pub storage_backend: String,
     /// Whether requests need a token.

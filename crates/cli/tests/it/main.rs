@@ -3,6 +3,7 @@
 
 mod browser;
 mod dashboard;
+mod dikw;
 mod exec;
 mod multi;
 mod otlp;

@@ -25,7 +25,8 @@ async fn probes_info_and_ops() {
     let info = client.info().await.unwrap();
     assert_eq!(info.storage_backend, "sqlite");
     assert!(!info.auth_required);
-    assert!(!info.engine_version.is_empty());
+    assert!(!info.tasktape_version.is_empty());
+    assert_eq!(info.engine_version, None);
     let ops = client.ops().await.unwrap();
     let names: Vec<_> = ops.iter().map(|op| op.name.as_str()).collect();
     for name in ["echo", "forever", "ticks", "fails"] {
