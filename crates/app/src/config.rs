@@ -63,6 +63,9 @@ pub struct Config {
     /// refuses a server whose `engine_version` differs from its own; without
     /// this key the field is left out and it does not check).
     pub compat_engine_version: Option<String>,
+    /// Most events one task's tape may hold (default 1,000,000); past it the
+    /// op is stopped and the task ends `failed` `tape_full`.
+    pub max_events_per_task: Option<u64>,
     /// Exec ops, by name.
     #[serde(default)]
     pub ops: BTreeMap<String, ExecOpSpec>,
@@ -244,6 +247,9 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         op_concurrency: file.concurrency,
         task_tracing: Arc::new(tasktape_telemetry::OtelTaskTracing),
         worker,
+        max_events_per_task: file
+            .max_events_per_task
+            .unwrap_or(defaults.max_events_per_task),
     };
     let server = ServerConfig {
         token,

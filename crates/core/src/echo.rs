@@ -17,6 +17,9 @@ pub struct Echo;
 /// The largest `delay_ms` echo accepts.
 pub const MAX_DELAY_MS: i64 = 10_000;
 
+/// The largest `count` echo accepts (its tape is `count + 3` events).
+pub const MAX_COUNT: i64 = 100_000;
+
 #[async_trait]
 impl Op for Echo {
     fn name(&self) -> &str {
@@ -31,7 +34,7 @@ impl Op for Echo {
         json!({
             "type": "object",
             "properties": {
-                "count": {"type": "integer", "default": 5, "description": "steps; values below 1 run 1"},
+                "count": {"type": "integer", "default": 5, "maximum": MAX_COUNT, "description": "steps; values below 1 run 1"},
                 "delay_ms": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_DELAY_MS},
             },
         })
@@ -47,6 +50,13 @@ impl Op for Echo {
             None => 0,
             Some(value) => integer(value, "delay_ms")?,
         };
+        if count > MAX_COUNT {
+            return Err(ParamsError::new(
+                "count",
+                "less_than_equal",
+                format!("input should be less than or equal to {MAX_COUNT}"),
+            ));
+        }
         if delay_ms < 0 {
             return Err(ParamsError::new(
                 "delay_ms",

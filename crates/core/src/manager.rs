@@ -45,6 +45,8 @@ enum CancelCause {
     Shutdown,
     /// The op ran past its [`crate::Op::timeout`] (this one).
     Timeout(Duration),
+    /// The op reported past `max_events_per_task` (this many).
+    TapeFull(u64),
 }
 
 struct Running {

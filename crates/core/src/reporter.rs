@@ -26,7 +26,17 @@ pub enum ReportError {
     /// The store failed to write an event of this task.
     #[error("store error: {0}")]
     Store(String),
+    /// The task's tape reached its cap (`max_events_per_task`): nothing
+    /// written, and the task ends `failed` with code `tape_full`.
+    #[error("the task's tape is full ({limit} events); nothing more is written")]
+    TapeFull {
+        /// The cap.
+        limit: u64,
+    },
 }
+
+/// Called once when a reporter's task reaches its tape cap.
+pub(crate) type OnFull = Box<dyn Fn() + Send + Sync>;
 
 /// The op's handle on its task: `progress`, `log`, `partial` and the cancel token.
 #[derive(Clone)]
@@ -42,6 +52,13 @@ struct Inner {
     stopping: CancellationToken,
     /// Fires at the shutdown deadline.
     hard_stop: CancellationToken,
+    /// Most events the tape may hold (the final one is written past it).
+    limit: u64,
+    /// Events this reporter queued.
+    reported: std::sync::atomic::AtomicU64,
+    /// Set when the cap was reached.
+    full: AtomicBool,
+    on_full: Option<OnFull>,
     ack: Arc<AppendAck>,
     closed: AtomicBool,
 }
@@ -56,6 +73,8 @@ impl Reporter {
             token,
             CancellationToken::new(),
             CancellationToken::new(),
+            u64::MAX,
+            None,
         )
     }
 
@@ -67,6 +86,8 @@ impl Reporter {
         token: CancellationToken,
         stopping: CancellationToken,
         hard_stop: CancellationToken,
+        limit: u64,
+        on_full: Option<OnFull>,
     ) -> Self {
         Reporter {
             inner: Arc::new(Inner {
@@ -75,6 +96,10 @@ impl Reporter {
                 token,
                 stopping,
                 hard_stop,
+                limit,
+                reported: std::sync::atomic::AtomicU64::new(0),
+                full: AtomicBool::new(false),
+                on_full,
                 ack: Arc::new(AppendAck::default()),
                 closed: AtomicBool::new(false),
             }),
@@ -172,11 +197,26 @@ impl Reporter {
         if let Some(error) = inner.ack.error() {
             return Err(ReportError::Store(error));
         }
+        // `task_started` is on the tape already: seq 1.
+        let reported = inner.reported.fetch_add(1, Ordering::AcqRel);
+        if reported.saturating_add(1) >= inner.limit {
+            if !inner.full.swap(true, Ordering::AcqRel)
+                && let Some(on_full) = &inner.on_full
+            {
+                on_full();
+            }
+            return Err(ReportError::TapeFull { limit: inner.limit });
+        }
         inner
             .store
             .append_queued(inner.task_id, body, Arc::clone(&inner.ack))
             .await
             .map_err(|error| ReportError::Store(error.to_string()))
+    }
+
+    /// Whether the task's tape reached its cap.
+    pub(crate) fn is_full(&self) -> bool {
+        self.inner.full.load(Ordering::Acquire)
     }
 
     /// Stops further writes: called by the manager before it finishes the task.

@@ -154,3 +154,63 @@ async fn an_op_returning_after_its_timeout_still_ends_timeout() {
     assert_eq!(row.status, Status::Failed);
     assert_eq!(row.error.unwrap().code, "timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_op_reporting_past_the_tape_cap_is_stopped_and_ends_tape_full() {
+    let chatty = FnOp::new("chatty", "reports without end", |_, reporter| async move {
+        let mut written = 0_u64;
+        loop {
+            match reporter.log("info", format!("line {written}")).await {
+                Ok(()) => written += 1,
+                // The cap: stop (a well-behaved op); the task ends tape_full.
+                Err(tasktape_core::ReportError::TapeFull { limit }) => {
+                    return Ok(json!({"written": written, "limit": limit}));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.listen = Some("127.0.0.1:0".into());
+    config.data_dir = Some(dir.path().to_path_buf());
+    config.max_events_per_task = Some(10);
+    let app = Builder::new(config).op(chatty).start().await.unwrap();
+    let manager = app.manager().clone();
+    let task = manager
+        .submit("chatty", json!({}), None)
+        .await
+        .unwrap()
+        .task;
+    let row = manager
+        .wait(task.task_id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    let error = row.error.unwrap();
+    assert_eq!(error.code, "tape_full");
+    assert!(
+        error.message.contains("max_events_per_task"),
+        "{}",
+        error.message
+    );
+    // task_started, 9 logs (the tape holds 10), then the final past the cap.
+    let mut events = manager.events(task.task_id, 1);
+    let mut kinds = Vec::new();
+    while let Some(event) = events.next().await {
+        kinds.push(event.unwrap().body.kind().as_str());
+    }
+    assert_eq!(kinds.len(), 11, "{kinds:?}");
+    assert_eq!(kinds.first(), Some(&"task_started"));
+    assert_eq!(kinds.last(), Some(&"final"));
+    // echo's count has a maximum of 100,000.
+    let refused = manager
+        .submit("echo", json!({"count": 100_001}), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, SubmitError::InvalidParams(ref e) if e.field == "count"),
+        "{refused}"
+    );
+}

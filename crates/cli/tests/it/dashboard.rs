@@ -294,28 +294,28 @@ default = 2
     assert_eq!(row["op"], "greet");
     browser.assert_no_console_errors(&[]).await;
 
-    // The server's 422, next to its field: echo's count too large to be an
-    // integer (the form has no bound for it, the server refuses it).
+    // The server's 422, next to its field: a name too long for a program's
+    // argument (a limit only the server checks).
     browser
-        .goto(&format!("{}/submit?op=echo", server.base))
+        .goto(&format!("{}/submit?op=greet", server.base))
         .await;
     browser
         .wait_for(
-            "return !!document.querySelector('#param-count');",
-            "the echo form",
+            "return !!document.querySelector('#param-name');",
+            "the greet form",
         )
         .await;
     browser
-        .type_into("#param-count", "100000000000000000000")
+        .eval("document.querySelector('#param-name').value = 'x'.repeat(200 * 1024);")
         .await;
     browser.click("#submit-button").await;
     let error = browser
         .wait_for(
-            "return document.querySelector('[data-error-for=count]').textContent;",
-            "the 422 next to count",
+            "return document.querySelector('[data-error-for=name]').textContent;",
+            "the 422 next to name",
         )
         .await;
-    assert!(error.as_str().unwrap().contains("integer"), "{error}");
+    assert!(error.as_str().unwrap().contains("KiB"), "{error}");
     assert!(browser.eval("return location.pathname;").await == json!("/submit"));
     browser.assert_no_console_errors(&[422]).await;
     browser.close().await;

@@ -29,6 +29,10 @@ pub struct ManagerConfig {
     /// on a shared store: it accepts submits (checking params with its ops'
     /// `prepare`), cancels and reads, and claims nothing.
     pub worker: bool,
+    /// Most events one task's tape may hold; an op that reports past it is
+    /// stopped and its task ends `failed` with code `tape_full` (the `final`
+    /// event is written past the cap).
+    pub max_events_per_task: u64,
 }
 
 impl Default for ManagerConfig {
@@ -42,6 +46,7 @@ impl Default for ManagerConfig {
             op_concurrency: HashMap::new(),
             task_tracing: Arc::new(PlainTaskTracing),
             worker: true,
+            max_events_per_task: 1_000_000,
         }
     }
 }

@@ -36,12 +36,22 @@ impl Manager {
                 .await;
             return;
         };
+        let limit = self.inner.config.max_events_per_task.max(2);
+        let on_full = {
+            let (manager, token) = (self.clone(), token.clone());
+            Box::new(move || {
+                manager.set_cause(task_id, CancelCause::TapeFull(limit));
+                token.cancel();
+            })
+        };
         let reporter = Reporter::with_shutdown(
             Arc::clone(&self.inner.store),
             task_id,
             token.clone(),
             self.inner.stopping.clone(),
             self.inner.hard_stop.clone(),
+            limit,
+            Some(on_full),
         );
         let started = std::time::Instant::now();
         // Cancelled (or shut down) between its claim and now: the op never runs.
@@ -50,6 +60,12 @@ impl Manager {
         } else {
             self.drive(op, task.params, reporter.clone(), &token, task_id)
                 .await
+        };
+        // Past its tape's cap the task ends `tape_full`, whatever it returned.
+        let outcome = if reporter.is_full() {
+            Outcome::Failed(tape_full(limit))
+        } else {
+            outcome
         };
         reporter.close();
         let finished = self
@@ -104,9 +120,9 @@ impl Manager {
                 // A user cancel or a timeout waits the grace period; a
                 // shutdown waits for its deadline (the hard stop).
                 let grace = match self.cause(task_id) {
-                    Some(CancelCause::User | CancelCause::Timeout(_)) => {
-                        grace_for_op.unwrap_or(self.inner.config.cancel_grace)
-                    }
+                    Some(
+                        CancelCause::User | CancelCause::Timeout(_) | CancelCause::TapeFull(_),
+                    ) => grace_for_op.unwrap_or(self.inner.config.cancel_grace),
                     _ => Duration::from_secs(24 * 3600),
                 };
                 let joined = tokio::select! {
@@ -164,6 +180,7 @@ impl Manager {
     fn cancel_outcome(&self, task_id: TaskId) -> Outcome {
         match self.cause(task_id) {
             Some(CancelCause::User) => Outcome::Cancelled,
+            Some(CancelCause::TapeFull(limit)) => Outcome::Failed(tape_full(limit)),
             Some(CancelCause::Timeout(limit)) => Outcome::Failed(
                 ErrorInfo::new(
                     "timeout",
@@ -240,6 +257,17 @@ impl Manager {
             }
         }
     }
+}
+
+/// The error of a task whose tape reached `max_events_per_task`.
+fn tape_full(limit: u64) -> ErrorInfo {
+    ErrorInfo::new(
+        "tape_full",
+        format!(
+            "the task reported more than {limit} events, the cap of one tape; it was stopped. Raise max_events_per_task in the config file (or ManagerConfig) for longer tapes"
+        ),
+    )
+    .with("max_events_per_task", limit)
 }
 
 /// `90 s`, `1.5 s`, `250 ms`.
