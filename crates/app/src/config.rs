@@ -227,6 +227,12 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
             lease_ttl.as_millis()
         ));
     }
+    if file.max_events_per_task.is_some_and(|cap| cap < 2) {
+        return bail(
+            "max_events_per_task must be at least 2 (task_started and one event; final is written past it)"
+                .to_owned(),
+        );
+    }
     for origin in &file.allowed_origins {
         if !origin.contains("://") {
             return bail(format!(

@@ -197,6 +197,9 @@ impl Reporter {
         if let Some(error) = inner.ack.error() {
             return Err(ReportError::Store(error));
         }
+        // Bodies the store would refuse never count against the cap.
+        crate::store::check_appendable(&body)
+            .map_err(|error| ReportError::Store(error.to_string()))?;
         // `task_started` is on the tape already: seq 1.
         let reported = inner.reported.fetch_add(1, Ordering::AcqRel);
         if reported.saturating_add(1) >= inner.limit {

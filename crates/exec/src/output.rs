@@ -19,8 +19,11 @@ const STDERR_TAIL_LINES: usize = 20;
 const STDERR_TAIL_WIDTH: usize = 500;
 /// After the program exited, how long its output may go without a new line
 /// before reading stops (a process that left the group may hold the pipes
-/// open); a reader still making progress (a slow store) is waited for.
+/// open); a reader still making progress (a slow store) is waited for, up
+/// to [`OUTPUT_DRAIN_MAX`] in all (a process that left the group may also
+/// keep writing).
 const OUTPUT_IDLE: Duration = Duration::from_secs(5);
+const OUTPUT_DRAIN_MAX: Duration = Duration::from_secs(60);
 
 /// A reader task, aborted when dropped (the run was aborted), with a count
 /// of the lines it has read.
@@ -54,20 +57,21 @@ where
 /// that left the group still holds the pipe), and that is said on the tape.
 pub(crate) async fn drain<T>(mut reader: AbortOnDrop<T>, reporter: &Reporter) -> Option<T> {
     let mut seen = reader.lines.load(Ordering::Relaxed);
+    let give_up = tokio::time::Instant::now() + OUTPUT_DRAIN_MAX;
     loop {
         match tokio::time::timeout(OUTPUT_IDLE, &mut reader.task).await {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(_)) => return None,
             Err(_) => {
                 let now = reader.lines.load(Ordering::Relaxed);
-                if now != seen {
+                if now != seen && tokio::time::Instant::now() < give_up {
                     seen = now;
                     continue;
                 }
                 let _ = reporter
                     .log(
                         "warn",
-                        "the program exited but its output stayed open with nothing more written (a process that left its group may hold it); stopped reading",
+                        "stopped reading the program's output after it exited: it stayed open (a process that left the program's group may hold it)",
                     )
                     .await;
                 return None;

@@ -186,6 +186,9 @@ impl Manager {
     /// store and run after the next start.
     #[tracing::instrument(name = "manager.shutdown", skip(self))]
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        // Before any token fires: an op woken by its token must already see
+        // that this is a shutdown (exec ops then wait for the deadline).
+        self.inner.stopping.cancel();
         let running = {
             let mut state = self.state();
             state.accepting = false;
@@ -196,7 +199,6 @@ impl Manager {
             state.running.len()
         };
         info!(running, ?deadline, "shutting down");
-        self.inner.stopping.cancel();
         self.inner.tracker.close();
         let in_time = tokio::time::timeout(deadline, self.inner.tracker.wait())
             .await

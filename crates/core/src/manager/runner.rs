@@ -36,7 +36,7 @@ impl Manager {
                 .await;
             return;
         };
-        let limit = self.inner.config.max_events_per_task.max(2);
+        let limit = self.inner.config.max_events_per_task;
         let on_full = {
             let (manager, token) = (self.clone(), token.clone());
             Box::new(move || {
@@ -61,13 +61,17 @@ impl Manager {
             self.drive(op, task.params, reporter.clone(), &token, task_id)
                 .await
         };
-        // Past its tape's cap the task ends `tape_full`, whatever it returned.
+        reporter.close();
+        // Past its tape's cap the task ends `tape_full`, whatever it returned
+        // (unless something else stopped it first: that cause stands).
         let outcome = if reporter.is_full() {
-            Outcome::Failed(tape_full(limit))
+            match self.cause(task_id) {
+                Some(CancelCause::TapeFull(_)) | None => Outcome::Failed(tape_full(limit)),
+                Some(_) => self.cancel_outcome(task_id),
+            }
         } else {
             outcome
         };
-        reporter.close();
         let finished = self
             .finish_until_written(task_id, outcome, reporter.ack())
             .await;
