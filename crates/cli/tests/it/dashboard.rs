@@ -10,21 +10,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::browser::Browser;
-use crate::support::{Server, serve, wait_status};
+use crate::support::{Server, serve, submit_echo_http, wait_status};
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots")
-}
-
-async fn submit(server: &Server, token: Option<&str>, params: Value) -> String {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/v1/echo", server.base))
-        .json(&params);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let handle: Value = request.send().await.unwrap().json().await.unwrap();
-    handle["task_id"].as_str().unwrap().to_owned()
 }
 
 async fn row(server: &Server, task_id: &str) -> Value {
@@ -44,9 +33,9 @@ async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_task
     let server = serve(data.path(), &[]);
     // Finished tasks for the chart, then one that runs a few seconds.
     for _ in 0..3 {
-        submit(&server, None, json!({"count": 1})).await;
+        submit_echo_http(&server, None, json!({"count": 1})).await;
     }
-    let long = submit(&server, None, json!({"count": 60, "delay_ms": 150})).await;
+    let long = submit_echo_http(&server, None, json!({"count": 60, "delay_ms": 150})).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/", server.base)).await;
     let row_status = format!(
@@ -80,7 +69,7 @@ async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_task
         "the bar went from {first} to {later} (0: gone)"
     );
     // A task submitted now appears, and the long one turns succeeded, without a reload.
-    let fresh = submit(&server, None, json!({"count": 1})).await;
+    let fresh = submit_echo_http(&server, None, json!({"count": 1})).await;
     browser
         .wait_for(
             &format!("return !!document.querySelector('tr[data-task=\"{fresh}\"]');"),
@@ -140,7 +129,7 @@ async fn the_list_moves_bars_and_statuses_live_and_the_chart_draws_finished_task
 async fn the_detail_page_follows_the_tape_to_final_and_cancel_ends_a_task_cancelled() {
     let data = tempfile::tempdir().unwrap();
     let server = serve(data.path(), &[]);
-    let task = submit(&server, None, json!({"count": 8, "delay_ms": 150})).await;
+    let task = submit_echo_http(&server, None, json!({"count": 8, "delay_ms": 150})).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/tasks/{task}", server.base)).await;
     browser
@@ -186,7 +175,7 @@ async fn the_detail_page_follows_the_tape_to_final_and_cancel_ends_a_task_cancel
     browser.assert_no_console_errors(&[]).await;
 
     // Cancel, with its confirmation, on a long task.
-    let long = submit(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
+    let long = submit_echo_http(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
     wait_status(&server.base, &long, |status| status == "running").await;
     browser.goto(&format!("{}/tasks/{long}", server.base)).await;
     browser
@@ -325,7 +314,7 @@ default = 2
 async fn with_a_token_the_page_asks_once_says_when_it_is_wrong_and_then_works() {
     let data = tempfile::tempdir().unwrap();
     let server = serve(data.path(), &["--token", "s3cret-token"]);
-    let task = submit(&server, Some("s3cret-token"), json!({"count": 1})).await;
+    let task = submit_echo_http(&server, Some("s3cret-token"), json!({"count": 1})).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/", server.base)).await;
     browser
@@ -381,7 +370,7 @@ async fn the_list_pages_filters_and_finds_by_id_and_every_page_fits_400_px() {
     let server = serve(data.path(), &[]);
     let mut ids = Vec::new();
     for _ in 0..60 {
-        ids.push(submit(&server, None, json!({"count": 1})).await);
+        ids.push(submit_echo_http(&server, None, json!({"count": 1})).await);
     }
     let browser = Browser::start().await;
     browser

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, serve, wait_status};
+use crate::support::{Server, serve, submit_echo_http, wait_status};
 
 fn dikw() -> String {
     match std::env::var("TASKTAPE_DIKW") {
@@ -44,22 +44,11 @@ fn client(server: &Server, args: &[&str], env: &[(&str, &str)]) -> (i32, String,
     )
 }
 
-async fn submit(server: &Server, token: Option<&str>, params: Value) -> String {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/v1/echo", server.base))
-        .json(&params);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let handle: Value = request.send().await.unwrap().json().await.unwrap();
-    handle["task_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dikw_core_s_client_runs_every_tasks_verb_against_tasktape() {
     let data = tempfile::tempdir().unwrap();
     let server = serve(data.path(), &[]);
-    let done = submit(&server, None, json!({"count": 3, "delay_ms": 50})).await;
+    let done = submit_echo_http(&server, None, json!({"count": 3, "delay_ms": 50})).await;
 
     let (code, out, err) = client(&server, &["wait", &done], &[]);
     assert_eq!(code, 0, "wait: {out}{err}");
@@ -93,7 +82,7 @@ async fn dikw_core_s_client_runs_every_tasks_verb_against_tasktape() {
     assert!(out.contains(&done), "{out}");
 
     // Cancel a long task; waiting on it then exits 130 (cancelled).
-    let long = submit(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
+    let long = submit_echo_http(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
     wait_status(&server.base, &long, |status| status == "running").await;
     let (code, out, err) = client(&server, &["cancel", &long], &[]);
     assert_eq!(code, 0, "cancel: {out}{err}");
@@ -101,7 +90,7 @@ async fn dikw_core_s_client_runs_every_tasks_verb_against_tasktape() {
     let (code, _, err) = client(&server, &["wait", &long], &[]);
     assert_eq!(code, 130, "wait on a cancelled task: {err}");
     // A client-side timeout exits 124 and leaves the task running.
-    let slow = submit(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
+    let slow = submit_echo_http(&server, None, json!({"count": 1000, "delay_ms": 100})).await;
     let (code, _, err) = client(&server, &["wait", &slow, "--timeout", "0.5"], &[]);
     assert_eq!(code, 124, "wait --timeout: {err}");
     assert_eq!(wait_status(&server.base, &slow, |_| true).await, "running");
@@ -119,7 +108,7 @@ async fn dikw_core_s_client_runs_every_tasks_verb_against_tasktape() {
 async fn dikw_core_s_client_sends_its_token_and_is_refused_without_it() {
     let data = tempfile::tempdir().unwrap();
     let server = serve(data.path(), &["--token", "s3cret"]);
-    let done = submit(&server, Some("s3cret"), json!({"count": 1})).await;
+    let done = submit_echo_http(&server, Some("s3cret"), json!({"count": 1})).await;
     let (code, out, err) = client(&server, &["list"], &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(format!("{out}{err}").contains("401"), "{out}{err}");

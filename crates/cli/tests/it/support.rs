@@ -205,3 +205,19 @@ pub async fn wait_followers(base: &str, kind: &str, at_least: u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Submits `echo` with `params` over HTTP (with `token` when given); its id.
+pub async fn submit_echo_http(
+    server: &Server,
+    token: Option<&str>,
+    params: serde_json::Value,
+) -> String {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/echo", server.base))
+        .json(&params);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let handle: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+    handle["task_id"].as_str().unwrap().to_owned()
+}
