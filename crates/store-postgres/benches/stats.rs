@@ -8,15 +8,10 @@
 
 use std::time::Instant;
 
-use tasktape_core::Store;
 use tasktape_core::time::Timestamp;
 use tasktape_store_postgres::{PostgresConfig, PostgresStore};
 
 const TASKS: i64 = 1_000_000;
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
 
 #[tokio::main]
 async fn main() {
@@ -57,37 +52,7 @@ async fn main() {
         "filled {TASKS} finished tasks in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let counts = store.counts().await.unwrap();
-    let total: u64 = counts.values().sum();
-    assert_eq!(total, TASKS as u64, "{counts:?}");
-    let mut timings = Vec::new();
-    for _ in 0..200 {
-        let started = Instant::now();
-        std::hint::black_box(store.counts().await.unwrap());
-        timings.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    timings.sort_by(f64::total_cmp);
-    println!(
-        "counts() with {TASKS} tasks                 p50 {:.3} ms  p99 {:.3} ms   target <= 10",
-        percentile(&timings, 0.5),
-        percentile(&timings, 0.99)
-    );
-    let since = Timestamp::from_millis(Timestamp::now().as_millis() - 3_600_000);
-    let minutes = store.finished_per_minute(since).await.unwrap();
-    assert!(!minutes.is_empty());
-    let mut timings = Vec::new();
-    for _ in 0..200 {
-        let started = Instant::now();
-        std::hint::black_box(store.finished_per_minute(since).await.unwrap());
-        timings.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    timings.sort_by(f64::total_cmp);
-    println!(
-        "finished_per_minute(last hour), {} rows      p50 {:.3} ms  p99 {:.3} ms   target <= 10",
-        minutes.len(),
-        percentile(&timings, 0.5),
-        percentile(&timings, 0.99)
-    );
+    tasktape_core::testkit::time_counter_reads(&store, TASKS as u64).await;
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await

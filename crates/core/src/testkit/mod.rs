@@ -13,6 +13,7 @@ mod checks;
 mod claims;
 mod races;
 mod reads;
+mod stats;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use checks::*;
 pub use claims::*;
 pub use races::*;
 pub use reads::*;
+pub use stats::time_counter_reads;
 
 use crate::event::{Event, validate_tape};
 use crate::model::{NewTask, Status, Task, TaskId};
