@@ -11,6 +11,7 @@
 
 mod checks;
 mod claims;
+mod counters;
 mod races;
 mod reads;
 mod stats;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use checks::*;
 pub use claims::*;
+pub use counters::*;
 pub use races::*;
 pub use reads::*;
 pub use stats::time_counter_reads;
@@ -211,6 +213,7 @@ mod tests {
         let sources = [
             include_str!("checks.rs"),
             include_str!("claims.rs"),
+            include_str!("counters.rs"),
             include_str!("races.rs"),
             include_str!("reads.rs"),
         ];
