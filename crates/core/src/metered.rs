@@ -82,13 +82,14 @@ impl Store for MeteredStore {
         &self,
         task_id: TaskId,
         body: EventBody,
+        at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
         // Counted when it lands, not when it is queued.
         ack.count_into(&self.metrics.events_appended);
         self.timed(
             StoreOperation::AppendQueued,
-            self.inner.append_queued(task_id, body, ack),
+            self.inner.append_queued(task_id, body, at, ack),
         )
         .await
     }

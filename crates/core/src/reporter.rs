@@ -3,18 +3,24 @@
 //! Calls queue the event at the store in call order and return once queued
 //! (they may return before the commit); followers only ever see committed
 //! events, and the manager's `finish` is queued after every event the op
-//! queued, so `final` stays last. Once the task has finished, every call
-//! answers [`ReportError::Dropped`] and writes nothing.
+//! queued, so `final` stays last. An event's `ts` is the time of the call
+//! (never earlier than the one before). A store that refuses to queue for
+//! a moment (transiently unavailable) is retried, in order, for as long as
+//! the task's lease lasts: the call returns late, nothing is lost. Once the
+//! task has finished, every call answers [`ReportError::Dropped`] and
+//! writes nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::EventBody;
 use crate::model::TaskId;
-use crate::store::{AppendAck, Store};
+use crate::store::{AppendAck, Store, TRANSIENT_RETRY};
+use crate::time::Timestamp;
 
 /// Why a report was not written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +67,11 @@ struct Inner {
     on_full: Option<OnFull>,
     ack: Arc<AppendAck>,
     closed: AtomicBool,
+    /// The last event's time (ms); held while an event is stamped and
+    /// queued, so times never decrease along the tape.
+    last_ts: tokio::sync::Mutex<i64>,
+    /// How long a transiently failing store is retried (the lease's length).
+    retry_for: Duration,
 }
 
 impl Reporter {
@@ -75,11 +86,13 @@ impl Reporter {
             CancellationToken::new(),
             u64::MAX,
             None,
+            TRANSIENT_RETRY,
         )
     }
 
     /// A reporter that also knows the manager's shutdown: `stopping` fires
     /// when it begins, `hard_stop` at its deadline.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_shutdown(
         store: Arc<dyn Store>,
         task_id: TaskId,
@@ -88,6 +101,7 @@ impl Reporter {
         hard_stop: CancellationToken,
         limit: u64,
         on_full: Option<OnFull>,
+        retry_for: Duration,
     ) -> Self {
         Reporter {
             inner: Arc::new(Inner {
@@ -102,6 +116,8 @@ impl Reporter {
                 on_full,
                 ack: Arc::new(AppendAck::default()),
                 closed: AtomicBool::new(false),
+                last_ts: tokio::sync::Mutex::new(i64::MIN),
+                retry_for,
             }),
         }
     }
@@ -210,11 +226,32 @@ impl Reporter {
             }
             return Err(ReportError::TapeFull { limit: inner.limit });
         }
-        inner
-            .store
-            .append_queued(inner.task_id, body, Arc::clone(&inner.ack))
-            .await
-            .map_err(|error| ReportError::Store(error.to_string()))
+        let mut last_ts = inner.last_ts.lock().await;
+        let at = Timestamp::from_millis(Timestamp::now().as_millis().max(*last_ts));
+        *last_ts = at.as_millis();
+        let mut backoff = Duration::from_millis(10);
+        let mut failing_since = None;
+        loop {
+            let queued = inner
+                .store
+                .append_queued(inner.task_id, body.clone(), at, Arc::clone(&inner.ack))
+                .await;
+            match queued {
+                Err(error) if error.is_transient() => {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= inner.retry_for || inner.hard_stop.is_cancelled() {
+                        return Err(ReportError::Store(error.to_string()));
+                    }
+                    tracing::warn!(task_id = %inner.task_id, %error, "could not queue an event; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = inner.hard_stop.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => return other.map_err(|error| ReportError::Store(error.to_string())),
+            }
+        }
     }
 
     /// Whether the task's tape reached its cap.

@@ -103,6 +103,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying the same write again later may succeed: the database
+    /// is unreachable, restarting, locked or hit an I/O error
+    /// ([`StoreError::Unavailable`]). Writes of running tasks (their events,
+    /// their finish) are retried on these rather than given up. A full disk
+    /// or size limit ([`StoreError::Full`]) is not: one oversized write must
+    /// fail alone rather than hold every other write behind it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
     /// A [`StoreError::Backend`] in `context` (which store, which step).
     pub fn backend(
         context: impl Into<String>,
@@ -114,6 +124,11 @@ impl StoreError {
         }
     }
 }
+
+/// How long a store's writer keeps retrying queued appends and finishes
+/// that fail transiently (the database restarting, a disk freed) before it
+/// gives them up, in order, as errors: as long as the default lease lasts.
+pub const TRANSIENT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The answer to [`Store::create`].
 #[derive(Clone, Debug, PartialEq)]
@@ -324,15 +339,22 @@ pub trait Store: Send + Sync + 'static {
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome>;
 
     /// Queues an append and returns before it commits; the outcome goes to
-    /// `ack`. Queued appends and later calls from the same caller commit in
-    /// call order, so a `finish` issued after them lands after them. The
-    /// default awaits [`Store::append`]; stores with a writer queue override it.
+    /// `ack`. The event's `ts` is `at` (when the op reported it; the caller
+    /// never passes a time earlier than the last it passed for the task).
+    /// Queued appends and later calls from the same caller commit in call
+    /// order, so a `finish` issued after them lands after them. A write that
+    /// fails transiently ([`StoreError::is_transient`]) is retried in order
+    /// for [`TRANSIENT_RETRY`] before its error goes to `ack`. The default
+    /// awaits [`Store::append`] (stamped when it commits, moments after
+    /// `at`); stores with a writer queue override it.
     async fn append_queued(
         &self,
         task_id: TaskId,
         body: EventBody,
+        at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
+        let _ = at;
         let outcome = self.append(task_id, body).await;
         ack.record(&outcome);
         outcome.map(|_| ())

@@ -331,12 +331,14 @@ impl Store for PostgresStore {
         &self,
         task_id: TaskId,
         body: EventBody,
+        at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
         tasktape_core::store::check_appendable(&body)?;
         self.write(WriteJob::Append {
             task_id,
             body: body.encode(),
+            at,
             reply: AppendReply::Ack(ack),
         })
         .await

@@ -382,6 +382,7 @@ $fn$;
 CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.tasks
     FOR EACH ROW EXECUTE FUNCTION {s}.count_tasks();
 "#,
+    include_str!("sql/003_append_events_at.sql"),
 ];
 
 /// The schema version this build writes.

@@ -31,7 +31,7 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let s = schema::quoted(schema);
         Sql {
-            append: format!("SELECT out_seq, out_code FROM {s}.append_events($1, $2, $3)"),
+            append: format!("SELECT out_seq, out_code FROM {s}.append_events_at($1, $2, $3)"),
             start: format!("SELECT out_code, out_status FROM {s}.start_task($1, $2, $3, $4, $5)"),
             claim: format!("SELECT {TASK_COLUMNS} FROM {s}.claim($1, $2, $3, $4, $5, $6)"),
             finish: format!(

@@ -126,6 +126,7 @@ impl PostgresStore {
         self.write(WriteJob::Append {
             task_id,
             body: body.encode(),
+            at: Timestamp::now(),
             reply: AppendReply::Wait(reply),
         })
         .await?;

@@ -1,14 +1,18 @@
 //! The writer: one task that takes appends and finishes in queue order and
 //! writes each run of queued appends with one `append_events` call (one
 //! round trip, one transaction, one NOTIFY per task), so a Reporter's events
-//! land in order and before its task's `final`.
+//! land in order and before its task's `final`. While the database is
+//! unreachable (restarting, the network down) the writer holds the batch
+//! and retries it with backoff for [`TRANSIENT_RETRY`] (queued writes wait
+//! behind it, in order); only then are the writes answered with the error.
 
 use std::sync::Arc;
 
 use tasktape_core::event::EncodedBody;
 use tasktape_core::model::{Outcome, Status, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, FinishOutcome, Result, StoreError, outcome_after_events,
+    AppendAck, AppendOutcome, FinishOutcome, Result, StoreError, TRANSIENT_RETRY,
+    outcome_after_events,
 };
 use tasktape_core::time::Timestamp;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +42,8 @@ pub(crate) enum WriteJob {
     Append {
         task_id: TaskId,
         body: EncodedBody,
+        /// When it was reported: the event's `ts`.
+        at: Timestamp,
         reply: AppendReply,
     },
     Finish {
@@ -51,7 +57,36 @@ pub(crate) enum WriteJob {
 struct Append {
     task_id: TaskId,
     body: EncodedBody,
+    at: Timestamp,
     reply: AppendReply,
+}
+
+/// Retries of one batch through a transient outage.
+struct Outage {
+    since: Option<std::time::Instant>,
+    backoff: std::time::Duration,
+}
+
+impl Outage {
+    fn new() -> Self {
+        Outage {
+            since: None,
+            backoff: std::time::Duration::from_millis(10),
+        }
+    }
+
+    /// After a transient failure: waits and answers true while the window
+    /// for retrying lasts.
+    async fn wait_to_retry(&mut self, error: &StoreError) -> bool {
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= TRANSIENT_RETRY {
+            return false;
+        }
+        tracing::warn!(%error, "database unavailable; holding writes to retry");
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(std::time::Duration::from_secs(1));
+        true
+    }
 }
 
 /// Runs until every sender is gone.
@@ -69,10 +104,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>,
                 WriteJob::Append {
                     task_id,
                     body,
+                    at,
                     reply,
                 } => appends.push(Append {
                     task_id,
                     body,
+                    at,
                     reply,
                 }),
                 WriteJob::Finish {
@@ -97,26 +134,46 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>,
                 (task_id, outcome, reply)
             })
             .collect();
-        if finishes.is_empty() {
-            continue;
-        }
-        match shared.pool.get().await {
+        write_finishes(&shared, finishes).await;
+    }
+}
+
+/// Sends `finishes` together (pipelined on one connection, so one round
+/// trip for all of them), retrying those that fail transiently.
+async fn write_finishes(
+    shared: &Shared,
+    mut finishes: Vec<(TaskId, Outcome, oneshot::Sender<Result<FinishOutcome>>)>,
+) {
+    let mut outage = Outage::new();
+    while !finishes.is_empty() {
+        let answers = match shared.pool.get().await {
             Ok(client) => {
-                let answers = futures::future::join_all(
+                futures::future::join_all(
                     finishes
                         .iter()
                         .map(|(task_id, outcome, _)| shared.finish_on(&client, *task_id, outcome)),
                 )
-                .await;
-                for ((_, _, reply), answer) in finishes.into_iter().zip(answers) {
-                    let _ = reply.send(answer);
-                }
+                .await
             }
-            Err(error) => {
-                let error = rows::pool(error);
-                for (_, _, reply) in finishes {
-                    let _ = reply.send(Err(error.clone()));
+            Err(error) => vec![Err(rows::pool(error)); finishes.len()],
+        };
+        let mut again = Vec::new();
+        let mut transient = None;
+        for ((task_id, outcome, reply), answer) in finishes.into_iter().zip(answers) {
+            match answer {
+                Err(error) if error.is_transient() => {
+                    transient = Some(error);
+                    again.push((task_id, outcome, reply));
                 }
+                answer => drop(reply.send(answer)),
+            }
+        }
+        finishes = again;
+        if let Some(error) = transient
+            && !outage.wait_to_retry(&error).await
+        {
+            for (_, _, reply) in finishes.drain(..) {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }
@@ -132,12 +189,14 @@ async fn write_appends(shared: &Shared, mut appends: Vec<Append>) {
     // Lock rows in task-id order (a stable sort keeps each task's order).
     appends.sort_by_key(|append| append.task_id);
     let mut attempt = 0;
+    let mut outage = Outage::new();
     let outcome = loop {
         attempt += 1;
         match call_append(shared, &appends).await {
             Err(Retry::Conflict(error)) if attempt < 3 => {
                 tracing::debug!(%error, "append batch conflicted; retrying");
             }
+            Err(Retry::Unavailable(error)) if outage.wait_to_retry(&error).await => {}
             other => break other,
         }
     };
@@ -197,9 +256,9 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
         .iter()
         .map(|append| append.body.open_json())
         .collect();
-    let ts = Timestamp::now().to_string();
+    let times: Vec<String> = appends.iter().map(|append| append.at.to_string()).collect();
     let found = client
-        .query(&statement, &[&ids, &bodies, &ts])
+        .query(&statement, &[&ids, &bodies, &times])
         .await
         .map_err(|error| retry("appending events", error))?;
     if found.len() != appends.len() {

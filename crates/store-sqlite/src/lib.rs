@@ -310,7 +310,8 @@ impl Store for SqliteStore {
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
         tasktape_core::store::check_appendable(&body)?;
         let body = body.encode();
-        self.call(|reply| Command::Append(task_id, body, AppendReply::Wait(reply)))
+        let at = Timestamp::now();
+        self.call(|reply| Command::Append(task_id, body, at, AppendReply::Wait(reply)))
             .await
     }
 
@@ -318,10 +319,11 @@ impl Store for SqliteStore {
         &self,
         task_id: TaskId,
         body: EventBody,
+        at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
         tasktape_core::store::check_appendable(&body)?;
-        let command = Command::Append(task_id, body.encode(), AppendReply::Ack(ack));
+        let command = Command::Append(task_id, body.encode(), at, AppendReply::Ack(ack));
         self.commands
             .send(command)
             .await

@@ -82,6 +82,12 @@ pub(crate) fn classify(path: &str, error: rusqlite::Error) -> StoreError {
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
             StoreError::Open { path, message }
         }
+        // Worth trying again: another connection held a lock, the disk hiccuped.
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable {
+                message: format!("sqlite store at {path}: {message}"),
+            }
+        }
         _ => StoreError::backend(format!("sqlite store at {path}"), error),
     }
 }

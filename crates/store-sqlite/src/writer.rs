@@ -5,7 +5,11 @@
 //!
 //! A command whose statement fails is answered with the error, and the rest
 //! of its batch is applied again without it: one task's oversized write
-//! never fails another's. The writer is the only thing that writes the file
+//! never fails another's. A transient failure (a lock, an I/O error) fails
+//! the batch's other commands at once but holds its appends and
+//! finishes, in order, and retries them with backoff for
+//! [`TRANSIENT_RETRY`]: running tasks' events and results wait out the
+//! fault instead of being lost. The writer is the only thing that writes the file
 //! (the lock file keeps other processes out), so it caches each live task's
 //! status and last seq; a rolled-back transaction clears the cache.
 
@@ -18,7 +22,7 @@ use tasktape_core::event::EncodedBody;
 use tasktape_core::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
-    StartOutcome, StoreError, outcome_after_events,
+    StartOutcome, StoreError, TRANSIENT_RETRY, outcome_after_events,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -43,7 +47,8 @@ pub(crate) enum Command {
     Create(Box<NewTask>, Reply<Created>),
     Start(TaskId, Lease, Reply<StartOutcome>),
     Claim(String, usize, Lease, Reply<Vec<Task>>),
-    Append(TaskId, EncodedBody, AppendReply),
+    /// An event and when it was reported (its `ts`).
+    Append(TaskId, EncodedBody, Timestamp, AppendReply),
     Finish(
         TaskId,
         Outcome,
@@ -87,7 +92,16 @@ pub(crate) struct Writer {
     pub(crate) live: HashMap<TaskId, Live>,
     /// Highest seq written per task in the open transaction.
     pub(crate) woken: HashMap<TaskId, u64>,
+    /// Appends and finishes held after a transient failure, in queue order.
+    held: Vec<Command>,
+    /// When the current run of transient failures began.
+    failing_since: Option<std::time::Instant>,
+    /// The pause before the held commands are tried again.
+    backoff: std::time::Duration,
 }
+
+/// The first pause before held commands are tried again (doubling to a second).
+const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Writer {
     pub(crate) fn new(
@@ -110,14 +124,28 @@ impl Writer {
             wal_frames,
             live: HashMap::new(),
             woken: HashMap::new(),
+            held: Vec::new(),
+            failing_since: None,
+            backoff: FIRST_BACKOFF,
         })
     }
 
     /// Runs until every sender is gone.
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(self.batch_max);
-        while let Some(first) = next_command(&mut commands) {
-            batch.push(first);
+        loop {
+            if self.held.is_empty() {
+                let Some(first) = next_command(&mut commands) else {
+                    break;
+                };
+                batch.push(first);
+            } else {
+                // Held writes go first (they were queued first), with
+                // whatever came meanwhile behind them.
+                std::thread::sleep(self.backoff);
+                self.backoff = (self.backoff * 2).min(std::time::Duration::from_secs(1));
+                batch.append(&mut self.held);
+            }
             while batch.len() < self.batch_max {
                 match commands.try_recv() {
                     Ok(command) => batch.push(command),
@@ -143,6 +171,10 @@ impl Writer {
         while !batch.is_empty() {
             match self.apply(batch) {
                 Ok(done) => {
+                    if self.failing_since.take().is_some() {
+                        tracing::info!(path = %self.path, "writes succeed again");
+                    }
+                    self.backoff = FIRST_BACKOFF;
                     // Followers first: they are what the wake-up latency is about.
                     for (task_id, seq) in self.woken.drain() {
                         self.hub.notify(task_id, seq);
@@ -157,6 +189,22 @@ impl Writer {
                     self.live.clear();
                     self.woken.clear();
                     let error = classify(&self.path, error);
+                    if error.is_transient() {
+                        let since = *self
+                            .failing_since
+                            .get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() < TRANSIENT_RETRY {
+                            tracing::warn!(%error, "write failed; holding running tasks' writes to retry");
+                            for command in batch.drain(..) {
+                                if command.is_task_write() {
+                                    self.held.push(command);
+                                } else {
+                                    command.fail(error.clone());
+                                }
+                            }
+                            return;
+                        }
+                    }
                     tracing::error!(%error, "write failed; rolled back");
                     match culprit {
                         Some(index) => batch.remove(index).fail(error),
@@ -202,7 +250,9 @@ impl Writer {
             Command::Claim(op, limit, lease, _) => {
                 Done::Claimed(self.claim(op, *limit, lease, now)?)
             }
-            Command::Append(task_id, body, _) => Done::Append(self.append(*task_id, body, now)?),
+            Command::Append(task_id, body, at, _) => {
+                Done::Append(self.append(*task_id, body, *at)?)
+            }
             Command::Finish(task_id, outcome, ack, _) => {
                 let outcome = match ack {
                     // Every append this ack covers is ahead in the queue: settled now.
@@ -239,13 +289,19 @@ impl AppendReply {
 }
 
 impl Command {
+    /// A running task's own write (an event, its finish): held and retried
+    /// through a transient failure rather than failed.
+    fn is_task_write(&self) -> bool {
+        matches!(self, Command::Append(..) | Command::Finish(..))
+    }
+
     /// Sends the committed result to the caller.
     fn answer(self, done: Done) {
         match (self, done) {
             (Command::Create(_, reply), Done::Created(created)) => drop(reply.send(Ok(*created))),
             (Command::Start(_, _, reply), Done::Start(outcome)) => drop(reply.send(Ok(outcome))),
             (Command::Claim(_, _, _, reply), Done::Claimed(tasks)) => drop(reply.send(Ok(tasks))),
-            (Command::Append(_, _, reply), Done::Append(outcome)) => reply.send(Ok(outcome)),
+            (Command::Append(_, _, _, reply), Done::Append(outcome)) => reply.send(Ok(outcome)),
             (Command::Finish(_, _, _, reply), Done::Finish(outcome)) => {
                 drop(reply.send(Ok(outcome)))
             }
@@ -270,7 +326,7 @@ impl Command {
             Command::Create(_, reply) => drop(reply.send(Err(error))),
             Command::Start(_, _, reply) => drop(reply.send(Err(error))),
             Command::Claim(_, _, _, reply) => drop(reply.send(Err(error))),
-            Command::Append(_, _, reply) => reply.send(Err(error)),
+            Command::Append(_, _, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),
             Command::RenewLease(_, _, reply) | Command::Purge(_, reply) => {

@@ -7,6 +7,7 @@ mod dikw;
 mod exec;
 mod multi;
 mod otlp;
+mod outage;
 mod pty;
 mod serve;
 mod support;

@@ -63,12 +63,12 @@ pub fn schema() -> String {
     format!("t_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn echo(count: u64, delay_ms: u64) -> Submission {
+pub fn echo(count: u64, delay_ms: u64) -> Submission {
     Submission::new("echo", json!({"count": count, "delay_ms": delay_ms}))
 }
 
 /// Polls the row until `done` holds (at most `limit`); returns it.
-async fn wait_row(
+pub async fn wait_row(
     client: &Client,
     task_id: TaskId,
     limit: Duration,
@@ -90,7 +90,7 @@ async fn wait_row(
 }
 
 /// The whole tape via one client; checks seqs are 1..=n.
-async fn tape(client: &Client, task_id: TaskId) -> Vec<tasktape_core::Event> {
+pub async fn tape(client: &Client, task_id: TaskId) -> Vec<tasktape_core::Event> {
     let page = client
         .events(task_id, 0, 1000, Duration::ZERO)
         .await
@@ -312,7 +312,7 @@ async fn the_per_op_limit_holds_across_three_instances() {
 }
 
 /// A PostgreSQL server of this test's own, so it can be restarted.
-struct PrivatePg {
+pub struct PrivatePg {
     dir: tempfile::TempDir,
     bin: String,
     user: Option<String>,
@@ -332,7 +332,7 @@ impl PrivatePg {
         }
     }
 
-    fn start() -> PrivatePg {
+    pub fn start() -> PrivatePg {
         let bin = std::env::var("TASKTAPE_TEST_PG_BIN")
             .expect("TASKTAPE_TEST_PG_BIN (set by scripts/with-postgres)");
         let user = std::env::var("TASKTAPE_TEST_PG_USER")
@@ -379,7 +379,7 @@ impl PrivatePg {
         pg
     }
 
-    fn pg_ctl(&self, action: &[&str]) {
+    pub fn pg_ctl(&self, action: &[&str]) {
         let data = self.dir.path().join("data");
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
@@ -406,7 +406,7 @@ impl PrivatePg {
         assert!(status.success(), "pg_ctl {action:?}");
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{CancelCause, Manager};
 use crate::model::{ErrorInfo, Outcome, Status, Task, TaskId};
@@ -15,11 +15,9 @@ use crate::op::Op;
 use crate::reporter::Reporter;
 use crate::store::{AppendAck, FinishOutcome};
 
-/// Longest pause between retries of a failing store call.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Failed finishes after which a result is given up for a small `store_error`.
-const FINISH_ATTEMPTS_WITH_RESULT: u32 = 3;
+/// Longest pause between retries of a failing store call (short: the
+/// `final` should land soon after the store is back).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Runs a claimed task's op and finishes the task.
@@ -52,6 +50,7 @@ impl Manager {
             self.inner.hard_stop.clone(),
             limit,
             Some(on_full),
+            self.inner.config.lease_ttl,
         );
         let started = std::time::Instant::now();
         // Cancelled (or shut down) between its claim and now: the op never runs.
@@ -207,11 +206,15 @@ impl Manager {
     }
 
     /// Finishes the task. The store checks `ack` in order, so a task whose
-    /// events failed to store cannot end `succeeded`. A failing store is
-    /// retried with backoff; after a few failures a result is given up for a
-    /// small `store_error` (it may be what does not fit). Ends when written,
-    /// or when shutdown ends (the next start then finishes the task).
-    /// Returns the status (and error) written, or `None` when another
+    /// events failed to store cannot end `succeeded`. A store that fails
+    /// transiently (restarting, unreachable, locked) is retried with
+    /// backoff, the outcome kept, until it is written: a short outage delays
+    /// the `final`, it does not turn finished work into a failure. Past the
+    /// task's lease a peer may reap it first (`owner_lost`), and the finish
+    /// then loses. Only a permanent error gives a result up, for a small
+    /// `store_error` (the result may be what does not fit). Ends when
+    /// written, or when shutdown ends (the next start then finishes the
+    /// task). Returns the status (and error) written, or `None` when another
     /// finish won or shutdown ended the retries.
     async fn finish_until_written(
         &self,
@@ -220,7 +223,7 @@ impl Manager {
         ack: Arc<AppendAck>,
     ) -> Option<(Status, Option<ErrorInfo>)> {
         let mut backoff = Duration::from_millis(10);
-        let mut failures = 0;
+        let mut failures = 0u32;
         loop {
             match self
                 .inner
@@ -229,6 +232,9 @@ impl Manager {
                 .await
             {
                 Ok(FinishOutcome::Finished { status, .. }) => {
+                    if failures > 0 {
+                        info!(%task_id, %status, failures, "finished after the store came back");
+                    }
                     debug!(%task_id, %status, "finished");
                     let error = match outcome {
                         // The store wrote cancelled (a recorded cancel wins) or our outcome.
@@ -243,14 +249,19 @@ impl Manager {
                 }
                 Err(store_error) => {
                     failures += 1;
-                    error!(%task_id, error = %store_error, failures, "could not finish task; retrying");
-                    if failures >= FINISH_ATTEMPTS_WITH_RESULT
-                        && matches!(outcome, Outcome::Succeeded(_))
-                    {
-                        outcome = Outcome::Failed(
-                            ErrorInfo::new("store_error", "the task's result could not be stored")
+                    if store_error.is_transient() {
+                        warn!(%task_id, error = %store_error, failures, "could not finish task (store unavailable); retrying");
+                    } else {
+                        error!(%task_id, error = %store_error, failures, "could not finish task; retrying without its result");
+                        if matches!(outcome, Outcome::Succeeded(_)) {
+                            outcome = Outcome::Failed(
+                                ErrorInfo::new(
+                                    "store_error",
+                                    "the task's result could not be stored",
+                                )
                                 .with("detail", store_error.to_string()),
-                        );
+                            );
+                        }
                     }
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}

@@ -12,6 +12,7 @@
 mod checks;
 mod claims;
 mod counters;
+mod outage;
 mod races;
 mod reads;
 mod stats;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 pub use checks::*;
 pub use claims::*;
 pub use counters::*;
+pub use outage::FlakyStore;
 pub use races::*;
 pub use reads::*;
 pub use stats::time_counter_reads;
@@ -91,6 +93,7 @@ macro_rules! __store_contract_checks {
             claim_starts_the_oldest_pending_tasks_up_to_the_limit,
             concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
             reap_checks_the_lease_again,
+            event_times_are_report_times_under_write_load,
         }
     };
 }

@@ -211,3 +211,79 @@ pub async fn cancel_racing_success_leaves_one_final_matching_the_row(h: Harness)
         }
     }
 }
+
+/// Under write load, an op's events carry the times it reported them (not
+/// when a batch was flushed): steps 50 ms apart are stamped 50 ms apart, and
+/// no time decreases along the tape.
+pub async fn event_times_are_report_times_under_write_load(h: Harness) {
+    use std::time::Duration;
+
+    use crate::{FnOp, Manager, ManagerConfig, OpRegistry};
+
+    let store = Arc::clone(&h.store);
+    let mut ops = OpRegistry::new();
+    ops.register(FnOp::new(
+        "ticks",
+        "eight steps 50 ms apart",
+        |_, reporter| async move {
+            for step in 1..=8 {
+                reporter.progress("tick", step, 8, None).await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(json!(null))
+        },
+    ));
+    let manager = Manager::start(Arc::clone(&store), ops, ManagerConfig::default())
+        .await
+        .unwrap();
+    // Write load: four appenders keep the store's writer busy meanwhile.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load_task = running_task(&*store).await;
+    let loaders: Vec<_> = (0..4)
+        .map(|writer| {
+            let (store, stop) = (Arc::clone(&store), stop.clone());
+            tokio::spawn(async move {
+                let mut index = 0;
+                while !stop.is_cancelled() {
+                    store.append(load_task, log(writer, index)).await.unwrap();
+                    index += 1;
+                }
+                index
+            })
+        })
+        .collect();
+    let task_id = manager
+        .submit("ticks", json!({}), None)
+        .await
+        .unwrap()
+        .task
+        .task_id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !super::row(&*store, task_id).await.status.is_terminal() {
+        assert!(tokio::time::Instant::now() < deadline, "ticks never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let mut load = 0;
+    for loader in loaders {
+        load += loader.await.unwrap();
+    }
+    assert!(load > 100, "the load wrote only {load} events");
+    let (_, events) = assert_row_and_tape_agree(&*store, task_id).await;
+    for pair in events.windows(2) {
+        assert!(pair[0].ts <= pair[1].ts, "times never decrease: {pair:?}");
+    }
+    let steps: Vec<i64> = events
+        .iter()
+        .filter(|event| event.body.kind() == EventKind::Progress)
+        .map(|event| event.ts.as_millis())
+        .collect();
+    assert_eq!(steps.len(), 8);
+    for gap in steps.windows(2).map(|pair| pair[1] - pair[0]) {
+        assert!(
+            (50..150).contains(&gap),
+            "steps reported 50 ms apart were stamped {gap} ms apart ({steps:?})"
+        );
+    }
+    manager.shutdown(Duration::from_secs(2)).await;
+}

@@ -418,16 +418,24 @@ pub async fn commits_wake_watchers(h: Harness) {
     );
 }
 
-/// Queued appends commit in call order, and a finish after them lands after them.
+/// Queued appends commit in call order, each with the time it was given,
+/// and a finish after them lands after them.
 pub async fn queued_appends_commit_in_order_before_finish(h: Harness) {
     let store = &*h.store;
     let task_id = running_task(store).await;
     let ack = std::sync::Arc::new(AppendAck::default());
+    let mut times = Vec::new();
     for current in 1..=500 {
+        let at = Timestamp::now();
+        times.push(at);
         store
-            .append_queued(task_id, progress(current), ack.clone())
+            .append_queued(task_id, progress(current), at, ack.clone())
             .await
             .unwrap();
+        if current % 100 == 0 {
+            // Times that differ from the commits' (the writer batches).
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
     }
     store
         .finish(task_id, Outcome::Succeeded(Value::Null))
@@ -437,11 +445,15 @@ pub async fn queued_appends_commit_in_order_before_finish(h: Harness) {
     assert_eq!(events.len(), 502);
     for (index, event) in events[1..501].iter().enumerate() {
         assert_eq!(event.body, progress(index as u64 + 1));
+        assert_eq!(
+            event.ts, times[index],
+            "an event's ts is the time it was queued with"
+        );
     }
     assert_eq!(ack.last_seq(), 501);
     assert!(!ack.dropped());
     store
-        .append_queued(task_id, progress(501), ack.clone())
+        .append_queued(task_id, progress(501), Timestamp::now(), ack.clone())
         .await
         .unwrap();
     store.last_seq(task_id).await.unwrap();

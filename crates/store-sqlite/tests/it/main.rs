@@ -4,6 +4,7 @@
 mod contract;
 mod errors;
 mod manager;
+mod outage;
 mod regressions;
 mod stress;
 mod support;
