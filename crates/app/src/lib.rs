@@ -36,9 +36,9 @@ use tasktape_exec::ExecOp;
 use tasktape_server::ServerConfig;
 use tasktape_store_postgres::PostgresStore;
 use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
-use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ConfigError};
+pub use tasktape_server::Stop;
 
 /// Why [`Builder::start`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,25 +194,32 @@ impl App {
         self.address
     }
 
-    /// Serves the HTTP API until `shutdown` resolves, then winds down: no
-    /// new work, running tasks get `shutdown_timeout_secs` to finish (exec
-    /// ops are sent SIGTERM, then SIGKILL after their grace), requests are
-    /// drained, the store is closed.
+    /// Serves the HTTP API until `shutdown` resolves, then drains: no new
+    /// task starts here and `readyz` answers 503, running tasks get
+    /// `shutdown_timeout_secs` to finish, then what still runs is cancelled
+    /// (exec ops: SIGTERM, then SIGKILL a second later) and ends
+    /// `server_shutdown`; requests are drained, the store is closed.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let token = CancellationToken::new();
-        let trigger = token.clone();
+        let stop = Stop::default();
+        let drain = stop.drain.clone();
         tokio::spawn(async move {
             shutdown.await;
-            trigger.cancel();
+            drain.cancel();
         });
+        self.serve_until(stop).await
+    }
+
+    /// Like [`App::serve`], stopped by `stop`: its `drain` token begins the
+    /// drain, its `now` token (a second signal, say) stops at once.
+    pub async fn serve_until(self, stop: Stop) -> std::io::Result<()> {
         tasktape_server::serve(
             self.listener,
             self.manager,
             self.server,
-            token,
+            stop,
             self.shutdown_timeout,
         )
         .await?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tasktape_app::{Builder, Config};
+use tasktape_app::{Builder, Config, Stop};
 use tasktape_telemetry::LogFormat;
 
 /// Options of `tasktape serve`.
@@ -103,7 +103,7 @@ fn serve_with(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(if error.is_config() { 2 } else { 1 });
             }
         };
-        match app.serve(stop_on_signal()).await {
+        match app.serve_until(stop_on_signals()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("tasktape serve: {error}");
@@ -113,24 +113,43 @@ fn serve_with(args: ServeArgs) -> ExitCode {
     })
 }
 
-async fn stop_on_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// The first SIGTERM or SIGINT begins the drain; a second stops at once.
+fn stop_on_signals() -> Stop {
+    let stop = Stop::default();
+    let stages = [
+        (
+            stop.drain.clone(),
+            "draining: running tasks finish, no new ones start (signal again to stop at once)",
+        ),
+        (stop.now.clone(), "second signal: stopping at once"),
+    ];
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    None
+                }
+            };
+        for (token, message) in stages {
+            let interrupt = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(signal) => drop(signal.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let terminated = std::future::pending::<()>();
+            tokio::select! {
+                _ = interrupt => tracing::info!("SIGINT: {message}"),
+                () = terminated => tracing::info!("SIGTERM: {message}"),
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+            token.cancel();
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT: shutting down"),
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
-    }
+    });
+    stop
 }

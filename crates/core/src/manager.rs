@@ -64,6 +64,8 @@ struct ClaimState {
 
 struct State {
     accepting: bool,
+    /// False once a drain began: running tasks go on, no new ones start here.
+    claiming: bool,
     claims: HashMap<String, ClaimState>,
     running: HashMap<TaskId, Running>,
     /// Cancels recorded for tasks this instance claimed but has not yet
@@ -89,6 +91,8 @@ struct Inner {
     signal_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Whether a cancel poll is running.
     polling_cancels: std::sync::atomic::AtomicBool,
+    /// Woken whenever a run ends (see [`Manager::idle`]).
+    idle: tokio::sync::Notify,
 }
 
 /// Runs tasks against a store. Cheap to clone; all clones are one manager.
@@ -118,6 +122,7 @@ impl Manager {
                 config,
                 state: Mutex::new(State {
                     accepting: true,
+                    claiming: true,
                     claims: HashMap::new(),
                     running: HashMap::new(),
                     early_cancels: HashMap::new(),
@@ -129,6 +134,7 @@ impl Manager {
                 lease_task: Mutex::new(None),
                 signal_task: Mutex::new(None),
                 polling_cancels: std::sync::atomic::AtomicBool::new(false),
+                idle: tokio::sync::Notify::new(),
             }),
         };
         manager.recover().await?;

@@ -194,20 +194,40 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-/// Serves the API on `listener` until `shutdown` fires. Then, at once and
-/// together: the manager stops taking work and winds its tasks down (up to
-/// `task_deadline`), long-polls and streams end, and in-flight requests get
-/// until the same deadline (plus a little) to finish; a client that holds its
-/// connection open longer is cut off.
+/// How the server stops: `drain` begins a graceful stop, `now` (a second
+/// signal, say) cuts it short.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    /// Fired to begin the drain.
+    pub drain: CancellationToken,
+    /// Fired to stop at once, during the drain or instead of it.
+    pub now: CancellationToken,
+}
+
+/// How long tasks still running when the drain ends get between their
+/// cancel (exec programs: SIGTERM) and the abort (SIGKILL).
+pub const WIND_DOWN: Duration = Duration::from_secs(1);
+
+/// Serves the API on `listener` until `stop.drain` fires, then drains: the
+/// manager starts no more tasks, `readyz` answers 503 (a load balancer
+/// stops sending), requests and followers are still served, and running
+/// tasks get up to `drain_timeout` to finish. Then (or at once when
+/// `stop.now` fires) the rest winds down: long-polls and streams end,
+/// tasks still running are cancelled and, after [`WIND_DOWN`] (none after
+/// `stop.now`), aborted and finished `server_shutdown`; in-flight requests
+/// get as long, and a client that holds its connection open longer is cut
+/// off.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     manager: Manager,
     config: ServerConfig,
-    shutdown: CancellationToken,
-    task_deadline: Duration,
+    stop: Stop,
+    drain_timeout: Duration,
 ) -> std::io::Result<()> {
     let mut config = config;
     config.loopback = listener.local_addr()?.ip().is_loopback();
+    // Fired when the drain ends: ends long-polls and streams, and the listener.
+    let shutdown = CancellationToken::new();
     let state = AppState::new(manager.clone(), config, shutdown.clone());
     let app = router(state);
     let stopping = shutdown.clone();
@@ -223,12 +243,38 @@ pub async fn serve(
     tokio::pin!(server);
     let served = tokio::select! {
         result = &mut server => Some(result),
-        () = shutdown.cancelled() => None,
+        () = stop.drain.cancelled() => None,
+        () = stop.now.cancelled() => None,
     };
-    let drain = async {
+    let mut served = served;
+    if served.is_none() && !stop.now.is_cancelled() {
+        manager.drain();
+        // The server goes on serving (polled here) while tasks finish.
+        let drained = tokio::select! {
+            () = manager.idle() => true,
+            () = tokio::time::sleep(drain_timeout) => false,
+            () = stop.now.cancelled() => false,
+            result = &mut server => {
+                served = Some(result);
+                false
+            }
+        };
+        tracing::info!(
+            drained,
+            running = manager.running_here(),
+            "drain over; stopping"
+        );
+    }
+    shutdown.cancel();
+    let wind_down = if stop.now.is_cancelled() {
+        Duration::ZERO
+    } else {
+        WIND_DOWN
+    };
+    let requests = async {
         match served {
             Some(result) => result,
-            None => match tokio::time::timeout(task_deadline + Duration::from_secs(2), &mut server)
+            None => match tokio::time::timeout(wind_down + Duration::from_secs(1), &mut server)
                 .await
             {
                 Ok(result) => result,
@@ -239,7 +285,7 @@ pub async fn serve(
             },
         }
     };
-    let (drained, report) = tokio::join!(drain, manager.shutdown(task_deadline));
+    let (drained, report) = tokio::join!(requests, manager.shutdown(wind_down));
     tracing::info!(unfinished = report.unfinished, "server stopped");
     drained
 }

@@ -39,6 +39,14 @@ pub(crate) async fn healthz() -> Json<Value> {
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let manager = state.manager();
+    if manager.is_draining() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this instance is draining for shutdown: it finishes its running tasks and starts no new ones",
+        )
+        .into_response();
+    }
     match manager.ready().await {
         Ok(()) => {
             Json(json!({"status": "ready", "storage_backend": manager.backend()})).into_response()

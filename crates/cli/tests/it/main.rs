@@ -4,6 +4,7 @@
 mod browser;
 mod dashboard;
 mod dikw;
+mod drain;
 mod exec;
 mod multi;
 mod otlp;

@@ -123,7 +123,10 @@ async fn kill_9_then_restart_finishes_running_tasks_as_server_restart() {
 async fn sigterm_shuts_down_gracefully_and_leaves_no_task_running() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    let mut server = serve(dir.path(), &[]);
+    // A task longer than the drain: cancelled when the drain's 1 s is over.
+    let config = dir.path().join("tasktape.toml");
+    std::fs::write(&config, "shutdown_timeout_secs = 1\n").unwrap();
+    let mut server = serve(dir.path(), &["--config", config.to_str().unwrap()]);
     let handle = post(
         &client,
         format!("{}/v1/echo", server.base),
@@ -142,12 +145,12 @@ async fn sigterm_shuts_down_gracefully_and_leaves_no_task_running() {
     }
     let exit = terminate(
         &mut server.child,
-        Duration::from_secs(20),
-        "server did not stop after SIGTERM",
+        Duration::from_secs(5),
+        "server did not stop within the drain's 1 s and its wind-down",
     )
     .await;
     assert!(exit.success(), "{exit:?}");
-    let server = serve(dir.path(), &[]);
+    let server = serve(dir.path(), &["--config", config.to_str().unwrap()]);
     let page = tape(&client, &server.base, &id).await;
     let last = page["events"].as_array().unwrap().last().unwrap().clone();
     // echo stops when its token fires, so the shutdown outcome is recorded, not a restart.

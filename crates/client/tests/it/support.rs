@@ -82,7 +82,10 @@ pub async fn server_with(config: ServerConfig) -> TestServer {
         listener,
         manager,
         config,
-        shutdown.clone(),
+        tasktape_server::Stop {
+            drain: shutdown.clone(),
+            now: CancellationToken::new(),
+        },
         Duration::from_secs(1),
     ));
     TestServer {

@@ -179,6 +179,43 @@ impl Manager {
         }
     }
 
+    /// Begins a drain: this instance starts no more tasks (submits are still
+    /// taken: the tasks wait, pending, for a peer or the next start) while
+    /// the running ones go on. [`Manager::idle`] tells when they are done;
+    /// [`Manager::shutdown`] then ends the rest.
+    pub fn drain(&self) {
+        let running = {
+            let mut state = self.state();
+            if !std::mem::replace(&mut state.claiming, false) {
+                return;
+            }
+            state.running.len()
+        };
+        info!(
+            running,
+            "draining: no new tasks start here; running ones finish"
+        );
+    }
+
+    /// Whether a drain (or a shutdown) began.
+    pub fn is_draining(&self) -> bool {
+        let state = self.state();
+        !state.claiming || !state.accepting
+    }
+
+    /// Waits until no task runs here (use after [`Manager::drain`]).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state().running.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Graceful shutdown: take no new work, fire every running task's cancel
     /// token, give the ops up to `deadline` to return (then abort them), and
     /// finish them `failed` with `server_shutdown` (an op that returns a
@@ -207,7 +244,7 @@ impl Manager {
         if !in_time {
             // Abort what is left and give the runs a moment to write their finals.
             self.inner.hard_stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(2), self.inner.tracker.wait())
+            if tokio::time::timeout(Duration::from_secs(1), self.inner.tracker.wait())
                 .await
                 .is_err()
             {

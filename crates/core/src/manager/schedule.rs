@@ -21,7 +21,7 @@ impl Manager {
         }
         {
             let mut state = self.state();
-            if !state.accepting {
+            if !state.accepting || !state.claiming {
                 return;
             }
             let claim = state.claims.entry(op.to_owned()).or_default();
@@ -65,7 +65,7 @@ impl Manager {
                         self.spawn_run(task);
                     }
                     let mut state = self.state();
-                    let accepting = state.accepting;
+                    let accepting = state.accepting && state.claiming;
                     let claim = state.claims.entry(op.to_owned()).or_default();
                     if claim.again && accepting {
                         claim.again = false;
@@ -124,6 +124,7 @@ impl Manager {
                     });
                 }
                 self.manager.state().running.remove(&self.task_id);
+                self.manager.inner.idle.notify_waiters();
                 self.manager.kick(&self.op);
             }
         }

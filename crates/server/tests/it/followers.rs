@@ -38,7 +38,10 @@ async fn start_server_with(config: ServerConfig) -> Server {
         listener,
         manager,
         config,
-        shutdown.clone(),
+        tasktape_server::Stop {
+            drain: shutdown.clone(),
+            now: CancellationToken::new(),
+        },
         Duration::from_secs(5),
     ));
     Server {
