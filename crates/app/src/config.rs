@@ -66,6 +66,12 @@ pub struct Config {
     /// Most events one task's tape may hold (default 1,000,000); past it the
     /// op is stopped and the task ends `failed` `tape_full`.
     pub max_events_per_task: Option<u64>,
+    /// How long a client may take to send a request's headers, and how long
+    /// a keep-alive connection may sit idle (default 30; 1–300).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Most HTTP connections open at once (default 20,000); past it new
+    /// ones wait until one closes.
+    pub max_connections: Option<usize>,
     /// Exec ops, by name.
     #[serde(default)]
     pub ops: BTreeMap<String, ExecOpSpec>,
@@ -257,8 +263,21 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
             .max_events_per_task
             .unwrap_or(defaults.max_events_per_task),
     };
+    let header_read_timeout = file.header_read_timeout_secs.unwrap_or(30);
+    if !(1..=300).contains(&header_read_timeout) {
+        return bail(format!(
+            "header_read_timeout_secs must be between 1 and 300 (got {header_read_timeout})"
+        ));
+    }
+    if file.max_connections == Some(0) {
+        return bail("max_connections must be at least 1".to_owned());
+    }
     let server = ServerConfig {
         token,
+        header_read_timeout: Duration::from_secs(header_read_timeout),
+        max_connections: file
+            .max_connections
+            .unwrap_or(ServerConfig::default().max_connections),
         body_limit: file
             .body_limit_bytes
             .unwrap_or(ServerConfig::default().body_limit),

@@ -85,6 +85,7 @@ fn serve_with(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_files_limit(config.max_connections.unwrap_or(20_000));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,6 +112,32 @@ fn serve_with(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// Raises this process's open-files limit to its hard limit (many systems
+/// start at 1,024, too few for thousands of followers); warns when even
+/// that is below `max_connections` plus room for the store and programs.
+fn raise_open_files_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        let limit = if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            hard
+        } else {
+            soft
+        };
+        let wanted = max_connections as u64 + 256;
+        if limit < wanted {
+            tracing::warn!(
+                open_files = limit,
+                max_connections,
+                "the open-files limit is below max_connections + 256: connections past it fail; raise `ulimit -n` (LimitNOFILE=) or lower max_connections"
+            );
+        }
+    }
 }
 
 /// The first SIGTERM or SIGINT begins the drain; a second stops at once.

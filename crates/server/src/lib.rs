@@ -7,6 +7,7 @@
 mod auth;
 mod dashboard;
 pub mod error;
+mod listen;
 mod observe;
 mod origin;
 mod params;
@@ -49,6 +50,12 @@ pub struct ServerConfig {
     /// Whether the server listens on a loopback address (then `Host` must
     /// be a loopback name or listed). [`serve`] sets it from its listener.
     pub loopback: bool,
+    /// How long a client may take to send a request's headers; a keep-alive
+    /// connection with no next request for as long is closed too.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once; past it new ones wait (in the
+    /// kernel's backlog) until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +68,8 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             compat_engine_version: None,
             loopback: false,
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 20_000,
         }
     }
 }
@@ -76,6 +85,8 @@ struct StateInner {
     manager: Manager,
     config: ServerConfig,
     shutdown: CancellationToken,
+    /// The last readiness check and when it ran (see [`AppState::ready`]).
+    ready: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
 }
 
 impl AppState {
@@ -87,6 +98,7 @@ impl AppState {
                 manager,
                 config,
                 shutdown,
+                ready: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -105,6 +117,25 @@ impl AppState {
 
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    /// Whether the store answers: checked at most once a second (probes
+    /// that come meanwhile get the last answer; concurrent ones wait for
+    /// the one check), and a check that takes over 2 s counts as a failure.
+    pub(crate) async fn ready(&self) -> Result<(), String> {
+        let mut last = self.inner.ready.lock().await;
+        if let Some((at, result)) = &*last
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return result.clone();
+        }
+        let result =
+            match tokio::time::timeout(Duration::from_secs(2), self.manager().ready()).await {
+                Ok(answer) => answer.map_err(|error| error.to_string()),
+                Err(_) => Err("the store did not answer within 2 s".to_owned()),
+            };
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
     }
 }
 
@@ -228,18 +259,14 @@ pub async fn serve(
     config.loopback = listener.local_addr()?.ip().is_loopback();
     // Fired when the drain ends: ends long-polls and streams, and the listener.
     let shutdown = CancellationToken::new();
+    let limits = listen::Limits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+    };
     let state = AppState::new(manager.clone(), config, shutdown.clone());
+    let connections = std::sync::Arc::clone(&state.metrics().connections);
     let app = router(state);
-    let stopping = shutdown.clone();
-    // Events are small writes that must leave at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopping.cancelled().await });
-    let server = std::future::IntoFuture::into_future(server);
+    let server = listen::serve(listener, app, limits, shutdown.clone(), connections);
     tokio::pin!(server);
     let served = tokio::select! {
         result = &mut server => Some(result),

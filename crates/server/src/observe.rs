@@ -22,6 +22,8 @@ pub struct ServerMetrics {
     requests: Family<Counter>,
     latency: Family<Histogram>,
     followers: Family<Gauge>,
+    /// Open HTTP connections.
+    pub(crate) connections: Arc<Gauge>,
 }
 
 impl Default for ServerMetrics {
@@ -30,6 +32,7 @@ impl Default for ServerMetrics {
             requests: Family::new(&["route", "status"], &[]),
             latency: Family::new(&["route"], HTTP_BUCKETS),
             followers: Family::new(&["kind"], &[]),
+            connections: Arc::default(),
         }
     }
 }
@@ -142,6 +145,12 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         "tasktape_followers",
         "Connected followers, by kind (long_poll, sse).",
         &server.followers,
+    );
+    out.single(
+        "tasktape_http_connections",
+        "Open HTTP connections (see max_connections).",
+        "gauge",
+        server.connections.get(),
     );
     out.counters(
         "tasktape_http_requests_total",

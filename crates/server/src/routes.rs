@@ -47,7 +47,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    match manager.ready().await {
+    match state.ready().await {
         Ok(()) => {
             Json(json!({"status": "ready", "storage_backend": manager.backend()})).into_response()
         }

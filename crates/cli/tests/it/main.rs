@@ -11,5 +11,6 @@ mod otlp;
 mod outage;
 mod pty;
 mod serve;
+mod slow;
 mod support;
 mod verbs;

@@ -253,3 +253,30 @@ async fn an_idle_stream_gets_comment_heartbeats() {
     server.shutdown.cancel();
     server.served.await.unwrap().unwrap();
 }
+
+/// The header-read timeout closes idle connections, never a follower in
+/// the middle of its answer: a stream and long-polls outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_outlive_the_header_read_timeout() {
+    let server = start_server_with(ServerConfig {
+        header_read_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    // 2 s of events, four times the timeout.
+    let handle = submit_echo(
+        &client,
+        &server.base,
+        json!({"count": 10, "delay_ms": 200}),
+    )
+    .await;
+    let task_id = handle["task_id"].as_str().unwrap().to_owned();
+    let stream = tokio::spawn(sse(client.clone(), server.base.clone(), task_id.clone()));
+    let polls = tokio::spawn(long_poll(client.clone(), server.base.clone(), task_id));
+    let streamed = stream.await.unwrap();
+    let polled = polls.await.unwrap();
+    assert_eq!(streamed, (1..=13).collect::<Vec<u64>>());
+    assert_eq!(polled, streamed);
+    server.shutdown.cancel();
+}

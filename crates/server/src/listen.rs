@@ -1,0 +1,139 @@
+//! The accept loop: every connection served by hyper (HTTP/1.1) with a
+//! header-read timeout (which also closes connections that send nothing and
+//! keep-alive connections left idle that long),
+//! at most `max_connections` open at once (past it, new connections wait in
+//! the kernel's backlog until one closes), and a graceful stop that lets
+//! each connection finish its request in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tasktape_core::metrics::Gauge;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// Connection limits (see [`crate::ServerConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then stops accepting,
+/// asks every connection to close after its request in flight, and returns
+/// once all have closed.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+    open: Arc<Gauge>,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Dropped to tell connections to close; each holds a receiver until done.
+    let (closing, _) = watch::channel(());
+    let (done_tx, mut done_rx) = watch::channel(());
+    let mut warned_full = false;
+    loop {
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !std::mem::replace(&mut warned_full, true) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    if !is_connection_error(&error) {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::error!(%error, "accept failed; retrying in 1 s");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = shutdown.cancelled() => break,
+                        }
+                    }
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        if permits.available_permits() > limits.max_connections / 10 {
+            warned_full = false;
+        }
+        // Events are small writes that must leave at once: no Nagle delay.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service =
+            TowerToHyperService::new(app.clone().map_request(
+                |request: hyper::Request<Incoming>| request.map(axum::body::Body::new),
+            ));
+        let mut closing = closing.subscribe();
+        let done = done_tx.clone();
+        let open = Arc::clone(&open);
+        open.inc();
+        tokio::spawn(async move {
+            // HTTP/1.1 only: its header timer runs from the first byte
+            // awaited, so a connection that never sends one is closed too.
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::trace!(%error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = closing.changed(), if !asked => {
+                        asked = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            open.dec();
+            drop(permit);
+            drop(done);
+        });
+    }
+    drop(listener);
+    // Tell every connection to close once its request in flight is answered.
+    closing.send_replace(());
+    drop(closing);
+    drop(done_tx);
+    // `changed` errs once every connection dropped its sender.
+    while done_rx.changed().await.is_ok() {}
+    Ok(())
+}
+
+/// Errors of one connection (not of the listener): accept the next one.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
