@@ -24,8 +24,13 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Address to listen on (default `127.0.0.1:8765`).
     pub listen: Option<String>,
-    /// Bearer token clients must send (required off loopback).
+    /// Bearer token clients must send (required off loopback unless
+    /// `tokens` are set); it may do everything (scope `admin`).
     pub token: Option<String>,
+    /// Named tokens with a scope: `[[tokens]] name = "ci", token = "…",
+    /// scope = "read" | "submit" | "admin"`.
+    #[serde(default)]
+    pub tokens: Vec<tasktape_server::NamedToken>,
     /// Largest request body in bytes (default 1 MiB).
     pub body_limit_bytes: Option<usize>,
     /// Grace for a cancelled op before it is aborted (default 5000); exec
@@ -170,7 +175,32 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
     };
     // An empty value (e.g. `TASKTAPE_TOKEN=`) is no value.
     let token = file.token.filter(|token| !token.is_empty());
-    if !listen.ip().is_loopback() && token.is_none() {
+    let mut names = std::collections::HashSet::new();
+    for named in &file.tokens {
+        if named.name.is_empty() || named.token.is_empty() {
+            return bail(
+                "tokens: every [[tokens]] entry needs a non-empty name and token".to_owned(),
+            );
+        }
+        if !names.insert(named.name.as_str()) {
+            return bail(format!(
+                "tokens: the name {:?} is used twice (names identify tokens in the audit log)",
+                named.name
+            ));
+        }
+        let same = file
+            .tokens
+            .iter()
+            .filter(|other| other.token == named.token)
+            .count();
+        if same > 1 || token.as_deref() == Some(named.token.as_str()) {
+            return bail(format!(
+                "tokens: the token of {:?} is also given to another entry: each token must be distinct",
+                named.name
+            ));
+        }
+    }
+    if !listen.ip().is_loopback() && token.is_none() && file.tokens.is_empty() {
         return bail(format!(
             "refusing to listen on {listen} without a token: anyone who can reach it could run and cancel tasks; \
              set --token (or TASKTAPE_TOKEN), or listen on 127.0.0.1"
@@ -274,6 +304,7 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
     }
     let server = ServerConfig {
         token,
+        tokens: file.tokens,
         header_read_timeout: Duration::from_secs(header_read_timeout),
         max_connections: file
             .max_connections

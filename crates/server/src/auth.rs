@@ -1,10 +1,17 @@
-//! Bearer-token auth on every route except the health probes and the
-//! dashboard's page and assets (which hold no task data).
+//! Bearer tokens on every route except the health probes and the
+//! dashboard's page and assets (which hold no task data), each token with a
+//! scope, and one audit line per state-changing request.
+//!
+//! Scopes: `read` may only read (GET); `submit` may also submit and cancel;
+//! `admin` may do everything (delete, bulk actions). A missing or unknown
+//! token is 401 `unauthorized`; a known token outside its scope is 403
+//! `forbidden`.
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tasktape_core::TaskId;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -12,17 +19,71 @@ use crate::error::ApiError;
 /// Routes load balancers probe without a token.
 const OPEN_PATHS: [&str; 2] = ["/v1/healthz", "/v1/readyz"];
 
+/// What a token may do; each scope includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Reads only (GET).
+    Read,
+    /// Reads, submits and cancels.
+    Submit,
+    /// Everything: delete, bulk actions.
+    Admin,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Submit => "submit",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A named token (`[[tokens]]` in the config file). The name, never the
+/// token, appears in logs.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    /// Who holds it, for the audit log.
+    pub name: String,
+    /// The secret itself.
+    pub token: String,
+    /// What it may do.
+    pub scope: Scope,
+}
+
+/// The token a request was let in with (`None`: auth is off); handlers and
+/// the audit line read it from the request's extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(Option<String>);
+
+/// A task a state-changing response created or acted on, for the audit line.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AuditTask(pub(crate) TaskId);
+
+/// The scope `method` on `path` needs.
+fn needed(method: &Method, path: &str) -> Scope {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => Scope::Read,
+        Method::POST if matches!(path, "/v1/tasks/cancel" | "/v1/tasks/retry") => Scope::Admin,
+        Method::POST => Scope::Submit,
+        _ => Scope::Admin,
+    }
+}
+
 pub(crate) async fn require_token(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = state.config().token.as_deref() else {
-        return next.run(request).await;
-    };
+    let config = state.config();
     let path = request.uri().path();
-    if OPEN_PATHS.contains(&path) || crate::dashboard::is_asset(path) {
-        return next.run(request).await;
+    let open = config.token.is_none() && config.tokens.is_empty();
+    if open || OPEN_PATHS.contains(&path) || crate::dashboard::is_asset(path) {
+        request.extensions_mut().insert(Caller(None));
+        return audited(request, next).await;
     }
     let presented = request
         .headers()
@@ -34,23 +95,101 @@ pub(crate) async fn require_token(
                 .or_else(|| value.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid bearer token",
-        )
-        .into_response(),
-        None => ApiError::new(
+    let Some(presented) = presented else {
+        return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing bearer token: send Authorization: Bearer <token>",
         )
-        .into_response(),
+        .into_response();
+    };
+    // Every token is compared (no early exit reveals which one matched).
+    let mut found: Option<(&str, Scope)> = None;
+    if let Some(token) = config.token.as_deref()
+        && constant_time_eq(presented.as_bytes(), token.as_bytes())
+    {
+        found = Some(("token", Scope::Admin));
     }
+    for named in &config.tokens {
+        if constant_time_eq(presented.as_bytes(), named.token.as_bytes()) && found.is_none() {
+            found = Some((&named.name, named.scope));
+        }
+    }
+    let Some((name, scope)) = found else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        )
+        .into_response();
+    };
+    let need = needed(request.method(), path);
+    if scope < need {
+        tracing::info!(
+            token = %name,
+            method = %request.method(),
+            %path,
+            "audit: refused, outside the token's scope"
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {name:?} has scope {}; {} {path} needs {}",
+                scope.as_str(),
+                request.method(),
+                need.as_str()
+            ),
+        )
+        .with_detail(serde_json::json!({"scope": scope.as_str(), "needed": need.as_str()}))
+        .into_response();
+    }
+    request
+        .extensions_mut()
+        .insert(Caller(Some(name.to_owned())));
+    audited(request, next).await
+}
+
+/// Runs the request; a state-changing one (not GET/HEAD/OPTIONS) logs one
+/// INFO line: who (the token's name), method, route, task, status.
+async fn audited(request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |path| path.as_str().to_owned(),
+    );
+    let path_task = task_in_path(request.uri().path());
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|caller| caller.0.clone());
+    let response = next.run(request).await;
+    let task = response
+        .extensions()
+        .get::<AuditTask>()
+        .map(|task| task.0)
+        .or(path_task);
+    tracing::info!(
+        token = %caller.as_deref().unwrap_or("-"),
+        %method,
+        %route,
+        task_id = %task.map(|task| task.to_string()).unwrap_or_else(|| "-".to_owned()),
+        status = response.status().as_u16(),
+        "audit"
+    );
+    response
+}
+
+/// The task id in `/v1/tasks/{id}…`, if any.
+fn task_in_path(path: &str) -> Option<TaskId> {
+    let rest = path.strip_prefix("/v1/tasks/")?;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// Compares without an early exit on the first differing byte.
@@ -66,7 +205,7 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
 
     #[test]
     fn compares_whole_tokens() {
@@ -74,5 +213,15 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn scopes_by_method_and_route() {
+        assert_eq!(needed(&Method::GET, "/v1/tasks"), Scope::Read);
+        assert_eq!(needed(&Method::POST, "/v1/echo"), Scope::Submit);
+        assert_eq!(needed(&Method::POST, "/v1/tasks/x/cancel"), Scope::Submit);
+        assert_eq!(needed(&Method::POST, "/v1/tasks/cancel"), Scope::Admin);
+        assert_eq!(needed(&Method::DELETE, "/v1/tasks/x"), Scope::Admin);
+        assert!(Scope::Read < Scope::Submit && Scope::Submit < Scope::Admin);
     }
 }

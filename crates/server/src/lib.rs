@@ -5,6 +5,7 @@
 //! knows HTTP.
 
 mod auth;
+pub use auth::{NamedToken, Scope};
 mod dashboard;
 pub mod error;
 mod listen;
@@ -32,8 +33,11 @@ use crate::error::ApiError;
 /// How the HTTP layer behaves.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Bearer token every route but the health probes requires; `None` = open.
+    /// Bearer token every route but the health probes requires, with the
+    /// `admin` scope; `None` (and no `tokens`) = open.
     pub token: Option<String>,
+    /// Named tokens with scopes, besides `token`.
+    pub tokens: Vec<auth::NamedToken>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// Interval of SSE comment heartbeats.
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             token: None,
+            tokens: Vec::new(),
             body_limit: 1 << 20,
             heartbeat: Duration::from_secs(15),
             allowed_origins: Vec::new(),

@@ -70,7 +70,7 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
         tasktape_version: env!("CARGO_PKG_VERSION").to_owned(),
         engine_version: state.config().compat_engine_version.clone(),
         storage_backend: state.manager().backend().to_owned(),
-        auth_required: state.config().token.is_some(),
+        auth_required: state.config().token.is_some() || !state.config().tokens.is_empty(),
         extra,
     })
 }
@@ -158,7 +158,13 @@ async fn submit(
         ));
     }
     match state.manager().submit(op, params, key).await {
-        Ok(submitted) => Ok(Json(handle(&submitted.task)).into_response()),
+        Ok(submitted) => {
+            let mut response = Json(handle(&submitted.task)).into_response();
+            response
+                .extensions_mut()
+                .insert(crate::auth::AuditTask(submitted.task.task_id));
+            Ok(response)
+        }
         Err(SubmitError::UnknownOp { name, known }) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "op_not_found",

@@ -13,4 +13,5 @@ mod pty;
 mod serve;
 mod slow;
 mod support;
+mod tokens;
 mod verbs;

@@ -265,12 +265,7 @@ async fn followers_outlive_the_header_read_timeout() {
     .await;
     let client = reqwest::Client::new();
     // 2 s of events, four times the timeout.
-    let handle = submit_echo(
-        &client,
-        &server.base,
-        json!({"count": 10, "delay_ms": 200}),
-    )
-    .await;
+    let handle = submit_echo(&client, &server.base, json!({"count": 10, "delay_ms": 200})).await;
     let task_id = handle["task_id"].as_str().unwrap().to_owned();
     let stream = tokio::spawn(sse(client.clone(), server.base.clone(), task_id.clone()));
     let polls = tokio::spawn(long_poll(client.clone(), server.base.clone(), task_id));
