@@ -439,6 +439,13 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Extends the lease of every running task `owner` holds; returns how many.
+    ///
+    /// Lease times: a store that several machines share judges leases by
+    /// one clock of its own (PostgreSQL: the database's), reading a lease's
+    /// `until` as "`until` minus the caller's now, from the store's now" and
+    /// ignoring the `now` given to [`Store::expired`] and [`Store::reap`];
+    /// so an instance whose clock is off neither loses its tasks nor reaps
+    /// its peers'. A store one process owns (SQLite) uses the times given.
     async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64>;
 
     /// Running tasks whose lease ended before `now`, except `exclude_owner`'s.

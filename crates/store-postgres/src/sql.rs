@@ -4,6 +4,10 @@
 use crate::rows::TASK_COLUMNS;
 use crate::schema;
 
+/// The database's clock in epoch milliseconds. Leases are written and
+/// judged by it, never by an instance's clock (instances' clocks differ).
+const DB_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 /// The SQL this store runs, rendered for its schema once.
 pub(crate) struct Sql {
     pub(crate) append: String,
@@ -32,10 +36,19 @@ impl Sql {
         let s = schema::quoted(schema);
         Sql {
             append: format!("SELECT out_seq, out_code FROM {s}.append_events_at($1, $2, $3)"),
-            start: format!("SELECT out_code, out_status FROM {s}.start_task($1, $2, $3, $4, $5)"),
-            claim: format!("SELECT {TASK_COLUMNS} FROM {s}.claim($1, $2, $3, $4, $5, $6)"),
+            // $3: the lease's length in ms, from the database's now.
+            start: format!(
+                "SELECT out_code, out_status FROM {s}.start_task($1, $2, {DB_MS} + $3, $4, $5)"
+            ),
+            // $4: the lease's length in ms, from the database's now.
+            claim: format!(
+                "SELECT {TASK_COLUMNS} FROM {s}.claim($1, $2, $3, {DB_MS} + $4, $5, $6)"
+            ),
+            // $9: whether this is a reap (then only a lease over by the
+            // database's clock may be finished).
             finish: format!(
-                "SELECT out_code, out_status, out_seq FROM {s}.finish_task($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "SELECT out_code, out_status, out_seq FROM {s}.finish_task($1, $2, $3, $4, $5, $6, $7, $8, \
+                 CASE WHEN $9::boolean THEN {DB_MS} END)"
             ),
             cancel: format!(
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
@@ -64,11 +77,11 @@ impl Sql {
             renew: format!(
                 "WITH mine AS (SELECT task_id FROM {s}.tasks WHERE status = 'running' AND owner = $1 \
                      ORDER BY task_id FOR UPDATE) \
-                 UPDATE {s}.tasks t SET lease_until = $2 FROM mine WHERE t.task_id = mine.task_id"
+                 UPDATE {s}.tasks t SET lease_until = {DB_MS} + $2 FROM mine WHERE t.task_id = mine.task_id"
             ),
             expired: format!(
-                "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND lease_until < $1 \
-                 AND owner IS DISTINCT FROM $2 ORDER BY task_id"
+                "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND lease_until < {DB_MS} \
+                 AND owner IS DISTINCT FROM $1 ORDER BY task_id"
             ),
             leftovers: format!(
                 "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND owner = $1 ORDER BY task_id"

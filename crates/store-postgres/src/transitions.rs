@@ -64,7 +64,7 @@ impl PostgresStore {
                 &[
                     &uuid(task_id),
                     &lease.owner,
-                    &lease.until.as_millis(),
+                    &lease_length(&lease),
                     &now.as_millis(),
                     &now.to_string(),
                 ],
@@ -103,7 +103,7 @@ impl PostgresStore {
                     &op,
                     &limit,
                     &lease.owner,
-                    &lease.until.as_millis(),
+                    &lease_length(&lease),
                     &now.as_millis(),
                     &now.to_string(),
                 ],
@@ -186,7 +186,10 @@ impl PostgresStore {
             .await
             .map_err(driver(context))?;
         client
-            .execute(&statement, &[&owner, &until.as_millis()])
+            .execute(
+                &statement,
+                &[&owner, &(until.as_millis() - Timestamp::now().as_millis())],
+            )
             .await
             .map_err(driver(context))
     }
@@ -261,7 +264,7 @@ impl Shared {
                     &cancel_body.open_json(),
                     &now.as_millis(),
                     &now.to_string(),
-                    &expired_before.map(Timestamp::as_millis),
+                    &expired_before.is_some(),
                 ],
             )
             .await
@@ -286,4 +289,9 @@ impl Shared {
             _ => FinishOutcome::NotFound,
         }))
     }
+}
+
+/// A lease's length from now (ms): the database adds it to its own clock.
+fn lease_length(lease: &Lease) -> i64 {
+    lease.until.as_millis() - Timestamp::now().as_millis()
 }

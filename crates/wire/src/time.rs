@@ -7,18 +7,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// `TASKTAPE_CLOCK_SKEW_MS`, read once (0 when unset or not an integer).
+fn skew() -> i64 {
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SKEW.get_or_init(|| {
+        std::env::var("TASKTAPE_CLOCK_SKEW_MS")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// A UTC instant, in whole milliseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    /// The current time, truncated to the millisecond.
+    /// The current time, truncated to the millisecond (moved by
+    /// `TASKTAPE_CLOCK_SKEW_MS` when that is set: a testing knob that plays a
+    /// machine whose clock is off; never set it in production).
     pub fn now() -> Self {
         let millis = match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
             Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
         };
-        Timestamp(millis)
+        Timestamp(millis.saturating_add(skew()))
     }
 
     /// The instant `millis` milliseconds after the Unix epoch.

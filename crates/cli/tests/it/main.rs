@@ -2,6 +2,7 @@
 //! the live display under a pseudo-terminal.
 
 mod browser;
+mod clocks;
 mod dashboard;
 mod dikw;
 mod drain;

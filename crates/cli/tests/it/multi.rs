@@ -29,6 +29,16 @@ pub struct Instance {
     _dir: tempfile::TempDir,
 }
 
+impl Instance {
+    pub fn new(server: Server, client: Client, dir: tempfile::TempDir) -> Self {
+        Instance {
+            server,
+            client,
+            _dir: dir,
+        }
+    }
+}
+
 /// A config file for instance `id` on `schema`, plus `extra` TOML lines.
 fn config(dir: &Path, id: &str, schema: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join("tasktape.toml");
