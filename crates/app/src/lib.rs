@@ -63,7 +63,10 @@ pub enum StartError {
 impl StartError {
     /// Whether this is a configuration error (as opposed to a runtime one).
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Config(_))
+        matches!(
+            self,
+            StartError::Config(_) | StartError::Store(StoreError::InstanceIdInUse { .. })
+        )
     }
 }
 

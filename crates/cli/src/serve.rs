@@ -85,7 +85,30 @@ fn serve_with(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_open_files_limit(config.max_connections.unwrap_or(20_000));
+    let mut config = config;
+    let open_files = raise_open_files_limit();
+    match (config.max_connections, open_files) {
+        // Unset: 20,000, or what the open-files limit leaves room for.
+        (None, Some(limit)) if limit < 20_000 + 256 => {
+            let fits = usize::try_from(limit.saturating_sub(256))
+                .unwrap_or(usize::MAX)
+                .max(64);
+            tracing::info!(
+                open_files = limit,
+                max_connections = fits,
+                "max_connections lowered to fit the open-files limit"
+            );
+            config.max_connections = Some(fits);
+        }
+        (Some(max), Some(limit)) if (max as u64).saturating_add(256) > limit => {
+            tracing::warn!(
+                open_files = limit,
+                max_connections = max,
+                "the open-files limit is below max_connections + 256: connections past it fail; raise `ulimit -n` (LimitNOFILE=) or lower max_connections"
+            );
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,29 +138,20 @@ fn serve_with(args: ServeArgs) -> ExitCode {
 }
 
 /// Raises this process's open-files limit to its hard limit (many systems
-/// start at 1,024, too few for thousands of followers); warns when even
-/// that is below `max_connections` plus room for the store and programs.
-fn raise_open_files_limit(max_connections: usize) {
+/// start at 1,024, too few for thousands of followers); returns the limit
+/// now in force (`None` when it cannot be read).
+fn raise_open_files_limit() -> Option<u64> {
     #[cfg(unix)]
     {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-            return;
-        };
-        let limit = if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-            hard
-        } else {
-            soft
-        };
-        let wanted = max_connections as u64 + 256;
-        if limit < wanted {
-            tracing::warn!(
-                open_files = limit,
-                max_connections,
-                "the open-files limit is below max_connections + 256: connections past it fail; raise `ulimit -n` (LimitNOFILE=) or lower max_connections"
-            );
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+        if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            return Some(hard);
         }
+        Some(soft)
     }
+    #[cfg(not(unix))]
+    None
 }
 
 /// The first SIGTERM or SIGINT begins the drain; a second stops at once.

@@ -137,6 +137,11 @@ impl Manager {
                 idle: tokio::sync::Notify::new(),
             }),
         };
+        manager
+            .inner
+            .store
+            .guard_instance(&manager.inner.config.instance_id)
+            .await?;
         manager.recover().await?;
         // Only once recovery has fully succeeded does anything start running.
         manager.kick_all();

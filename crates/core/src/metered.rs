@@ -53,6 +53,10 @@ impl Store for MeteredStore {
         self.inner.wake_hub()
     }
 
+    async fn guard_instance(&self, instance_id: &str) -> Result<()> {
+        self.inner.guard_instance(instance_id).await
+    }
+
     async fn create(&self, task: NewTask) -> Result<Created> {
         self.timed(StoreOperation::Create, self.inner.create(task))
             .await

@@ -84,6 +84,16 @@ pub enum StoreError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// Another live instance uses this instance id on the same store.
+    #[error(
+        "instance id {id:?} is in use by another live instance on {store}: give each instance its own instance_id (a restarted instance keeps its id once its old process is gone)"
+    )]
+    InstanceIdInUse {
+        /// The id.
+        id: String,
+        /// Which store (address and schema).
+        store: String,
+    },
     /// The database cannot be reached now (connection refused or lost);
     /// trying again later may succeed.
     #[error("the store is unavailable: {message}")]
@@ -326,6 +336,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The hub the store wakes after each commit that adds events.
     fn wake_hub(&self) -> &Arc<WakeHub>;
+
+    /// Reserves `instance_id` on this store for as long as the store lives
+    /// (the manager calls it first): a second live instance with the same
+    /// id gets [`StoreError::InstanceIdInUse`]. The default does nothing (a
+    /// store one process owns needs no guard).
+    async fn guard_instance(&self, instance_id: &str) -> Result<()> {
+        let _ = instance_id;
+        Ok(())
+    }
 
     /// Creates a pending task. With an idempotency key already in use, writes
     /// nothing and returns the existing task (`created: false`).

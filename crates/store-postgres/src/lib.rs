@@ -24,6 +24,7 @@
 //! ```
 
 mod codes;
+mod guard;
 mod listener;
 mod migrations;
 mod reads;
@@ -104,6 +105,10 @@ pub struct PostgresStore {
     shared: Arc<Shared>,
     writer: mpsc::Sender<WriteJob>,
     listener: tokio::task::JoinHandle<()>,
+    /// How to connect (for the instance-id guard's own connection).
+    connect: tokio_postgres::Config,
+    /// The task holding the instance id's lock, once taken.
+    guard: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// `user@host:port/database`, for messages (never the password).
     target: String,
     schema: String,
@@ -112,6 +117,14 @@ pub struct PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
+        if let Some(guard) = self
+            .guard
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+        {
+            guard.abort();
+        }
     }
 }
 
@@ -195,13 +208,15 @@ impl PostgresStore {
         ));
         let listener = tokio::spawn(listener::run(
             Arc::clone(&shared),
-            pg,
+            pg.clone(),
             config.schema.clone(),
         ));
         Ok(PostgresStore {
             shared,
             writer,
             listener,
+            connect: pg,
+            guard: std::sync::Mutex::new(None),
             target,
             schema: config.schema,
         })
@@ -297,6 +312,25 @@ impl Store for PostgresStore {
         self.query("checking the database", "SELECT 1", &[])
             .await
             .map(|_| ())
+    }
+
+    async fn guard_instance(&self, instance_id: &str) -> Result<()> {
+        let held = guard::take(
+            self.connect.clone(),
+            self.schema.clone(),
+            instance_id.to_owned(),
+            &self.target,
+        )
+        .await?;
+        let previous = self
+            .guard
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .replace(held);
+        if let Some(previous) = previous {
+            previous.abort();
+        }
+        Ok(())
     }
 
     fn wake_hub(&self) -> &Arc<WakeHub> {

@@ -7,6 +7,7 @@ mod dashboard;
 mod dikw;
 mod drain;
 mod exec;
+mod ids;
 mod multi;
 mod otlp;
 mod outage;

@@ -70,6 +70,10 @@ impl Store for FlakyStore {
         self.inner.wake_hub()
     }
 
+    async fn guard_instance(&self, instance_id: &str) -> Result<()> {
+        self.inner.guard_instance(instance_id).await
+    }
+
     async fn create(&self, task: NewTask) -> Result<Created> {
         self.inner.create(task).await
     }
