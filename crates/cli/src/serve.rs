@@ -93,7 +93,7 @@ fn serve_with(args: ServeArgs) -> ExitCode {
             let fits = usize::try_from(limit.saturating_sub(256))
                 .unwrap_or(usize::MAX)
                 .max(64);
-            tracing::info!(
+            tracing::debug!(
                 open_files = limit,
                 max_connections = fits,
                 "max_connections lowered to fit the open-files limit"
