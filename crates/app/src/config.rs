@@ -46,6 +46,10 @@ pub struct Config {
     pub pg_schema: Option<String>,
     /// Pooled PostgreSQL connections (default 16).
     pub pg_pool_size: Option<usize>,
+    /// The longest one PostgreSQL call may take before it counts as
+    /// unavailable; also the statement timeout and the bound on noticing a
+    /// dead connection (default 10000).
+    pub pg_timeout_ms: Option<u64>,
     /// How long a lease holds without renewal (default 30000).
     pub lease_ttl_ms: Option<u64>,
     /// How often leases are renewed and peers' expired ones reaped (default 5000).
@@ -227,6 +231,12 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         }
         if let Some(size) = file.pg_pool_size {
             config.pool_size = size.max(2);
+        }
+        if let Some(limit) = file.pg_timeout_ms {
+            if limit < 1000 {
+                return bail(format!("pg_timeout_ms must be at least 1000 (got {limit})"));
+            }
+            config.operation_timeout = Duration::from_millis(limit);
         }
         StoreChoice::Postgres(config)
     } else {

@@ -306,7 +306,7 @@ pub async fn serve(
     let requests = async {
         match served {
             Some(result) => result,
-            None => match tokio::time::timeout(wind_down + Duration::from_secs(1), &mut server)
+            None => match tokio::time::timeout(wind_down + Duration::from_millis(500), &mut server)
                 .await
             {
                 Ok(result) => result,

@@ -75,6 +75,11 @@ pub struct PostgresConfig {
     /// How long connecting may take before the database counts as
     /// unreachable (default 5 s).
     pub connect_timeout: Duration,
+    /// The longest one database call may take before it is given up as
+    /// unavailable (default 10 s); also the server-side `statement_timeout`,
+    /// and the TCP user timeout and keepalive bound of every connection, so
+    /// a dead or black-holed connection is dropped within about this long.
+    pub operation_timeout: Duration,
 }
 
 impl PostgresConfig {
@@ -86,6 +91,7 @@ impl PostgresConfig {
             pool_size: 16,
             batch_max: 2048,
             connect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +104,29 @@ pub(crate) struct Shared {
     pub(crate) signals: broadcast::Sender<StoreSignal>,
     /// Whether the listener is connected (wake-ups from peers arrive).
     pub(crate) listening: AtomicBool,
+    /// The longest any one database call may take (see
+    /// [`PostgresConfig::operation_timeout`]).
+    pub(crate) timeout: Duration,
+}
+
+impl Shared {
+    /// `call`, given up as [`StoreError::Unavailable`] past the timeout (a
+    /// dead or black-holed connection must not hang its caller).
+    pub(crate) async fn bounded<T>(
+        &self,
+        context: &str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Unavailable {
+                message: format!(
+                    "{context}: no answer from the database within {} ms",
+                    self.timeout.as_millis()
+                ),
+            }),
+        }
+    }
 }
 
 /// The PostgreSQL store; see the crate docs.
@@ -125,6 +154,21 @@ impl Drop for PostgresStore {
         {
             guard.abort();
         }
+    }
+}
+
+/// Makes a dead connection fail within about `limit`: TCP keepalives
+/// (idle a third of it, then probes), a TCP user timeout (unacknowledged
+/// data), and `statement_timeout` on the server.
+fn bound_connections(pg: &mut tokio_postgres::Config, limit: Duration) {
+    let limit = limit.max(Duration::from_secs(1));
+    pg.keepalives(true)
+        .keepalives_idle(limit / 3)
+        .keepalives_interval((limit / 6).max(Duration::from_secs(1)))
+        .keepalives_retries(3)
+        .tcp_user_timeout(limit);
+    if pg.get_options().is_none() {
+        pg.options(format!("-c statement_timeout={}", limit.as_millis()));
     }
 }
 
@@ -173,6 +217,7 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("tasktape");
         }
+        bound_connections(&mut pg, config.operation_timeout);
         let manager = Manager::from_config(
             pg.clone(),
             NoTls,
@@ -199,6 +244,7 @@ impl PostgresStore {
             hub: WakeHub::new(),
             signals,
             listening: AtomicBool::new(false),
+            timeout: config.operation_timeout,
         });
         let (writer, jobs) = mpsc::channel(16_384);
         tokio::spawn(writer::run(
@@ -250,12 +296,16 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
-        client
-            .query(&statement, params)
+        self.shared
+            .bounded(context, async {
+                let client = self.client().await?;
+                let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
+                client
+                    .query(&statement, params)
+                    .await
+                    .map_err(driver(context))
+            })
             .await
-            .map_err(driver(context))
     }
 
     /// Runs `sql` expecting exactly one row (an error otherwise, never an
@@ -266,12 +316,16 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<tokio_postgres::Row> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
-        client
-            .query_one(&statement, params)
+        self.shared
+            .bounded(context, async {
+                let client = self.client().await?;
+                let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
+                client
+                    .query_one(&statement, params)
+                    .await
+                    .map_err(driver(context))
+            })
             .await
-            .map_err(driver(context))
     }
 
     async fn write(&self, job: WriteJob) -> Result<()> {

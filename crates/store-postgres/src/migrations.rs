@@ -21,6 +21,10 @@ pub(crate) async fn migrate(pool: &Pool, schema: &str, target: &str) -> Result<(
     })?;
     let context = "migrating the schema";
     let tx = client.transaction().await.map_err(driver(context))?;
+    // Migrations may take long on a big store: no statement timeout here.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(driver(context))?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[&format!("tasktape.{schema}.migrate")],

@@ -139,9 +139,13 @@ impl PostgresStore {
         now: Timestamp,
         error: tasktape_core::ErrorInfo,
     ) -> Result<Option<FinishOutcome>> {
-        let client = self.client().await?;
         self.shared
-            .finish_task(&client, task_id, &Outcome::Failed(error), Some(now))
+            .bounded("reaping a task", async {
+                let client = self.client().await?;
+                self.shared
+                    .finish_task(&client, task_id, &Outcome::Failed(error), Some(now))
+                    .await
+            })
             .await
     }
 
@@ -179,19 +183,23 @@ impl PostgresStore {
     }
 
     pub(crate) async fn renew_leases(&self, owner: &str, until: Timestamp) -> Result<u64> {
-        let client = self.client().await?;
         let context = "renewing leases";
-        let statement = client
-            .prepare_cached(&self.shared.sql.renew)
+        self.shared
+            .bounded(context, async {
+                let client = self.client().await?;
+                let statement = client
+                    .prepare_cached(&self.shared.sql.renew)
+                    .await
+                    .map_err(driver(context))?;
+                client
+                    .execute(
+                        &statement,
+                        &[&owner, &(until.as_millis() - Timestamp::now().as_millis())],
+                    )
+                    .await
+                    .map_err(driver(context))
+            })
             .await
-            .map_err(driver(context))?;
-        client
-            .execute(
-                &statement,
-                &[&owner, &(until.as_millis() - Timestamp::now().as_millis())],
-            )
-            .await
-            .map_err(driver(context))
     }
 
     pub(crate) async fn delete_task(&self, task_id: TaskId) -> Result<DeleteOutcome> {

@@ -146,16 +146,18 @@ async fn write_finishes(
 ) {
     let mut outage = Outage::new();
     while !finishes.is_empty() {
-        let answers = match shared.pool.get().await {
-            Ok(client) => {
-                futures::future::join_all(
-                    finishes
-                        .iter()
-                        .map(|(task_id, outcome, _)| shared.finish_on(&client, *task_id, outcome)),
-                )
-                .await
-            }
-            Err(error) => vec![Err(rows::pool(error)); finishes.len()],
+        let pipelined = async {
+            let client = shared.pool.get().await.map_err(rows::pool)?;
+            Ok(futures::future::join_all(
+                finishes
+                    .iter()
+                    .map(|(task_id, outcome, _)| shared.finish_on(&client, *task_id, outcome)),
+            )
+            .await)
+        };
+        let answers = match shared.bounded("finishing tasks", pipelined).await {
+            Ok(answers) => answers,
+            Err(error) => vec![Err(error); finishes.len()],
         };
         let mut again = Vec::new();
         let mut transient = None;
@@ -192,7 +194,12 @@ async fn write_appends(shared: &Shared, mut appends: Vec<Append>) {
     let mut outage = Outage::new();
     let outcome = loop {
         attempt += 1;
-        match call_append(shared, &appends).await {
+        let call = async { Ok(call_append(shared, &appends).await) };
+        let answer = match shared.bounded("appending events", call).await {
+            Ok(answer) => answer,
+            Err(error) => Err(Retry::Unavailable(error)),
+        };
+        match answer {
             Err(Retry::Conflict(error)) if attempt < 3 => {
                 tracing::debug!(%error, "append batch conflicted; retrying");
             }

@@ -244,7 +244,7 @@ impl Manager {
         if !in_time {
             // Abort what is left and give the runs a moment to write their finals.
             self.inner.hard_stop.cancel();
-            if tokio::time::timeout(Duration::from_secs(1), self.inner.tracker.wait())
+            if tokio::time::timeout(Duration::from_millis(500), self.inner.tracker.wait())
                 .await
                 .is_err()
             {
@@ -259,7 +259,10 @@ impl Manager {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .take();
+        // Aborted, not awaited: a call hung on a dead database must not
+        // hold the shutdown up.
         if let Some(handle) = lease_task {
+            handle.abort();
             let _ = handle.await;
         }
         let signal_task = self
@@ -269,6 +272,7 @@ impl Manager {
             .unwrap_or_else(|poison| poison.into_inner())
             .take();
         if let Some(handle) = signal_task {
+            handle.abort();
             let _ = handle.await;
         }
         if unfinished > 0 {
