@@ -75,6 +75,9 @@ pub struct Config {
     /// Most events one task's tape may hold (default 1,000,000); past it the
     /// op is stopped and the task ends `failed` `tape_full`.
     pub max_events_per_task: Option<u64>,
+    /// Days finished tasks are kept (default 30); older ones are deleted in
+    /// the background in small batches. `0` keeps everything.
+    pub retention_days: Option<u64>,
     /// How long a client may take to send a request's headers, and how long
     /// a keep-alive connection may sit idle (default 30; 1–300).
     pub header_read_timeout_secs: Option<u64>,
@@ -302,6 +305,12 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         max_events_per_task: file
             .max_events_per_task
             .unwrap_or(defaults.max_events_per_task),
+        retention: match file.retention_days {
+            None => defaults.retention,
+            Some(0) => None,
+            Some(days) => Some(Duration::from_secs(days.saturating_mul(24 * 3600))),
+        },
+        retention_interval: defaults.retention_interval,
     };
     let header_read_timeout = file.header_read_timeout_secs.unwrap_or(30);
     if !(1..=300).contains(&header_read_timeout) {

@@ -16,6 +16,7 @@ mod config;
 mod errors;
 mod lifecycle;
 mod reads;
+mod retention;
 mod runner;
 mod schedule;
 mod waiting;
@@ -93,6 +94,8 @@ struct Inner {
     polling_cancels: std::sync::atomic::AtomicBool,
     /// Woken whenever a run ends (see [`Manager::idle`]).
     idle: tokio::sync::Notify,
+    /// Woken when a delete left a tape to sweep.
+    sweep_wanted: tokio::sync::Notify,
 }
 
 /// Runs tasks against a store. Cheap to clone; all clones are one manager.
@@ -135,6 +138,7 @@ impl Manager {
                 signal_task: Mutex::new(None),
                 polling_cancels: std::sync::atomic::AtomicBool::new(false),
                 idle: tokio::sync::Notify::new(),
+                sweep_wanted: tokio::sync::Notify::new(),
             }),
         };
         manager
@@ -152,6 +156,8 @@ impl Manager {
             .lease_task
             .lock()
             .unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
+        let retention = manager.clone();
+        tokio::spawn(async move { retention.retention_loop().await });
         if let Some(signals) = manager.inner.store.signals() {
             let listener = manager.clone();
             let handle = tokio::spawn(async move { listener.signal_loop(signals).await });

@@ -214,8 +214,16 @@ impl Store for MeteredStore {
             .await
     }
 
-    async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
-        self.timed(StoreOperation::Purge, self.inner.purge(finished_before))
+    async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
+        self.timed(
+            StoreOperation::Purge,
+            self.inner.purge(finished_before, limit),
+        )
+        .await
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<u64> {
+        self.timed(StoreOperation::Sweep, self.inner.sweep(limit))
             .await
     }
 }

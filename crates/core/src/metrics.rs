@@ -211,6 +211,10 @@ pub struct Metrics {
     pub duration: Family<Histogram>,
     /// Events written to tapes through this instance.
     pub events_appended: Arc<Counter>,
+    /// Finished tasks retention deleted through this instance.
+    pub purged: Arc<Counter>,
+    /// Events of deleted tasks' tapes this instance swept.
+    pub swept: Arc<Counter>,
     /// Store operation latency, indexed by [`StoreOperation`].
     pub store: Vec<Histogram>,
 }
@@ -259,13 +263,15 @@ pub enum StoreOperation {
     Delete,
     /// `purge`.
     Purge,
+    /// `sweep`.
+    Sweep,
     /// `ready`.
     Ready,
 }
 
 impl StoreOperation {
     /// Every operation, in [`Metrics::store`]'s order.
-    pub const ALL: [StoreOperation; 21] = [
+    pub const ALL: [StoreOperation; 22] = [
         StoreOperation::Create,
         StoreOperation::Start,
         StoreOperation::Claim,
@@ -286,6 +292,7 @@ impl StoreOperation {
         StoreOperation::Pending,
         StoreOperation::Delete,
         StoreOperation::Purge,
+        StoreOperation::Sweep,
         StoreOperation::Ready,
     ];
 
@@ -312,6 +319,7 @@ impl StoreOperation {
             StoreOperation::Pending => "pending",
             StoreOperation::Delete => "delete",
             StoreOperation::Purge => "purge",
+            StoreOperation::Sweep => "sweep",
             StoreOperation::Ready => "ready",
         }
     }
@@ -324,6 +332,8 @@ impl Default for Metrics {
             finished: Family::new(&["op", "status"], &[]),
             duration: Family::new(&["op", "status"], TASK_BUCKETS),
             events_appended: Arc::default(),
+            purged: Arc::default(),
+            swept: Arc::default(),
             store: StoreOperation::ALL
                 .iter()
                 .map(|_| Histogram::new(STORE_BUCKETS))
@@ -355,6 +365,18 @@ impl Metrics {
             "Events appended to tapes through this instance.",
             "counter",
             self.events_appended.get(),
+        );
+        out.single(
+            "tasktape_tasks_purged_total",
+            "Finished tasks deleted by retention (retention_days) through this instance.",
+            "counter",
+            self.purged.get(),
+        );
+        out.single(
+            "tasktape_events_swept_total",
+            "Events of deleted tasks' tapes swept by this instance.",
+            "counter",
+            self.swept.get(),
         );
         let name = "tasktape_store_operation_duration_seconds";
         out.header(

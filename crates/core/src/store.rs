@@ -476,9 +476,17 @@ pub trait Store: Send + Sync + 'static {
     /// All pending tasks, oldest first (queued again at start-up).
     async fn pending(&self) -> Result<Vec<Task>>;
 
-    /// Deletes a terminal task and its tape.
+    /// Deletes a terminal task: its row at once (it is gone from every
+    /// read), its tape by [`Store::sweep`] later, so that deleting a tape of
+    /// millions of events never holds other writes up.
     async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome>;
 
-    /// Deletes terminal tasks that finished before `finished_before`; returns how many.
-    async fn purge(&self, finished_before: Timestamp) -> Result<u64>;
+    /// Deletes up to `limit` terminal tasks that finished before
+    /// `finished_before` (oldest first) like [`Store::delete`]; returns how
+    /// many. Retention calls it in small batches.
+    async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64>;
+
+    /// Deletes up to `limit` events of deleted tasks' tapes, in one short
+    /// transaction; returns how many (0: nothing is left to sweep).
+    async fn sweep(&self, limit: usize) -> Result<u64>;
 }

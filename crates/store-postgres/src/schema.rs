@@ -383,6 +383,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
     FOR EACH ROW EXECUTE FUNCTION {s}.count_tasks();
 "#,
     include_str!("sql/003_append_events_at.sql"),
+    include_str!("sql/004_deleted_tapes.sql"),
 ];
 
 /// The schema version this build writes.

@@ -29,6 +29,7 @@ pub(crate) struct Sql {
     pub(crate) leftovers: String,
     pub(crate) pending: String,
     pub(crate) purge: String,
+    pub(crate) sweep: String,
 }
 
 impl Sql {
@@ -89,12 +90,8 @@ impl Sql {
             pending: format!(
                 "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE status = 'pending' ORDER BY created_at, task_id"
             ),
-            purge: format!(
-                "WITH gone AS (DELETE FROM {s}.tasks WHERE status IN ('succeeded', 'failed', 'cancelled') \
-                     AND finished_at < $1 RETURNING task_id), \
-                 tapes AS (DELETE FROM {s}.events e USING gone WHERE e.task_id = gone.task_id) \
-                 SELECT count(*) FROM gone"
-            ),
+            purge: format!("SELECT {s}.purge_tasks($1, $2)"),
+            sweep: format!("SELECT {s}.sweep_tapes($1)"),
         }
     }
 }

@@ -217,15 +217,29 @@ impl PostgresStore {
         })
     }
 
-    pub(crate) async fn purge_finished(&self, finished_before: Timestamp) -> Result<u64> {
+    pub(crate) async fn purge_finished(
+        &self,
+        finished_before: Timestamp,
+        limit: usize,
+    ) -> Result<u64> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let row = self
             .query_one(
                 "purging tasks",
                 &self.shared.sql.purge,
-                &[&finished_before.as_millis()],
+                &[&finished_before.as_millis(), &limit],
             )
             .await?;
         let count: i64 = row.try_get(0).map_err(driver("purging tasks"))?;
+        Ok(count as u64)
+    }
+
+    pub(crate) async fn sweep_tapes(&self, limit: usize) -> Result<u64> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let row = self
+            .query_one("sweeping deleted tapes", &self.shared.sql.sweep, &[&limit])
+            .await?;
+        let count: i64 = row.try_get(0).map_err(driver("sweeping deleted tapes"))?;
         Ok(count as u64)
     }
 }

@@ -427,8 +427,12 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Delete(task_id, reply)).await
     }
 
-    async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
-        self.call(|reply| Command::Purge(finished_before, reply))
+    async fn sweep(&self, limit: usize) -> Result<u64> {
+        self.call(|reply| Command::Sweep(limit, reply)).await
+    }
+
+    async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
+        self.call(|reply| Command::Purge(finished_before, limit, reply))
             .await
     }
 }

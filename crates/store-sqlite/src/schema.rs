@@ -76,6 +76,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER tasks_counted_out AFTER DELETE ON tasks BEGIN
         UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
     END;",
+    // 5: retention and deletes in small steps: a deleted task's row goes at
+    // once, its tape waits in `deleted_tapes` for the sweeper, which takes a
+    // few thousand events per transaction; finished tasks by age.
+    "CREATE TABLE deleted_tapes (task_id BLOB PRIMARY KEY NOT NULL) WITHOUT ROWID;
+    CREATE INDEX tasks_by_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

@@ -59,7 +59,8 @@ pub(crate) enum Command {
     RenewLease(String, Timestamp, Reply<u64>),
     Reap(TaskId, Timestamp, ErrorInfo, Reply<Option<FinishOutcome>>),
     Delete(TaskId, Reply<DeleteOutcome>),
-    Purge(Timestamp, Reply<u64>),
+    Purge(Timestamp, usize, Reply<u64>),
+    Sweep(usize, Reply<u64>),
 }
 
 /// A command's result inside the transaction, sent once it commits.
@@ -272,7 +273,8 @@ impl Writer {
             Command::Reap(task_id, now, error, _) => {
                 Done::Reaped(self.reap(*task_id, *now, error)?)
             }
-            Command::Purge(cutoff, _) => Done::Count(self.purge(*cutoff)?),
+            Command::Purge(cutoff, limit, _) => Done::Count(self.purge(*cutoff, *limit)?),
+            Command::Sweep(limit, _) => Done::Count(self.sweep(*limit)?),
         })
     }
 }
@@ -308,7 +310,12 @@ impl Command {
             (Command::RequestCancel(_, reply), Done::Cancel(outcome)) => {
                 drop(reply.send(Ok(outcome)))
             }
-            (Command::RenewLease(_, _, reply) | Command::Purge(_, reply), Done::Count(count)) => {
+            (
+                Command::RenewLease(_, _, reply)
+                | Command::Purge(_, _, reply)
+                | Command::Sweep(_, reply),
+                Done::Count(count),
+            ) => {
                 drop(reply.send(Ok(count)));
             }
             (Command::Delete(_, reply), Done::Delete(outcome)) => drop(reply.send(Ok(outcome))),
@@ -329,9 +336,9 @@ impl Command {
             Command::Append(_, _, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),
-            Command::RenewLease(_, _, reply) | Command::Purge(_, reply) => {
-                drop(reply.send(Err(error)))
-            }
+            Command::RenewLease(_, _, reply)
+            | Command::Purge(_, _, reply)
+            | Command::Sweep(_, reply) => drop(reply.send(Err(error))),
             Command::Delete(_, reply) => drop(reply.send(Err(error))),
             Command::Reap(_, _, _, reply) => drop(reply.send(Err(error))),
         }

@@ -33,6 +33,12 @@ pub struct ManagerConfig {
     /// stopped and its task ends `failed` with code `tape_full` (the `final`
     /// event is written past the cap).
     pub max_events_per_task: u64,
+    /// How long finished tasks are kept; older ones are deleted in the
+    /// background, in small batches. `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// How often retention looks for tasks to delete (deleted tapes are
+    /// swept at once besides).
+    pub retention_interval: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -47,6 +53,8 @@ impl Default for ManagerConfig {
             task_tracing: Arc::new(PlainTaskTracing),
             worker: true,
             max_events_per_task: 1_000_000,
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            retention_interval: Duration::from_secs(60),
         }
     }
 }

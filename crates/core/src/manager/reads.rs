@@ -71,7 +71,12 @@ impl Manager {
 
     /// Deletes a finished task and its tape.
     pub async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome, StoreError> {
-        self.inner.store.delete(task_id).await
+        let outcome = self.inner.store.delete(task_id).await?;
+        if outcome == DeleteOutcome::Deleted {
+            // The row is gone; its tape is swept in the background.
+            self.inner.sweep_wanted.notify_one();
+        }
+        Ok(outcome)
     }
 
     /// Whether the store answers (the readiness probe).

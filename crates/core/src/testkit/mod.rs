@@ -15,6 +15,7 @@ mod counters;
 mod outage;
 mod races;
 mod reads;
+mod retention;
 mod stats;
 
 use std::any::Any;
@@ -26,7 +27,8 @@ pub use counters::*;
 pub use outage::FlakyStore;
 pub use races::*;
 pub use reads::*;
-pub use stats::time_counter_reads;
+pub use retention::*;
+pub use stats::{time_counter_reads, time_delete_stall};
 
 use crate::event::{Event, validate_tape};
 use crate::model::{NewTask, Status, Task, TaskId};
@@ -82,6 +84,8 @@ macro_rules! __store_contract_checks {
             leases_renew_expire_and_leftovers,
             delete_removes_only_terminal_tasks,
             purge_removes_only_old_finished_tasks,
+            purge_and_sweep_go_in_small_batches,
+            retention_deletes_old_finished_tasks_in_the_background,
             commits_wake_watchers,
             counts_by_status,
             counters_follow_every_transition,
@@ -219,6 +223,7 @@ mod tests {
             include_str!("counters.rs"),
             include_str!("races.rs"),
             include_str!("reads.rs"),
+            include_str!("retention.rs"),
         ];
         let mut defined: Vec<&str> = sources
             .iter()

@@ -188,7 +188,11 @@ impl Store for FlakyStore {
         self.inner.delete(task_id).await
     }
 
-    async fn purge(&self, finished_before: Timestamp) -> Result<u64> {
-        self.inner.purge(finished_before).await
+    async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
+        self.inner.purge(finished_before, limit).await
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<u64> {
+        self.inner.sweep(limit).await
     }
 }
