@@ -4,6 +4,7 @@
 mod blackhole;
 mod browser;
 mod clocks;
+mod crash;
 mod dashboard;
 mod dikw;
 mod drain;
