@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tasktape_client::{Client, FollowMode, Submission};
-use tasktape_core::{Status, TaskId};
+use tasktape_core::TaskId;
 
 use crate::multi::{instance, schema, test_url};
 use crate::support::{Server, serve};
