@@ -15,13 +15,16 @@
 //! ```
 
 mod checkpointer;
+mod files;
 mod reader;
 mod rows;
 mod schema;
 mod transitions;
 mod writer;
 
-use std::fs::{File, OpenOptions};
+use crate::files::{lock_file, probe_directory};
+
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tasktape_core::BodyExt as _;
@@ -121,6 +124,37 @@ impl SqliteStore {
     /// typed error naming the path for an unwritable directory, a read-only,
     /// foreign or corrupt file, a newer schema, or a second process.
     pub fn open(config: SqliteConfig) -> Result<Self> {
+        // A store that cannot be written at start (a full or read-only disk)
+        // is refused with one line that says what to do: serving would
+        // accept tasks it cannot record.
+        let path = config.path.display().to_string();
+        Self::open_writable(config).map_err(|error| match error {
+            StoreError::Unavailable { message } => StoreError::Open {
+                message: format!(
+                    "{}: is its disk full, read-only or failing? Free space or fix the disk, then start again",
+                    message
+                        .strip_prefix(&format!("sqlite store at {path}: "))
+                        .unwrap_or(&message)
+                ),
+                path,
+            },
+            StoreError::Full { path, message } => StoreError::Full {
+                path,
+                message: format!(
+                    "{message}; free space on its disk (or raise the size limit), then start again"
+                ),
+            },
+            StoreError::ReadOnly { path, message } => StoreError::ReadOnly {
+                path,
+                message: format!(
+                    "{message}; make the file and its directory writable, then start again"
+                ),
+            },
+            other => other,
+        })
+    }
+
+    fn open_writable(config: SqliteConfig) -> Result<Self> {
         let path = config.path.display().to_string();
         let open_error = |message: String| StoreError::Open {
             path: path.clone(),
@@ -138,6 +172,7 @@ impl SqliteStore {
                 ))
             })?;
         }
+        probe_directory(&config.path, &path)?;
         let lock = lock_file(&config.path).map_err(open_error)?;
         let mut writer =
             open_connection(&config.path, true).map_err(|error| classify(&path, error))?;
@@ -215,28 +250,6 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-fn lock_file(db: &Path) -> Result<File, String> {
-    let mut lock_path = db.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|error| format!("cannot create lock file {}: {error}", lock_path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "another process has this store open (lock file {})",
-            lock_path.display()
-        )),
-        Err(std::fs::TryLockError::Error(error)) => {
-            Err(format!("cannot lock {}: {error}", lock_path.display()))
-        }
     }
 }
 

@@ -7,6 +7,7 @@ mod clocks;
 mod crash;
 mod dashboard;
 mod dikw;
+mod disk;
 mod drain;
 mod exec;
 mod ids;
