@@ -75,6 +75,10 @@ pub struct Config {
     /// Most events one task's tape may hold (default 1,000,000); past it the
     /// op is stopped and the task ends `failed` `tape_full`.
     pub max_events_per_task: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (needs `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Days finished tasks are kept (default 30); older ones are deleted in
     /// the background in small batches. `0` keeps everything.
     pub retention_days: Option<u64>,
@@ -321,8 +325,21 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
     if file.max_connections == Some(0) {
         return bail("max_connections must be at least 1".to_owned());
     }
+    let tls = match (&file.tls_cert, &file.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            Some(tasktape_server::tls_config(cert, key).map_err(ConfigError)?)
+        }
+        _ => {
+            return bail(
+                "tls_cert and tls_key go together: give both (or neither, for plain HTTP)"
+                    .to_owned(),
+            );
+        }
+    };
     let server = ServerConfig {
         token,
+        tls,
         tokens: file.tokens,
         header_read_timeout: Duration::from_secs(header_read_timeout),
         max_connections: file

@@ -164,7 +164,12 @@ impl Builder {
         let instance = manager_config.instance_id.clone();
         let worker = manager_config.worker;
         let manager = Manager::start(Arc::clone(&store), ops, manager_config).await?;
-        tracing::info!(%address, store = %description, %instance, worker, "tasktape listening on http://{address}");
+        let scheme = if resolved.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%address, store = %description, %instance, worker, "tasktape listening on {scheme}://{address}");
         Ok(App {
             manager,
             listener,
@@ -200,7 +205,7 @@ impl App {
     /// Serves the HTTP API until `shutdown` resolves, then drains: no new
     /// task starts here and `readyz` answers 503, running tasks get
     /// `shutdown_timeout_secs` to finish, then what still runs is cancelled
-    /// (exec ops: SIGTERM, then SIGKILL a second later) and ends
+    /// (exec ops: SIGTERM, then SIGKILL half a second later) and ends
     /// `server_shutdown`; requests are drained, the store is closed.
     pub async fn serve(
         self,

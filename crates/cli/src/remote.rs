@@ -21,6 +21,10 @@ pub struct RemoteArgs {
     /// Bearer token [env: TASKTAPE_TOKEN]
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+    /// Also trust this PEM certificate for https:// (a private CA or a
+    /// self-signed server) [env: TASKTAPE_CA_CERT]
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Where a setting came from, for error messages.
@@ -116,8 +120,25 @@ impl RemoteArgs {
                 .filter(|token| !token.is_empty())
                 .map(|token| (token, file_source()))
         };
-        let client = Client::new(&url, token.as_ref().map(|(token, _)| token.as_str()))
-            .map_err(|error| Failure::new(Exit::Usage, format!("{error} (from {url_source})")))?;
+        let ca_path = self
+            .ca_cert
+            .clone()
+            .or_else(|| env("TASKTAPE_CA_CERT").map(PathBuf::from));
+        let ca_pem = match &ca_path {
+            Some(path) => Some(std::fs::read(path).map_err(|error| {
+                Failure::new(
+                    Exit::Usage,
+                    format!("cannot read the CA certificate {}: {error}", path.display()),
+                )
+            })?),
+            None => None,
+        };
+        let client = Client::with_ca_cert(
+            &url,
+            token.as_ref().map(|(token, _)| token.as_str()),
+            ca_pem.as_deref(),
+        )
+        .map_err(|error| Failure::new(Exit::Usage, format!("{error} (from {url_source})")))?;
         Ok(Remote {
             client,
             url: url.trim_end_matches('/').to_owned(),

@@ -38,6 +38,12 @@ pub struct ServeArgs {
     /// Log lines as `text` or `json` (one object per line, with trace ids)
     #[arg(long, env = "TASKTAPE_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "TASKTAPE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "TASKTAPE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The config file with the flags and environment laid over it.
@@ -55,6 +61,12 @@ fn config(args: ServeArgs) -> Result<Config, tasktape_app::ConfigError> {
     }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = Some(data_dir);
+    }
+    if let Some(cert) = args.tls_cert {
+        config.tls_cert = Some(cert);
+    }
+    if let Some(key) = args.tls_key {
+        config.tls_key = Some(key);
     }
     if let Some(store) = given(args.store) {
         config.store = Some(store);

@@ -9,6 +9,8 @@ pub use auth::{NamedToken, Scope};
 mod dashboard;
 pub mod error;
 mod listen;
+mod tls;
+pub use tls::tls_config;
 mod observe;
 mod origin;
 mod params;
@@ -60,6 +62,9 @@ pub struct ServerConfig {
     /// Most connections open at once; past it new ones wait (in the
     /// kernel's backlog) until one closes.
     pub max_connections: usize,
+    /// Serve HTTPS with this certificate and key (see [`tls_config`]);
+    /// `None` = plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             loopback: false,
             header_read_timeout: Duration::from_secs(30),
             max_connections: 20_000,
+            tls: None,
         }
     }
 }
@@ -242,7 +248,7 @@ pub struct Stop {
 
 /// How long tasks still running when the drain ends get between their
 /// cancel (exec programs: SIGTERM) and the abort (SIGKILL).
-pub const WIND_DOWN: Duration = Duration::from_secs(1);
+pub const WIND_DOWN: Duration = Duration::from_millis(500);
 
 /// Serves the API on `listener` until `stop.drain` fires, then drains: the
 /// manager starts no more tasks, `readyz` answers 503 (a load balancer
@@ -267,6 +273,7 @@ pub async fn serve(
     let limits = listen::Limits {
         header_read_timeout: config.header_read_timeout,
         max_connections: config.max_connections,
+        tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
     };
     let state = AppState::new(manager.clone(), config, shutdown.clone());
     let connections = std::sync::Arc::clone(&state.metrics().connections);
@@ -306,7 +313,7 @@ pub async fn serve(
     let requests = async {
         match served {
             Some(result) => result,
-            None => match tokio::time::timeout(wind_down + Duration::from_millis(500), &mut server)
+            None => match tokio::time::timeout(wind_down + Duration::from_millis(300), &mut server)
                 .await
             {
                 Ok(result) => result,

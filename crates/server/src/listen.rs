@@ -19,11 +19,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-/// Connection limits (see [`crate::ServerConfig`]).
-#[derive(Clone, Copy, Debug)]
+/// Connection limits and TLS (see [`crate::ServerConfig`]).
+#[derive(Clone)]
 pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting,
@@ -89,27 +90,20 @@ pub(crate) async fn serve(
         let done = done_tx.clone();
         let open = Arc::clone(&open);
         open.inc();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            // HTTP/1.1 only: its header timer runs from the first byte
-            // awaited, so a connection that never sends one is closed too.
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let mut asked = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(error) = result {
-                            tracing::trace!(%error, "connection ended with an error");
+            match limits.tls.clone() {
+                None => serve_connection(tcp, service, limits, &mut closing).await,
+                Some(acceptor) => {
+                    // The handshake gets as long as a request's headers.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, limits, &mut closing).await;
                         }
-                        break;
-                    }
-                    _ = closing.changed(), if !asked => {
-                        asked = true;
-                        conn.as_mut().graceful_shutdown();
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -126,6 +120,47 @@ pub(crate) async fn serve(
     // `changed` errs once every connection dropped its sender.
     while done_rx.changed().await.is_ok() {}
     Ok(())
+}
+
+/// Serves one connection (HTTP/1.1 only: its header timer runs from the
+/// first byte awaited, so a connection that never sends one is closed too)
+/// until it ends; once `closing` changes, after its request in flight.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    limits: Limits,
+    closing: &mut watch::Receiver<()>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::trace!(%error, "connection ended with an error");
+                }
+                break;
+            }
+            _ = closing.changed(), if !asked => {
+                asked = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Errors of one connection (not of the listener): accept the next one.

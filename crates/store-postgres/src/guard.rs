@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use tasktape_core::StoreError;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How long a start waits for the id's lock (a killed predecessor's session
 /// may take a moment to end).
@@ -25,6 +25,7 @@ const TRY_LOCK: &str =
 /// that holds it, retaking it after reconnects.
 pub(crate) async fn take(
     mut config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     schema: String,
     instance_id: String,
     target: &str,
@@ -33,7 +34,7 @@ pub(crate) async fn take(
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let held = loop {
         let (client, connection) = config
-            .connect(NoTls)
+            .connect(tls.clone())
             .await
             .map_err(|error| crate::rows::classify("taking the instance id's lock", error))?;
         let driver = tokio::spawn(connection);
@@ -49,7 +50,7 @@ pub(crate) async fn take(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    Ok(tokio::spawn(hold(config, schema, instance_id, held)))
+    Ok(tokio::spawn(hold(config, tls, schema, instance_id, held)))
 }
 
 async fn try_lock(
@@ -68,6 +69,7 @@ async fn try_lock(
 /// Holds the lock; after the connection drops, takes it again.
 async fn hold(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     schema: String,
     instance_id: String,
     held: (
@@ -84,7 +86,7 @@ async fn hold(
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
-            let Ok((client, connection)) = config.connect(NoTls).await else {
+            let Ok((client, connection)) = config.connect(tls.clone()).await else {
                 continue;
             };
             let next = tokio::spawn(connection);

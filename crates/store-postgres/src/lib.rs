@@ -32,6 +32,7 @@ mod reads;
 mod rows;
 mod schema;
 mod sql;
+mod tls;
 mod transitions;
 mod writer;
 
@@ -53,7 +54,6 @@ use tasktape_core::store::{
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_postgres::NoTls;
 
 pub use crate::config::PostgresConfig;
 use crate::config::{bound_connections, describe};
@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     /// The longest any one database call may take (see
     /// [`PostgresConfig::operation_timeout`]).
     pub(crate) timeout: Duration,
+    /// How connections of their own (listener, guard) do TLS.
+    pub(crate) tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl Shared {
@@ -129,11 +131,11 @@ impl PostgresStore {
     /// starts the writer and the listener. Must be called inside a Tokio
     /// runtime.
     pub async fn open(config: PostgresConfig) -> Result<Self> {
-        let mut pg =
-            tokio_postgres::Config::from_str(&config.url).map_err(|error| StoreError::Open {
-                path: "the postgres url".to_owned(),
-                message: error.to_string(),
-            })?;
+        let (url, tls) = tls::connector(&config.url)?;
+        let mut pg = tokio_postgres::Config::from_str(&url).map_err(|error| StoreError::Open {
+            path: "the postgres url".to_owned(),
+            message: error.to_string(),
+        })?;
         let target = describe(&pg);
         if !valid_schema_name(&config.schema) {
             return Err(StoreError::Open {
@@ -153,7 +155,7 @@ impl PostgresStore {
         bound_connections(&mut pg, config.operation_timeout);
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -178,6 +180,7 @@ impl PostgresStore {
             signals,
             listening: AtomicBool::new(false),
             timeout: config.operation_timeout,
+            tls,
         });
         let (writer, jobs) = mpsc::channel(16_384);
         tokio::spawn(writer::run(
@@ -304,6 +307,7 @@ impl Store for PostgresStore {
     async fn guard_instance(&self, instance_id: &str) -> Result<()> {
         let held = guard::take(
             self.connect.clone(),
+            self.shared.tls.clone(),
             self.schema.clone(),
             instance_id.to_owned(),
             &self.target,

@@ -13,7 +13,7 @@ use futures::future::poll_fn;
 use tasktape_core::model::TaskId;
 use tasktape_core::store::StoreSignal;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::Shared;
 use crate::rows::{task_id, uuid};
@@ -54,7 +54,7 @@ async fn listen_once(
     channel: &str,
     first: &mut bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(shared.tls.clone()).await?;
     let (tx, mut notifications) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {

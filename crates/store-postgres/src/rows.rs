@@ -92,11 +92,26 @@ pub(crate) fn classify(context: &str, error: tokio_postgres::Error) -> StoreErro
     };
     if unreachable {
         StoreError::Unavailable {
-            message: format!("{context}: {error}"),
+            message: format!("{context}: {}", with_causes(&error)),
         }
     } else {
         StoreError::backend(context.to_owned(), error)
     }
+}
+
+/// `error` and its causes, `: `-joined (a TLS failure says why).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Classifies a pool error (no connection could be had).

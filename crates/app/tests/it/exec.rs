@@ -498,7 +498,7 @@ async fn config_errors_name_the_op_and_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_finishes_after_the_shutdown_s_sigterm_keeps_its_result() {
-    let script = "trap 'sleep 0.5; echo \"{\\\"result\\\": {\\\"saved\\\": true}}\"; exit 0' TERM; echo pid=$$; while true; do sleep 0.1; done";
+    let script = "trap 'sleep 0.2; echo \"{\\\"result\\\": {\\\"saved\\\": true}}\"; exit 0' TERM; echo pid=$$; while true; do sleep 0.1; done";
     let toml = format!(
         "shutdown_timeout_secs = 2\ncancel_grace_ms = 100\n{}",
         sh_op("graceful", script, "")
@@ -509,9 +509,9 @@ async fn a_program_that_finishes_after_the_shutdown_s_sigterm_keeps_its_result()
     let manager = app.manager.clone();
     app.shutdown().await;
     let row = manager.wait(id, Duration::ZERO).await.unwrap().unwrap();
-    // It ran through the 2 s drain; SIGTERM came then, and its answer half
-    // a second later (past the 100 ms cancel grace, inside the wind-down)
-    // stands.
+    // It ran through the 2 s drain; SIGTERM came then, and its answer
+    // 200 ms later (past the 100 ms cancel grace, inside the 500 ms
+    // wind-down) stands.
     assert_eq!(row.status.as_str(), "succeeded", "{:?}", row.error);
     assert_eq!(row.result, Some(json!({"saved": true})));
 }

@@ -165,12 +165,14 @@ async fn a_black_holed_database_is_noticed_survived_and_does_not_hold_up_shutdow
     .await;
     proxy.hold(true);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
     let exit = crate::support::terminate(
         &mut a.server.child,
         Duration::from_secs(5),
         "the instance did not exit within shutdown_timeout_secs + 2 s",
     )
     .await;
+    eprintln!("exited {:?} after SIGTERM", asked.elapsed());
     assert!(exit.success(), "{exit:?}");
     proxy.hold(false);
 }

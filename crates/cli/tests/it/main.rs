@@ -18,5 +18,6 @@ mod pty;
 mod serve;
 mod slow;
 mod support;
+mod tls;
 mod tokens;
 mod verbs;

@@ -54,13 +54,22 @@ fn config(dir: &Path, id: &str, schema: &str, extra: &str) -> std::path::PathBuf
 
 /// Starts instance `id` on `url`'s database, schema `schema`.
 pub fn instance(url: &str, id: &str, schema: &str, extra: &str) -> Instance {
+    instance_with_env(url, id, schema, extra, &[])
+}
+
+/// [`instance`] with more environment variables.
+pub fn instance_with_env(
+    url: &str,
+    id: &str,
+    schema: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Instance {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), id, schema, extra);
-    let server = serve_with_env(
-        dir.path(),
-        &["--config", config.to_str().unwrap()],
-        &[("TASKTAPE_STORE", url)],
-    );
+    let mut vars = vec![("TASKTAPE_STORE", url)];
+    vars.extend_from_slice(env);
+    let server = serve_with_env(dir.path(), &["--config", config.to_str().unwrap()], &vars);
     let client = Client::new(&server.base, None).unwrap();
     Instance {
         server,
@@ -323,10 +332,12 @@ async fn the_per_op_limit_holds_across_three_instances() {
 
 /// A PostgreSQL server of this test's own, so it can be restarted.
 pub struct PrivatePg {
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     bin: String,
-    user: Option<String>,
+    pub user: Option<String>,
     port: u16,
+    /// More `-c name=value` server options (TLS, say).
+    extra: String,
 }
 
 impl PrivatePg {
@@ -343,15 +354,22 @@ impl PrivatePg {
     }
 
     pub fn start() -> PrivatePg {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Starts a server whose extra options `options(dir)` gives (files it
+    /// needs can be put in `dir`, which the server's user owns).
+    pub fn start_with(options: impl FnOnce(&std::path::Path) -> String) -> PrivatePg {
         let bin = std::env::var("TASKTAPE_TEST_PG_BIN")
             .expect("TASKTAPE_TEST_PG_BIN (set by scripts/with-postgres)");
         let user = std::env::var("TASKTAPE_TEST_PG_USER")
             .ok()
             .filter(|user| !user.is_empty());
         let dir = tempfile::tempdir().unwrap();
+        let extra = options(dir.path());
         if let Some(user) = &user {
             let chowned = std::process::Command::new("chown")
-                .arg(user)
+                .args(["-R", user])
                 .arg(dir.path())
                 .status()
                 .unwrap();
@@ -367,6 +385,7 @@ impl PrivatePg {
             bin,
             user,
             port,
+            extra,
         };
         let data = pg.dir.path().join("data");
         let status = pg
@@ -392,9 +411,10 @@ impl PrivatePg {
     pub fn pg_ctl(&self, action: &[&str]) {
         let data = self.dir.path().join("data");
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let status = self
             .command("pg_ctl")

@@ -72,23 +72,25 @@ pub fn serve_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
     let kept = std::sync::Arc::clone(&logs);
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some((scheme, rest)) = rest.split_once("://")
+            {
                 // Text or JSON logs: the address ends where its characters do.
                 let address: String = rest
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
                     .collect();
-                let _ = tx.send(address);
+                let _ = tx.send(format!("{scheme}://{address}"));
             }
             kept.lock().unwrap().push(line);
         }
     });
-    let address = rx
+    let base = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server announced its address");
     Server {
         child,
-        base: format!("http://{address}"),
+        base,
         logs,
         reader: Some(reader),
     }

@@ -235,16 +235,15 @@ async fn unreachable_servers_and_bad_urls_are_told_apart() {
     assert!(error.is_retryable());
     assert!(error.to_string().contains(&port.to_string()), "{error}");
 
-    for bad in [
-        "127.0.0.1:8765",
-        "ftp://host",
-        "https://example.com",
-        "http://",
-    ] {
+    for bad in ["127.0.0.1:8765", "ftp://host", "http://"] {
         let error = Client::new(bad, None).unwrap_err();
         assert!(
             matches!(error, ClientError::InvalidUrl { .. }),
             "{bad}: {error:?}"
         );
     }
+    // https is fine; a CA file that holds no certificate is not.
+    assert!(Client::new("https://example.com", None).is_ok());
+    let error = Client::with_ca_cert("https://example.com", None, Some(b"not a pem")).unwrap_err();
+    assert!(error.to_string().contains("no PEM certificate"), "{error}");
 }

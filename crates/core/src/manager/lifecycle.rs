@@ -244,7 +244,7 @@ impl Manager {
         if !in_time {
             // Abort what is left and give the runs a moment to write their finals.
             self.inner.hard_stop.cancel();
-            if tokio::time::timeout(Duration::from_millis(500), self.inner.tracker.wait())
+            if tokio::time::timeout(Duration::from_millis(300), self.inner.tracker.wait())
                 .await
                 .is_err()
             {
