@@ -16,8 +16,9 @@ use tasktape_core::TaskId;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Routes load balancers probe without a token.
-const OPEN_PATHS: [&str; 2] = ["/v1/healthz", "/v1/readyz"];
+/// Routes open without a token: the probes load balancers use, and the
+/// API's description (it holds no data).
+const OPEN_PATHS: [&str; 3] = ["/v1/healthz", "/v1/readyz", "/openapi.json"];
 
 /// What a token may do; each scope includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]

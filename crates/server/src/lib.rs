@@ -12,6 +12,7 @@ mod listen;
 mod tls;
 pub use tls::tls_config;
 mod observe;
+mod openapi;
 mod origin;
 mod params;
 mod routes;
@@ -150,6 +151,34 @@ impl AppState {
     }
 }
 
+/// Every route and method the router serves (the OpenAPI description's
+/// test checks it names exactly these, and a router test that each is
+/// routed).
+pub const ROUTES: [(&str, &str); 22] = [
+    ("GET", "/v1/healthz"),
+    ("GET", "/v1/readyz"),
+    ("GET", "/v1/info"),
+    ("GET", "/v1/ops"),
+    ("GET", "/v1/stats"),
+    ("GET", "/v1/tasks"),
+    ("POST", "/v1/tasks"),
+    ("GET", "/v1/tasks/{task_id}"),
+    ("DELETE", "/v1/tasks/{task_id}"),
+    ("GET", "/v1/tasks/{task_id}/result"),
+    ("GET", "/v1/tasks/{task_id}/events"),
+    ("GET", "/v1/tasks/{task_id}/events/stream"),
+    ("POST", "/v1/tasks/{task_id}/cancel"),
+    ("POST", "/v1/{op}"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/"),
+    ("GET", "/submit"),
+    ("GET", "/tasks/{task_id}"),
+    ("GET", "/assets/app.js"),
+    ("GET", "/assets/app.css"),
+    ("GET", "/favicon.svg"),
+];
+
 /// The whole `/v1` API as a router.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
@@ -176,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{task_id}/cancel", post(routes::cancel_task))
         .route("/v1/{op}", post(routes::submit_named))
         .route("/metrics", get(observe::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route("/", get(dashboard::page))
         .route("/submit", get(dashboard::page))
         .route("/tasks/{task_id}", get(dashboard::page))
@@ -354,10 +384,12 @@ fn is_resource(path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     matches!(
         segments.as_slice(),
-        [
-            "v1",
-            "healthz" | "readyz" | "info" | "ops" | "stats" | "tasks"
-        ] | ["v1", "tasks", _]
+        ["metrics" | "openapi.json"]
+            | [
+                "v1",
+                "healthz" | "readyz" | "info" | "ops" | "stats" | "tasks"
+            ]
+            | ["v1", "tasks", _]
             | ["v1", "tasks", _, "result" | "events" | "cancel"]
             | ["v1", "tasks", _, "events", "stream"]
     )

@@ -47,7 +47,11 @@ pub(crate) async fn stream_events(
 ) -> Result<Response, ApiError> {
     let query = query_map(raw.as_deref());
     let from_seq = int_param(&query, "from_seq", 0, i64::MAX, 0)? as u64;
-    let next = match headers.get("last-event-id") {
+    // An empty Last-Event-ID is no id (as the SSE spec has it).
+    let last_event_id = headers
+        .get("last-event-id")
+        .filter(|value| !value.as_bytes().trim_ascii().is_empty());
+    let next = match last_event_id {
         None => from_seq,
         Some(value) => {
             let last = value

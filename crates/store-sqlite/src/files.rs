@@ -6,19 +6,23 @@ use std::path::{Path, PathBuf};
 
 use tasktape_core::store::{Result, StoreError};
 
-/// Checks that the store's directory takes new files (SQLite makes its
-/// `-wal` and `-shm` files there): a read-only or immutable directory is
-/// [`StoreError::ReadOnly`], not a puzzling "unable to open".
+/// Checks that the store's directory takes new files with some room (SQLite
+/// makes its `-wal` and `-shm` files there and grows the log): a read-only
+/// or immutable directory is [`StoreError::ReadOnly`], not a puzzling
+/// "unable to open"; a disk with under 256 KiB free is [`StoreError::Full`].
 pub(crate) fn probe_directory(db: &Path, path: &str) -> Result<()> {
     let probe = db.with_extension("db-probe");
-    match File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
+    // Room for the log to grow at start (an empty file fits on a full disk).
+    let written = File::create(&probe).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, &[0u8; 256 * 1024])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::StorageFull => Err(StoreError::Full {
             path: path.to_owned(),
-            message: format!("cannot create files next to it: {error}"),
+            message: format!("no room left next to it: {error}"),
         }),
         Err(error) => Err(StoreError::ReadOnly {
             path: path.to_owned(),

@@ -13,6 +13,7 @@ use crate::time::Timestamp;
 /// What a submit answers: the new (or, for a repeated idempotency key, the
 /// original) task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskHandle {
     /// The task.
     pub task_id: TaskId,
@@ -28,6 +29,7 @@ pub struct TaskHandle {
 
 /// The routes of one task, as paths on the server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[allow(missing_docs)]
 pub struct Links {
     #[serde(rename = "self")]
@@ -39,6 +41,7 @@ pub struct Links {
 
 /// A task's full row (`GET /v1/tasks/{id}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskRow {
     /// The task.
     pub task_id: TaskId,
@@ -64,6 +67,7 @@ pub struct TaskRow {
 
 /// A summary row of a list page (a [`TaskRow`] without result and error).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[allow(missing_docs)]
 pub struct TaskSummary {
     pub task_id: TaskId,
@@ -77,6 +81,7 @@ pub struct TaskSummary {
 
 /// One page of `GET /v1/tasks`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct TaskPage {
     /// Newest first.
     pub tasks: Vec<TaskSummary>,
@@ -88,6 +93,7 @@ pub struct TaskPage {
 
 /// A terminal task's outcome (`GET /v1/tasks/{id}/result`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[allow(missing_docs)]
 pub struct TaskResult {
     pub task_id: TaskId,
@@ -100,6 +106,7 @@ pub struct TaskResult {
 
 /// One page of a task's tape (`GET /v1/tasks/{id}/events`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct EventsPage {
     /// The task.
     pub task_id: TaskId,
@@ -117,6 +124,7 @@ pub struct EventsPage {
 
 /// What `POST /v1/tasks/{id}/cancel` answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct CancelAnswer {
     /// The task.
     pub task_id: TaskId,
@@ -128,6 +136,7 @@ pub struct CancelAnswer {
 
 /// An op the server runs (`GET /v1/ops`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct OpInfo {
     /// Its name (`POST /v1/{name}`).
     pub name: String,
@@ -139,6 +148,7 @@ pub struct OpInfo {
 
 /// `GET /v1/info`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     /// tasktape's version.
     #[serde(default)]
@@ -173,6 +183,7 @@ impl Links {
 /// `GET /v1/stats`: tasks per status now, and tasks ended per minute over
 /// the window (oldest first, one entry per minute, zeros included).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Stats {
     /// Tasks per status in the whole store (every status present).
     pub counts: std::collections::BTreeMap<Status, u64>,
@@ -186,6 +197,7 @@ pub struct Stats {
 
 /// Tasks that ended in one minute, by terminal status.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct MinuteStats {
     /// The minute's start.
     pub minute: Timestamp,
@@ -199,6 +211,7 @@ pub struct MinuteStats {
 
 /// `GET /v1/ops`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct OpsList {
     /// Every op the server runs, by name.
     pub ops: Vec<OpInfo>,
@@ -206,6 +219,7 @@ pub struct OpsList {
 
 /// The error envelope every error answers with: `{"error": {…}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ErrorEnvelope {
     /// The error.
     pub error: ErrorBody,
@@ -213,6 +227,7 @@ pub struct ErrorEnvelope {
 
 /// The inside of the [`ErrorEnvelope`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Machine-readable (`invalid_request`, `not_found`, …).
     pub code: String,

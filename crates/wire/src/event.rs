@@ -10,6 +10,7 @@ use crate::time::Timestamp;
 
 /// What an event says; the JSON `type` tag names the variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// The op started (seq 1).
@@ -110,6 +111,7 @@ impl EventBody {
 
 /// A typed tape event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct Event {
     /// What it says.
     #[serde(flatten)]

@@ -59,6 +59,7 @@ impl FromStr for TaskId {
 
 /// Where a task is in its life: `pending → running → succeeded | failed | cancelled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Accepted, waiting for its op to start; its tape is empty.
@@ -123,6 +124,7 @@ impl FromStr for Status {
 
 /// A task's error: always `code` and `message`, plus any other fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// Machine-readable cause, e.g. `server_restart`, `op_failed`.
     pub code: String,
@@ -163,6 +165,20 @@ impl ErrorInfo {
         .with("reason", "server_restart")
     }
 }
+
+/// In the OpenAPI description a task id is a UUID string.
+#[cfg(feature = "utoipa")]
+impl utoipa::PartialSchema for TaskId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::Custom("uuid".into())))
+            .into()
+    }
+}
+
+#[cfg(feature = "utoipa")]
+impl utoipa::ToSchema for TaskId {}
 
 #[cfg(test)]
 mod tests {

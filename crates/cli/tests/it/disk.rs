@@ -8,19 +8,35 @@ use std::process::Command;
 
 use crate::support::tasktape;
 
-/// Runs `tasktape serve` on `data`; returns its exit code and stderr lines.
+/// Runs `tasktape serve` on `data`; returns its exit code and stderr lines
+/// (it must end by itself within 20 s: a start that serves is a failure).
 fn start(data: &Path) -> (Option<i32>, Vec<String>) {
-    let output = tasktape()
+    let mut child = tasktape()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    (
-        output.status.code(),
-        stderr.lines().map(str::to_owned).collect(),
-    )
+    let since = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if since.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`tasktape serve` on {} started instead of refusing",
+                data.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr.lines().map(str::to_owned).collect())
 }
 
 /// A 2 MiB tmpfs, unmounted on drop.

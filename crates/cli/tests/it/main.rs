@@ -10,6 +10,7 @@ mod dikw;
 mod disk;
 mod drain;
 mod exec;
+mod fuzz;
 mod ids;
 mod multi;
 mod otlp;

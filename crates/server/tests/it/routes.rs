@@ -609,3 +609,47 @@ async fn the_dashboard_pages_load_without_a_token_but_its_data_needs_one() {
     app.get("/v1/tasks").await.error(401, "unauthorized");
     app.post("/", "").await.error(405, "method_not_allowed");
 }
+
+/// Every route the OpenAPI description names is routed (never
+/// `route_not_found` or 405), and `GET /openapi.json` serves the
+/// description, open without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_described_route_is_routed_and_the_description_is_served() {
+    let app = crate::support::app().await;
+    let task = app.echo(r#"{"count": 1}"#).await;
+    app.wait_final(&task).await;
+    for (method, path) in tasktape_server::ROUTES {
+        let uri = path.replace("{task_id}", &task).replace("{op}", "echo");
+        if method == "DELETE" {
+            continue; // checked last: it deletes the task the others read
+        }
+        let body = (method == "POST").then_some(r#"{"op": "echo", "params": {}}"#);
+        let answer = app
+            .call(method, &uri, body, &[("content-type", "application/json")])
+            .await;
+        assert_ne!(
+            answer.status.as_u16(),
+            405,
+            "{method} {uri}: {}",
+            answer.text
+        );
+        assert!(
+            !answer.text.contains("route_not_found"),
+            "{method} {uri}: {}",
+            answer.text
+        );
+    }
+    let answer = app
+        .call("DELETE", &format!("/v1/tasks/{task}"), None, &[])
+        .await;
+    assert_eq!(answer.status.as_u16(), 204, "{}", answer.text);
+    let doc = app.get("/openapi.json").await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/tasks/{task_id}/events"]["get"]["responses"]["422"].is_object());
+    let secured = crate::support::app_with(tasktape_server::ServerConfig {
+        token: Some("t0ken".into()),
+        ..tasktape_server::ServerConfig::default()
+    })
+    .await;
+    assert_eq!(secured.get("/openapi.json").await.status.as_u16(), 200);
+}

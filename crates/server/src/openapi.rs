@@ -1,0 +1,553 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of every route the
+//! router has, its parameters and bodies (the wire crate's types, derived),
+//! and on each the error responses it can give, all in the envelope. The
+//! functions below are the description's anchors (one per route and
+//! method), not handlers; a test checks the description and the router
+//! name the same routes.
+
+#![allow(dead_code)]
+
+use axum::Json;
+use axum::response::IntoResponse;
+use tasktape_wire::{
+    CancelAnswer, ErrorEnvelope, EventsPage, OpsList, ServerInfo, Stats, Status, TaskHandle,
+    TaskPage, TaskResult, TaskRow,
+};
+use utoipa::OpenApi;
+
+/// The description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tasktape",
+        description = "Durable background tasks with an ordered event tape per task (dikw-core compatible /v1 API).",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        healthz, readyz, info, list_ops, stats, list_tasks, submit_task, get_task, delete_task,
+        get_result, get_events, stream_events, cancel_task, submit_named, metrics, openapi_json,
+        dashboard_page, dashboard_submit, dashboard_task, dashboard_script, dashboard_style,
+        dashboard_icon,
+    ),
+    components(schemas(ErrorEnvelope)),
+    modifiers(&BearerAuth),
+)]
+pub(crate) struct ApiDoc;
+
+/// The bearer token (when the server has one: see `GET /v1/info`'s `auth_required`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `POST /v1/tasks`'s body (the handler reads it field by field).
+#[derive(utoipa::ToSchema)]
+struct SubmitBody {
+    /// The op's name.
+    op: String,
+    /// The op's params (checked by the op).
+    params: Option<serde_json::Value>,
+    /// Submitting again with this key returns the first task.
+    #[schema(min_length = 1, max_length = 256)]
+    idempotency_key: Option<String>,
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn serve() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/healthz",
+    summary = "Liveness: the process answers",
+    security(()),
+    responses(
+        (status = 200, description = "alive", body = Object),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn healthz() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/readyz",
+    summary = "Readiness: the store answers and the instance is not draining",
+    security(()),
+    responses(
+        (status = 200, description = "ready", body = Object),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn readyz() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/info",
+    summary = "Server version, backend and whether a token is needed",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the server", body = ServerInfo),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn info() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/ops",
+    summary = "The registered ops and their params' JSON Schemas",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the ops", body = OpsList),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn list_ops() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    summary = "Tasks per status and tasks ended per minute",
+    params(
+        ("window" = Option<u64>, Query, nullable = false, minimum = 60, maximum = 86400, description = "seconds back, default 3600"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the counts", body = Stats),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn stats() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    summary = "Tasks, newest first, a page at a time",
+    params(
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "default 100"),
+        ("status" = Option<Status>, Query, nullable = false, description = "only tasks in this status"),
+        ("op" = Option<String>, Query, nullable = false, description = "only this op"),
+        ("cursor" = Option<String>, Query, nullable = false, description = "next_cursor of the page before"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "a page of tasks", body = TaskPage),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn list_tasks() {}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    summary = "Submits a task: {op, params, idempotency_key?}",
+    request_body(content = SubmitBody, description = "the op, its params and an optional idempotency key"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the task (the existing one for a reused idempotency key)", body = TaskHandle),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn submit_task() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{task_id}",
+    summary = "One task's row",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the row", body = TaskRow),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn get_task() {}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/tasks/{task_id}",
+    summary = "Deletes a finished task and its tape",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn delete_task() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{task_id}/result",
+    summary = "A task's outcome",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the outcome (null fields until it ends)", body = TaskResult),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn get_result() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{task_id}/events",
+    summary = "A page of the tape (a long-poll with wait)",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("from_seq" = Option<u64>, Query, nullable = false, minimum = 0, maximum = 9223372036854775807_i64, description = "first seq wanted, default 0"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "default 100"),
+        ("wait" = Option<u32>, Query, nullable = false, minimum = 0, maximum = 60, description = "seconds to wait for new events"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "a page of events", body = EventsPage),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn get_events() {}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{task_id}/events/stream",
+    summary = "The tape as Server-Sent Events, closed after final",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("from_seq" = Option<u64>, Query, nullable = false, minimum = 0, maximum = 9223372036854775807_i64, description = "first seq wanted, default 0"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}$", description = "resume after this seq"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "an event stream: each event's JSON in data, its seq as id", content_type = "text/event-stream", body = String),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn stream_events() {}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{task_id}/cancel",
+    summary = "Cancels a task (idempotent)",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "what the cancel did", body = CancelAnswer),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn cancel_task() {}
+
+#[utoipa::path(
+    post,
+    path = "/v1/{op}",
+    summary = "Submits a task of op with the body as its params (dikw-core style)",
+    params(
+        ("op" = String, Path, description = "the op's name"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256, pattern = "^[!-~]+$", description = "submitting again with it returns the first task"),
+    ),
+    request_body(content = Object, description = "the op's params"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the task", body = TaskHandle),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn submit_named() {}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the text exposition format", content_type = "text/plain", body = String),
+        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
+        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
+        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn metrics() {}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    summary = "This description",
+    security(()),
+    responses(
+        (status = 200, description = "OpenAPI 3.1", body = Object),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn openapi_json() {}
+
+#[utoipa::path(
+    get,
+    path = "/",
+    summary = "The dashboard: the task list",
+    security(()),
+    responses(
+        (status = 200, description = "the dashboard", content_type = "text/html", body = String),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn dashboard_page() {}
+
+#[utoipa::path(
+    get,
+    path = "/submit",
+    summary = "The dashboard: submit a task",
+    security(()),
+    responses(
+        (status = 200, description = "the dashboard", content_type = "text/html", body = String),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn dashboard_submit() {}
+
+#[utoipa::path(
+    get,
+    path = "/tasks/{task_id}",
+    summary = "The dashboard: one task",
+    params(
+        ("task_id" = String, Path, description = "the task id (a UUID)"),
+    ),
+    security(()),
+    responses(
+        (status = 200, description = "the dashboard", content_type = "text/html", body = String),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn dashboard_task() {}
+
+#[utoipa::path(
+    get,
+    path = "/assets/app.js",
+    summary = "The dashboard's script",
+    security(()),
+    responses(
+        (status = 200, description = "JavaScript", content_type = "text/javascript", body = String),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn dashboard_script() {}
+
+#[utoipa::path(
+    get,
+    path = "/assets/app.css",
+    summary = "The dashboard's style sheet",
+    security(()),
+    responses(
+        (status = 200, description = "CSS", content_type = "text/css", body = String),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn dashboard_style() {}
+
+#[utoipa::path(
+    get,
+    path = "/favicon.svg",
+    summary = "The dashboard's icon",
+    security(()),
+    responses(
+        (status = 200, description = "SVG", content_type = "image/svg+xml", body = String),
+        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
+        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
+        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
+        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+    ),
+)]
+fn dashboard_icon() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The description names exactly the router's routes and methods.
+    #[test]
+    fn every_route_is_described() {
+        let doc = ApiDoc::openapi();
+        let mut described: Vec<String> = doc
+            .paths
+            .paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let mut methods = Vec::new();
+                if item.get.is_some() {
+                    methods.push(format!("GET {path}"));
+                }
+                if item.post.is_some() {
+                    methods.push(format!("POST {path}"));
+                }
+                if item.delete.is_some() {
+                    methods.push(format!("DELETE {path}"));
+                }
+                methods
+            })
+            .collect();
+        described.sort();
+        let mut routed: Vec<String> = crate::ROUTES
+            .iter()
+            .map(|(method, path)| format!("{method} {path}"))
+            .collect();
+        routed.sort();
+        assert_eq!(described, routed);
+        let text = serde_json::to_string(&doc).unwrap();
+        assert!(text.contains("\"openapi\":\"3.1.0\""), "{text}");
+    }
+}
