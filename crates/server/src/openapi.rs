@@ -48,6 +48,58 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The errors an API route can answer, all in the envelope.
+#[derive(utoipa::IntoResponses)]
+enum ApiErrors {
+    /// a malformed query, body or cursor.
+    #[response(status = 400, description = "a malformed query, body or cursor")]
+    BadRequest(#[to_schema] ErrorEnvelope),
+    /// no or an unknown bearer token.
+    #[response(status = 401, description = "no or an unknown bearer token")]
+    Unauthorized(#[to_schema] ErrorEnvelope),
+    /// a cross-site request, or a token outside its scope.
+    #[response(status = 403, description = "a cross-site request, or a token outside its scope")]
+    Forbidden(#[to_schema] ErrorEnvelope),
+    /// no such task, op or route.
+    #[response(status = 404, description = "no such task, op or route")]
+    NotFound(#[to_schema] ErrorEnvelope),
+    /// the method is not allowed on this route.
+    #[response(status = 405, description = "the method is not allowed on this route")]
+    MethodNotAllowed(#[to_schema] ErrorEnvelope),
+    /// a conflict (an idempotency key reused with other params).
+    #[response(status = 409, description = "a conflict (an idempotency key reused with other params)")]
+    Conflict(#[to_schema] ErrorEnvelope),
+    /// the body is over the size limit.
+    #[response(status = 413, description = "the body is over the size limit")]
+    TooLarge(#[to_schema] ErrorEnvelope),
+    /// a Host this server does not answer to.
+    #[response(status = 421, description = "a Host this server does not answer to")]
+    Misdirected(#[to_schema] ErrorEnvelope),
+    /// an invalid field, named in the error.
+    #[response(status = 422, description = "an invalid field, named in the error")]
+    Invalid(#[to_schema] ErrorEnvelope),
+    /// the store is unavailable, or the server is draining.
+    #[response(status = 503, description = "the store is unavailable, or the server is draining")]
+    Unavailable(#[to_schema] ErrorEnvelope),
+}
+
+/// The errors an open route (no token, no params) can answer.
+#[derive(utoipa::IntoResponses)]
+enum OpenErrors {
+    /// a cross-site request, or a token outside its scope.
+    #[response(status = 403, description = "a cross-site request, or a token outside its scope")]
+    Forbidden(#[to_schema] ErrorEnvelope),
+    /// the method is not allowed on this route.
+    #[response(status = 405, description = "the method is not allowed on this route")]
+    MethodNotAllowed(#[to_schema] ErrorEnvelope),
+    /// a Host this server does not answer to.
+    #[response(status = 421, description = "a Host this server does not answer to")]
+    Misdirected(#[to_schema] ErrorEnvelope),
+    /// the store is unavailable, or the server is draining.
+    #[response(status = 503, description = "the store is unavailable, or the server is draining")]
+    Unavailable(#[to_schema] ErrorEnvelope),
+}
+
 /// `POST /v1/tasks`'s body (the handler reads it field by field).
 #[derive(utoipa::ToSchema)]
 struct SubmitBody {
@@ -72,10 +124,7 @@ pub(crate) async fn serve() -> impl IntoResponse {
     security(()),
     responses(
         (status = 200, description = "alive", body = Object),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn healthz() {}
@@ -87,10 +136,7 @@ fn healthz() {}
     security(()),
     responses(
         (status = 200, description = "ready", body = Object),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn readyz() {}
@@ -102,16 +148,7 @@ fn readyz() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the server", body = ServerInfo),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn info() {}
@@ -123,16 +160,7 @@ fn info() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the ops", body = OpsList),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn list_ops() {}
@@ -147,16 +175,7 @@ fn list_ops() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the counts", body = Stats),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn stats() {}
@@ -174,16 +193,7 @@ fn stats() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "a page of tasks", body = TaskPage),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn list_tasks() {}
@@ -196,16 +206,7 @@ fn list_tasks() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the task (the existing one for a reused idempotency key)", body = TaskHandle),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn submit_task() {}
@@ -220,16 +221,7 @@ fn submit_task() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the row", body = TaskRow),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn get_task() {}
@@ -244,16 +236,7 @@ fn get_task() {}
     security((), ("bearer" = [])),
     responses(
         (status = 204, description = "deleted"),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn delete_task() {}
@@ -268,16 +251,7 @@ fn delete_task() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the outcome (null fields until it ends)", body = TaskResult),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn get_result() {}
@@ -295,16 +269,7 @@ fn get_result() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "a page of events", body = EventsPage),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn get_events() {}
@@ -321,16 +286,7 @@ fn get_events() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "an event stream: each event's JSON in data, its seq as id", content_type = "text/event-stream", body = String),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn stream_events() {}
@@ -345,16 +301,7 @@ fn stream_events() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "what the cancel did", body = CancelAnswer),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn cancel_task() {}
@@ -371,16 +318,7 @@ fn cancel_task() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the task", body = TaskHandle),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn submit_named() {}
@@ -392,16 +330,7 @@ fn submit_named() {}
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the text exposition format", content_type = "text/plain", body = String),
-        (status = 400, description = "a malformed query, body or cursor", body = ErrorEnvelope),
-        (status = 401, description = "no or an unknown bearer token", body = ErrorEnvelope),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 404, description = "no such task, op or route", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 409, description = "a conflict (an idempotency key reused with other params)", body = ErrorEnvelope),
-        (status = 413, description = "the body is over the size limit", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 422, description = "an invalid field, named in the error", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        ApiErrors,
     ),
 )]
 fn metrics() {}
@@ -413,10 +342,7 @@ fn metrics() {}
     security(()),
     responses(
         (status = 200, description = "OpenAPI 3.1", body = Object),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn openapi_json() {}
@@ -428,10 +354,7 @@ fn openapi_json() {}
     security(()),
     responses(
         (status = 200, description = "the dashboard", content_type = "text/html", body = String),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn dashboard_page() {}
@@ -443,10 +366,7 @@ fn dashboard_page() {}
     security(()),
     responses(
         (status = 200, description = "the dashboard", content_type = "text/html", body = String),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn dashboard_submit() {}
@@ -461,10 +381,7 @@ fn dashboard_submit() {}
     security(()),
     responses(
         (status = 200, description = "the dashboard", content_type = "text/html", body = String),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn dashboard_task() {}
@@ -476,10 +393,7 @@ fn dashboard_task() {}
     security(()),
     responses(
         (status = 200, description = "JavaScript", content_type = "text/javascript", body = String),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn dashboard_script() {}
@@ -491,10 +405,7 @@ fn dashboard_script() {}
     security(()),
     responses(
         (status = 200, description = "CSS", content_type = "text/css", body = String),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn dashboard_style() {}
@@ -506,10 +417,7 @@ fn dashboard_style() {}
     security(()),
     responses(
         (status = 200, description = "SVG", content_type = "image/svg+xml", body = String),
-        (status = 403, description = "a cross-site request, or a token outside its scope", body = ErrorEnvelope),
-        (status = 405, description = "the method is not allowed on this route", body = ErrorEnvelope),
-        (status = 421, description = "a Host this server does not answer to", body = ErrorEnvelope),
-        (status = 503, description = "the store is unavailable, or the server is draining", body = ErrorEnvelope),
+        OpenErrors,
     ),
 )]
 fn dashboard_icon() {}
