@@ -58,7 +58,10 @@ enum ApiErrors {
     #[response(status = 401, description = "no or an unknown bearer token")]
     Unauthorized(#[to_schema] ErrorEnvelope),
     /// a cross-site request, or a token outside its scope.
-    #[response(status = 403, description = "a cross-site request, or a token outside its scope")]
+    #[response(
+        status = 403,
+        description = "a cross-site request, or a token outside its scope"
+    )]
     Forbidden(#[to_schema] ErrorEnvelope),
     /// no such task, op or route.
     #[response(status = 404, description = "no such task, op or route")]
@@ -67,7 +70,10 @@ enum ApiErrors {
     #[response(status = 405, description = "the method is not allowed on this route")]
     MethodNotAllowed(#[to_schema] ErrorEnvelope),
     /// a conflict (an idempotency key reused with other params).
-    #[response(status = 409, description = "a conflict (an idempotency key reused with other params)")]
+    #[response(
+        status = 409,
+        description = "a conflict (an idempotency key reused with other params)"
+    )]
     Conflict(#[to_schema] ErrorEnvelope),
     /// the body is over the size limit.
     #[response(status = 413, description = "the body is over the size limit")]
@@ -79,7 +85,10 @@ enum ApiErrors {
     #[response(status = 422, description = "an invalid field, named in the error")]
     Invalid(#[to_schema] ErrorEnvelope),
     /// the store is unavailable, or the server is draining.
-    #[response(status = 503, description = "the store is unavailable, or the server is draining")]
+    #[response(
+        status = 503,
+        description = "the store is unavailable, or the server is draining"
+    )]
     Unavailable(#[to_schema] ErrorEnvelope),
 }
 
@@ -87,7 +96,10 @@ enum ApiErrors {
 #[derive(utoipa::IntoResponses)]
 enum OpenErrors {
     /// a cross-site request, or a token outside its scope.
-    #[response(status = 403, description = "a cross-site request, or a token outside its scope")]
+    #[response(
+        status = 403,
+        description = "a cross-site request, or a token outside its scope"
+    )]
     Forbidden(#[to_schema] ErrorEnvelope),
     /// the method is not allowed on this route.
     #[response(status = 405, description = "the method is not allowed on this route")]
@@ -96,7 +108,10 @@ enum OpenErrors {
     #[response(status = 421, description = "a Host this server does not answer to")]
     Misdirected(#[to_schema] ErrorEnvelope),
     /// the store is unavailable, or the server is draining.
-    #[response(status = 503, description = "the store is unavailable, or the server is draining")]
+    #[response(
+        status = 503,
+        description = "the store is unavailable, or the server is draining"
+    )]
     Unavailable(#[to_schema] ErrorEnvelope),
 }
 
