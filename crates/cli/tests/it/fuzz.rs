@@ -22,6 +22,8 @@ fn schemathesis_finds_nothing_against_the_description() {
         .arg(format!("{}/openapi.json", server.base))
         .args(["--checks", "all", "--max-examples", "30", "--no-color"])
         .env("NO_COLOR", "1")
+        // It keeps a cache in its working directory: not in the source tree.
+        .current_dir(dir.path())
         .output()
         .unwrap_or_else(|error| panic!("cannot run {st}: {error}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
