@@ -17,9 +17,10 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 const PATIENCE: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// The two advisory-lock keys: the schema's and the id's.
-const TRY_LOCK: &str =
-    "SELECT pg_try_advisory_lock(hashtext('tasktape.instance.' || $1), hashtext($2))";
+/// The advisory-lock key: 64 bits of the MD5 of schema and id (schema
+/// names hold no `.`), so two ids in use collide with odds of about 2^-64.
+const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(\
+     ('x' || left(md5('tasktape.instance.' || $1 || '.' || $2), 16))::bit(64)::bigint)";
 
 /// Takes the id's lock (waiting up to [`PATIENCE`]) and spawns the task
 /// that holds it, retaking it after reconnects.
