@@ -85,7 +85,7 @@ impl Store for MeteredStore {
     async fn append_queued(
         &self,
         task_id: TaskId,
-        body: EventBody,
+        body: &EventBody,
         at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {

@@ -234,7 +234,7 @@ impl Reporter {
         loop {
             let queued = inner
                 .store
-                .append_queued(inner.task_id, body.clone(), at, Arc::clone(&inner.ack))
+                .append_queued(inner.task_id, &body, at, Arc::clone(&inner.ack))
                 .await;
             match queued {
                 Err(error) if error.is_transient() => {

@@ -357,7 +357,8 @@ pub trait Store: Send + Sync + 'static {
     /// answers after the commit. Other types: [`StoreError::NotAppendable`].
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome>;
 
-    /// Queues an append and returns before it commits; the outcome goes to
+    /// Queues an append of `body` (borrowed: a caller that retries keeps it)
+    /// and returns before it commits; the outcome goes to
     /// `ack`. The event's `ts` is `at` (when the op reported it; the caller
     /// never passes a time earlier than the last it passed for the task).
     /// Queued appends and later calls from the same caller commit in call
@@ -369,12 +370,12 @@ pub trait Store: Send + Sync + 'static {
     async fn append_queued(
         &self,
         task_id: TaskId,
-        body: EventBody,
+        body: &EventBody,
         at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
         let _ = at;
-        let outcome = self.append(task_id, body).await;
+        let outcome = self.append(task_id, body.clone()).await;
         ack.record(&outcome);
         outcome.map(|_| ())
     }

@@ -355,11 +355,11 @@ impl Store for PostgresStore {
     async fn append_queued(
         &self,
         task_id: TaskId,
-        body: EventBody,
+        body: &EventBody,
         at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
-        tasktape_core::store::check_appendable(&body)?;
+        tasktape_core::store::check_appendable(body)?;
         self.write(WriteJob::Append {
             task_id,
             body: body.encode(),

@@ -331,11 +331,11 @@ impl Store for SqliteStore {
     async fn append_queued(
         &self,
         task_id: TaskId,
-        body: EventBody,
+        body: &EventBody,
         at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {
-        tasktape_core::store::check_appendable(&body)?;
+        tasktape_core::store::check_appendable(body)?;
         let command = Command::Append(task_id, body.encode(), at, AppendReply::Ack(ack));
         self.commands
             .send(command)

@@ -90,7 +90,7 @@ impl Store for FlakyStore {
     async fn append_queued(
         &self,
         task_id: TaskId,
-        body: EventBody,
+        body: &EventBody,
         at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<()> {

@@ -491,7 +491,7 @@ pub async fn queued_appends_commit_in_order_before_finish(h: Harness) {
         let at = Timestamp::now();
         times.push(at);
         store
-            .append_queued(task_id, progress(current), at, ack.clone())
+            .append_queued(task_id, &progress(current), at, ack.clone())
             .await
             .unwrap();
         if current % 100 == 0 {
@@ -515,7 +515,7 @@ pub async fn queued_appends_commit_in_order_before_finish(h: Harness) {
     assert_eq!(ack.last_seq(), 501);
     assert!(!ack.dropped());
     store
-        .append_queued(task_id, progress(501), Timestamp::now(), ack.clone())
+        .append_queued(task_id, &progress(501), Timestamp::now(), ack.clone())
         .await
         .unwrap();
     store.last_seq(task_id).await.unwrap();

@@ -69,7 +69,7 @@ pub async fn time_delete_stall(store: std::sync::Arc<dyn Store>, events: u64) {
         store
             .append_queued(
                 task_id,
-                super::progress(current),
+                &super::progress(current),
                 Timestamp::now(),
                 Arc::clone(&ack),
             )
