@@ -91,6 +91,9 @@ pub struct Config {
     /// Exec ops, by name.
     #[serde(default)]
     pub ops: BTreeMap<String, ExecOpSpec>,
+    /// Tasks submitted on a cron schedule, by name.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, crate::schedules::ScheduleSpec>,
 }
 
 /// A configuration the server refuses to start with (exit 2 in the binary).
@@ -166,6 +169,7 @@ pub(crate) struct Resolved {
     pub(crate) manager: ManagerConfig,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) ops: BTreeMap<String, ExecOpSpec>,
+    pub(crate) schedules: BTreeMap<String, crate::schedules::ScheduleSpec>,
 }
 
 pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
@@ -315,6 +319,8 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
             Some(days) => Some(Duration::from_secs(days.saturating_mul(24 * 3600))),
         },
         retention_interval: defaults.retention_interval,
+        retries: HashMap::new(),
+        schedules: Vec::new(),
     };
     let header_read_timeout = file.header_read_timeout_secs.unwrap_or(30);
     if !(1..=300).contains(&header_read_timeout) {
@@ -360,5 +366,6 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         manager,
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(10)),
         ops: file.ops,
+        schedules: file.schedules,
     })
 }

@@ -24,6 +24,7 @@
 //! - this file: [`Builder`] and the running [`App`].
 
 pub mod config;
+mod schedules;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -130,6 +131,8 @@ impl Builder {
                 .into());
             }
         }
+        resolved.manager.schedules =
+            schedules::resolve(std::mem::take(&mut resolved.schedules), &ops)?;
         if let Some(tracing) = self.task_tracing {
             resolved.manager.task_tracing = tracing;
         }

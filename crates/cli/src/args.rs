@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use tasktape_client::{Status, TaskId};
+use tasktape_client::{Status, TaskId, Timestamp};
 
 use crate::remote::RemoteArgs;
 
@@ -47,6 +47,15 @@ pub struct SubmitArgs {
     /// Submitting again with this key returns the first task instead of a new one
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+    /// Start it no earlier than this time (RFC 3339 UTC, e.g. 2026-12-01T03:00:00Z)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "in_")]
+    pub(crate) at: Option<Timestamp>,
+    /// Start it no earlier than this long from now (30s, 10m, 2h, 1d)
+    #[arg(long = "in", id = "in_", value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) in_: Option<Duration>,
+    /// Higher runs first (default 0)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) priority: Option<i32>,
     /// Follow the task until it ends, then exit with its status
     #[arg(long)]
     pub(crate) wait: bool,
@@ -69,8 +78,47 @@ pub enum TasksCommand {
     Events(EventsArgs),
     /// Follow a task until it ends; exit 0 succeeded, 1 failed, 130 cancelled
     Wait(WaitArgs),
-    /// Ask a task to stop
-    Cancel(IdArgs),
+    /// Ask a task to stop, or every task the filters match
+    Cancel(CancelArgs),
+    /// Run finished tasks the filters match again, as new tasks
+    Retry(BulkArgs),
+}
+
+/// `tasktape tasks cancel`.
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The task's id (or give filters to cancel many)
+    #[arg(required_unless_present_any = ["status", "op", "since", "created_before", "ids"])]
+    pub(crate) id: Option<TaskId>,
+    #[command(flatten)]
+    pub(crate) bulk: BulkArgs,
+}
+
+/// The filters of a bulk action; every one given must hold.
+#[derive(Args, Debug)]
+pub struct BulkArgs {
+    /// Only these tasks (repeatable)
+    #[arg(long = "task", id = "ids", value_name = "ID")]
+    pub(crate) ids: Vec<TaskId>,
+    /// Only tasks in this status (repeatable)
+    #[arg(long)]
+    pub(crate) status: Vec<Status>,
+    /// Only tasks of this op
+    #[arg(long)]
+    pub(crate) op: Option<String>,
+    /// Only tasks created within this long (30s, 10m, 2h, 1d), or since this time
+    #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
+    pub(crate) since: Option<Timestamp>,
+    /// Only tasks created before this time (RFC 3339 UTC)
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) created_before: Option<Timestamp>,
+    /// Act without asking when more than 10 tasks match
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
 }
 
 /// Output format of `tasks list`.
@@ -158,6 +206,43 @@ pub struct OpsArgs {
     pub(crate) output: OutputArgs,
     #[command(flatten)]
     pub(crate) remote: RemoteArgs,
+}
+
+/// `30s`, `10m`, `2h`, `1d` (a bare number is seconds).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 30s, 10m, 2h or 1d"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86_400.0,
+        _ => return Err(format!("'{text}': unit '{unit}' is not s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is not a duration"))
+}
+
+/// An RFC 3339 time in UTC.
+pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse(text.trim())
+        .ok_or_else(|| format!("'{text}' is not a time in UTC such as 2026-12-01T03:00:00Z"))
+}
+
+/// A duration back from now, or a time.
+pub(crate) fn parse_since(text: &str) -> Result<Timestamp, String> {
+    if let Ok(time) = parse_time(text) {
+        return Ok(time);
+    }
+    let back = parse_duration(text).map_err(|_| {
+        format!("'{text}' is neither a duration (30s, 10m, 2h, 1d) nor a time in UTC")
+    })?;
+    Ok(Timestamp::now().add_millis(-(back.as_millis() as i64)))
 }
 
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {

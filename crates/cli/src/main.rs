@@ -3,6 +3,7 @@
 //! `args`, following a tape in `follow`).
 
 mod args;
+mod bulk;
 mod display;
 mod exit;
 mod follow;

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tasktape_client::{ListQuery, Submission, TaskSummary, Timestamp};
+use tasktape_client::{ListQuery, Submission, TaskId, TaskSummary, Timestamp};
 use tracing::Instrument as _;
 
 use crate::args::{
-    EventsArgs, IdArgs, ListArgs, ListFormat, OpsArgs, SubmitArgs, TasksCommand, WaitArgs,
+    BulkArgs, EventsArgs, IdArgs, ListArgs, ListFormat, OpsArgs, SubmitArgs, TasksCommand, WaitArgs,
 };
 use crate::display::{Mode, TapeView};
 use crate::exit::{Exit, Failure};
@@ -33,6 +33,7 @@ impl Verb {
             Verb::Tasks(TasksCommand::Events(_)) => "tasktape tasks events",
             Verb::Tasks(TasksCommand::Wait(_)) => "tasktape tasks wait",
             Verb::Tasks(TasksCommand::Cancel(_)) => "tasktape tasks cancel",
+            Verb::Tasks(TasksCommand::Retry(_)) => "tasktape tasks retry",
             Verb::Ops(_) => "tasktape ops",
         }
     }
@@ -71,7 +72,11 @@ fn run_verb(verb: Verb) -> ExitCode {
                 Verb::Tasks(TasksCommand::Status(args)) => status(args).await,
                 Verb::Tasks(TasksCommand::Events(args)) => events(args).await,
                 Verb::Tasks(TasksCommand::Wait(args)) => wait(args).await,
-                Verb::Tasks(TasksCommand::Cancel(args)) => cancel(args).await,
+                Verb::Tasks(TasksCommand::Cancel(args)) => match args.id {
+                    Some(id) => cancel(id, args.bulk).await,
+                    None => crate::bulk::cancel(args.bulk).await,
+                },
+                Verb::Tasks(TasksCommand::Retry(args)) => crate::bulk::retry(args).await,
                 Verb::Ops(args) => ops(args).await,
             }
         }
@@ -112,7 +117,7 @@ fn build_params(params: Option<&str>, pairs: &[String]) -> Result<Value, Failure
     Ok(Value::Object(object))
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("a response serializes")
@@ -124,6 +129,11 @@ async fn submit(args: SubmitArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
     let mut submission = Submission::new(&args.op, params);
     submission.idempotency_key = args.idempotency_key.clone();
+    submission.priority = args.priority;
+    submission.run_at = args.at.or_else(|| {
+        args.in_
+            .map(|wait| Timestamp::now().add_millis(wait.as_millis() as i64))
+    });
     let handle = remote.call(remote.client.submit(&submission)).await?;
     let mode = Mode::pick(args.output.json, args.output.plain);
     if !args.wait {
@@ -242,24 +252,21 @@ fn took(started: Option<Timestamp>, finished: Option<Timestamp>) -> Option<Strin
     })
 }
 
-async fn cancel(args: IdArgs) -> Result<Exit, Failure> {
+async fn cancel(id: TaskId, args: BulkArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
-    let answer = remote.call(remote.client.cancel(args.id)).await?;
+    let answer = remote.call(remote.client.cancel(id)).await?;
     if args.output.json {
         print_json(&answer);
     } else if answer.already_terminal {
         let status = remote
             .client
-            .task(args.id)
+            .task(id)
             .await
             .map(|row| row.status.to_string())
             .unwrap_or_else(|_| "ended".to_owned());
-        println!(
-            "task {} had already ended ({status}); nothing to cancel",
-            args.id
-        );
+        println!("task {id} had already ended ({status}); nothing to cancel");
     } else {
-        println!("cancel requested for task {}", args.id);
+        println!("cancel requested for task {id}");
     }
     Ok(Exit::Succeeded)
 }
@@ -286,7 +293,7 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
         status: args.status,
         op: args.op.clone(),
         limit: Some(args.limit),
-        cursor: None,
+        ..ListQuery::default()
     };
     let mut rows: Vec<TaskSummary> = Vec::new();
     let more = loop {

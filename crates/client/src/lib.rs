@@ -50,8 +50,10 @@ use serde_json::Value;
 pub use error::{ClientError, Result, ServerError};
 pub use follow::{FollowMode, Follower};
 pub use tasktape_wire::{
-    CancelAnswer, ErrorInfo, Event, EventBody, EventKind, EventsPage, Links, OpInfo, OpsList,
-    ServerInfo, Status, TaskHandle, TaskId, TaskPage, TaskResult, TaskRow, TaskSummary, Timestamp,
+    BulkCancelAnswer, BulkRetryAnswer, CancelAnswer, ErrorInfo, Event, EventBody, EventKind,
+    EventsPage, Links, OpInfo, OpsList, RetryPolicy, ScheduleInfo, ScheduleList, ServerInfo,
+    Status, StatusFilter, TaskFilter, TaskHandle, TaskId, TaskPage, TaskResult, TaskRow,
+    TaskSummary, Timestamp,
 };
 pub use types::{ListQuery, Submission};
 
@@ -181,8 +183,34 @@ impl Client {
         if let Some(cursor) = &query.cursor {
             pairs.push(("cursor", cursor.clone()));
         }
+        if let Some(at) = query.created_after {
+            pairs.push(("created_after", at.to_string()));
+        }
+        if let Some(at) = query.created_before {
+            pairs.push(("created_before", at.to_string()));
+        }
         let request = self.request(Method::GET, "/v1/tasks").query(&pairs);
         self.send(request, "/v1/tasks", CALL_TIMEOUT).await
+    }
+
+    /// `POST /v1/tasks/cancel`: cancels every pending or running task the
+    /// filter matches.
+    pub async fn cancel_matching(&self, filter: &TaskFilter) -> Result<BulkCancelAnswer> {
+        let body = serde_json::to_value(filter).expect("a filter serializes");
+        self.call(Method::POST, "/v1/tasks/cancel", Some(body))
+            .await
+    }
+
+    /// `POST /v1/tasks/retry`: a new task for every finished task the
+    /// filter matches.
+    pub async fn retry_matching(&self, filter: &TaskFilter) -> Result<BulkRetryAnswer> {
+        let body = serde_json::to_value(filter).expect("a filter serializes");
+        self.call(Method::POST, "/v1/tasks/retry", Some(body)).await
+    }
+
+    /// `GET /v1/schedules`.
+    pub async fn schedules(&self) -> Result<ScheduleList> {
+        self.call(Method::GET, "/v1/schedules", None).await
     }
 
     /// `GET /v1/tasks/{id}`: the full row.

@@ -17,6 +17,10 @@ pub struct ListQuery {
     pub limit: Option<u32>,
     /// Where to continue ([`TaskPage::next_cursor`]).
     pub cursor: Option<String>,
+    /// Only tasks created at or after this time.
+    pub created_after: Option<tasktape_wire::Timestamp>,
+    /// Only tasks created before this time.
+    pub created_before: Option<tasktape_wire::Timestamp>,
 }
 
 /// What to submit: an op, its params, and optionally an idempotency key.
@@ -30,6 +34,15 @@ pub struct Submission {
     /// task back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Not before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<tasktape_wire::Timestamp>,
+    /// Higher runs first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Retries for this task (overrides the op's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<tasktape_wire::RetryPolicy>,
 }
 
 impl Submission {
@@ -39,6 +52,9 @@ impl Submission {
             op: op.into(),
             params,
             idempotency_key: None,
+            run_at: None,
+            priority: None,
+            retry: None,
         }
     }
 

@@ -9,6 +9,11 @@
 //!       | final                      (cancelled or failed before it started)
 //! ```
 //!
+//! A retried task keeps one tape: each failed attempt but the last ends with
+//! a `partial` of kind `tasktape.attempt_failed` (the task is `pending`
+//! then: **a pending task's tape is empty or ends with that partial**), and
+//! the next attempt begins with a `log` line, not a second `task_started`.
+//!
 //! - `task_started` is written by the store's `start`, in the same
 //!   transaction that makes the row `running`; it is seq 1 when present.
 //! - `progress`, `log` and `partial` are written by `append`, only while the
@@ -70,6 +75,12 @@ impl Outcome {
                 status: Status::Cancelled,
                 result: None,
                 error: None,
+            },
+            // Not a final; should a store end the task instead, it failed.
+            Outcome::Retry(retry) => EventBody::Final {
+                status: Status::Failed,
+                result: None,
+                error: Some(retry.error.clone()),
             },
         }
     }
@@ -201,7 +212,13 @@ pub fn validate_tape(row_status: Status, tape: &[Event]) -> Result<(), GrammarEr
     };
     match (row_status, tape.last().map(|event| &event.body)) {
         (Status::Pending, None) => Ok(()),
-        (Status::Pending, Some(_)) => Err(mismatch("is not empty")),
+        // Between attempts of a retried task.
+        (Status::Pending, Some(EventBody::Partial { kind, .. }))
+            if kind == crate::retry::ATTEMPT_FAILED =>
+        {
+            Ok(())
+        }
+        (Status::Pending, Some(_)) => Err(mismatch("is not empty and does not end an attempt")),
         (Status::Running, Some(EventBody::Final { .. })) => Err(mismatch("has a final")),
         (Status::Running, Some(_)) => Ok(()),
         (Status::Running, None) => Err(mismatch("is empty")),

@@ -12,12 +12,15 @@
 //! - [`wake`]: the hub stores announce commits on and followers wait on.
 //! - [`follow`]: WIRE.md's events page with long-poll waits.
 //! - [`op`], [`echo`]: the op trait, the registry, the built-in `echo`.
+//! - [`cron`]: five-field cron expressions and schedules.
 //! - [`reporter`]: what a running op writes its tape through.
+//! - [`retry`]: retry plans, which failures retry, backoff.
 //! - [`manager`]: submit, schedule, run, cancel, recover, shut down.
 //! - [`metrics`], [`metered`]: counters and histograms, a timing store wrapper.
 //! - [`observe`]: how task runs' spans are made (and linked).
 //! - `testkit` (feature `testkit`): the store contract suite.
 
+pub mod cron;
 pub mod echo;
 pub mod event;
 pub mod follow;
@@ -28,6 +31,7 @@ pub mod model;
 pub mod observe;
 pub mod op;
 pub mod reporter;
+pub mod retry;
 pub mod store;
 pub mod wake;
 

@@ -12,31 +12,35 @@
 //! [`Manager::start`] once, then any number of `submit`/`cancel`/reads from
 //! any task, then [`Manager::shutdown`] once.
 
+mod bulk;
 mod config;
+mod due;
 mod errors;
 mod lifecycle;
 mod reads;
 mod retention;
 mod runner;
 mod schedule;
+mod slots;
+mod submit;
 mod waiting;
 
 pub use config::ManagerConfig;
 pub use errors::{ShutdownReport, SubmitError, Submitted};
+pub use submit::SubmitOptions;
 pub use waiting::{FollowError, TaskEvents};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
-use crate::model::{ErrorInfo, NewTask, Outcome, TaskId};
+use crate::model::{ErrorInfo, Outcome, TaskId};
 use crate::op::OpRegistry;
 use crate::store::{CancelOutcome, Store, StoreError, StoreSignal};
 
@@ -73,6 +77,11 @@ struct State {
     /// registered in `running` (the claim's answer was still on its way),
     /// with when they came; the lease tick drops old ones.
     early_cancels: HashMap<TaskId, std::time::Instant>,
+    /// The earliest `run_at` a timer is armed for, per op.
+    due: HashMap<String, crate::time::Timestamp>,
+    /// Set once a newer tasktape migrated the store: this instance no
+    /// longer claims, and is not ready.
+    outdated: Option<StoreError>,
 }
 
 struct Inner {
@@ -129,6 +138,8 @@ impl Manager {
                     claims: HashMap::new(),
                     running: HashMap::new(),
                     early_cancels: HashMap::new(),
+                    due: HashMap::new(),
+                    outdated: None,
                 }),
                 stopping: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
@@ -149,6 +160,8 @@ impl Manager {
         manager.recover().await?;
         // Only once recovery has fully succeeded does anything start running.
         manager.kick_all();
+        manager.rearm_all();
+        manager.start_schedules();
         let lease_loop = manager.clone();
         let handle = tokio::spawn(async move { lease_loop.lease_loop().await });
         *manager
@@ -176,18 +189,22 @@ impl Manager {
         let store = &self.inner.store;
         let leftovers = store.leftovers(&self.inner.config.instance_id).await?;
         for task_id in &leftovers {
-            let outcome = store
-                .finish(*task_id, Outcome::Failed(ErrorInfo::server_restart()))
-                .await?;
+            let ending = self
+                .lost_run_outcome(*task_id, ErrorInfo::server_restart())
+                .await;
+            let outcome = store.finish(*task_id, ending).await?;
             debug!(%task_id, ?outcome, "finished leftover");
             if let crate::store::FinishOutcome::Finished { status, .. } = outcome {
                 self.count_finished(*task_id, status).await;
+            }
+            if let crate::store::FinishOutcome::Requeued { .. } = outcome {
+                info!(%task_id, "a task left running by a previous run will be tried again");
             }
         }
         if !leftovers.is_empty() {
             warn!(
                 count = leftovers.len(),
-                "finished tasks left running by a previous run as server_restart"
+                "ended the attempts left running by a previous run as server_restart"
             );
         }
         if store.shared() {
@@ -237,86 +254,6 @@ impl Manager {
         &self.inner.config
     }
 
-    /// Creates a task for `op` and schedules it. The params are checked and
-    /// normalized by the op; the same idempotency key with the same params
-    /// returns the first task, with other params a conflict.
-    ///
-    /// Cancel-safe: once called, the task is created and scheduled even if
-    /// the caller stops waiting (say, an HTTP client hangs up).
-    pub async fn submit(
-        &self,
-        op: &str,
-        params: Value,
-        idempotency_key: Option<String>,
-    ) -> Result<Submitted, SubmitError> {
-        // The caller's span (not this method's own) is what the run links to.
-        let trace_parent = self.inner.config.task_tracing.capture();
-        self.submit_linked(op, params, idempotency_key, trace_parent)
-            .await
-    }
-
-    #[tracing::instrument(name = "manager.submit", level = "debug", skip_all, fields(op = %op), err(level = "debug"))]
-    async fn submit_linked(
-        &self,
-        op: &str,
-        params: Value,
-        idempotency_key: Option<String>,
-        trace_parent: Option<String>,
-    ) -> Result<Submitted, SubmitError> {
-        if !self.state().accepting {
-            return Err(SubmitError::ShuttingDown);
-        }
-        let Some(handler) = self.inner.ops.get(op) else {
-            return Err(SubmitError::UnknownOp {
-                name: op.to_owned(),
-                known: self
-                    .inner
-                    .ops
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
-            });
-        };
-        let params = handler.prepare(params)?;
-        let mut new_task = NewTask::new(op, params);
-        new_task.idempotency_key = idempotency_key;
-        new_task.trace_parent = trace_parent;
-        let digest = new_task.params_digest.clone();
-        let manager = self.clone();
-        let created = tokio::spawn(async move {
-            let created = manager.inner.store.create(new_task).await?;
-            if created.created {
-                manager
-                    .inner
-                    .metrics
-                    .submitted
-                    .with(&[&created.task.op])
-                    .inc();
-                manager.kick(&created.task.op);
-            }
-            Ok::<_, StoreError>(created)
-        });
-        let created = match created.await {
-            Ok(created) => created?,
-            Err(join_error) => {
-                return Err(SubmitError::Store(StoreError::backend(
-                    "submit", join_error,
-                )));
-            }
-        };
-        if !created.created && (created.task.params_digest != digest || created.task.op != op) {
-            return Err(SubmitError::IdempotencyConflict {
-                task_id: created.task.task_id,
-            });
-        }
-        debug!(task_id = %created.task.task_id, created = created.created, "submitted");
-        Ok(Submitted {
-            created: created.created,
-            task: created.task,
-        })
-    }
-
     /// Reacts to what peers sharing the store did.
     async fn signal_loop(&self, mut signals: tokio::sync::broadcast::Receiver<StoreSignal>) {
         use tokio::sync::broadcast::error::RecvError;
@@ -327,6 +264,7 @@ impl Manager {
             };
             match signal {
                 Ok(StoreSignal::Pending { op } | StoreSignal::Finished { op }) => self.kick(&op),
+                Ok(StoreSignal::Due { op, at }) => self.arm_due(&op, at),
                 Ok(StoreSignal::CancelRequested { task_id, owner }) => {
                     if owner == self.inner.config.instance_id {
                         self.apply_cancel(
@@ -337,6 +275,7 @@ impl Manager {
                 }
                 Ok(StoreSignal::Resync) | Err(RecvError::Lagged(_)) => {
                     self.kick_all();
+                    self.rearm_all();
                     // Polled aside, so signals keep flowing meanwhile.
                     self.spawn_cancel_poll();
                 }

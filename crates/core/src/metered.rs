@@ -120,9 +120,9 @@ impl Store for MeteredStore {
         &self,
         task_id: TaskId,
         now: Timestamp,
-        error: crate::model::ErrorInfo,
+        outcome: Outcome,
     ) -> Result<Option<FinishOutcome>> {
-        self.timed(StoreOperation::Reap, self.inner.reap(task_id, now, error))
+        self.timed(StoreOperation::Reap, self.inner.reap(task_id, now, outcome))
             .await
     }
 
@@ -224,6 +224,21 @@ impl Store for MeteredStore {
 
     async fn sweep(&self, limit: usize) -> Result<u64> {
         self.timed(StoreOperation::Sweep, self.inner.sweep(limit))
+            .await
+    }
+
+    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
+        self.timed(StoreOperation::NextDue, self.inner.next_due(op))
+            .await
+    }
+
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
+        self.timed(StoreOperation::LatestKey, self.inner.latest_key(prefix))
+            .await
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        self.timed(StoreOperation::CheckSchema, self.inner.check_schema())
             .await
     }
 }

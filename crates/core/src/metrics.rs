@@ -267,11 +267,17 @@ pub enum StoreOperation {
     Sweep,
     /// `ready`.
     Ready,
+    /// `next_due`.
+    NextDue,
+    /// `latest_key`.
+    LatestKey,
+    /// `check_schema`.
+    CheckSchema,
 }
 
 impl StoreOperation {
     /// Every operation, in [`Metrics::store`]'s order.
-    pub const ALL: [StoreOperation; 22] = [
+    pub const ALL: [StoreOperation; 25] = [
         StoreOperation::Create,
         StoreOperation::Start,
         StoreOperation::Claim,
@@ -294,6 +300,9 @@ impl StoreOperation {
         StoreOperation::Purge,
         StoreOperation::Sweep,
         StoreOperation::Ready,
+        StoreOperation::NextDue,
+        StoreOperation::LatestKey,
+        StoreOperation::CheckSchema,
     ];
 
     /// The `operation` label.
@@ -321,6 +330,9 @@ impl StoreOperation {
             StoreOperation::Purge => "purge",
             StoreOperation::Sweep => "sweep",
             StoreOperation::Ready => "ready",
+            StoreOperation::NextDue => "next_due",
+            StoreOperation::LatestKey => "latest_key",
+            StoreOperation::CheckSchema => "check_schema",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::retry::RetryPlan;
 use crate::time::Timestamp;
 pub use tasktape_wire::model::{ErrorInfo, InvalidStatus, InvalidTaskId, Status, TaskId};
 use tasktape_wire::{TaskRow, TaskSummary};
@@ -16,6 +17,21 @@ pub enum Outcome {
     Failed(ErrorInfo),
     /// Someone cancelled the task.
     Cancelled,
+    /// Not an end: the attempt failed and the task waits, `pending`, for
+    /// another one. The store writes a `tasktape.attempt_failed` partial
+    /// (or, when a cancel was requested, `final` cancelled).
+    Retry(Box<Retry>),
+}
+
+/// An attempt that failed and will be tried again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retry {
+    /// The attempt's error.
+    pub error: ErrorInfo,
+    /// When the next attempt is due.
+    pub retry_at: Timestamp,
+    /// When the attempt started, if known (for the row's history).
+    pub started_at: Option<Timestamp>,
 }
 
 impl Outcome {
@@ -25,7 +41,7 @@ impl Outcome {
         match self {
             Outcome::Succeeded(result) => (Some(result.to_string()), None),
             Outcome::Failed(error) => (None, serde_json::to_string(error).ok()),
-            Outcome::Cancelled => (None, None),
+            Outcome::Cancelled | Outcome::Retry(_) => (None, None),
         }
     }
 
@@ -35,6 +51,7 @@ impl Outcome {
             Outcome::Succeeded(_) => Status::Succeeded,
             Outcome::Failed(_) => Status::Failed,
             Outcome::Cancelled => Status::Cancelled,
+            Outcome::Retry(_) => Status::Pending,
         }
     }
 }
@@ -75,6 +92,20 @@ pub struct Task {
     /// What links the task's run to the span that submitted it (a W3C
     /// `traceparent`), if that span was traced.
     pub trace_parent: Option<String>,
+    /// The attempt running or last run (1 for the first; 0 before it).
+    pub attempt: u32,
+    /// Attempts in all its retry plan allows (1: no retry).
+    pub max_attempts: u32,
+    /// When a pending task is due (`None`: now).
+    pub run_at: Option<Timestamp>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// The task this one retries (bulk retry).
+    pub retry_of: Option<TaskId>,
+    /// How it is retried, if it is.
+    pub retry: Option<RetryPlan>,
+    /// The earlier attempts' records (`retry::attempt_record`), oldest first.
+    pub history: Vec<Value>,
 }
 
 impl Task {
@@ -97,6 +128,16 @@ impl Task {
             owner: None,
             lease_until: None,
             trace_parent: task.trace_parent,
+            attempt: 0,
+            max_attempts: task
+                .retry
+                .as_ref()
+                .map_or(1, |plan| plan.policy.max_attempts),
+            run_at: task.run_at,
+            priority: task.priority,
+            retry_of: task.retry_of,
+            retry: task.retry,
+            history: Vec::new(),
         }
     }
 
@@ -112,6 +153,11 @@ impl Task {
             params_digest: self.params_digest.clone(),
             result: self.result.clone(),
             error: self.error.clone(),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            run_at: self.run_at,
+            priority: self.priority,
+            retry_of: self.retry_of,
         }
     }
 
@@ -125,6 +171,11 @@ impl Task {
             started_at: self.started_at,
             finished_at: self.finished_at,
             params_digest: self.params_digest.clone(),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            run_at: self.run_at,
+            priority: self.priority,
+            retry_of: self.retry_of,
         }
     }
 }
@@ -146,6 +197,14 @@ pub struct NewTask {
     pub created_at: Timestamp,
     /// The submitting span's W3C `traceparent`, to link the run to it.
     pub trace_parent: Option<String>,
+    /// Higher runs first (default 0).
+    pub priority: i32,
+    /// Not before this time (`None`: now).
+    pub run_at: Option<Timestamp>,
+    /// How a failure is retried (`None`: it is not).
+    pub retry: Option<RetryPlan>,
+    /// The task this one retries.
+    pub retry_of: Option<TaskId>,
 }
 
 impl NewTask {
@@ -159,6 +218,10 @@ impl NewTask {
             idempotency_key: None,
             created_at: Timestamp::now(),
             trace_parent: None,
+            priority: 0,
+            run_at: None,
+            retry: None,
+            retry_of: None,
         }
     }
 }
@@ -252,14 +315,21 @@ mod tests {
             owner: None,
             lease_until: None,
             trace_parent: None,
+            attempt: 1,
+            max_attempts: 1,
+            run_at: None,
+            priority: 0,
+            retry_of: None,
+            retry: None,
+            history: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&task.row()).unwrap(),
-            r#"{"task_id":"c664362d-18d4-4a93-b4c5-4ae747fc026a","op":"echo","status":"succeeded","created_at":"2026-11-27T22:05:20.213Z","started_at":"2026-11-27T22:05:20.227Z","finished_at":"2026-11-27T22:05:20.926Z","params_digest":"9fbc57e71c2c80a0","result":{"echoed":3},"error":null}"#
+            r#"{"task_id":"c664362d-18d4-4a93-b4c5-4ae747fc026a","op":"echo","status":"succeeded","created_at":"2026-11-27T22:05:20.213Z","started_at":"2026-11-27T22:05:20.227Z","finished_at":"2026-11-27T22:05:20.926Z","params_digest":"9fbc57e71c2c80a0","result":{"echoed":3},"error":null,"attempt":1,"max_attempts":1,"run_at":null,"priority":0,"retry_of":null}"#
         );
         assert_eq!(
             serde_json::to_string(&task.summary()).unwrap(),
-            r#"{"task_id":"c664362d-18d4-4a93-b4c5-4ae747fc026a","op":"echo","status":"succeeded","created_at":"2026-11-27T22:05:20.213Z","started_at":"2026-11-27T22:05:20.227Z","finished_at":"2026-11-27T22:05:20.926Z","params_digest":"9fbc57e71c2c80a0"}"#
+            r#"{"task_id":"c664362d-18d4-4a93-b4c5-4ae747fc026a","op":"echo","status":"succeeded","created_at":"2026-11-27T22:05:20.213Z","started_at":"2026-11-27T22:05:20.227Z","finished_at":"2026-11-27T22:05:20.926Z","params_digest":"9fbc57e71c2c80a0","attempt":1,"max_attempts":1,"run_at":null,"priority":0,"retry_of":null}"#
         );
         task.error = Some(ErrorInfo::server_restart());
         let row: Value = serde_json::to_value(task.row()).unwrap();

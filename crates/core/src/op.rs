@@ -71,6 +71,17 @@ impl OpError {
         OpError(ErrorInfo::new(code, message))
     }
 
+    /// An error no retry policy tries again (a bad input file, a refused
+    /// request): the task ends `failed` at once. Marked `"permanent": true`.
+    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
+        OpError(crate::retry::permanent(ErrorInfo::new(code, message)))
+    }
+
+    /// This error, marked permanent (see [`OpError::permanent`]).
+    pub fn into_permanent(self) -> Self {
+        OpError(crate::retry::permanent(self.0))
+    }
+
     /// The error's code (`op_error` for converted errors).
     pub fn code(&self) -> &str {
         &self.0.code
@@ -147,6 +158,20 @@ pub trait Op: Send + Sync + 'static {
     fn cancel_grace(&self) -> Option<Duration> {
         None
     }
+
+    /// How a failed task of this op is tried again; `None` (the default):
+    /// it is not. A submit's own policy, or the manager config's for the op,
+    /// overrides it.
+    fn retry(&self) -> Option<crate::retry::RetryPolicy> {
+        None
+    }
+
+    /// Whether running the op again after a lost run is safe (its instance
+    /// died or shut down mid-run); only then do `owner_lost`,
+    /// `server_restart` and `server_shutdown` retry. Default `false`.
+    fn idempotent(&self) -> bool {
+        false
+    }
 }
 
 type BoxRun =
@@ -183,6 +208,8 @@ pub struct FnOp {
     prepare: Option<BoxPrepare>,
     timeout: Option<Duration>,
     cancel_grace: Option<Duration>,
+    retry: Option<crate::retry::RetryPolicy>,
+    idempotent: bool,
     run: BoxRun,
 }
 
@@ -200,6 +227,8 @@ impl FnOp {
             prepare: None,
             timeout: None,
             cancel_grace: None,
+            retry: None,
+            idempotent: false,
             run: Box::new(move |params, reporter| Box::pin(run(params, reporter))),
         }
     }
@@ -230,6 +259,18 @@ impl FnOp {
     /// How long a cancelled run may take to return before it is aborted.
     pub fn with_cancel_grace(mut self, grace: Duration) -> Self {
         self.cancel_grace = Some(grace);
+        self
+    }
+
+    /// Retries failed tasks of this op by `policy` (see [`Op::retry`]).
+    pub fn with_retry(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Marks the op safe to run again after a lost run (see [`Op::idempotent`]).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
         self
     }
 }
@@ -266,6 +307,14 @@ impl Op for FnOp {
 
     fn cancel_grace(&self) -> Option<Duration> {
         self.cancel_grace
+    }
+
+    fn retry(&self) -> Option<crate::retry::RetryPolicy> {
+        self.retry.clone()
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
     }
 }
 

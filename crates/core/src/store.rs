@@ -19,126 +19,15 @@ use crate::time::Timestamp;
 use crate::wake::WakeHub;
 
 mod ack;
+mod error;
 mod list;
 
 pub use ack::{AppendAck, outcome_after_events};
+pub use error::{StoreError, TRANSIENT_RETRY};
 pub use list::{Cursor, InvalidCursor, ListPage, ListQuery};
 
 /// The store layer's result.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// What went wrong in a store. Driver errors are kept (shared) in
-/// [`StoreError::Backend`] so no driver type leaks out; cloning is cheap, so
-/// one failed batch answers each of its callers with the same error.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store could not be opened or created.
-    #[error("cannot open the store at {path}: {message}")]
-    Open {
-        /// The file or address.
-        path: String,
-        /// Why.
-        message: String,
-    },
-    /// The store is read-only.
-    #[error("the store at {path} is read-only: {message}")]
-    ReadOnly {
-        /// The file or address.
-        path: String,
-        /// What the backend said.
-        message: String,
-    },
-    /// The file is not a tasktape database, or is damaged.
-    #[error("the store at {path} is not a valid database (corrupt or foreign file): {message}")]
-    Corrupt {
-        /// The file or address.
-        path: String,
-        /// What the backend said.
-        message: String,
-    },
-    /// The disk (or the configured size limit) is full; nothing was written.
-    #[error("the store at {path} is full, nothing was written: {message}")]
-    Full {
-        /// The file or address.
-        path: String,
-        /// What the backend said.
-        message: String,
-    },
-    /// The database was migrated by a newer tasktape.
-    #[error("the store at {path} has schema version {found}, newer than this build's {known}")]
-    SchemaTooNew {
-        /// The file or address.
-        path: String,
-        /// The version found.
-        found: i64,
-        /// The newest version this build knows.
-        known: i64,
-    },
-    /// `append` was given a `task_started`, `final` or `heartbeat` body.
-    #[error("{kind} events cannot be appended: start, finish and streaming write them")]
-    NotAppendable {
-        /// The rejected type.
-        kind: &'static str,
-    },
-    /// The store was closed.
-    #[error("the store is closed")]
-    Closed,
-    /// Another live instance uses this instance id on the same store.
-    #[error(
-        "instance id {id:?} is in use by another live instance on {store}: give each instance its own instance_id (a restarted instance keeps its id once its old process is gone)"
-    )]
-    InstanceIdInUse {
-        /// The id.
-        id: String,
-        /// Which store (address and schema).
-        store: String,
-    },
-    /// The database cannot be reached now (connection refused or lost);
-    /// trying again later may succeed.
-    #[error("the store is unavailable: {message}")]
-    Unavailable {
-        /// What failed.
-        message: String,
-    },
-    /// Any other backend failure.
-    #[error("{context}: {source}")]
-    Backend {
-        /// Which store (its path or address).
-        context: String,
-        /// The driver's error.
-        #[source]
-        source: Arc<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-impl StoreError {
-    /// Whether trying the same write again later may succeed: the database
-    /// is unreachable, restarting, locked or hit an I/O error
-    /// ([`StoreError::Unavailable`]). Writes of running tasks (their events,
-    /// their finish) are retried on these rather than given up. A full disk
-    /// or size limit ([`StoreError::Full`]) is not: one oversized write must
-    /// fail alone rather than hold every other write behind it.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. })
-    }
-
-    /// A [`StoreError::Backend`] in `context` (which store, which step).
-    pub fn backend(
-        context: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> StoreError {
-        StoreError::Backend {
-            context: context.into(),
-            source: Arc::from(source.into()),
-        }
-    }
-}
-
-/// How long a store's writer keeps retrying queued appends and finishes
-/// that fail transiently (the database restarting, a disk freed) before it
-/// gives them up, in order, as errors: as long as the default lease lasts.
-pub const TRANSIENT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The answer to [`Store::create`].
 #[derive(Clone, Debug, PartialEq)]
@@ -207,10 +96,18 @@ pub enum FinishOutcome {
         /// The winner's status.
         status: Status,
     },
-    /// A pending task cannot succeed (it never ran); nothing written.
+    /// A pending task cannot succeed (it never ran) nor be retried (it is
+    /// not running); nothing written.
     NotStarted,
     /// No such task.
     NotFound,
+    /// ([`Outcome::Retry`]) The running task is `pending` again, due at
+    /// its `run_at`, its tape ending with the `tasktape.attempt_failed`
+    /// partial at `seq`.
+    Requeued {
+        /// The partial's seq.
+        seq: u64,
+    },
 }
 
 /// The answer to [`Store::request_cancel`].
@@ -270,6 +167,14 @@ pub enum StoreSignal {
     Pending {
         /// The op.
         op: String,
+    },
+    /// A pending task of `op` is due at `at` (a delayed task, or the next
+    /// attempt of a retried one): claim then.
+    Due {
+        /// The op.
+        op: String,
+        /// When it is due.
+        at: Timestamp,
     },
     /// A task of `op` ended: a concurrency slot may be free.
     Finished {
@@ -381,8 +286,16 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Makes the task terminal and writes `final`, in one transaction. From
-    /// pending the tape is just `final`. A task with a cancel request ends
+    /// pending the tape is just `final` (or, between attempts of a retried
+    /// task, gets its `final`). A task with a cancel request ends
     /// `cancelled` whatever `outcome` says.
+    ///
+    /// [`Outcome::Retry`] instead makes a running task `pending` again: it
+    /// appends the `tasktape.attempt_failed` partial (payload: the row's
+    /// `attempt`, the error, `retry_at`), adds the attempt to the row's
+    /// history, sets `run_at`, and drops owner and lease
+    /// ([`FinishOutcome::Requeued`]). A task that is not running answers
+    /// [`FinishOutcome::NotStarted`] (pending) or as for any finish.
     async fn finish(&self, task_id: TaskId, outcome: Outcome) -> Result<FinishOutcome>;
 
     /// Like [`Store::finish`] for a task whose events were queued through
@@ -400,14 +313,16 @@ pub trait Store: Send + Sync + 'static {
             .await
     }
 
-    /// Finishes a running task whose lease ended before `now` as `failed`
-    /// with `error`, checking the lease again inside the transaction: `None`
-    /// when it is not running or its owner renewed the lease meanwhile.
+    /// Finishes a running task whose lease ended before `now` with
+    /// `outcome` (`failed` with `owner_lost`, or [`Outcome::Retry`] for an
+    /// op that may run again), checking the lease again inside the
+    /// transaction: `None` when it is not running or its owner renewed the
+    /// lease meanwhile.
     async fn reap(
         &self,
         task_id: TaskId,
         now: Timestamp,
-        error: crate::model::ErrorInfo,
+        outcome: Outcome,
     ) -> Result<Option<FinishOutcome>>;
 
     /// Records a cancel request; a pending task is finished `cancelled` at once.
@@ -439,12 +354,33 @@ pub trait Store: Send + Sync + 'static {
     /// The tape's highest seq (0 when empty); `None` for an unknown task.
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>>;
 
-    /// Starts the oldest pending tasks of `op` (FIFO by `created_at`, then
-    /// id) as long as fewer than `limit` tasks of `op` run in the whole store,
-    /// each like [`Store::start`] with `lease`; returns the started rows.
-    /// Concurrent claims never start more than `limit` in all, and never
-    /// start one task twice.
+    /// Starts the due pending tasks of `op` (`run_at` unset or not after
+    /// the caller's now), highest `priority` first, FIFO by `created_at`
+    /// then id within a priority, as long as fewer than `limit` tasks of
+    /// `op` run in the whole store, each like [`Store::start`] with `lease`;
+    /// returns the started rows. Concurrent claims never start more than
+    /// `limit` in all, and never start one task twice.
+    ///
+    /// Starting a task whose tape is not empty (a retried task's next
+    /// attempt) writes no second `task_started`: it appends a `log` line
+    /// `attempt N of M started`; `attempt` counts up, `run_at` is cleared.
     async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>>;
+
+    /// The earliest `run_at` of a pending task of `op` that has one (due or
+    /// not); `None` when none has. The manager sleeps until then.
+    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>>;
+
+    /// The greatest idempotency key starting with `prefix`, if any (the
+    /// schedules' last slot: `schedule:<name>:<slot>`).
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>>;
+
+    /// Whether the store's schema is still one this build knows:
+    /// [`StoreError::SchemaTooNew`] once a newer tasktape migrated it
+    /// (an instance then stops claiming: the meaning of a claim may have
+    /// changed). The default (a store one process owns) is always `Ok`.
+    async fn check_schema(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether other processes may share this store (then pending tasks can
     /// run on any of them and [`Store::signals`] tells what they did).

@@ -21,6 +21,8 @@
 mod output;
 mod process;
 mod protocol;
+pub mod retries;
+mod schema;
 pub mod spec;
 mod template;
 
@@ -58,6 +60,9 @@ pub struct ExecOp {
     concurrency: Option<usize>,
     params: BTreeMap<String, ParamSpec>,
     schema: Value,
+    retry: Option<tasktape_core::retry::RetryPolicy>,
+    idempotent: bool,
+    permanent_exit_codes: Vec<i32>,
 }
 
 impl ExecOp {
@@ -167,7 +172,13 @@ impl ExecOp {
         if spec.concurrency == Some(0) {
             return Err(ConfigError::new(name, "concurrency", "must be at least 1"));
         }
-        let schema = spec::schema(&spec.params);
+        let schema = schema::schema(&spec.params);
+        let retry = spec
+            .retries
+            .as_ref()
+            .map(|retries| retries.policy())
+            .transpose()
+            .map_err(|message| ConfigError::new(name, "retries", message))?;
         Ok(ExecOp {
             name: name.to_owned(),
             description: spec
@@ -185,6 +196,12 @@ impl ExecOp {
             concurrency: spec.concurrency,
             params: spec.params,
             schema,
+            retry,
+            idempotent: spec.idempotent,
+            permanent_exit_codes: spec
+                .retries
+                .map(|retries| retries.permanent_exit_codes)
+                .unwrap_or_default(),
         })
     }
 
@@ -298,6 +315,14 @@ impl Op for ExecOp {
         Some(self.cancel_grace + Duration::from_secs(2))
     }
 
+    fn retry(&self) -> Option<tasktape_core::retry::RetryPolicy> {
+        self.retry.clone()
+    }
+
+    fn idempotent(&self) -> bool {
+        self.idempotent
+    }
+
     async fn run(&self, params: Value, reporter: Reporter) -> OpResult {
         let params = match params {
             Value::Object(map) => map,
@@ -388,12 +413,20 @@ impl Op for ExecOp {
         use std::os::unix::process::ExitStatusExt as _;
         match (status.code(), status.signal()) {
             (Some(0), _) => Ok(result.unwrap_or_else(|| json!({"exit_code": 0}))),
-            (Some(code), _) => Err(OpError(
-                ErrorInfo::new("exit_status", format!("exited with status {code}")).with(
-                    "detail",
-                    json!({"exit_code": code, "stderr_tail": Vec::from(tail)}),
-                ),
-            )),
+            (Some(code), _) => {
+                let error = OpError(
+                    ErrorInfo::new("exit_status", format!("exited with status {code}")).with(
+                        "detail",
+                        json!({"exit_code": code, "stderr_tail": Vec::from(tail)}),
+                    ),
+                );
+                // `permanent_exit_codes`: no retry policy tries these again.
+                Err(if self.permanent_exit_codes.contains(&code) {
+                    error.into_permanent()
+                } else {
+                    error
+                })
+            }
             (None, Some(signal)) => {
                 let signal_name = process::signal_name(signal);
                 Err(OpError(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde_json::{Map, Number, Value, json};
+use serde_json::{Map, Number, Value};
 use tasktape_core::ParamsError;
 
 /// `[ops.NAME]`: one exec op as the operator declares it.
@@ -40,6 +40,12 @@ pub struct ExecOpSpec {
     /// The typed parameters, by name.
     #[serde(default)]
     pub params: BTreeMap<String, ParamSpec>,
+    /// How failed tasks are tried again (default: they are not).
+    #[serde(default)]
+    pub retries: Option<crate::retries::RetriesSpec>,
+    /// Also retry after a lost run (`owner_lost`, `server_restart`, `server_shutdown`).
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 /// What the child inherits from the server's environment by default.
@@ -94,7 +100,7 @@ pub enum ParamType {
 }
 
 impl ParamType {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ParamType::String => "string",
             ParamType::Integer => "integer",
@@ -228,49 +234,6 @@ pub(crate) fn check_param(op: &str, name: &str, spec: &ParamSpec) -> Result<(), 
         }
     }
     Ok(())
-}
-
-/// The JSON Schema of an op's params.
-pub(crate) fn schema(params: &BTreeMap<String, ParamSpec>) -> Value {
-    let mut properties = Map::new();
-    let mut required = Vec::new();
-    for (name, spec) in params {
-        let mut property = Map::new();
-        property.insert("type".into(), json!(spec.kind.as_str()));
-        if spec.kind == ParamType::Array {
-            property.insert("items".into(), json!({"type": "string"}));
-        }
-        if let Some(description) = &spec.description {
-            property.insert("description".into(), json!(description));
-        }
-        // A secret's default (a key the operator configured) is not shown.
-        if let Some(default) = spec.default.as_ref().filter(|_| !spec.secret) {
-            property.insert("default".into(), default.clone());
-        }
-        if let Some(minimum) = &spec.minimum {
-            property.insert("minimum".into(), Value::Number(minimum.clone()));
-        }
-        if let Some(maximum) = &spec.maximum {
-            property.insert("maximum".into(), Value::Number(maximum.clone()));
-        }
-        if let Some(allowed) = &spec.allowed {
-            property.insert("enum".into(), Value::Array(allowed.clone()));
-        }
-        if spec.secret {
-            property.insert("writeOnly".into(), json!(true));
-            property.insert("format".into(), json!("password"));
-        }
-        if spec.required && spec.default.is_none() {
-            required.push(json!(name));
-        }
-        properties.insert(name.clone(), Value::Object(property));
-    }
-    json!({
-        "type": "object",
-        "properties": properties,
-        "required": required,
-        "additionalProperties": false,
-    })
 }
 
 /// Validates and normalizes a submit's params: unknown names, missing

@@ -8,6 +8,7 @@ mod auth;
 pub use auth::{NamedToken, Scope};
 mod dashboard;
 pub mod error;
+mod jobs;
 mod listen;
 mod tls;
 pub use tls::tls_config;
@@ -154,7 +155,7 @@ impl AppState {
 /// Every route and method the router serves (the OpenAPI description's
 /// test checks it names exactly these, and a router test that each is
 /// routed).
-pub const ROUTES: [(&str, &str); 22] = [
+pub const ROUTES: [(&str, &str); 25] = [
     ("GET", "/v1/healthz"),
     ("GET", "/v1/readyz"),
     ("GET", "/v1/info"),
@@ -168,6 +169,9 @@ pub const ROUTES: [(&str, &str); 22] = [
     ("GET", "/v1/tasks/{task_id}/events"),
     ("GET", "/v1/tasks/{task_id}/events/stream"),
     ("POST", "/v1/tasks/{task_id}/cancel"),
+    ("POST", "/v1/tasks/cancel"),
+    ("POST", "/v1/tasks/retry"),
+    ("GET", "/v1/schedules"),
     ("POST", "/v1/{op}"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
@@ -203,6 +207,9 @@ pub fn router(state: AppState) -> Router {
             get(stream::stream_events),
         )
         .route("/v1/tasks/{task_id}/cancel", post(routes::cancel_task))
+        .route("/v1/tasks/cancel", post(jobs::bulk_cancel))
+        .route("/v1/tasks/retry", post(jobs::bulk_retry))
+        .route("/v1/schedules", get(jobs::schedules))
         .route("/v1/{op}", post(routes::submit_named))
         .route("/metrics", get(observe::metrics))
         .route("/openapi.json", get(openapi::serve))

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+mod jobs;
+
 use axum::Json;
 use axum::response::IntoResponse;
 use tasktape_wire::{
@@ -27,7 +29,7 @@ use utoipa::OpenApi;
         healthz, readyz, info, list_ops, stats, list_tasks, submit_task, get_task, delete_task,
         get_result, get_events, stream_events, cancel_task, submit_named, metrics, openapi_json,
         dashboard_page, dashboard_submit, dashboard_task, dashboard_script, dashboard_style,
-        dashboard_icon,
+        dashboard_icon, jobs::bulk_cancel, jobs::bulk_retry, jobs::schedules,
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth),
@@ -125,6 +127,13 @@ struct SubmitBody {
     /// Submitting again with this key returns the first task.
     #[schema(min_length = 1, max_length = 256)]
     idempotency_key: Option<String>,
+    /// Not before this time (RFC 3339, UTC, at most 10 years ahead).
+    run_at: Option<tasktape_wire::Timestamp>,
+    /// Higher runs first (default 0).
+    #[schema(minimum = -1000000, maximum = 1000000)]
+    priority: Option<i32>,
+    /// Retries for this task (overrides the op's).
+    retry: Option<tasktape_wire::RetryPolicy>,
 }
 
 /// `GET /openapi.json`.
@@ -204,6 +213,8 @@ fn stats() {}
         ("status" = Option<Status>, Query, nullable = false, description = "only tasks in this status"),
         ("op" = Option<String>, Query, nullable = false, description = "only this op"),
         ("cursor" = Option<String>, Query, nullable = false, description = "next_cursor of the page before"),
+        ("created_after" = Option<tasktape_wire::Timestamp>, Query, nullable = false, description = "only tasks created at or after this time (RFC 3339, UTC)"),
+        ("created_before" = Option<tasktape_wire::Timestamp>, Query, nullable = false, description = "only tasks created before this time (RFC 3339, UTC)"),
     ),
     security((), ("bearer" = [])),
     responses(
@@ -216,7 +227,7 @@ fn list_tasks() {}
 #[utoipa::path(
     post,
     path = "/v1/tasks",
-    summary = "Submits a task: {op, params, idempotency_key?}",
+    summary = "Submits a task: {op, params, idempotency_key?, run_at?, priority?, retry?}",
     request_body(content = SubmitBody, description = "the op, its params and an optional idempotency key"),
     security((), ("bearer" = [])),
     responses(
@@ -328,6 +339,8 @@ fn cancel_task() {}
     params(
         ("op" = String, Path, description = "the op's name"),
         ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256, pattern = "^[!-~]+$", description = "submitting again with it returns the first task"),
+        ("run_at" = Option<tasktape_wire::Timestamp>, Query, nullable = false, description = "not before this time (RFC 3339, UTC, at most 10 years ahead)"),
+        ("priority" = Option<i32>, Query, nullable = false, minimum = -1000000, maximum = 1000000, description = "higher runs first (default 0)"),
     ),
     request_body(content = Object, description = "the op's params"),
     security((), ("bearer" = [])),

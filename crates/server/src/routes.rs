@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tasktape_core::follow::{MAX_WAIT, StoredPage};
+use tasktape_core::manager::SubmitOptions;
 use tasktape_core::model::{Status, Task};
 use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
 use tasktape_core::{SubmitError, Timestamp};
@@ -51,6 +52,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => {
             Json(json!({"status": "ready", "storage_backend": manager.backend()})).into_response()
         }
+        // A newer tasktape migrated the store (`Store::check_schema`).
+        Err(error) if error.contains("newer than this build") => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{error}; this instance no longer claims tasks: upgrade it"),
+        )
+        .into_response(),
         Err(error) => {
             tracing::warn!(%error, "readiness probe: store unavailable");
             ApiError::new(
@@ -145,9 +153,9 @@ async fn submit(
     state: &AppState,
     op: &str,
     params: Value,
-    key: Option<String>,
+    options: SubmitOptions,
 ) -> Result<Response, ApiError> {
-    if let Some(key) = &key
+    if let Some(key) = &options.idempotency_key
         && (key.is_empty() || key.len() > 256)
     {
         return Err(ApiError::invalid(
@@ -157,7 +165,7 @@ async fn submit(
             "must be 1 to 256 characters",
         ));
     }
-    match state.manager().submit(op, params, key).await {
+    match state.manager().submit_with(op, params, options).await {
         Ok(submitted) => {
             let mut response = Json(handle(&submitted.task)).into_response();
             response
@@ -207,9 +215,11 @@ async fn submit(
 pub(crate) async fn submit_named(
     State(state): State<AppState>,
     Segment(op): Segment,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let mut options = crate::jobs::query_options(&query_map(raw.as_deref()))?;
     let params = json_body(body)?;
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -222,10 +232,11 @@ pub(crate) async fn submit_named(
             )
         })?),
     };
-    submit(&state, &op, params, key).await
+    options.idempotency_key = key;
+    submit(&state, &op, params, options).await
 }
 
-/// `POST /v1/tasks {op, params, idempotency_key?}`.
+/// `POST /v1/tasks {op, params, idempotency_key?, run_at?, priority?, retry?}`.
 pub(crate) async fn submit_task(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -263,7 +274,9 @@ pub(crate) async fn submit_task(
             ));
         }
     };
-    submit(&state, &op, params, key).await
+    let mut options = crate::jobs::body_options(&mut body)?;
+    options.idempotency_key = key;
+    submit(&state, &op, params, options).await
 }
 
 pub(crate) async fn list_tasks(
@@ -291,6 +304,20 @@ pub(crate) async fn list_tasks(
                 .with_detail(json!({"reason": error.reason}))
         })?),
     };
+    let time = |name: &str| -> Result<Option<Timestamp>, ApiError> {
+        match query.get(name).filter(|text| !text.is_empty()) {
+            None => Ok(None),
+            Some(text) => Timestamp::parse(text).map(Some).ok_or_else(|| {
+                ApiError::invalid(
+                    "query",
+                    name,
+                    "datetime_parsing",
+                    "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z",
+                )
+            }),
+        }
+    };
+    let (created_after, created_before) = (time("created_after")?, time("created_before")?);
     let page = state
         .manager()
         .list(ListQuery {
@@ -298,6 +325,9 @@ pub(crate) async fn list_tasks(
             op,
             limit,
             after,
+            created_after,
+            created_before,
+            ..ListQuery::default()
         })
         .await?;
     let response = TaskPage {

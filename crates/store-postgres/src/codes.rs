@@ -37,6 +37,8 @@ pub(crate) mod finish {
     pub(crate) const NOT_FOUND: i16 = 3;
     /// A reap of a task not running, or whose lease was renewed.
     pub(crate) const NOT_EXPIRED: i16 = 4;
+    /// (`requeue_task`) Pending again for another attempt (`out_seq`).
+    pub(crate) const REQUEUED: i16 = 5;
 }
 
 /// `request_cancel`.
@@ -75,6 +77,7 @@ pub(crate) const PLACEHOLDERS: &[(&str, i16)] = &[
     ("{finish.not_started}", finish::NOT_STARTED),
     ("{finish.not_found}", finish::NOT_FOUND),
     ("{finish.not_expired}", finish::NOT_EXPIRED),
+    ("{finish.requeued}", finish::REQUEUED),
     ("{cancel.cancelled}", cancel::CANCELLED),
     ("{cancel.requested}", cancel::REQUESTED),
     ("{cancel.already_terminal}", cancel::ALREADY_TERMINAL),

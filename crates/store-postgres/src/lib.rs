@@ -386,9 +386,9 @@ impl Store for PostgresStore {
         &self,
         task_id: TaskId,
         now: Timestamp,
-        error: tasktape_core::ErrorInfo,
+        outcome: Outcome,
     ) -> Result<Option<FinishOutcome>> {
-        self.reap_task(task_id, now, error).await
+        self.reap_task(task_id, now, outcome).await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
@@ -450,6 +450,18 @@ impl Store for PostgresStore {
 
     async fn sweep(&self, limit: usize) -> Result<u64> {
         self.sweep_tapes(limit).await
+    }
+
+    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
+        self.next_due_at(op).await
+    }
+
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
+        self.latest_key_with(prefix).await
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        self.schema_is_known().await
     }
 }
 

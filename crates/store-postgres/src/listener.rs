@@ -159,6 +159,17 @@ fn dispatch(shared: &Shared, payload: &str) {
                 .signals
                 .send(StoreSignal::Pending { op: op.to_owned() });
         }
+        "d" => {
+            // "d <run_at> <op>": the op may hold spaces.
+            let mut rest = payload.splitn(3, ' ').skip(1);
+            let at = rest.next().and_then(|text| text.parse::<i64>().ok());
+            if let (Some(at), Some(op)) = (at, rest.next()) {
+                let _ = shared.signals.send(StoreSignal::Due {
+                    op: op.to_owned(),
+                    at: tasktape_core::Timestamp::from_millis(at),
+                });
+            }
+        }
         "c" => {
             let owner = payload.splitn(3, ' ').nth(2).unwrap_or("");
             if let Some(task_id) = parse_id(first) {

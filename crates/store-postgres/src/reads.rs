@@ -3,7 +3,9 @@
 
 use tasktape_core::StoredEvent;
 use tasktape_core::model::{Status, Task, TaskId};
-use tasktape_core::store::{ListPage, ListQuery, MinuteCount, Result, StatusCounts, TapePage};
+use tasktape_core::store::{
+    ListPage, ListQuery, MinuteCount, Result, StatusCounts, StoreError, TapePage,
+};
 use tasktape_core::time::Timestamp;
 
 use crate::PostgresStore;
@@ -19,15 +21,29 @@ impl PostgresStore {
 
     pub(crate) async fn list_tasks(&self, query: ListQuery) -> Result<ListPage> {
         let mut sql = self.shared.sql.list.clone();
-        let status = query.status.map(|status| status.as_str().to_owned());
+        let statuses: Vec<String> = query
+            .status_filter()
+            .iter()
+            .map(|status| status.as_str().to_owned())
+            .collect();
+        let created_after = query.created_after.map(Timestamp::as_millis);
+        let created_before = query.created_before.map(Timestamp::as_millis);
         let limit = i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX);
         let after = query
             .after
             .map(|cursor| (cursor.created_at.as_millis(), uuid(cursor.task_id)));
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-        if let Some(status) = &status {
-            params.push(status);
-            sql.push_str(&format!(" AND status = ${}", params.len()));
+        if !statuses.is_empty() {
+            params.push(&statuses);
+            sql.push_str(&format!(" AND status = ANY (${})", params.len()));
+        }
+        if let Some(after) = &created_after {
+            params.push(after);
+            sql.push_str(&format!(" AND created_at >= ${}", params.len()));
+        }
+        if let Some(before) = &created_before {
+            params.push(before);
+            sql.push_str(&format!(" AND created_at < ${}", params.len()));
         }
         if let Some(op) = &query.op {
             params.push(op);
@@ -160,6 +176,56 @@ impl PostgresStore {
             .query("finding leftovers", &self.shared.sql.leftovers, &[&owner])
             .await?;
         Self::task_ids(&rows, "finding leftovers")
+    }
+
+    pub(crate) async fn next_due_at(&self, op: &str) -> Result<Option<Timestamp>> {
+        let row = self
+            .query_one(
+                "finding the next due task",
+                &self.shared.sql.next_due,
+                &[&op],
+            )
+            .await?;
+        let at: Option<i64> = row
+            .try_get(0)
+            .map_err(driver("finding the next due task"))?;
+        Ok(at.map(Timestamp::from_millis))
+    }
+
+    pub(crate) async fn latest_key_with(&self, prefix: &str) -> Result<Option<String>> {
+        let upper = format!("{prefix}\u{10FFFF}");
+        let rows = self
+            .query(
+                "finding the latest key",
+                &self.shared.sql.latest_key,
+                &[&prefix, &upper],
+            )
+            .await?;
+        rows.first()
+            .map(|row| row.try_get(0).map_err(driver("finding the latest key")))
+            .transpose()
+    }
+
+    /// [`StoreError::SchemaTooNew`] once a newer build migrated the schema.
+    pub(crate) async fn schema_is_known(&self) -> Result<()> {
+        let row = self
+            .query_one(
+                "checking the schema version",
+                &self.shared.sql.schema_version,
+                &[],
+            )
+            .await?;
+        let found: i32 = row
+            .try_get(0)
+            .map_err(driver("checking the schema version"))?;
+        if found > crate::schema::latest() {
+            return Err(StoreError::SchemaTooNew {
+                path: format!("{} (schema {})", self.target, self.schema),
+                found: found.into(),
+                known: crate::schema::latest().into(),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) async fn pending_tasks(&self) -> Result<Vec<Task>> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
-     trace_parent";
+     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history";
 
 pub(crate) fn uuid(task_id: TaskId) -> Uuid {
     Uuid::from_bytes(*task_id.as_bytes())
@@ -41,18 +41,19 @@ fn time(millis: Option<i64>) -> Option<Timestamp> {
     millis.map(Timestamp::from_millis)
 }
 
-/// A task from a row selected with [`TASK_COLUMNS`] (or `SELECT *`, same order).
+/// A task from a row selected with [`TASK_COLUMNS`].
 pub(crate) fn task_from_row(row: &Row) -> Result<Task, StoreError> {
     let error = json(row.try_get(9).map_err(driver("a row"))?, "an error")?
         .map(|value| serde_json::from_value::<ErrorInfo>(value).map_err(|e| corrupt("an error", e)))
         .transpose()?;
     let get = driver("a row");
+    let started_at = time(row.try_get(4).map_err(&get)?);
     Ok(Task {
         task_id: task_id(row.try_get(0).map_err(&get)?),
         op: row.try_get(1).map_err(&get)?,
         status: status(row.try_get(2).map_err(&get)?)?,
         created_at: Timestamp::from_millis(row.try_get(3).map_err(&get)?),
-        started_at: time(row.try_get(4).map_err(&get)?),
+        started_at,
         finished_at: time(row.try_get(5).map_err(&get)?),
         params: json(row.try_get(6).map_err(&get)?, "params")?.unwrap_or(Value::Null),
         params_digest: row.try_get(7).map_err(&get)?,
@@ -63,6 +64,23 @@ pub(crate) fn task_from_row(row: &Row) -> Result<Task, StoreError> {
         owner: row.try_get(12).map_err(&get)?,
         lease_until: time(row.try_get(13).map_err(&get)?),
         trace_parent: row.try_get(14).map_err(&get)?,
+        // A row started before migration 5 counts its one attempt.
+        attempt: (row.try_get::<_, i32>(15).map_err(&get)?.max(0) as u32)
+            .max(u32::from(started_at.is_some())),
+        max_attempts: row.try_get::<_, i32>(16).map_err(&get)?.max(1) as u32,
+        run_at: time(row.try_get(17).map_err(&get)?),
+        priority: row.try_get(18).map_err(&get)?,
+        retry_of: row
+            .try_get::<_, Option<Uuid>>(19)
+            .map_err(&get)?
+            .map(task_id),
+        retry: json(row.try_get(20).map_err(&get)?, "a retry plan")?
+            .map(|value| serde_json::from_value(value).map_err(|e| corrupt("a retry plan", e)))
+            .transpose()?,
+        history: match json(row.try_get(21).map_err(&get)?, "a retry history")? {
+            Some(Value::Array(records)) => records,
+            _ => Vec::new(),
+        },
     })
 }
 

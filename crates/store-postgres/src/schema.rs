@@ -14,6 +14,8 @@
 //! - `e <task_id> <seq>`: events up to `seq` are on the tape;
 //! - `f <task_id> <seq> <op>`: the task ended with `final` at `seq`;
 //! - `p <op>`: a pending task was created;
+//! - `d <run_at> <op>`: a pending task of `op` is due at `run_at` (epoch ms):
+//!   a delayed task, or a retried one's next attempt;
 //! - `c <task_id> <owner>`: a cancel was recorded for a running task.
 
 /// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
@@ -384,6 +386,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
 "#,
     include_str!("sql/003_append_events_at.sql"),
     include_str!("sql/004_deleted_tapes.sql"),
+    include_str!("sql/005_retries.sql"),
 ];
 
 /// The schema version this build writes.

@@ -30,6 +30,10 @@ pub(crate) struct Sql {
     pub(crate) pending: String,
     pub(crate) purge: String,
     pub(crate) sweep: String,
+    pub(crate) requeue: String,
+    pub(crate) next_due: String,
+    pub(crate) latest_key: String,
+    pub(crate) schema_version: String,
 }
 
 impl Sql {
@@ -55,8 +59,23 @@ impl Sql {
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
             ),
             create: format!(
-                "SELECT out_created, out_id FROM {s}.create_task($1, $2, $3, $4, $5, $6, $7)"
+                "SELECT out_created, out_id FROM {s}.create_task_at($1, $2, $3, $4, $5, $6, $7, $8, \
+                 $9, $10, $11, $12)"
             ),
+            // $9: whether this is a reap, as for `finish`.
+            requeue: format!(
+                "SELECT out_code, out_status, out_seq FROM {s}.requeue_task($1, $2, $3, $4, $5, $6, $7, \
+                 $8, CASE WHEN $9::boolean THEN {DB_MS} END)"
+            ),
+            next_due: format!(
+                "SELECT min(run_at) FROM {s}.tasks WHERE op = $1 AND status = 'pending' AND run_at IS NOT NULL"
+            ),
+            latest_key: format!(
+                "SELECT idempotency_key FROM {s}.tasks WHERE idempotency_key IS NOT NULL \
+                 AND (idempotency_key COLLATE \"C\") >= $1 AND (idempotency_key COLLATE \"C\") < $2 \
+                 ORDER BY (idempotency_key COLLATE \"C\") DESC LIMIT 1"
+            ),
+            schema_version: format!("SELECT coalesce(max(version), 0) FROM {s}.migrations"),
             delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
             get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
             list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE true"),
@@ -88,7 +107,8 @@ impl Sql {
                 "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND owner = $1 ORDER BY task_id"
             ),
             pending: format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE status = 'pending' ORDER BY created_at, task_id"
+                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE status = 'pending' \
+                 ORDER BY priority DESC, created_at, task_id"
             ),
             purge: format!("SELECT {s}.purge_tasks($1, $2)"),
             sweep: format!("SELECT {s}.sweep_tapes($1)"),

@@ -4,7 +4,7 @@
 
 use tasktape_core::BodyExt as _;
 use tasktape_core::event::EventBody;
-use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
+use tasktape_core::model::{NewTask, Outcome, Retry, Task, TaskId};
 use tasktape_core::store::{
     AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
     StartOutcome, Store as _, StoreError,
@@ -20,6 +20,14 @@ use crate::{PostgresStore, Shared};
 impl PostgresStore {
     pub(crate) async fn create_task(&self, task: NewTask) -> Result<Created> {
         let params = task.params.to_string();
+        let retry = task
+            .retry
+            .as_ref()
+            .and_then(|plan| serde_json::to_string(plan).ok());
+        let max_attempts = task
+            .retry
+            .as_ref()
+            .map_or(1, |plan| plan.policy.max_attempts as i32);
         let rows = self
             .query(
                 "creating a task",
@@ -32,6 +40,11 @@ impl PostgresStore {
                     &task.params_digest,
                     &task.idempotency_key,
                     &task.trace_parent,
+                    &task.priority,
+                    &task.run_at.map(Timestamp::as_millis),
+                    &max_attempts,
+                    &retry,
+                    &task.retry_of.map(uuid),
                 ],
             )
             .await?;
@@ -137,13 +150,13 @@ impl PostgresStore {
         &self,
         task_id: TaskId,
         now: Timestamp,
-        error: tasktape_core::ErrorInfo,
+        outcome: Outcome,
     ) -> Result<Option<FinishOutcome>> {
         self.shared
             .bounded("reaping a task", async {
                 let client = self.client().await?;
                 self.shared
-                    .finish_task(&client, task_id, &Outcome::Failed(error), Some(now))
+                    .finish_task(&client, task_id, &outcome, Some(now))
                     .await
             })
             .await
@@ -265,6 +278,11 @@ impl Shared {
         outcome: &Outcome,
         expired_before: Option<Timestamp>,
     ) -> Result<Option<FinishOutcome>> {
+        if let Outcome::Retry(retry) = outcome {
+            return self
+                .requeue_task(client, task_id, retry, expired_before)
+                .await;
+        }
         let (result, error) = outcome.stored_texts();
         let final_body = outcome.final_body().encode();
         let cancel_body = Outcome::Cancelled.final_body().encode();
@@ -307,6 +325,69 @@ impl Shared {
             },
             finish::NOT_STARTED => FinishOutcome::NotStarted,
             // A reap of a task that is not running (or not there) reaps nothing.
+            finish::NOT_FOUND | finish::NOT_EXPIRED if expired_before.is_some() => return Ok(None),
+            _ => FinishOutcome::NotFound,
+        }))
+    }
+}
+
+impl Shared {
+    /// `requeue_task`: a failed attempt back to pending (see
+    /// [`Outcome::Retry`]); with `expired_before`, only after a lease ran out.
+    async fn requeue_task(
+        &self,
+        client: &deadpool_postgres::Object,
+        task_id: TaskId,
+        retry: &Retry,
+        expired_before: Option<Timestamp>,
+    ) -> Result<Option<FinishOutcome>> {
+        let context = "requeueing a task";
+        let error =
+            serde_json::to_string(&retry.error).map_err(|e| StoreError::backend(context, e))?;
+        let cancel_body = Outcome::Cancelled.final_body().encode();
+        let now = Timestamp::now();
+        let statement = client
+            .prepare_cached(&self.sql.requeue)
+            .await
+            .map_err(driver(context))?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &uuid(task_id),
+                    &error,
+                    &retry.retry_at.as_millis(),
+                    &retry.retry_at.to_string(),
+                    &retry.started_at.map(|at| at.to_string()),
+                    &cancel_body.open_json(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                    &expired_before.is_some(),
+                ],
+            )
+            .await
+            .map_err(driver(context))?;
+        let code: i16 = row.try_get(0).map_err(driver(context))?;
+        let seq =
+            || -> Result<u64> { Ok(row.try_get::<_, i64>(2).map_err(driver(context))? as u64) };
+        Ok(Some(match code {
+            finish::REQUEUED => {
+                let seq = seq()?;
+                self.hub.notify(task_id, seq);
+                FinishOutcome::Requeued { seq }
+            }
+            finish::FINISHED => {
+                let seq = seq()?;
+                self.hub.notify(task_id, seq);
+                FinishOutcome::Finished {
+                    seq,
+                    status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+                }
+            }
+            finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished {
+                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+            },
+            finish::NOT_STARTED => FinishOutcome::NotStarted,
             finish::NOT_FOUND | finish::NOT_EXPIRED if expired_before.is_some() => return Ok(None),
             _ => FinishOutcome::NotFound,
         }))

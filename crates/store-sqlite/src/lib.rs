@@ -362,9 +362,9 @@ impl Store for SqliteStore {
         &self,
         task_id: TaskId,
         now: Timestamp,
-        error: tasktape_core::ErrorInfo,
+        outcome: Outcome,
     ) -> Result<Option<FinishOutcome>> {
-        self.call(|reply| Command::Reap(task_id, now, error, reply))
+        self.call(|reply| Command::Reap(task_id, now, outcome, reply))
             .await
     }
 
@@ -446,6 +446,20 @@ impl Store for SqliteStore {
 
     async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
         self.call(|reply| Command::Purge(finished_before, limit, reply))
+            .await
+    }
+
+    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
+        let op = op.to_owned();
+        self.readers
+            .with(move |conn| reader::next_due(conn, &op))
+            .await
+    }
+
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
+        let prefix = prefix.to_owned();
+        self.readers
+            .with(move |conn| reader::latest_key(conn, &prefix))
             .await
     }
 }

@@ -119,9 +119,22 @@ pub(crate) fn get(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Op
 pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result<ListPage> {
     let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
     let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    if let Some(status) = query.status {
-        values.push(Box::new(status.as_str()));
-        sql.push_str(&format!(" AND status = ?{}", values.len()));
+    let statuses = query.status_filter();
+    if !statuses.is_empty() {
+        let mut places = Vec::new();
+        for status in statuses {
+            values.push(Box::new(status.as_str()));
+            places.push(format!("?{}", values.len()));
+        }
+        sql.push_str(&format!(" AND status IN ({})", places.join(", ")));
+    }
+    if let Some(after) = query.created_after {
+        values.push(Box::new(after.as_millis()));
+        sql.push_str(&format!(" AND created_at >= ?{}", values.len()));
+    }
+    if let Some(before) = query.created_before {
+        values.push(Box::new(before.as_millis()));
+        sql.push_str(&format!(" AND created_at < ?{}", values.len()));
     }
     if let Some(op) = &query.op {
         values.push(Box::new(op.clone()));
@@ -252,6 +265,28 @@ pub(crate) fn events(
             last_seq,
         }))
     })
+}
+
+/// The earliest `run_at` among `op`'s pending tasks.
+pub(crate) fn next_due(conn: &mut Connection, op: &str) -> rusqlite::Result<Option<Timestamp>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT min(run_at) FROM tasks WHERE op = ?1 AND status = 'pending' AND run_at IS NOT NULL",
+    )?;
+    let at: Option<i64> = statement.query_row([op], |row| row.get(0))?;
+    Ok(at.map(Timestamp::from_millis))
+}
+
+/// The greatest idempotency key that starts with `prefix`.
+pub(crate) fn latest_key(conn: &mut Connection, prefix: &str) -> rusqlite::Result<Option<String>> {
+    // Keys from `prefix` up to `prefix` + U+10FFFF (a range scan of the index).
+    let upper = format!("{prefix}\u{10FFFF}");
+    let mut statement = conn.prepare_cached(
+        "SELECT idempotency_key FROM tasks WHERE idempotency_key >= ?1 AND idempotency_key < ?2 \
+         ORDER BY idempotency_key DESC LIMIT 1",
+    )?;
+    statement
+        .query_row([prefix, upper.as_str()], |row| row.get(0))
+        .optional()
 }
 
 pub(crate) fn last_seq(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Option<u64>> {

@@ -10,7 +10,7 @@ use tasktape_core::time::Timestamp;
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
-     trace_parent";
+     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history";
 
 pub(crate) fn task_id_from(bytes: Vec<u8>) -> rusqlite::Result<TaskId> {
     let array: [u8; 16] = bytes.try_into().map_err(|_| {
@@ -50,12 +50,13 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
             serde_json::from_value::<ErrorInfo>(value).map_err(|error| conversion(9, error))
         })
         .transpose()?;
+    let started_at = time_column(row, 4)?;
     Ok(Task {
         task_id: task_id_from(row.get(0)?)?,
         op: row.get(1)?,
         status: status_from(&row.get::<_, String>(2)?, 2)?,
         created_at: Timestamp::from_millis(row.get(3)?),
-        started_at: time_column(row, 4)?,
+        started_at,
         finished_at: time_column(row, 5)?,
         params: json_column(row, 6)?.unwrap_or(Value::Null),
         params_digest: row.get(7)?,
@@ -66,6 +67,22 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         owner: row.get(12)?,
         lease_until: time_column(row, 13)?,
         trace_parent: row.get(14)?,
+        // A row started before migration 6 counts its one attempt.
+        attempt: (row.get::<_, i64>(15)?.max(0) as u32).max(u32::from(started_at.is_some())),
+        max_attempts: row.get::<_, i64>(16)?.max(1) as u32,
+        run_at: time_column(row, 17)?,
+        priority: row.get::<_, i64>(18)? as i32,
+        retry_of: row
+            .get::<_, Option<Vec<u8>>>(19)?
+            .map(task_id_from)
+            .transpose()?,
+        retry: json_column(row, 20)?
+            .map(|value| serde_json::from_value(value).map_err(|error| conversion(20, error)))
+            .transpose()?,
+        history: match json_column(row, 21)? {
+            Some(Value::Array(records)) => records,
+            _ => Vec::new(),
+        },
     })
 }
 

@@ -5,7 +5,8 @@
 use rusqlite::{OptionalExtension, params};
 use tasktape_core::BodyExt as _;
 use tasktape_core::event::{EncodedBody, EventBody};
-use tasktape_core::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::model::{NewTask, Outcome, Retry, Status, Task, TaskId};
+use tasktape_core::retry::{attempt_failed, attempt_record, attempt_started};
 use tasktape_core::store::{
     AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, StartOutcome,
 };
@@ -81,8 +82,13 @@ impl Writer {
         }
         let mut statement = self.conn.prepare_cached(
             "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key, \
-             trace_parent) VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7)",
+             trace_parent, priority, run_at, max_attempts, retry, retry_of) \
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
+        let retry = task
+            .retry
+            .as_ref()
+            .and_then(|plan| serde_json::to_string(plan).ok());
         statement.execute(params![
             task.task_id.as_bytes().as_slice(),
             task.op,
@@ -91,6 +97,13 @@ impl Writer {
             task.params_digest,
             task.idempotency_key,
             task.trace_parent,
+            task.priority,
+            task.run_at.map(Timestamp::as_millis),
+            task.retry
+                .as_ref()
+                .map_or(1, |plan| plan.policy.max_attempts),
+            retry,
+            task.retry_of.map(|id| id.as_bytes().to_vec()),
         ])?;
         self.live.insert(
             task.task_id,
@@ -121,7 +134,8 @@ impl Writer {
             status => return Ok(StartOutcome::AlreadyFinished { status }),
         }
         let sql = format!(
-            "UPDATE tasks SET status = 'running', started_at = ?2, owner = ?3, lease_until = ?4 \
+            "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?2), owner = ?3, \
+             lease_until = ?4, attempt = attempt + 1, run_at = NULL \
              WHERE task_id = ?1 AND status = 'pending' RETURNING {TASK_COLUMNS}"
         );
         let task = self
@@ -140,24 +154,30 @@ impl Writer {
         let Some(task) = task else {
             return Ok(StartOutcome::NotFound);
         };
-        let body = EventBody::TaskStarted {
-            task_id,
-            op: task.op.clone(),
-        }
-        .encode();
-        self.insert_event(task_id, &body, 1, now)?;
+        // The first attempt opens the tape; a later one says it began.
+        let body = if live.last_seq == 0 {
+            EventBody::TaskStarted {
+                task_id,
+                op: task.op.clone(),
+            }
+        } else {
+            attempt_started(&task)
+        };
+        let seq = live.last_seq + 1;
+        self.insert_event(task_id, &body.encode(), seq, now)?;
         self.live.insert(
             task_id,
             Live {
                 status: Status::Running,
-                last_seq: 1,
+                last_seq: seq,
                 ..live
             },
         );
         Ok(StartOutcome::Started(Box::new(task)))
     }
 
-    /// Starts the oldest pending tasks of `op` while fewer than `limit` run.
+    /// Starts the due pending tasks of `op`, by priority then age, while
+    /// fewer than `limit` run.
     pub(crate) fn claim(
         &mut self,
         op: &str,
@@ -177,9 +197,12 @@ impl Writer {
             .conn
             .prepare_cached(
                 "SELECT task_id FROM tasks WHERE op = ?1 AND status = 'pending' \
-                 ORDER BY created_at, task_id LIMIT ?2",
+                 AND (run_at IS NULL OR run_at <= ?3) \
+                 ORDER BY priority DESC, created_at, task_id LIMIT ?2",
             )?
-            .query_map(params![op, room], |row| task_id_from(row.get(0)?))?
+            .query_map(params![op, room, now.as_millis()], |row| {
+                task_id_from(row.get(0)?)
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut started = Vec::with_capacity(ids.len());
         for task_id in ids {
@@ -226,7 +249,9 @@ impl Writer {
                 status: live.status,
             });
         }
-        if live.status == Status::Pending && matches!(outcome, Outcome::Succeeded(_)) {
+        if live.status == Status::Pending
+            && matches!(outcome, Outcome::Succeeded(_) | Outcome::Retry(_))
+        {
             return Ok(FinishOutcome::NotStarted);
         }
         let outcome = if live.cancel_requested {
@@ -234,6 +259,9 @@ impl Writer {
         } else {
             outcome
         };
+        if let Outcome::Retry(retry) = outcome {
+            return self.requeue(task_id, live, retry, now);
+        }
         let (result, error) = outcome.stored_texts();
         let status = outcome.status();
         self.conn
@@ -254,12 +282,55 @@ impl Writer {
         Ok(FinishOutcome::Finished { seq, status })
     }
 
-    /// Finishes a running task `failed` if its lease ended before `now`.
+    /// A running task back to pending for another attempt (see
+    /// [`Outcome::Retry`]).
+    fn requeue(
+        &mut self,
+        task_id: TaskId,
+        live: Live,
+        retry: &Retry,
+        now: Timestamp,
+    ) -> rusqlite::Result<FinishOutcome> {
+        let (attempt, history): (i64, Option<String>) = self
+            .conn
+            .prepare_cached("SELECT attempt, history FROM tasks WHERE task_id = ?1")?
+            .query_row([task_id.as_bytes().as_slice()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        let attempt = attempt.max(1) as u32;
+        let mut records: Vec<serde_json::Value> = history
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        records.push(attempt_record(attempt, &retry.error, retry.started_at, now));
+        self.conn
+            .prepare_cached(
+                "UPDATE tasks SET status = 'pending', run_at = ?2, owner = NULL, lease_until = NULL, \
+                 history = ?3 WHERE task_id = ?1",
+            )?
+            .execute(params![
+                task_id.as_bytes().as_slice(),
+                retry.retry_at.as_millis(),
+                serde_json::Value::Array(records).to_string(),
+            ])?;
+        let seq = live.last_seq + 1;
+        self.insert_event(task_id, &attempt_failed(attempt, retry).encode(), seq, now)?;
+        self.live.insert(
+            task_id,
+            Live {
+                status: Status::Pending,
+                last_seq: seq,
+                ..live
+            },
+        );
+        Ok(FinishOutcome::Requeued { seq })
+    }
+
+    /// Finishes a running task with `outcome` if its lease ended before `now`.
     pub(crate) fn reap(
         &mut self,
         task_id: TaskId,
         now: Timestamp,
-        error: &ErrorInfo,
+        outcome: &Outcome,
     ) -> rusqlite::Result<Option<FinishOutcome>> {
         let lease: Option<Option<i64>> = self
             .conn
@@ -270,8 +341,7 @@ impl Writer {
             .optional()?;
         match lease {
             Some(Some(until)) if until < now.as_millis() => {
-                let finished =
-                    self.finish(task_id, &Outcome::Failed(error.clone()), Timestamp::now())?;
+                let finished = self.finish(task_id, outcome, Timestamp::now())?;
                 Ok(Some(finished))
             }
             _ => Ok(None),
@@ -292,7 +362,9 @@ impl Writer {
                 FinishOutcome::AlreadyFinished { status } => {
                     Ok(CancelOutcome::AlreadyTerminal { status })
                 }
-                FinishOutcome::NotFound | FinishOutcome::NotStarted => Ok(CancelOutcome::NotFound),
+                FinishOutcome::NotFound
+                | FinishOutcome::NotStarted
+                | FinishOutcome::Requeued { .. } => Ok(CancelOutcome::NotFound),
             },
             Status::Running => {
                 let mut statement = self.conn.prepare_cached(

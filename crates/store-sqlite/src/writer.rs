@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use rusqlite::{Connection, params};
 use tasktape_core::event::EncodedBody;
-use tasktape_core::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
+use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
     StartOutcome, StoreError, TRANSIENT_RETRY, outcome_after_events,
@@ -57,7 +57,7 @@ pub(crate) enum Command {
     ),
     RequestCancel(TaskId, Reply<CancelOutcome>),
     RenewLease(String, Timestamp, Reply<u64>),
-    Reap(TaskId, Timestamp, ErrorInfo, Reply<Option<FinishOutcome>>),
+    Reap(TaskId, Timestamp, Outcome, Reply<Option<FinishOutcome>>),
     Delete(TaskId, Reply<DeleteOutcome>),
     Purge(Timestamp, usize, Reply<u64>),
     Sweep(usize, Reply<u64>),
@@ -270,8 +270,8 @@ impl Writer {
                 Done::Count(renew.execute(params![until.as_millis(), owner])? as u64)
             }
             Command::Delete(task_id, _) => Done::Delete(self.delete(*task_id)?),
-            Command::Reap(task_id, now, error, _) => {
-                Done::Reaped(self.reap(*task_id, *now, error)?)
+            Command::Reap(task_id, now, outcome, _) => {
+                Done::Reaped(self.reap(*task_id, *now, outcome)?)
             }
             Command::Purge(cutoff, limit, _) => Done::Count(self.purge(*cutoff, *limit)?),
             Command::Sweep(limit, _) => Done::Count(self.sweep(*limit)?),

@@ -63,6 +63,22 @@ pub struct TaskRow {
     /// The error, when failed.
     #[serde(default)]
     pub error: Option<ErrorInfo>,
+    /// The attempt running or last run (1 for the first; 0 before it).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Attempts in all its retry policy allows (1: no retry).
+    #[serde(default)]
+    pub max_attempts: u32,
+    /// When a pending task is due (a delayed task, or the next attempt of
+    /// a retried one); `null` when due now.
+    #[serde(default)]
+    pub run_at: Option<Timestamp>,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// The task this one retries (`POST /v1/tasks/retry`).
+    #[serde(default)]
+    pub retry_of: Option<TaskId>,
 }
 
 /// A summary row of a list page (a [`TaskRow`] without result and error).
@@ -77,6 +93,22 @@ pub struct TaskSummary {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub params_digest: String,
+    /// The attempt running or last run (1 for the first; 0 before it).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Attempts in all its retry policy allows (1: no retry).
+    #[serde(default)]
+    pub max_attempts: u32,
+    /// When a pending task is due (a delayed task, or the next attempt of
+    /// a retried one); `null` when due now.
+    #[serde(default)]
+    pub run_at: Option<Timestamp>,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// The task this one retries (`POST /v1/tasks/retry`).
+    #[serde(default)]
+    pub retry_of: Option<TaskId>,
 }
 
 /// One page of `GET /v1/tasks`.

@@ -10,9 +10,11 @@
 //! - [`model`]: [`TaskId`], [`Status`], [`ErrorInfo`].
 //! - [`event`]: [`EventBody`] (the `type` tag) and [`Event`].
 //! - [`bodies`]: the routes' response bodies and the error envelope.
+//! - [`jobs`]: retry policies, bulk-action filters and answers, schedules.
 
 pub mod bodies;
 pub mod event;
+pub mod jobs;
 pub mod model;
 pub mod time;
 
@@ -21,5 +23,9 @@ pub use bodies::{
     ServerInfo, Stats, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,
 };
 pub use event::{Event, EventBody, EventKind};
+pub use jobs::{
+    ATTEMPT_FAILED, AttemptFailed, Backoff, BulkCancelAnswer, BulkRetryAnswer, RetryPolicy,
+    ScheduleInfo, ScheduleList, StatusFilter, TaskFilter,
+};
 pub use model::{ErrorInfo, Status, TaskId};
 pub use time::Timestamp;

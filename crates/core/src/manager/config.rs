@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cron::Schedule;
 use crate::observe::{PlainTaskTracing, TaskTracing};
+use crate::retry::RetryPlan;
 
 /// How a manager runs.
 #[derive(Clone, Debug)]
@@ -39,6 +41,12 @@ pub struct ManagerConfig {
     /// How often retention looks for tasks to delete (deleted tapes are
     /// swept at once besides).
     pub retention_interval: Duration,
+    /// Retry plans by op name; override the op's own ([`crate::Op::retry`],
+    /// [`crate::Op::idempotent`]). A submit's policy overrides both.
+    pub retries: HashMap<String, RetryPlan>,
+    /// Tasks submitted on a cron schedule (by every instance; one task per
+    /// slot between them).
+    pub schedules: Vec<Schedule>,
 }
 
 impl Default for ManagerConfig {
@@ -55,6 +63,8 @@ impl Default for ManagerConfig {
             max_events_per_task: 1_000_000,
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             retention_interval: Duration::from_secs(60),
+            retries: HashMap::new(),
+            schedules: Vec::new(),
         }
     }
 }

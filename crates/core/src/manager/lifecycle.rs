@@ -55,6 +55,7 @@ impl Manager {
             if std::time::Instant::now() >= reap_from {
                 self.reap_expired().await;
             }
+            self.check_schema().await;
             self.spawn_cancel_poll();
             orphans = self.finish_orphans(orphans).await;
             self.prune_early_cancels();
@@ -80,10 +81,21 @@ impl Manager {
                 "owner_lost",
                 "the instance running this task stopped renewing its lease",
             );
-            match store.reap(task_id, now, error).await {
+            let outcome = self.lost_run_outcome(task_id, error).await;
+            let retry_at = match &outcome {
+                Outcome::Retry(retry) => Some(retry.retry_at),
+                _ => None,
+            };
+            match store.reap(task_id, now, outcome).await {
                 Ok(Some(FinishOutcome::Finished { status, .. })) => {
                     warn!(%task_id, "reaped a task whose owner's lease expired");
                     self.count_finished(task_id, status).await;
+                }
+                Ok(Some(FinishOutcome::Requeued { .. })) => {
+                    warn!(%task_id, "a task whose owner's lease expired will be tried again");
+                    if let (Some(at), Ok(Some(task))) = (retry_at, store.get(task_id).await) {
+                        self.arm_due(&task.op, at);
+                    }
                 }
                 Ok(other) => debug!(%task_id, ?other, "not reaped"),
                 Err(error) => warn!(%task_id, %error, "could not reap task"),
@@ -130,6 +142,24 @@ impl Manager {
             }
         }
         still
+    }
+
+    /// Stops claiming once a newer tasktape migrated the store: what a
+    /// claim means may have changed (delays, priorities, retries), so an
+    /// older instance must not go on starting tasks by its own rules.
+    /// Running tasks go on; `readyz` reports it.
+    async fn check_schema(&self) {
+        let Err(error @ crate::store::StoreError::SchemaTooNew { .. }) =
+            self.inner.store.check_schema().await
+        else {
+            return;
+        };
+        let mut state = self.state();
+        if state.outdated.is_none() {
+            tracing::error!(%error, "a newer tasktape migrated the store: this instance stops claiming tasks (running ones go on); upgrade it");
+            state.claiming = false;
+            state.outdated = Some(error);
+        }
     }
 
     /// Early cancels whose claim never arrived (the task ended elsewhere).

@@ -81,6 +81,9 @@ impl Manager {
 
     /// Whether the store answers (the readiness probe).
     pub async fn ready(&self) -> Result<(), StoreError> {
+        if let Some(outdated) = self.state().outdated.clone() {
+            return Err(outdated);
+        }
         self.inner.store.ready().await
     }
 

@@ -10,10 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{CancelCause, Manager};
-use crate::model::{ErrorInfo, Outcome, Status, Task, TaskId};
+use crate::model::{ErrorInfo, Outcome, Retry, Status, Task, TaskId};
 use crate::op::Op;
 use crate::reporter::Reporter;
+use crate::retry::{attempt_record, with_attempts};
 use crate::store::{AppendAck, FinishOutcome};
+use crate::time::Timestamp;
 
 /// Longest pause between retries of a failing store call (short: the
 /// `final` should land soon after the store is back).
@@ -21,8 +23,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Runs a claimed task's op and finishes the task.
-    pub(super) async fn run(&self, task: Task, token: CancellationToken) {
+    pub(super) async fn run(&self, mut task: Task, token: CancellationToken) {
         let task_id = task.task_id;
+        let attempt_started = Timestamp::now();
         let Some(op) = self.inner.ops.get(&task.op).cloned() else {
             // Claims only ask for registered ops; should the registry ever
             // disagree, the task must still end.
@@ -57,7 +60,8 @@ impl Manager {
         let outcome = if token.is_cancelled() {
             self.cancel_outcome(task_id)
         } else {
-            self.drive(op, task.params, reporter.clone(), &token, task_id)
+            let params = std::mem::take(&mut task.params);
+            self.drive(op, params, reporter.clone(), &token, task_id)
                 .await
         };
         reporter.close();
@@ -71,9 +75,19 @@ impl Manager {
         } else {
             outcome
         };
+        let outcome = attempt_outcome(&task, outcome, Some(attempt_started));
+        let retry_at = match &outcome {
+            Outcome::Retry(retry) => Some(retry.retry_at),
+            _ => None,
+        };
         let finished = self
             .finish_until_written(task_id, outcome, reporter.ack())
             .await;
+        if let (Some((Status::Pending, error)), Some(at)) = (&finished, retry_at) {
+            info!(%task_id, attempt = task.attempt, retry_at = %at, error = ?error.as_ref().map(|e| &e.code), "attempt failed; the task will be tried again");
+            self.arm_due(&task.op, at);
+            return;
+        }
         if let Some((status, error)) = finished {
             let metrics = &self.inner.metrics;
             metrics.finished.with(&[&task.op, status.as_str()]).inc();
@@ -243,6 +257,13 @@ impl Manager {
                     };
                     return Some((status, error));
                 }
+                Ok(FinishOutcome::Requeued { .. }) => {
+                    let error = match outcome {
+                        Outcome::Retry(retry) => Some(retry.error),
+                        _ => None,
+                    };
+                    return Some((Status::Pending, error));
+                }
                 Ok(other) => {
                     debug!(%task_id, ?other, "finish lost to an earlier one");
                     return None;
@@ -270,6 +291,49 @@ impl Manager {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+}
+
+/// What attempt `task.attempt` records as it ends with `outcome`: a failure
+/// its retry plan retries becomes [`Outcome::Retry`]; the last failure of a
+/// retried task carries every attempt under `detail.attempts`.
+pub(super) fn attempt_outcome(
+    task: &Task,
+    outcome: Outcome,
+    started_at: Option<Timestamp>,
+) -> Outcome {
+    let Outcome::Failed(error) = outcome else {
+        return outcome;
+    };
+    let Some(plan) = &task.retry else {
+        return Outcome::Failed(error);
+    };
+    let attempt = task.attempt.max(1);
+    let now = Timestamp::now();
+    if plan.retries(&error, attempt) {
+        return Outcome::Retry(Box::new(Retry {
+            error,
+            retry_at: plan.retry_at(attempt, now),
+            started_at,
+        }));
+    }
+    if task.history.is_empty() {
+        return Outcome::Failed(error);
+    }
+    let mut records = task.history.clone();
+    records.push(attempt_record(attempt, &error, started_at, now));
+    Outcome::Failed(with_attempts(error, records))
+}
+
+impl Manager {
+    /// How a run this instance lost (a dead owner's, a leftover of our own
+    /// last life) ends: `error`, or another attempt when the task's plan
+    /// retries it (an idempotent op).
+    pub(super) async fn lost_run_outcome(&self, task_id: TaskId, error: ErrorInfo) -> Outcome {
+        match self.inner.store.get(task_id).await {
+            Ok(Some(task)) => attempt_outcome(&task, Outcome::Failed(error), None),
+            _ => Outcome::Failed(error),
         }
     }
 }

@@ -51,6 +51,12 @@ impl Cursor {
 pub struct ListQuery {
     /// Only this status.
     pub status: Option<Status>,
+    /// Only these statuses (with `status`: either).
+    pub statuses: Vec<Status>,
+    /// Created at or after this time.
+    pub created_after: Option<Timestamp>,
+    /// Created before this time.
+    pub created_before: Option<Timestamp>,
     /// Only this op.
     pub op: Option<String>,
     /// At most this many rows (callers clamp it; 1..=1000 on the wire).
@@ -71,6 +77,17 @@ pub struct ListPage {
 }
 
 impl ListQuery {
+    /// The statuses asked for (`status` and `statuses` together; empty: any).
+    pub fn status_filter(&self) -> Vec<Status> {
+        let mut all = self.statuses.clone();
+        if let Some(status) = self.status
+            && !all.contains(&status)
+        {
+            all.push(status);
+        }
+        all
+    }
+
     /// How many rows a store should fetch: one more than the page holds, so
     /// that [`ListPage::from_rows`] can tell whether more follow.
     pub fn fetch_limit(&self) -> usize {

@@ -443,7 +443,7 @@ pub async fn reap_checks_the_lease_again(h: Harness) {
         .renew_lease("owner-a", Timestamp::now().add_millis(60_000))
         .await
         .unwrap();
-    let lost = ErrorInfo::new("owner_lost", "lease expired");
+    let lost = Outcome::Failed(ErrorInfo::new("owner_lost", "lease expired"));
     assert_eq!(
         store
             .reap(task_id, seen_expired_at, lost.clone())

@@ -65,7 +65,7 @@ pub async fn counters_follow_every_transition(h: Harness) {
         .reap(
             reaped,
             Timestamp::now(),
-            ErrorInfo::new("owner_lost", "lease expired"),
+            Outcome::Failed(ErrorInfo::new("owner_lost", "lease expired")),
         )
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::event::EventBody;
-use crate::model::{ErrorInfo, NewTask, Outcome, Task, TaskId};
+use crate::model::{NewTask, Outcome, Task, TaskId};
 use crate::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
     ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreError,
@@ -117,9 +117,9 @@ impl Store for FlakyStore {
         &self,
         task_id: TaskId,
         now: Timestamp,
-        error: ErrorInfo,
+        outcome: Outcome,
     ) -> Result<Option<FinishOutcome>> {
-        self.inner.reap(task_id, now, error).await
+        self.inner.reap(task_id, now, outcome).await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
@@ -194,5 +194,17 @@ impl Store for FlakyStore {
 
     async fn sweep(&self, limit: usize) -> Result<u64> {
         self.inner.sweep(limit).await
+    }
+
+    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
+        self.inner.next_due(op).await
+    }
+
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
+        self.inner.latest_key(prefix).await
+    }
+
+    async fn check_schema(&self) -> Result<()> {
+        self.inner.check_schema().await
     }
 }

@@ -139,8 +139,10 @@ pub async fn finish_racing_finish_has_one_winner(h: Harness) {
             match racer.await.unwrap() {
                 FinishOutcome::Finished { status, .. } => winners.push(status),
                 FinishOutcome::AlreadyFinished { status } => losers.push(status),
-                FinishOutcome::NotFound | FinishOutcome::NotStarted => {
-                    panic!("task vanished or never started")
+                FinishOutcome::NotFound
+                | FinishOutcome::NotStarted
+                | FinishOutcome::Requeued { .. } => {
+                    panic!("task vanished, never started or was requeued")
                 }
             }
         }

@@ -63,6 +63,7 @@ pub async fn list_orders_filters_and_pages(h: Harness) {
             op: Some("even".into()),
             limit: 5,
             after: None,
+            ..ListQuery::default()
         })
         .await
         .unwrap();

@@ -1,0 +1,152 @@
+//! Schedules: one loop per `[schedules.NAME]` that submits the schedule's
+//! task at each slot with the idempotency key `schedule:<name>:<slot>`, so
+//! that every instance sharing a store may submit it and one task is made.
+//! At start the loop catches up on slots missed while no instance ran
+//! (`catch_up`), from the latest slot key in the store.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::{Manager, SubmitError, SubmitOptions};
+use crate::cron::{CatchUp, MAX_CATCH_UP, Schedule};
+use crate::time::Timestamp;
+use tasktape_wire::jobs::ScheduleInfo;
+
+impl Manager {
+    /// Starts a loop per schedule.
+    pub(super) fn start_schedules(&self) {
+        for schedule in self.inner.config.schedules.clone() {
+            if self.inner.ops.get(&schedule.op).is_none() {
+                warn!(schedule = %schedule.name, op = %schedule.op, "schedule skipped: its op is not registered here");
+                continue;
+            }
+            let manager = self.clone();
+            self.inner
+                .tracker
+                .spawn(async move { manager.schedule_loop(schedule).await });
+        }
+    }
+
+    /// The schedules with their last and next slots (`GET /v1/schedules`).
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, crate::store::StoreError> {
+        let now = Timestamp::now();
+        let mut out = Vec::new();
+        for schedule in &self.inner.config.schedules {
+            let last = self
+                .inner
+                .store
+                .latest_key(&schedule.key_prefix())
+                .await?
+                .and_then(|key| schedule.slot_of(&key));
+            out.push(ScheduleInfo {
+                name: schedule.name.clone(),
+                op: schedule.op.clone(),
+                cron: schedule.cron.as_str().to_owned(),
+                timezone: schedule.timezone.clone(),
+                catch_up: schedule.catch_up.as_str().to_owned(),
+                params: schedule.params.clone(),
+                last_slot: last,
+                next_slot: schedule.next_after(now),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn schedule_loop(&self, schedule: Schedule) {
+        let mut after = self.catch_up(&schedule).await;
+        loop {
+            let Some(slot) = schedule.next_after(after) else {
+                warn!(schedule = %schedule.name, "the schedule's cron expression matches no future time");
+                return;
+            };
+            let wait = slot
+                .as_millis()
+                .saturating_sub(Timestamp::now().as_millis());
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
+                () = self.inner.stopping.cancelled() => return,
+            }
+            self.submit_slot(&schedule, slot).await;
+            after = slot;
+        }
+    }
+
+    /// Submits the slots missed since the latest one in the store, as
+    /// `catch_up` says; returns the time to look for the next slot after.
+    async fn catch_up(&self, schedule: &Schedule) -> Timestamp {
+        let now = Timestamp::now();
+        let last = match self.inner.store.latest_key(&schedule.key_prefix()).await {
+            Ok(key) => key.and_then(|key| schedule.slot_of(&key)),
+            Err(error) => {
+                warn!(schedule = %schedule.name, %error, "could not read the schedule's last slot; not catching up");
+                None
+            }
+        };
+        // Never run before (or its tasks were purged): start from now.
+        let Some(last) = last else { return now };
+        let mut missed = Vec::new();
+        let mut at = last;
+        while let Some(slot) = schedule.next_after(at) {
+            if slot > now || missed.len() > MAX_CATCH_UP {
+                break;
+            }
+            missed.push(slot);
+            at = slot;
+        }
+        if missed.is_empty() {
+            return now;
+        }
+        let chosen: Vec<Timestamp> = match schedule.catch_up {
+            CatchUp::None => Vec::new(),
+            CatchUp::Last => missed.last().copied().into_iter().collect(),
+            CatchUp::All => {
+                if missed.len() > MAX_CATCH_UP {
+                    warn!(schedule = %schedule.name, "more than {MAX_CATCH_UP} slots were missed; running the latest {MAX_CATCH_UP}");
+                }
+                let skip = missed.len().saturating_sub(MAX_CATCH_UP);
+                missed[skip..].to_vec()
+            }
+        };
+        info!(schedule = %schedule.name, missed = missed.len(), running = chosen.len(), catch_up = schedule.catch_up.as_str(), "catching up on missed slots");
+        for slot in chosen {
+            self.submit_slot(schedule, slot).await;
+        }
+        now
+    }
+
+    /// Submits the task of `slot`, retrying a failing store for a while.
+    async fn submit_slot(&self, schedule: &Schedule, slot: Timestamp) {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..8 {
+            let options = SubmitOptions {
+                idempotency_key: Some(schedule.key(slot)),
+                ..SubmitOptions::default()
+            };
+            match self
+                .submit_with(&schedule.op, schedule.params.clone(), options)
+                .await
+            {
+                Ok(submitted) => {
+                    if submitted.created {
+                        info!(schedule = %schedule.name, %slot, task_id = %submitted.task.task_id, "scheduled task submitted");
+                    }
+                    return;
+                }
+                Err(SubmitError::Store(error)) => {
+                    warn!(schedule = %schedule.name, %slot, %error, "could not submit the scheduled task; retrying");
+                }
+                Err(SubmitError::ShuttingDown) => return,
+                Err(error) => {
+                    warn!(schedule = %schedule.name, %slot, %error, "the scheduled task was refused");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.inner.stopping.cancelled() => return,
+            }
+            backoff *= 2;
+        }
+    }
+}
