@@ -12,6 +12,7 @@
 mod checks;
 mod claims;
 mod counters;
+mod jobs;
 mod outage;
 mod races;
 mod reads;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 pub use checks::*;
 pub use claims::*;
 pub use counters::*;
+pub use jobs::*;
 pub use outage::FlakyStore;
 pub use races::*;
 pub use reads::*;
@@ -98,6 +100,12 @@ macro_rules! __store_contract_checks {
             concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
             reap_checks_the_lease_again,
             event_times_are_report_times_under_write_load,
+            claims_go_by_priority_then_age_and_wait_for_run_at,
+            a_failed_attempt_requeues_and_the_next_begins_with_a_log_line,
+            cancels_win_over_retries_at_every_point,
+            a_reap_can_requeue_a_lost_run,
+            one_task_per_schedule_slot_and_the_latest_slot_key,
+            lists_filter_by_creation_time_and_statuses,
         }
     };
 }
@@ -221,6 +229,7 @@ mod tests {
             include_str!("checks.rs"),
             include_str!("claims.rs"),
             include_str!("counters.rs"),
+            include_str!("jobs.rs"),
             include_str!("races.rs"),
             include_str!("reads.rs"),
             include_str!("retention.rs"),
