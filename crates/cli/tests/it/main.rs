@@ -12,6 +12,7 @@ mod drain;
 mod exec;
 mod fuzz;
 mod ids;
+mod jobs;
 mod multi;
 mod otlp;
 mod outage;
