@@ -13,6 +13,7 @@ mod exec;
 mod fuzz;
 mod ids;
 mod jobs;
+mod jobs_pg;
 mod multi;
 mod otlp;
 mod outage;

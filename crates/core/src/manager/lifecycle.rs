@@ -230,7 +230,8 @@ impl Manager {
     /// Whether a drain (or a shutdown) began.
     pub fn is_draining(&self) -> bool {
         let state = self.state();
-        !state.claiming || !state.accepting
+        // An outdated instance also stops claiming; it is not draining.
+        (!state.claiming && state.outdated.is_none()) || !state.accepting
     }
 
     /// Waits until no task runs here (use after [`Manager::drain`]).
