@@ -124,3 +124,73 @@ async fn dikw_core_s_client_sends_its_token_and_is_refused_without_it() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// A retried task's tape (one `task_started`, `tasktape.attempt_failed`
+/// partials, log lines, one `final`) and a delayed task: dikw-core's client
+/// reads the first and waits on the second without error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dikw_core_s_client_reads_a_retried_tape_and_waits_on_a_delayed_task() {
+    let data = tempfile::tempdir().unwrap();
+    let flaky = crate::jobs::flaky_script(data.path(), 2);
+    let server = crate::jobs::serve_config(
+        data.path(),
+        &format!(
+            "[ops.flaky]\ncommand = [\"sh\", \"{flaky}\"]\n\
+             retries = {{ max_attempts = 3, backoff = \"fixed\", initial_ms = 100, jitter = false }}\n"
+        ),
+    );
+    let http = reqwest::Client::new();
+    let submit = |body: Value| {
+        let http = http.clone();
+        let url = format!("{}/v1/tasks", server.base);
+        async move {
+            let handle: Value = http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            handle["task_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let retried = submit(json!({"op": "flaky", "params": {}})).await;
+    let (code, out, err) = client(&server, &["wait", &retried], &[]);
+    assert_eq!(code, 0, "wait on a retried task: {out}{err}");
+    let (code, out, err) = client(&server, &["events", &retried], &[]);
+    assert_eq!(code, 0, "events: {err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    let types: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"task_started"), "{types:?}");
+    assert_eq!(types.last(), Some(&"final"), "{types:?}");
+    assert_eq!(
+        types.iter().filter(|t| **t == "partial").count(),
+        2,
+        "{types:?}"
+    );
+    let (code, out, err) = client(&server, &["status", &retried], &[]);
+    assert_eq!(code, 0, "status: {err}");
+    let row: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (row["status"].as_str(), row["attempt"].as_u64()),
+        (Some("succeeded"), Some(3))
+    );
+
+    let run_at = tasktape_client::Timestamp::now()
+        .add_millis(1500)
+        .to_string();
+    let delayed = submit(json!({"op": "echo", "params": {"count": 1}, "run_at": run_at})).await;
+    let (code, out, err) = client(&server, &["wait", &delayed], &[]);
+    assert_eq!(code, 0, "wait on a delayed task: {out}{err}");
+    assert_eq!(
+        wait_status(&server.base, &delayed, |_| true).await,
+        "succeeded"
+    );
+}

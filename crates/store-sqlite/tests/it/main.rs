@@ -3,6 +3,7 @@
 
 mod contract;
 mod errors;
+mod jobs;
 mod manager;
 mod outage;
 mod regressions;
