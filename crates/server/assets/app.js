@@ -250,6 +250,15 @@ function listPage() {
   const findInput = h("input", { id: "find-id", placeholder: "task id", size: 38 });
   const rows = h("tbody", { id: "task-rows" });
   const pageLabel = h("span", { class: "muted", id: "page-label" });
+  // Select-and-act: the checked rows of this page, cancelled or retried
+  // with one bulk request (POST /v1/tasks/cancel | retry with their ids).
+  const selected = new Set();
+  const selectAll = h("input", { type: "checkbox", id: "select-all", "aria-label": "Select every task on this page" });
+  const selectedLabel = h("span", { class: "muted", id: "selected-count" });
+  const cancelSelected = h("button", { class: "danger", type: "button", id: "cancel-selected", disabled: true }, "Cancel selected");
+  const retrySelected = h("button", { class: "secondary", type: "button", id: "retry-selected", disabled: true }, "Retry selected");
+  const bulkBox = h("span", { id: "bulk-box" });
+  const bulkResult = h("span", { id: "bulk-result", role: "status", "aria-live": "polite" });
   const prev = h("button", { class: "secondary", id: "page-prev", type: "button" }, "Newer");
   const next = h("button", { class: "secondary", id: "page-next", type: "button" }, "Older");
   main.replaceChildren(
@@ -261,9 +270,12 @@ function listPage() {
       h("label", {}, "Op", opSelect),
       h("label", {}, "Find by id", findInput),
       h("button", { type: "submit", class: "secondary" }, "Open")),
+    h("div", { class: "bulk", "aria-label": "Act on the selected tasks" },
+      selectedLabel, cancelSelected, retrySelected, bulkBox, bulkResult),
     h("div", { class: "table-wrap" },
       h("table", { "aria-label": "Tasks, newest first" },
         h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, selectAll),
           h("th", { scope: "col" }, "Id"), h("th", { scope: "col" }, "Op"), h("th", { scope: "col" }, "Status"),
           h("th", { scope: "col" }, "Progress"), h("th", { scope: "col", class: "hide-narrow" }, "Created"),
           h("th", { scope: "col" }, "Duration"))),
@@ -282,7 +294,15 @@ function listPage() {
       progress: h("td", {}),
       duration: h("td", {}),
     };
+    const check = h("input", { type: "checkbox", class: "select", "aria-label": `select task ${task.task_id}`,
+      checked: selected.has(task.task_id) });
+    check.addEventListener("change", () => {
+      if (check.checked) selected.add(task.task_id);
+      else selected.delete(task.task_id);
+      drawSelection();
+    });
     const tr = h("tr", { "data-task": task.task_id },
+      h("td", {}, check),
       h("td", { class: "id" },
         h("a", { href: `/tasks/${task.task_id}`, "data-link": true, title: task.task_id, "aria-label": `task ${task.task_id}` }, shortId(task.task_id)),
         " ",
@@ -293,8 +313,50 @@ function listPage() {
       cells.progress,
       h("td", { class: "hide-narrow" }, when(task.created_at)),
       cells.duration);
-    return { tr, cells, shown: {} };
+    return { tr, cells, shown: {}, check };
   };
+  const drawSelection = () => {
+    for (const id of [...selected]) if (!rowFor.has(id)) selected.delete(id);
+    const count = selected.size;
+    selectedLabel.textContent = count ? `${count} selected` : "select tasks to cancel or retry them";
+    cancelSelected.disabled = count === 0;
+    retrySelected.disabled = count === 0;
+    selectAll.checked = count > 0 && count === rowFor.size;
+    for (const [id, row] of rowFor) row.check.checked = selected.has(id);
+  };
+  const bulk = (action) => {
+    const ids = [...selected];
+    const yes = h("button", { class: action === "cancel" ? "danger" : "", type: "button", id: "bulk-yes" },
+      action === "cancel" ? `Yes, cancel ${ids.length}` : `Yes, retry ${ids.length}`);
+    const no = h("button", { class: "secondary", type: "button", id: "bulk-no" }, "No");
+    bulkBox.replaceChildren(h("span", { class: "confirm", role: "alertdialog", "aria-label": "Confirm" },
+      action === "cancel"
+        ? `Cancel ${ids.length} task(s)? Pending ones end now, running ones are asked to stop.`
+        : `Retry ${ids.length} task(s)? Each finished one runs again as a new task.`, yes, no));
+    yes.focus();
+    no.addEventListener("click", () => bulkBox.replaceChildren());
+    yes.addEventListener("click", async () => {
+      bulkBox.replaceChildren();
+      try {
+        const answer = await api(`/v1/tasks/${action}`, { method: "POST", body: JSON.stringify({ ids }) });
+        bulkResult.textContent = action === "cancel"
+          ? `Cancelled ${answer.cancelled} of ${answer.matched} (the others had already ended).`
+          : `Retried ${answer.retried} of ${answer.matched} as new tasks (unfinished ones are left alone).`;
+        selected.clear();
+        drawSelection();
+        await load();
+      } catch (error) {
+        bulkResult.replaceChildren(h("span", { class: "error", role: "alert" }, error.message));
+      }
+    });
+  };
+  cancelSelected.addEventListener("click", () => bulk("cancel"));
+  retrySelected.addEventListener("click", () => bulk("retry"));
+  selectAll.addEventListener("change", () => {
+    if (selectAll.checked) for (const id of rowFor.keys()) selected.add(id);
+    else selected.clear();
+    drawSelection();
+  });
   const setCell = (row, name, key, make) => {
     if (row.shown[name] === key) return;
     row.shown[name] = key;
@@ -331,8 +393,9 @@ function listPage() {
     }
     if (!page.tasks.length) {
       rowFor.clear();
-      rows.replaceChildren(h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted" }, "No tasks.")));
+      rows.replaceChildren(h("tr", { class: "empty" }, h("td", { colspan: 7, class: "muted" }, "No tasks.")));
     }
+    drawSelection();
     const number = state.cursors.length;
     pageLabel.textContent = `page ${number}`;
     prev.disabled = number === 1;

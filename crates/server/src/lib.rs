@@ -394,7 +394,7 @@ fn is_resource(path: &str) -> bool {
         ["metrics" | "openapi.json"]
             | [
                 "v1",
-                "healthz" | "readyz" | "info" | "ops" | "stats" | "tasks"
+                "healthz" | "readyz" | "info" | "ops" | "stats" | "tasks" | "schedules"
             ]
             | ["v1", "tasks", _]
             | ["v1", "tasks", _, "result" | "events" | "cancel"]

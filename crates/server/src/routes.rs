@@ -305,7 +305,7 @@ pub(crate) async fn list_tasks(
         })?),
     };
     let time = |name: &str| -> Result<Option<Timestamp>, ApiError> {
-        match query.get(name).filter(|text| !text.is_empty()) {
+        match query.get(name) {
             None => Ok(None),
             Some(text) => Timestamp::parse(text).map(Some).ok_or_else(|| {
                 ApiError::invalid(

@@ -456,3 +456,101 @@ async fn the_list_pages_filters_and_finds_by_id_and_every_page_fits_400_px() {
     browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
+
+/// Select-and-act: tick rows, cancel them with one bulk request (after a
+/// confirmation), then retry them as new tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selected_rows_are_cancelled_and_retried_in_bulk() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    let http = reqwest::Client::new();
+    let run_at = tasktape_client::Timestamp::now()
+        .add_millis(3_600_000)
+        .to_string();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let handle: Value = http
+            .post(format!("{}/v1/tasks", server.base))
+            .json(&json!({"op": "echo", "params": {"count": 1}, "run_at": run_at}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(handle["task_id"].as_str().unwrap().to_owned());
+    }
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", server.base)).await;
+    for id in &ids {
+        browser
+            .wait_for(
+                &format!("return !!document.querySelector('tr[data-task=\"{id}\"] input.select');"),
+                "the row's checkbox",
+            )
+            .await;
+    }
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('cancel-selected').disabled;")
+            .await,
+        json!(true)
+    );
+    for id in &ids[..2] {
+        browser
+            .click(&format!("tr[data-task=\"{id}\"] input.select"))
+            .await;
+    }
+    browser
+        .wait_for(
+            "return document.getElementById('selected-count').textContent === '2 selected';",
+            "two selected",
+        )
+        .await;
+    browser.click("#cancel-selected").await;
+    browser.click("#bulk-yes").await;
+    browser
+        .wait_for(
+            "return document.getElementById('bulk-result').textContent.startsWith('Cancelled 2 of 2');",
+            "the bulk cancel's answer",
+        )
+        .await;
+    for id in &ids[..2] {
+        assert_eq!(row(&server, id).await["status"], "cancelled");
+    }
+    assert_eq!(row(&server, &ids[2]).await["status"], "pending");
+    // The whole page: select all, retry — only the two finished ones run again.
+    browser
+        .wait_for(
+            &format!("return document.querySelector('tr[data-task=\"{}\"] [data-status]').dataset.status === 'cancelled';", ids[0]),
+            "the cancelled status shown",
+        )
+        .await;
+    browser.click("#select-all").await;
+    browser.click("#retry-selected").await;
+    browser.click("#bulk-yes").await;
+    browser
+        .wait_for(
+            "return document.getElementById('bulk-result').textContent.startsWith('Retried 2 of 3');",
+            "the bulk retry's answer",
+        )
+        .await;
+    let page: Value = http
+        .get(format!("{}/v1/tasks?limit=100", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retried: Vec<&str> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|task| task["retry_of"].as_str())
+        .collect();
+    assert_eq!(retried.len(), 2, "{page}");
+    assert!(retried.iter().all(|id| ids[..2].contains(&id.to_string())));
+    browser.assert_no_console_errors(&[]).await;
+    browser.close().await;
+}

@@ -69,8 +69,37 @@ async fn echo_submit_follow_row_and_result_match_the_wire() {
     assert_eq!(row["status"], "succeeded");
     assert_eq!(row["result"], json!({"echoed": 3}));
     assert_eq!(row["error"], Value::Null);
-    let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 9);
+    // WIRE.md's nine fields and the job fields (dikw-core's client reads
+    // rows as plain objects, so new fields are safe).
+    let mut keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut expected = [
+        "task_id",
+        "op",
+        "status",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "params_digest",
+        "result",
+        "error",
+        "attempt",
+        "max_attempts",
+        "run_at",
+        "priority",
+        "retry_of",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+    assert_eq!(
+        (row["attempt"].clone(), row["max_attempts"].clone()),
+        (json!(1), json!(1))
+    );
     let result = app.get(&format!("/v1/tasks/{id}/result")).await.json();
     assert_eq!(result["status"], "succeeded");
     assert_eq!(result["result"], json!({"echoed": 3}));
