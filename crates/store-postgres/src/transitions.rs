@@ -309,16 +309,31 @@ impl Shared {
             )
             .await
             .map_err(driver(context))?;
+        self.finish_answer(&row, task_id, expired_before, context)
+    }
+
+    /// The typed answer of `finish_task` or `requeue_task` (same codes).
+    fn finish_answer(
+        &self,
+        row: &tokio_postgres::Row,
+        task_id: TaskId,
+        expired_before: Option<Timestamp>,
+        context: &str,
+    ) -> Result<Option<FinishOutcome>> {
         let code: i16 = row.try_get(0).map_err(driver(context))?;
+        let seq =
+            || -> Result<u64> { Ok(row.try_get::<_, i64>(2).map_err(driver(context))? as u64) };
         Ok(Some(match code {
             finish::FINISHED => {
                 let status = rows::status(row.try_get(1).map_err(driver(context))?)?;
-                let seq: i64 = row.try_get(2).map_err(driver(context))?;
-                self.hub.notify(task_id, seq as u64);
-                FinishOutcome::Finished {
-                    seq: seq as u64,
-                    status,
-                }
+                let seq = seq()?;
+                self.hub.notify(task_id, seq);
+                FinishOutcome::Finished { seq, status }
+            }
+            finish::REQUEUED => {
+                let seq = seq()?;
+                self.hub.notify(task_id, seq);
+                FinishOutcome::Requeued { seq }
             }
             finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished {
                 status: rows::status(row.try_get(1).map_err(driver(context))?)?,
@@ -367,30 +382,7 @@ impl Shared {
             )
             .await
             .map_err(driver(context))?;
-        let code: i16 = row.try_get(0).map_err(driver(context))?;
-        let seq =
-            || -> Result<u64> { Ok(row.try_get::<_, i64>(2).map_err(driver(context))? as u64) };
-        Ok(Some(match code {
-            finish::REQUEUED => {
-                let seq = seq()?;
-                self.hub.notify(task_id, seq);
-                FinishOutcome::Requeued { seq }
-            }
-            finish::FINISHED => {
-                let seq = seq()?;
-                self.hub.notify(task_id, seq);
-                FinishOutcome::Finished {
-                    seq,
-                    status: rows::status(row.try_get(1).map_err(driver(context))?)?,
-                }
-            }
-            finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished {
-                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
-            },
-            finish::NOT_STARTED => FinishOutcome::NotStarted,
-            finish::NOT_FOUND | finish::NOT_EXPIRED if expired_before.is_some() => return Ok(None),
-            _ => FinishOutcome::NotFound,
-        }))
+        self.finish_answer(&row, task_id, expired_before, context)
     }
 }
 
