@@ -75,11 +75,13 @@ impl Cron {
         }
         let dom = self.days & (1 << date.day()) != 0;
         let dow = self.weekdays & (1 << date.weekday().to_sunday_zero_offset()) != 0;
-        match (self.any_day, self.any_weekday) {
-            (true, true) => true,
-            (true, false) => dow,
-            (false, true) => dom,
-            (false, false) => dom || dow,
+        // Classic (Vixie) cron: when either day field starts with `*` both
+        // must match (a plain `*` matches every day); when both are
+        // restricted, either may.
+        if self.any_day || self.any_weekday {
+            dom && dow
+        } else {
+            dom || dow
         }
     }
 
@@ -152,8 +154,13 @@ fn field(
                 let step: u32 = step
                     .parse()
                     .ok()
-                    .filter(|step| *step > 0)
-                    .ok_or_else(|| bad(format!("step {step:?} is not a positive number")))?;
+                    .filter(|step| (1..=max - min + 1).contains(step))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "step {step:?} is not a number from 1 to {}",
+                            max - min + 1
+                        ))
+                    })?;
                 (range, step)
             }
             None => (part, 1),
@@ -331,6 +338,20 @@ mod tests {
             next("0 12 * * 7", "2026-11-29T13:00:00.000Z", "UTC"),
             "2026-12-06T12:00:00.000Z"
         );
+        // A step in a day field counts (odd days; even weekdays).
+        assert_eq!(
+            next("0 0 */2 * *", "2026-11-29T13:00:00.000Z", "UTC"),
+            "2026-12-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            next("0 0 * * */2", "2026-11-29T13:00:00.000Z", "UTC"),
+            "2026-12-01T00:00:00.000Z"
+        );
+        // `*/2` with a weekday: both must hold (an odd day that is a Monday).
+        assert_eq!(
+            next("0 0 */2 * mon", "2026-11-29T13:00:00.000Z", "UTC"),
+            "2026-12-07T00:00:00.000Z"
+        );
         // Both day fields restricted: either matches (the 1st, or a Monday).
         assert_eq!(
             next("0 0 1 * 1", "2026-11-29T13:00:00.000Z", "UTC"),
@@ -350,6 +371,7 @@ mod tests {
             ("* * * foo *", "month"),
             ("* * * * 8", "day-of-week"),
             ("*/0 * * * *", "step"),
+            ("30-59/4294967290 * * * *", "step"),
             ("5-1 * * * *", "backwards"),
         ] {
             let error = Cron::parse(bad).unwrap_err();

@@ -227,8 +227,8 @@ impl Store for MeteredStore {
             .await
     }
 
-    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
-        self.timed(StoreOperation::NextDue, self.inner.next_due(op))
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
+        self.timed(StoreOperation::NextDue, self.inner.next_due(op, after))
             .await
     }
 

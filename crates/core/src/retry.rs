@@ -163,9 +163,10 @@ pub fn attempt_started_message(attempt: u32, max_attempts: u32) -> String {
     format!("attempt {attempt} of {max_attempts} started")
 }
 
-/// A uniform number in [-1, 1] (from a v4 UUID's random bits).
+/// A uniform number in [-1, 1] (from a v4 UUID's random bits: its low 62
+/// bits are random, the two above them the fixed variant).
 fn random_unit() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    let bits = (uuid::Uuid::new_v4().as_u128() as u64 & ((1u64 << 62) - 1)) >> 9;
     (bits as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
 }
 
@@ -198,10 +199,12 @@ mod tests {
         let jittered = plan(9, Backoff::Exponential, true, false);
         assert_eq!(jittered.backoff(2, 1.0), Duration::from_millis(2400));
         assert_eq!(jittered.backoff(2, -1.0), Duration::from_millis(1600));
-        for _ in 0..1000 {
-            let unit = random_unit();
-            assert!((-1.0..=1.0).contains(&unit), "{unit}");
-        }
+        let units: Vec<f64> = (0..2000).map(|_| random_unit()).collect();
+        assert!(units.iter().all(|unit| (-1.0..=1.0).contains(unit)));
+        // Both halves of the range, about evenly.
+        let below = units.iter().filter(|unit| **unit < 0.0).count();
+        assert!((800..=1200).contains(&below), "{below} of 2000 below 0");
+        assert!(units.iter().any(|unit| *unit < -0.9) && units.iter().any(|unit| *unit > 0.9));
     }
 
     #[test]

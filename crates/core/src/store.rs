@@ -101,6 +101,11 @@ pub enum FinishOutcome {
     NotStarted,
     /// No such task.
     NotFound,
+    /// The task runs again under another owner (its lease ran out, a peer
+    /// took it and it started again): this caller's finish is not its to
+    /// make; nothing written. (Stores several instances share fence by the
+    /// owner the manager registered with [`Store::guard_instance`].)
+    NotOwner,
     /// ([`Outcome::Retry`]) The running task is `pending` again, due at
     /// its `run_at`, its tape ending with the `tasktape.attempt_failed`
     /// partial at `seq`.
@@ -366,9 +371,10 @@ pub trait Store: Send + Sync + 'static {
     /// `attempt N of M started`; `attempt` counts up, `run_at` is cleared.
     async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>>;
 
-    /// The earliest `run_at` of a pending task of `op` that has one (due or
-    /// not); `None` when none has. The manager sleeps until then.
-    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>>;
+    /// The earliest `run_at` after `after` of a pending task of `op`;
+    /// `None` when there is none. The manager sleeps until then (tasks due
+    /// already are the claim's).
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>>;
 
     /// The greatest idempotency key starting with `prefix`, if any (the
     /// schedules' last slot: `schedule:<name>:<slot>`).

@@ -132,14 +132,9 @@ fn filter(body: Result<Bytes, BytesRejection>) -> Result<TaskFilter, ApiError> {
     }
     let filter: TaskFilter = serde_json::from_value(value)
         .map_err(|error| ApiError::invalid("body", "body", "value_error", error.to_string()))?;
-    if filter.is_empty() {
-        return Err(ApiError::invalid(
-            "body",
-            "body",
-            "missing",
-            "give at least one filter (ids, status, op, created_after, created_before): an empty filter would match every task",
-        ));
-    }
+    filter
+        .check()
+        .map_err(|(field, message)| ApiError::invalid("body", field, "missing", message))?;
     Ok(filter)
 }
 

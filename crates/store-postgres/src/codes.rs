@@ -39,6 +39,8 @@ pub(crate) mod finish {
     pub(crate) const NOT_EXPIRED: i16 = 4;
     /// (`requeue_task`) Pending again for another attempt (`out_seq`).
     pub(crate) const REQUEUED: i16 = 5;
+    /// (`finish_owned`, `requeue_task`) Running, held by another instance now.
+    pub(crate) const NOT_OWNER: i16 = 6;
 }
 
 /// `request_cancel`.
@@ -78,6 +80,7 @@ pub(crate) const PLACEHOLDERS: &[(&str, i16)] = &[
     ("{finish.not_found}", finish::NOT_FOUND),
     ("{finish.not_expired}", finish::NOT_EXPIRED),
     ("{finish.requeued}", finish::REQUEUED),
+    ("{finish.not_owner}", finish::NOT_OWNER),
     ("{cancel.cancelled}", cancel::CANCELLED),
     ("{cancel.requested}", cancel::REQUESTED),
     ("{cancel.already_terminal}", cancel::ALREADY_TERMINAL),

@@ -75,6 +75,10 @@ pub(crate) struct Shared {
     pub(crate) timeout: Duration,
     /// How connections of their own (listener, guard) do TLS.
     pub(crate) tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// The instance using this store (set by `guard_instance`): its task
+    /// writes are fenced by owner (a task taken again after its lease ran
+    /// out no longer takes this instance's events or finish).
+    pub(crate) owner: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -181,6 +185,7 @@ impl PostgresStore {
             listening: AtomicBool::new(false),
             timeout: config.operation_timeout,
             tls,
+            owner: std::sync::OnceLock::new(),
         });
         let (writer, jobs) = mpsc::channel(16_384);
         tokio::spawn(writer::run(
@@ -321,6 +326,7 @@ impl Store for PostgresStore {
         if let Some(previous) = previous {
             previous.abort();
         }
+        let _ = self.shared.owner.set(instance_id.to_owned());
         Ok(())
     }
 
@@ -452,8 +458,8 @@ impl Store for PostgresStore {
         self.sweep_tapes(limit).await
     }
 
-    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
-        self.next_due_at(op).await
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
+        self.next_due_at(op, after).await
     }
 
     async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {

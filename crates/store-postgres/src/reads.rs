@@ -178,12 +178,16 @@ impl PostgresStore {
         Self::task_ids(&rows, "finding leftovers")
     }
 
-    pub(crate) async fn next_due_at(&self, op: &str) -> Result<Option<Timestamp>> {
+    pub(crate) async fn next_due_at(
+        &self,
+        op: &str,
+        after: Timestamp,
+    ) -> Result<Option<Timestamp>> {
         let row = self
             .query_one(
                 "finding the next due task",
                 &self.shared.sql.next_due,
-                &[&op],
+                &[&op, &after.as_millis()],
             )
             .await?;
         let at: Option<i64> = row

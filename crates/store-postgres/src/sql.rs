@@ -40,20 +40,22 @@ impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let s = schema::quoted(schema);
         Sql {
-            append: format!("SELECT out_seq, out_code FROM {s}.append_events_at($1, $2, $3)"),
+            // $4: this instance's id (the tasks' owner), or NULL.
+            append: format!("SELECT out_seq, out_code FROM {s}.append_events_at($1, $2, $3, $4)"),
             // $3: the lease's length in ms, from the database's now.
             start: format!(
                 "SELECT out_code, out_status FROM {s}.start_task($1, $2, {DB_MS} + $3, $4, $5)"
             ),
             // $4: the lease's length in ms, from the database's now.
             claim: format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.claim($1, $2, $3, {DB_MS} + $4, $5, $6)"
+                "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, {DB_MS} + $4, $5, $6)"
             ),
             // $9: whether this is a reap (then only a lease over by the
-            // database's clock may be finished).
+            // database's clock may be finished); $10: this instance's id, or
+            // NULL (a running task another instance holds is not finished).
             finish: format!(
-                "SELECT out_code, out_status, out_seq FROM {s}.finish_task($1, $2, $3, $4, $5, $6, $7, $8, \
-                 CASE WHEN $9::boolean THEN {DB_MS} END)"
+                "SELECT out_code, out_status, out_seq FROM {s}.finish_owned($1, $2, $3, $4, $5, $6, $7, $8, \
+                 CASE WHEN $9::boolean THEN {DB_MS} END, $10)"
             ),
             cancel: format!(
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
@@ -65,10 +67,10 @@ impl Sql {
             // $9: whether this is a reap, as for `finish`.
             requeue: format!(
                 "SELECT out_code, out_status, out_seq FROM {s}.requeue_task($1, $2, $3, $4, $5, $6, $7, \
-                 $8, CASE WHEN $9::boolean THEN {DB_MS} END)"
+                 $8, CASE WHEN $9::boolean THEN {DB_MS} END, $10)"
             ),
             next_due: format!(
-                "SELECT min(run_at) FROM {s}.tasks WHERE op = $1 AND status = 'pending' AND run_at IS NOT NULL"
+                "SELECT min(run_at) FROM {s}.tasks WHERE op = $1 AND status = 'pending' AND run_at > $2"
             ),
             latest_key: format!(
                 "SELECT idempotency_key FROM {s}.tasks WHERE idempotency_key IS NOT NULL \

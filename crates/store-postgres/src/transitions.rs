@@ -305,6 +305,7 @@ impl Shared {
                     &now.as_millis(),
                     &now.to_string(),
                     &expired_before.is_some(),
+                    &self.owner.get().map(String::as_str),
                 ],
             )
             .await
@@ -339,6 +340,7 @@ impl Shared {
                 status: rows::status(row.try_get(1).map_err(driver(context))?)?,
             },
             finish::NOT_STARTED => FinishOutcome::NotStarted,
+            finish::NOT_OWNER => FinishOutcome::NotOwner,
             // A reap of a task that is not running (or not there) reaps nothing.
             finish::NOT_FOUND | finish::NOT_EXPIRED if expired_before.is_some() => return Ok(None),
             _ => FinishOutcome::NotFound,
@@ -378,6 +380,7 @@ impl Shared {
                     &now.as_millis(),
                     &now.to_string(),
                     &expired_before.is_some(),
+                    &self.owner.get().map(String::as_str),
                 ],
             )
             .await

@@ -265,7 +265,15 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
         .collect();
     let times: Vec<String> = appends.iter().map(|append| append.at.to_string()).collect();
     let found = client
-        .query(&statement, &[&ids, &bodies, &times])
+        .query(
+            &statement,
+            &[
+                &ids,
+                &bodies,
+                &times,
+                &shared.owner.get().map(String::as_str),
+            ],
+        )
         .await
         .map_err(|error| retry("appending events", error))?;
     if found.len() != appends.len() {

@@ -449,10 +449,10 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
         let op = op.to_owned();
         self.readers
-            .with(move |conn| reader::next_due(conn, &op))
+            .with(move |conn| reader::next_due(conn, &op, after))
             .await
     }
 

@@ -267,12 +267,17 @@ pub(crate) fn events(
     })
 }
 
-/// The earliest `run_at` among `op`'s pending tasks.
-pub(crate) fn next_due(conn: &mut Connection, op: &str) -> rusqlite::Result<Option<Timestamp>> {
+/// The earliest `run_at` after `after` among `op`'s pending tasks.
+pub(crate) fn next_due(
+    conn: &mut Connection,
+    op: &str,
+    after: Timestamp,
+) -> rusqlite::Result<Option<Timestamp>> {
     let mut statement = conn.prepare_cached(
-        "SELECT min(run_at) FROM tasks WHERE op = ?1 AND status = 'pending' AND run_at IS NOT NULL",
+        "SELECT min(run_at) FROM tasks WHERE op = ?1 AND status = 'pending' AND run_at > ?2",
     )?;
-    let at: Option<i64> = statement.query_row([op], |row| row.get(0))?;
+    let at: Option<i64> =
+        statement.query_row(rusqlite::params![op, after.as_millis()], |row| row.get(0))?;
     Ok(at.map(Timestamp::from_millis))
 }
 

@@ -364,7 +364,8 @@ impl Writer {
                 }
                 FinishOutcome::NotFound
                 | FinishOutcome::NotStarted
-                | FinishOutcome::Requeued { .. } => Ok(CancelOutcome::NotFound),
+                | FinishOutcome::Requeued { .. }
+                | FinishOutcome::NotOwner => Ok(CancelOutcome::NotFound),
             },
             Status::Running => {
                 let mut statement = self.conn.prepare_cached(

@@ -150,6 +150,25 @@ impl TaskFilter {
             && self.created_before.is_none()
     }
 
+    /// What is wrong with a filter a bulk action was given, as
+    /// `(field, message)`: none at all, or an empty list (which would read
+    /// as "any").
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.is_empty() {
+            return Err((
+                "body",
+                "give at least one filter (ids, status, op, created_after, created_before): an empty filter would match every task",
+            ));
+        }
+        if self.ids.as_ref().is_some_and(Vec::is_empty) {
+            return Err(("ids", "must list at least one task id"));
+        }
+        if matches!(&self.status, Some(StatusFilter::Many(list)) if list.is_empty()) {
+            return Err(("status", "must name at least one status"));
+        }
+        Ok(())
+    }
+
     /// The statuses asked for (empty: any).
     pub fn statuses(&self) -> Vec<Status> {
         match &self.status {
@@ -258,6 +277,12 @@ mod tests {
             serde_json::from_str(r#"{"status":["pending","running"],"op":"echo"}"#).unwrap();
         assert_eq!(many.statuses(), vec![Status::Pending, Status::Running]);
         assert!(TaskFilter::default().is_empty());
+        assert_eq!(TaskFilter::default().check().unwrap_err().0, "body");
+        let no_status: TaskFilter = serde_json::from_str(r#"{"status":[]}"#).unwrap();
+        assert_eq!(no_status.check().unwrap_err().0, "status");
+        let no_ids: TaskFilter = serde_json::from_str(r#"{"ids":[],"op":"x"}"#).unwrap();
+        assert_eq!(no_ids.check().unwrap_err().0, "ids");
+        assert!(many.check().is_ok());
         assert!(serde_json::from_str::<TaskFilter>(r#"{"stat":"failed"}"#).is_err());
     }
 }

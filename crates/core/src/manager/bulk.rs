@@ -104,6 +104,13 @@ impl Manager {
         F: Fn(Manager, Task) -> Fut,
         Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
     {
+        if let Err((field, message)) = filter.check() {
+            // An empty filter would act on every task: never by accident.
+            return Err(StoreError::backend(
+                "bulk action",
+                format!("refused filter ({field}): {message}"),
+            ));
+        }
         let mut running = JoinSet::new();
         let mut matched = 0u64;
         let launch = async |task: Task, running: &mut JoinSet<Result<(), StoreError>>| {

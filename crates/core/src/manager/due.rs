@@ -57,10 +57,11 @@ impl Manager {
         if !self.inner.config.worker || self.inner.ops.get(op).is_none() {
             return;
         }
-        match self.inner.store.next_due(op).await {
-            Ok(Some(at)) if at > Timestamp::now() => self.arm_due(op, at),
-            // Due already: the claim just kicked (or the next run's end) takes it.
-            Ok(_) => {}
+        // Tasks due already are the claim's (kicked now, or by the next
+        // run's end when the op is at its limit): look past them.
+        match self.inner.store.next_due(op, Timestamp::now()).await {
+            Ok(Some(at)) => self.arm_due(op, at),
+            Ok(None) => {}
             Err(error) => warn!(op, %error, "could not look up when the next task is due"),
         }
     }

@@ -85,40 +85,46 @@ impl Manager {
         };
         // Never run before (or its tasks were purged): start from now.
         let Some(last) = last else { return now };
-        let mut missed = Vec::new();
+        // Every missed slot up to now, keeping only the latest MAX_CATCH_UP.
+        let mut latest = std::collections::VecDeque::with_capacity(MAX_CATCH_UP);
+        let mut missed = 0usize;
         let mut at = last;
-        while let Some(slot) = schedule.next_after(at) {
-            if slot > now || missed.len() > MAX_CATCH_UP {
-                break;
+        while let Some(slot) = schedule.next_after(at).filter(|slot| *slot <= now) {
+            if latest.len() == MAX_CATCH_UP {
+                latest.pop_front();
             }
-            missed.push(slot);
+            latest.push_back(slot);
+            missed += 1;
             at = slot;
         }
-        if missed.is_empty() {
+        if missed == 0 {
             return now;
         }
         let chosen: Vec<Timestamp> = match schedule.catch_up {
             CatchUp::None => Vec::new(),
-            CatchUp::Last => missed.last().copied().into_iter().collect(),
+            CatchUp::Last => latest.back().copied().into_iter().collect(),
             CatchUp::All => {
-                if missed.len() > MAX_CATCH_UP {
-                    warn!(schedule = %schedule.name, "more than {MAX_CATCH_UP} slots were missed; running the latest {MAX_CATCH_UP}");
+                if missed > MAX_CATCH_UP {
+                    warn!(schedule = %schedule.name, missed, "more than {MAX_CATCH_UP} slots were missed; running the latest {MAX_CATCH_UP}");
                 }
-                let skip = missed.len().saturating_sub(MAX_CATCH_UP);
-                missed[skip..].to_vec()
+                latest.into_iter().collect()
             }
         };
-        info!(schedule = %schedule.name, missed = missed.len(), running = chosen.len(), catch_up = schedule.catch_up.as_str(), "catching up on missed slots");
+        info!(schedule = %schedule.name, missed, running = chosen.len(), catch_up = schedule.catch_up.as_str(), "catching up on missed slots");
         for slot in chosen {
             self.submit_slot(schedule, slot).await;
         }
         now
     }
 
-    /// Submits the task of `slot`, retrying a failing store for a while.
+    /// Submits the task of `slot`, retrying a failing store until the next
+    /// slot is due (a short outage delays a slot, it does not lose it).
     async fn submit_slot(&self, schedule: &Schedule, slot: Timestamp) {
         let mut backoff = Duration::from_millis(100);
-        for _ in 0..8 {
+        let give_up = schedule
+            .next_after(slot.max(Timestamp::now()))
+            .unwrap_or_else(|| Timestamp::now().add_millis(3_600_000));
+        while Timestamp::now() < give_up {
             let options = SubmitOptions {
                 idempotency_key: Some(schedule.key(slot)),
                 ..SubmitOptions::default()
@@ -146,7 +152,8 @@ impl Manager {
                 () = tokio::time::sleep(backoff) => {}
                 () = self.inner.stopping.cancelled() => return,
             }
-            backoff *= 2;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+        warn!(schedule = %schedule.name, %slot, "gave up on the slot: the store failed until the next one was due");
     }
 }

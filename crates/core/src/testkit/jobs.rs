@@ -63,8 +63,16 @@ pub async fn claims_go_by_priority_then_age_and_wait_for_run_at(h: Harness) {
     let delayed = create(store, "p", 10, Some(later), base, 3).await;
     let was_delayed = create(store, "p", 0, Some(Timestamp::from_millis(base)), base, 4).await;
     assert_eq!(
-        store.next_due("p").await.unwrap(),
+        store
+            .next_due("p", Timestamp::from_millis(0))
+            .await
+            .unwrap(),
         Some(Timestamp::from_millis(base))
+    );
+    // Past due ones are the claim's: the next one after now is the delayed one.
+    assert_eq!(
+        store.next_due("p", Timestamp::now()).await.unwrap(),
+        Some(later)
     );
     let claimed: Vec<TaskId> = store
         .claim("p", 10, lease("owner-a"))
@@ -79,8 +87,9 @@ pub async fn claims_go_by_priority_then_age_and_wait_for_run_at(h: Harness) {
         (waiting.status, waiting.run_at, waiting.priority),
         (Status::Pending, Some(later), 10)
     );
-    assert_eq!(store.next_due("p").await.unwrap(), Some(later));
-    assert_eq!(store.next_due("other").await.unwrap(), None);
+    let now = Timestamp::now();
+    assert_eq!(store.next_due("p", now).await.unwrap(), Some(later));
+    assert_eq!(store.next_due("other", now).await.unwrap(), None);
     // The limit still counts every running task of the op.
     assert!(
         store
@@ -195,7 +204,13 @@ pub async fn cancels_win_over_retries_at_every_point(h: Harness) {
         CancelOutcome::Cancelled { seq: 3 }
     ));
     assert_status(store, waiting, Status::Cancelled).await;
-    assert_eq!(store.next_due("test").await.unwrap(), None);
+    assert_eq!(
+        store
+            .next_due("test", Timestamp::from_millis(0))
+            .await
+            .unwrap(),
+        None
+    );
 
     let running = super::running_task(store).await;
     assert!(matches!(

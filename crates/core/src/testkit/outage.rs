@@ -196,8 +196,8 @@ impl Store for FlakyStore {
         self.inner.sweep(limit).await
     }
 
-    async fn next_due(&self, op: &str) -> Result<Option<Timestamp>> {
-        self.inner.next_due(op).await
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
+        self.inner.next_due(op, after).await
     }
 
     async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {

@@ -141,7 +141,8 @@ pub async fn finish_racing_finish_has_one_winner(h: Harness) {
                 FinishOutcome::AlreadyFinished { status } => losers.push(status),
                 FinishOutcome::NotFound
                 | FinishOutcome::NotStarted
-                | FinishOutcome::Requeued { .. } => {
+                | FinishOutcome::Requeued { .. }
+                | FinishOutcome::NotOwner => {
                     panic!("task vanished, never started or was requeued")
                 }
             }

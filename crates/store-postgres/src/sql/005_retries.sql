@@ -2,10 +2,15 @@
 -- claim takes the due pending tasks of an op by priority, then age; a
 -- later attempt of a retried task begins with a log line, not a second
 -- task_started; requeue_task puts a failed attempt back to pending.
--- start_one and claim keep their signatures, so an older instance still
--- running on this database claims by the new rules (it never starts a
--- delayed task early); it also notices the newer schema version and stops
--- claiming (`Store::check_schema`).
+-- Instances of an earlier release still running on this database call
+-- claim(): it now starts nothing, so they never run a task by rules they do
+-- not know (delays, priorities, retries); this release claims with
+-- claim_due(). Later releases notice a newer schema by its version
+-- (`Store::check_schema`) and stop claiming by themselves.
+-- Writes of a running task are fenced by its owner (append_events_at with
+-- p_owner, finish_owned, requeue_task): once a lease ran out and another
+-- instance took the task (a retry after owner_lost), the old owner's late
+-- events are dropped and its finish loses.
 LOCK TABLE {s}.tasks IN SHARE ROW EXCLUSIVE MODE;
 ALTER TABLE {s}.tasks
     ADD COLUMN priority integer NOT NULL DEFAULT 0,
@@ -48,7 +53,15 @@ BEGIN
 END
 $fn$;
 
+-- An earlier release's claim: starts nothing (see the header).
 CREATE OR REPLACE FUNCTION {s}.claim(p_op text, p_limit integer, p_owner text, p_until bigint, p_now bigint, p_ts text)
+RETURNS SETOF {s}.tasks LANGUAGE plpgsql AS $fn$
+BEGIN
+    RETURN;
+END
+$fn$;
+
+CREATE FUNCTION {s}.claim_due(p_op text, p_limit integer, p_owner text, p_until bigint, p_now bigint, p_ts text)
 RETURNS SETOF {s}.tasks LANGUAGE plpgsql AS $fn$
 DECLARE
     v_running integer;
@@ -112,17 +125,24 @@ $fn$;
 -- codes of finish_task (a pending task: {finish.not_started}).
 CREATE FUNCTION {s}.requeue_task(p_id uuid, p_error text, p_run_at bigint, p_run_at_text text,
                                  p_started text, p_cancel_final text, p_now bigint, p_ts text,
-                                 p_expired_before bigint)
+                                 p_expired_before bigint, p_owner text)
 RETURNS TABLE (out_code smallint, out_status text, out_seq bigint) LANGUAGE plpgsql AS $fn$
 DECLARE
     cur record;
     v_attempt integer;
     v_entry text;
 BEGIN
-    SELECT t.status, t.cancel_requested, t.last_seq, t.op, t.lease_until, t.attempt INTO cur
+    SELECT t.status, t.cancel_requested, t.last_seq, t.op, t.lease_until, t.attempt, t.owner INTO cur
       FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
     IF NOT FOUND THEN
         out_code := {finish.not_found};
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF p_owner IS NOT NULL AND p_expired_before IS NULL AND cur.status = 'running'
+       AND cur.owner IS DISTINCT FROM p_owner THEN
+        out_code := {finish.not_owner};
+        out_status := cur.status;
         RETURN NEXT;
         RETURN;
     END IF;
@@ -174,4 +194,90 @@ BEGIN
     out_code := {finish.requeued};
     RETURN NEXT;
 END
+$fn$;
+
+-- finish_task for the task's owner: a running task another instance holds
+-- now (its lease ran out and the task was taken again) is not finished by
+-- the old owner ({finish.not_owner}). Reaps (p_expired_before) and a NULL
+-- p_owner skip the check.
+CREATE FUNCTION {s}.finish_owned(p_id uuid, p_status text, p_result text, p_error text,
+                                 p_final text, p_cancel_final text, p_now bigint, p_ts text,
+                                 p_expired_before bigint, p_owner text)
+RETURNS TABLE (out_code smallint, out_status text, out_seq bigint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur record;
+BEGIN
+    IF p_owner IS NOT NULL AND p_expired_before IS NULL THEN
+        SELECT t.status, t.owner INTO cur FROM {s}.tasks t WHERE t.task_id = p_id FOR UPDATE;
+        IF FOUND AND cur.status = 'running' AND cur.owner IS DISTINCT FROM p_owner THEN
+            out_code := {finish.not_owner};
+            out_status := cur.status;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY SELECT * FROM {s}.finish_task(p_id, p_status, p_result, p_error, p_final,
+                                               p_cancel_final, p_now, p_ts, p_expired_before);
+END
+$fn$;
+
+-- append_events_at for the tasks' owner: events of a task another instance
+-- runs now are dropped. The three-argument form (an earlier release's)
+-- appends without the check.
+CREATE FUNCTION {s}.append_events_at(p_ids uuid[], p_bodies text[], p_ts text[], p_owner text)
+RETURNS TABLE (out_seq bigint, out_code smallint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_id uuid;
+    v_n bigint;
+    v_top bigint;
+    bumped_ids uuid[] := '{}';
+    bumped_base bigint[] := '{}';
+    dropped_ids uuid[] := '{}';
+    dropped_last bigint[] := '{}';
+BEGIN
+    FOR v_id, v_n IN
+        SELECT x.id, count(*) FROM unnest(p_ids) AS x(id) GROUP BY x.id ORDER BY x.id
+    LOOP
+        UPDATE {s}.tasks t SET last_seq = t.last_seq + v_n
+         WHERE t.task_id = v_id AND t.status = 'running'
+           AND (p_owner IS NULL OR t.owner = p_owner)
+         RETURNING t.last_seq INTO v_top;
+        IF FOUND THEN
+            bumped_ids := bumped_ids || v_id;
+            bumped_base := bumped_base || (v_top - v_n);
+            PERFORM pg_notify({chan}, 'e ' || v_id || ' ' || v_top);
+        ELSE
+            SELECT t.last_seq INTO v_top FROM {s}.tasks t WHERE t.task_id = v_id;
+            IF FOUND THEN
+                dropped_ids := dropped_ids || v_id;
+                dropped_last := dropped_last || v_top;
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.id, i.body, i.ts, i.ord,
+               row_number() OVER (PARTITION BY i.id ORDER BY i.ord) AS k
+          FROM unnest(p_ids, p_bodies, p_ts) WITH ORDINALITY AS i(id, body, ts, ord)),
+    bumped AS (SELECT * FROM unnest(bumped_ids, bumped_base) AS b(id, base)),
+    dropped AS (SELECT * FROM unnest(dropped_ids, dropped_last) AS d(id, last)),
+    inserted AS (
+        INSERT INTO {s}.events (task_id, seq, json)
+        SELECT i.id, b.base + i.k,
+               i.body || ',"seq":' || (b.base + i.k) || ',"ts":"' || i.ts || '"}'
+          FROM input i JOIN bumped b ON b.id = i.id)
+    SELECT COALESCE(b.base + i.k, d.last, 0),
+           (CASE WHEN b.id IS NOT NULL THEN {append.appended}
+                 WHEN d.id IS NOT NULL THEN {append.dropped}
+                 ELSE {append.not_found} END)::smallint
+      FROM input i
+      LEFT JOIN bumped b ON b.id = i.id
+      LEFT JOIN dropped d ON d.id = i.id
+     ORDER BY i.ord;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.append_events_at(p_ids uuid[], p_bodies text[], p_ts text[])
+RETURNS TABLE (out_seq bigint, out_code smallint) LANGUAGE sql AS $fn$
+    SELECT * FROM {s}.append_events_at(p_ids, p_bodies, p_ts, NULL::text);
 $fn$;

@@ -191,3 +191,87 @@ async fn a_listener_that_lost_its_connection_reconnects_and_catches_up() {
     assert_eq!(watch.announced(), 4);
     wait_listening(&[&b]).await;
 }
+
+/// A task whose lease ran out is requeued for another attempt (an
+/// idempotent op) and runs again on another instance: the old owner's late
+/// events are dropped and its finish (or retry) is refused, so the new
+/// attempt's tape stays its own. An earlier release's `claim` starts
+/// nothing on this schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_write_into_the_next_attempt() {
+    use tasktape_core::model::Retry;
+    use tasktape_core::store::{AppendOutcome, FinishOutcome, Lease};
+    use tasktape_core::testkit::{assert_row_and_tape_agree, progress};
+    use tasktape_core::{ErrorInfo, Outcome, Status, Timestamp};
+
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    let (b, _other) = open_schema(&schema).await;
+    a.guard_instance("node-a").await.unwrap();
+    b.guard_instance("node-b").await.unwrap();
+    let task_id = a.create(new_task("work")).await.unwrap().task.task_id;
+    let short = Lease {
+        owner: "node-a".into(),
+        until: Timestamp::now().add_millis(50),
+    };
+    a.claim("work", 1, short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let retry = |millis| {
+        Outcome::Retry(Box::new(Retry {
+            error: ErrorInfo::new("owner_lost", "lease expired"),
+            retry_at: Timestamp::now().add_millis(millis),
+            started_at: None,
+        }))
+    };
+    assert!(matches!(
+        b.reap(task_id, Timestamp::now(), retry(0)).await.unwrap(),
+        Some(FinishOutcome::Requeued { seq: 2 })
+    ));
+    let again = b.claim("work", 1, lease("node-b")).await.unwrap();
+    assert_eq!((again.len(), again[0].attempt), (1, 2));
+    // node-a comes back with a late event, its finish and its own retry.
+    assert!(matches!(
+        a.append(task_id, progress(1)).await.unwrap(),
+        AppendOutcome::Dropped { last_seq: 3 }
+    ));
+    assert_eq!(
+        a.finish(task_id, Outcome::Succeeded(serde_json::json!(1)))
+            .await
+            .unwrap(),
+        FinishOutcome::NotOwner
+    );
+    assert_eq!(
+        a.finish(task_id, retry(1000)).await.unwrap(),
+        FinishOutcome::NotOwner
+    );
+    // node-b's attempt goes on and ends it.
+    assert!(matches!(
+        b.append(task_id, progress(2)).await.unwrap(),
+        AppendOutcome::Appended { seq: 4 }
+    ));
+    assert!(matches!(
+        b.finish(task_id, Outcome::Succeeded(serde_json::json!(2)))
+            .await
+            .unwrap(),
+        FinishOutcome::Finished {
+            status: Status::Succeeded,
+            seq: 5
+        }
+    ));
+    assert_row_and_tape_agree(&*b, task_id).await;
+
+    // An earlier release's claim function starts nothing here.
+    a.create(new_task("old")).await.unwrap();
+    let (db, connection) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let started = db
+        .query(
+            &format!("SELECT * FROM \"{schema}\".claim('old', 4, 'old-release', 0, 0, 'x')"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(started.is_empty());
+}
