@@ -5,8 +5,9 @@
 //! Fields take `*`, numbers, ranges `a-b`, steps `*/n` and `a-b/n`, lists
 //! `a,b`, month names `jan`–`dec` and weekday names `sun`–`sat` (Sunday is
 //! 0 or 7). As in classic cron, when both day fields are restricted either
-//! may match. A wall-clock time a daylight-saving change skips fires right
-//! after the change; one it repeats fires once, at its first occurrence.
+//! may match, and when one starts with `*` both must. A wall-clock time a
+//! daylight-saving change skips is moved forward by the gap (02:30 → 03:30);
+//! one it repeats fires once, at its first occurrence.
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;

@@ -165,6 +165,18 @@ async fn submit(
             "must be 1 to 256 characters",
         ));
     }
+    if options
+        .idempotency_key
+        .as_deref()
+        .is_some_and(|key| key.starts_with("schedule:"))
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "idempotency_key",
+            "value_error",
+            "keys starting with \"schedule:\" are the schedules' own (one task per slot)",
+        ));
+    }
     match state.manager().submit_with(op, params, options).await {
         Ok(submitted) => {
             let mut response = Json(handle(&submitted.task)).into_response();

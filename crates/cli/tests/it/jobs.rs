@@ -215,6 +215,10 @@ async fn a_delayed_task_waits_for_its_run_at_and_bad_options_are_named() {
             "retry.max_attempts",
         ),
         (json!({"op": "echo", "retry": {"attempts": 3}}), "retry"),
+        (
+            json!({"op": "echo", "idempotency_key": "schedule:nightly:2026-12-01T03:00:00.000Z"}),
+            "idempotency_key",
+        ),
     ] {
         let response = http
             .post(format!("{}/v1/tasks", server.base))

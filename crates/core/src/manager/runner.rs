@@ -38,6 +38,14 @@ impl Manager {
             return;
         };
         let limit = self.inner.config.max_events_per_task;
+        // The cap is the tape's, not an attempt's: a later attempt has what
+        // the earlier ones left (one store read, for retried tasks only).
+        let used = if task.attempt > 1 {
+            let last = self.inner.store.last_seq(task_id).await;
+            last.ok().flatten().unwrap_or(0).saturating_sub(1)
+        } else {
+            0
+        };
         let on_full = {
             let (manager, token) = (self.clone(), token.clone());
             Box::new(move || {
@@ -51,7 +59,7 @@ impl Manager {
             token.clone(),
             self.inner.stopping.clone(),
             self.inner.hard_stop.clone(),
-            limit,
+            limit.saturating_sub(used).max(1),
             Some(on_full),
             self.inner.config.lease_ttl,
         );

@@ -70,6 +70,42 @@ async fn an_embedders_op_is_retried_to_success_and_a_permanent_error_is_not() {
     assert_eq!(events.len(), 2, "task_started, final");
 }
 
+/// `max_events_per_task` caps the tape, not each attempt: a retried task
+/// that reaches it ends `tape_full` (never retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tape_cap_counts_every_attempt() {
+    let op = FnOp::new(
+        "chatty",
+        "three steps, then fails",
+        |_, reporter| async move {
+            for step in 1..=3 {
+                reporter.progress("work", step, 3, None).await?;
+            }
+            Err(OpError::new("flaky", "failed after its steps"))
+        },
+    )
+    .with_retry(policy(5));
+    let config = tasktape_core::ManagerConfig {
+        max_events_per_task: 8,
+        ..quick_config()
+    };
+    let rig = Rig::new(registry(op), config).await;
+    let task_id = rig.submit("chatty", json!({})).await;
+    let (task, events) = wait_final(&rig.store, task_id).await;
+    assert_eq!(task.status, Status::Failed);
+    assert_eq!(
+        task.error.as_ref().unwrap().code,
+        "tape_full",
+        "{events:#?}"
+    );
+    assert_eq!(task.attempt, 2, "the second attempt hit the cap");
+    assert!(
+        events.len() <= 9,
+        "{} events: the cap is 8 plus final",
+        events.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delayed_submit_waits_and_priority_is_kept() {
     let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
