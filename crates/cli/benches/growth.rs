@@ -1,7 +1,9 @@
 //! How the cost of each operation grows as the store fills: the release
 //! `tasktape serve` on a store holding 1,000, 100,000 and 1,000,000
 //! finished tasks (each with a two-event tape), and once with 100,000
-//! pending ones; then one tape growing to 10,000,000 events.
+//! pending ones (delayed by a day, so they wait while the figures are
+//! taken: claims must pass them by); then one tape growing to 10,000,000
+//! events.
 //!
 //! Run: `cargo bench -p tasktape --bench growth` (SQLite), or under
 //! `scripts/with-postgres` with `TASKTAPE_GROWTH_STORE=postgres`.
@@ -192,6 +194,19 @@ fn fill_sqlite(target: &Target, count: u64, pending: bool) {
         }
     }
     tx.commit().unwrap();
+    if pending {
+        // Due in a day: they wait (and claims must pass them by cheaply).
+        let tomorrow = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 86_400_000;
+        conn.execute(
+            "UPDATE tasks SET run_at = ?1 WHERE status = 'pending'",
+            [tomorrow],
+        )
+        .unwrap();
+    }
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
         .unwrap();
 }
@@ -221,7 +236,14 @@ async fn fill_postgres(url: &str, schema: &str, count: u64, pending: bool) {
     ))
     .await
     .unwrap();
-    if !pending {
+    if pending {
+        db.batch_execute(&format!(
+            "UPDATE {s}.tasks SET run_at = (extract(epoch FROM now()) * 1000)::bigint + 86400000 \
+             WHERE status = 'pending'"
+        ))
+        .await
+        .unwrap();
+    } else {
         db.batch_execute(&format!(
             "INSERT INTO {s}.events (task_id, seq, json) \
              SELECT task_id, 1, '{{\"type\":\"task_started\",\"task_id\":\"' || task_id || '\",\"op\":\"echo\",\"seq\":1,\"ts\":\"2023-11-14T22:13:20.001Z\"}}' FROM {s}.tasks; \
@@ -379,7 +401,7 @@ async fn one_size(pg: Option<&str>, count: u64, pending: bool) {
             "<= 1.5x the 1000 figure",
         );
     }
-    if !pending {
+    {
         row(
             &format!("[{label}] echo(count=5) tasks/s, 16 clients"),
             format!("{:.0}", echo_rate(&server.base, 60).await),
@@ -393,9 +415,18 @@ async fn one_size(pg: Option<&str>, count: u64, pending: bool) {
 /// the middle.
 async fn long_tape(pg: Option<&str>, length: u64) {
     let target = Target::new(pg);
+    let script = target.dir.path().join("flood.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "yes '{{\"progress\":{{\"phase\":\"p\",\"current\":1,\"total\":0}}}}' | head -n {length}\n"
+        ),
+    )
+    .unwrap();
     let extra = format!(
-        "max_events_per_task = {}\n[ops.flood]\ncommand = [\"sh\", \"-c\", \"yes '{{\\\"progress\\\":{{\\\"phase\\\":\\\"p\\\",\\\"current\\\":1,\\\"total\\\":0}}}}' | head -n {length}\"]\n",
-        length + 10
+        "max_events_per_task = {}\n[ops.flood]\ncommand = [\"sh\", \"{}\"]\n",
+        length + 10,
+        script.display()
     );
     let (server, _) = target.serve(&extra);
     let client = reqwest::Client::new();

@@ -212,15 +212,33 @@ impl Manager {
             return Ok(());
         }
         let mut runnable = 0;
-        for task in store.pending().await? {
-            if self.inner.ops.get(&task.op).is_some() {
-                runnable += 1;
-            } else {
-                let error = ErrorInfo::new(
-                    "op_not_found",
-                    format!("op {:?} is not registered on this server", task.op),
-                );
-                store.finish(task.task_id, Outcome::Failed(error)).await?;
+        for (op, count) in store.pending_ops().await? {
+            if self.inner.ops.get(&op).is_some() {
+                runnable += count;
+                continue;
+            }
+            let error = ErrorInfo::new(
+                "op_not_found",
+                format!("op {op:?} is not registered on this server"),
+            );
+            // A page at a time; finished ones drop out of the next page.
+            loop {
+                let page = store
+                    .list(crate::store::ListQuery {
+                        status: Some(crate::model::Status::Pending),
+                        op: Some(op.clone()),
+                        limit: 500,
+                        ..crate::store::ListQuery::default()
+                    })
+                    .await?;
+                if page.tasks.is_empty() {
+                    break;
+                }
+                for task in page.tasks {
+                    store
+                        .finish(task.task_id, Outcome::Failed(error.clone()))
+                        .await?;
+                }
             }
         }
         if runnable > 0 {

@@ -204,8 +204,8 @@ impl Store for MeteredStore {
             .await
     }
 
-    async fn pending(&self) -> Result<Vec<Task>> {
-        self.timed(StoreOperation::Pending, self.inner.pending())
+    async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
+        self.timed(StoreOperation::Pending, self.inner.pending_ops())
             .await
     }
 

@@ -416,8 +416,9 @@ pub trait Store: Send + Sync + 'static {
     /// Running tasks held by `owner` (an instance's leftovers at start-up).
     async fn leftovers(&self, owner: &str) -> Result<Vec<TaskId>>;
 
-    /// All pending tasks, oldest first (queued again at start-up).
-    async fn pending(&self) -> Result<Vec<Task>>;
+    /// The ops that have pending tasks, with how many (from indexes: no
+    /// row is read, so a start-up with many pending tasks stays cheap).
+    async fn pending_ops(&self) -> Result<Vec<(String, u64)>>;
 
     /// Deletes a terminal task: its row at once (it is gone from every
     /// read), its tape by [`Store::sweep`] later, so that deleting a tape of

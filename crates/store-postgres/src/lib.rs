@@ -442,8 +442,8 @@ impl Store for PostgresStore {
         self.leftover_tasks(owner).await
     }
 
-    async fn pending(&self) -> Result<Vec<Task>> {
-        self.pending_tasks().await
+    async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
+        self.pending_op_counts().await
     }
 
     async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {

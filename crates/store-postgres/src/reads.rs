@@ -232,10 +232,15 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(crate) async fn pending_tasks(&self) -> Result<Vec<Task>> {
-        let rows = self
-            .query("listing pending tasks", &self.shared.sql.pending, &[])
-            .await?;
-        rows.iter().map(task_from_row).collect()
+    pub(crate) async fn pending_op_counts(&self) -> Result<Vec<(String, u64)>> {
+        let context = "counting pending tasks";
+        let rows = self.query(context, &self.shared.sql.pending, &[]).await?;
+        rows.iter()
+            .map(|row| {
+                let op: String = row.try_get(0).map_err(driver(context))?;
+                let count: i64 = row.try_get(1).map_err(driver(context))?;
+                Ok((op, count as u64))
+            })
+            .collect()
     }
 }

@@ -108,9 +108,13 @@ impl Sql {
             leftovers: format!(
                 "SELECT task_id FROM {s}.tasks WHERE status = 'running' AND owner = $1 ORDER BY task_id"
             ),
+            // Ops with pending tasks, from the two partial indexes.
             pending: format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE status = 'pending' \
-                 ORDER BY priority DESC, created_at, task_id"
+                "SELECT op, sum(n)::bigint FROM ( \
+                     SELECT op, count(*) AS n FROM {s}.tasks WHERE status = 'pending' AND run_at IS NULL GROUP BY op \
+                     UNION ALL \
+                     SELECT op, count(*) FROM {s}.tasks WHERE status = 'pending' AND run_at IS NOT NULL GROUP BY op) c \
+                 GROUP BY op"
             ),
             purge: format!("SELECT {s}.purge_tasks($1, $2)"),
             sweep: format!("SELECT {s}.sweep_tapes($1)"),

@@ -432,8 +432,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn pending(&self) -> Result<Vec<Task>> {
-        self.readers.with(reader::pending).await
+    async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
+        self.readers.with(reader::pending_ops).await
     }
 
     async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {

@@ -329,11 +329,20 @@ pub(crate) fn leftovers(conn: &mut Connection, owner: &str) -> rusqlite::Result<
     )
 }
 
-pub(crate) fn pending(conn: &mut Connection) -> rusqlite::Result<Vec<Task>> {
-    let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'pending' ORDER BY created_at, task_id"
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
-    let rows = statement.query_map([], task_from_row)?;
-    rows.collect()
+/// Ops with pending tasks and how many (due now, delayed: one partial
+/// index each).
+pub(crate) fn pending_ops(conn: &mut Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut statement = conn.prepare_cached("SELECT op, count(*) FROM tasks WHERE status = 'pending' AND run_at IS NULL GROUP BY op UNION ALL SELECT op, count(*) FROM tasks WHERE status = 'pending' AND run_at IS NOT NULL GROUP BY op")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut ops: Vec<(String, u64)> = Vec::new();
+    for row in rows {
+        let (op, count) = row?;
+        match ops.iter_mut().find(|(known, _)| *known == op) {
+            Some((_, total)) => *total += count as u64,
+            None => ops.push((op, count as u64)),
+        }
+    }
+    Ok(ops)
 }

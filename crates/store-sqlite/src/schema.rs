@@ -81,9 +81,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // few thousand events per transaction; finished tasks by age.
     "CREATE TABLE deleted_tapes (task_id BLOB PRIMARY KEY NOT NULL) WITHOUT ROWID;
     CREATE INDEX tasks_by_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
-    // 6: retries, delayed tasks and priorities. Claims take the due pending
-    // tasks of an op by priority, then age (`tasks_claim_order`); the
-    // manager sleeps until the earliest `run_at` (`tasks_due`).
+    // 6: retries, delayed tasks and priorities. Claims take the pending
+    // tasks of an op by priority, then age: those due now from
+    // `tasks_claim_order`, delayed ones that came due from `tasks_due` (so
+    // a claim never walks past tasks delayed until later); the manager
+    // sleeps until the earliest `run_at` (`tasks_due` too).
     "ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tasks ADD COLUMN run_at INTEGER;
     ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
@@ -92,7 +94,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN history TEXT;
     ALTER TABLE tasks ADD COLUMN retry_of BLOB;
     CREATE INDEX tasks_claim_order ON tasks (op, priority DESC, created_at, task_id)
-        WHERE status = 'pending';
+        WHERE status = 'pending' AND run_at IS NULL;
     CREATE INDEX tasks_due ON tasks (op, run_at) WHERE status = 'pending' AND run_at IS NOT NULL;",
 ];
 

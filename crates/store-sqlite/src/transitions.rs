@@ -196,8 +196,16 @@ impl Writer {
         let ids = self
             .conn
             .prepare_cached(
-                "SELECT task_id FROM tasks WHERE op = ?1 AND status = 'pending' \
-                 AND (run_at IS NULL OR run_at <= ?3) \
+                // Due now, and delayed ones that came due (two index
+                // ranges: never a walk past tasks delayed until later).
+                "SELECT task_id FROM ( \
+                     SELECT * FROM (SELECT task_id, priority, created_at FROM tasks \
+                         WHERE op = ?1 AND status = 'pending' AND run_at IS NULL \
+                         ORDER BY priority DESC, created_at, task_id LIMIT ?2) \
+                     UNION ALL \
+                     SELECT * FROM (SELECT task_id, priority, created_at FROM tasks \
+                         WHERE op = ?1 AND status = 'pending' AND run_at IS NOT NULL AND run_at <= ?3 \
+                         ORDER BY priority DESC, created_at, task_id LIMIT ?2)) \
                  ORDER BY priority DESC, created_at, task_id LIMIT ?2",
             )?
             .query_map(params![op, room, now.as_millis()], |row| {

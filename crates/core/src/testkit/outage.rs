@@ -180,8 +180,8 @@ impl Store for FlakyStore {
         self.inner.leftovers(owner).await
     }
 
-    async fn pending(&self) -> Result<Vec<Task>> {
-        self.inner.pending().await
+    async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
+        self.inner.pending_ops().await
     }
 
     async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {

@@ -284,7 +284,8 @@ pub async fn unicode_and_odd_json_round_trip(h: Harness) {
     assert_eq!((again.created, again.task.task_id), (false, task_id));
 }
 
-/// Leases renew, expire (never the excluded owner's) and leftovers are found per owner.
+/// Leases renew, expire (never the excluded owner's) and leftovers are found
+/// per owner; `pending_ops` counts the pending tasks per op, delayed ones too.
 pub async fn leases_renew_expire_and_leftovers(h: Harness) {
     let store = &*h.store;
     let now = Timestamp::now();
@@ -296,7 +297,7 @@ pub async fn leases_renew_expire_and_leftovers(h: Harness) {
         until: now.add_millis(-10),
     };
     store.start(peer, short).await.unwrap();
-    let pending = store.create(new_task("test")).await.unwrap().task.task_id;
+    store.create(new_task("test")).await.unwrap();
 
     assert_eq!(store.expired(now, "owner-a").await.unwrap(), vec![peer]);
     assert!(
@@ -332,14 +333,13 @@ pub async fn leases_renew_expire_and_leftovers(h: Harness) {
         0
     );
     assert!(store.leftovers("owner-b").await.unwrap().is_empty());
-    let pending_ids: Vec<TaskId> = store
-        .pending()
-        .await
-        .unwrap()
-        .iter()
-        .map(|task| task.task_id)
-        .collect();
-    assert_eq!(pending_ids, vec![pending]);
+    // Ops with pending tasks (due now or delayed), counted.
+    let mut delayed = super::new_task("later");
+    delayed.run_at = Some(Timestamp::now().add_millis(60_000));
+    store.create(delayed).await.unwrap();
+    let mut ops = store.pending_ops().await.unwrap();
+    ops.sort();
+    assert_eq!(ops, vec![("later".to_owned(), 1), ("test".to_owned(), 1)]);
 }
 
 /// Delete removes a terminal task and its tape; pending and running stay.

@@ -21,7 +21,7 @@ ALTER TABLE {s}.tasks
     ADD COLUMN history text,
     ADD COLUMN retry_of uuid;
 CREATE INDEX tasks_claim_order ON {s}.tasks (op, priority DESC, created_at, task_id)
-    WHERE status = 'pending';
+    WHERE status = 'pending' AND run_at IS NULL;
 CREATE INDEX tasks_due ON {s}.tasks (op, run_at) WHERE status = 'pending' AND run_at IS NOT NULL;
 DROP INDEX {s}.tasks_pending;
 -- Keys by byte order, for the schedules' "latest key with this prefix".
@@ -73,12 +73,24 @@ BEGIN
     IF v_running >= p_limit THEN
         RETURN;
     END IF;
+    -- Due now (tasks_claim_order) and delayed ones that came due
+    -- (tasks_due): never a walk past tasks delayed until later.
+    WITH ready AS (
+        SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
+         WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL
+         ORDER BY t.priority DESC, t.created_at, t.task_id
+         LIMIT p_limit - v_running
+         FOR UPDATE SKIP LOCKED),
+    came_due AS (
+        SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
+         WHERE t.op = p_op AND t.status = 'pending' AND t.run_at <= p_now
+         ORDER BY t.priority DESC, t.created_at, t.task_id
+         LIMIT p_limit - v_running
+         FOR UPDATE SKIP LOCKED)
     SELECT array_agg(x.task_id ORDER BY x.priority DESC, x.created_at, x.task_id) INTO v_ids
-      FROM (SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
-             WHERE t.op = p_op AND t.status = 'pending' AND (t.run_at IS NULL OR t.run_at <= p_now)
-             ORDER BY t.priority DESC, t.created_at, t.task_id
-             LIMIT p_limit - v_running
-             FOR UPDATE SKIP LOCKED) x;
+      FROM (SELECT * FROM ready UNION ALL SELECT * FROM came_due
+             ORDER BY priority DESC, created_at, task_id
+             LIMIT p_limit - v_running) x;
     IF v_ids IS NULL THEN
         RETURN;
     END IF;
