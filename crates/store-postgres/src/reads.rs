@@ -53,8 +53,10 @@ impl PostgresStore {
             params.push(created_at);
             params.push(task_id);
             let (at, id) = (params.len() - 1, params.len());
+            // `created_at <= at` first: an index range from the cursor on,
+            // not a walk from the newest row (the OR alone cannot be a range).
             sql.push_str(&format!(
-                " AND (created_at < ${at} OR (created_at = ${at} AND task_id > ${id}))"
+                " AND created_at <= ${at} AND (created_at < ${at} OR task_id > ${id})"
             ));
         }
         params.push(&limit);

@@ -144,8 +144,10 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
         values.push(Box::new(cursor.created_at.as_millis()));
         values.push(Box::new(cursor.task_id.as_bytes().to_vec()));
         let (at, task) = (values.len() - 1, values.len());
+        // `created_at <= at` first: an index range from the cursor on, not
+        // a walk from the newest row (the OR alone cannot be a range).
         sql.push_str(&format!(
-            " AND (created_at < ?{at} OR (created_at = ?{at} AND task_id > ?{task}))"
+            " AND created_at <= ?{at} AND (created_at < ?{at} OR task_id > ?{task})"
         ));
     }
     values.push(Box::new(
