@@ -37,10 +37,13 @@ impl Target {
 
     fn config(&self, extra: &str) -> std::path::PathBuf {
         let path = self.dir.path().join("tasktape.toml");
-        let mut text = format!("default_concurrency = 256\nretention_days = 0\n{extra}\n");
+        // Top-level keys first: `extra` may open a table ([ops.…]).
+        let mut text = "default_concurrency = 256\nretention_days = 0\n".to_owned();
         if let Some((_, schema)) = &self.pg {
             text.push_str(&format!("pg_schema = \"{schema}\"\npg_pool_size = 32\n"));
         }
+        text.push_str(extra);
+        text.push('\n');
         std::fs::write(&path, text).unwrap();
         path
     }
