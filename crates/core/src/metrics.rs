@@ -257,7 +257,7 @@ pub enum StoreOperation {
     Expired,
     /// `leftovers`.
     Leftovers,
-    /// `pending`.
+    /// `pending_ops`.
     Pending,
     /// `delete`.
     Delete,
@@ -325,7 +325,7 @@ impl StoreOperation {
             StoreOperation::RenewLease => "renew_lease",
             StoreOperation::Expired => "expired",
             StoreOperation::Leftovers => "leftovers",
-            StoreOperation::Pending => "pending",
+            StoreOperation::Pending => "pending_ops",
             StoreOperation::Delete => "delete",
             StoreOperation::Purge => "purge",
             StoreOperation::Sweep => "sweep",
