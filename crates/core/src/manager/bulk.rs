@@ -32,8 +32,29 @@ pub struct BulkCount {
 
 impl Manager {
     /// Cancels every pending or running task `filter` matches (finished
-    /// ones are counted as matched and left alone).
+    /// ones are counted as matched and left alone). Cancel-safe like
+    /// `cancel`: once called, the walk runs to its end even if the caller
+    /// stops waiting (a client that hangs up does not leave it half done).
     pub async fn cancel_matching(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
+        let (manager, filter) = (self.clone(), filter.clone());
+        tokio::spawn(async move { manager.cancel_matching_now(&filter).await })
+            .await
+            .unwrap_or_else(|error| Err(StoreError::backend("bulk cancel", error)))
+    }
+
+    /// Makes a new task for every finished task `filter` matches, with the
+    /// same op, params, priority and retry plan, linked by `retry_of`
+    /// (pending and running ones are counted as matched and left alone).
+    /// Cancel-safe like [`Manager::cancel_matching`] (a walk stopped half
+    /// way and asked again would retry some tasks twice).
+    pub async fn retry_matching(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
+        let (manager, filter) = (self.clone(), filter.clone());
+        tokio::spawn(async move { manager.retry_matching_now(&filter).await })
+            .await
+            .unwrap_or_else(|error| Err(StoreError::backend("bulk retry", error)))
+    }
+
+    async fn cancel_matching_now(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
         let acted = Arc::new(AtomicU64::new(0));
         let matched = self
             .for_each_match(filter, |manager, task| {
@@ -58,10 +79,7 @@ impl Manager {
         })
     }
 
-    /// Makes a new task for every finished task `filter` matches, with the
-    /// same op, params, priority and retry plan, linked by `retry_of`
-    /// (pending and running ones are counted as matched and left alone).
-    pub async fn retry_matching(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
+    async fn retry_matching_now(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
         let acted = Arc::new(AtomicU64::new(0));
         let matched = self
             .for_each_match(filter, |manager, task| {
