@@ -7,7 +7,7 @@
 //! token is 401 `unauthorized`; a known token outside its scope is 403
 //! `forbidden`.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -74,11 +74,7 @@ fn needed(method: &Method, path: &str) -> Scope {
     }
 }
 
-pub(crate) async fn require_token(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require_token(state: &AppState, mut request: Request, next: Next) -> Response {
     let config = state.config();
     let path = request.uri().path();
     let open = config.token.is_none() && config.tokens.is_empty();

@@ -94,17 +94,10 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             match limits.tls.clone() {
                 None => serve_connection(tcp, service, limits, &mut closing).await,
+                // Boxed: a TLS connection's state is larger, and a plain
+                // connection's task would otherwise be as large as it.
                 Some(acceptor) => {
-                    // The handshake gets as long as a request's headers.
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp))
-                        .await
-                    {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, service, limits, &mut closing).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
+                    Box::pin(serve_tls(acceptor, tcp, service, limits, &mut closing)).await
                 }
             }
             open.dec();
@@ -120,6 +113,30 @@ pub(crate) async fn serve(
     // `changed` errs once every connection dropped its sender.
     while done_rx.changed().await.is_ok() {}
     Ok(())
+}
+
+/// Serves one TLS connection: the handshake, then the connection.
+async fn serve_tls<S>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    service: S,
+    limits: Limits,
+    closing: &mut watch::Receiver<()>,
+) where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // The handshake gets as long as a request's headers.
+    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => serve_connection(stream, service, limits, closing).await,
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
 }
 
 /// Serves one connection (HTTP/1.1 only: its header timer runs from the

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tasktape_core::Status;
 use tasktape_core::metrics::{Counter, Exposition, Family, Gauge, HTTP_BUCKETS, Histogram};
@@ -56,7 +55,7 @@ impl Drop for FollowerGuard {
 }
 
 /// The route a request matched (`/v1/tasks/{task_id}`), or `unmatched`.
-fn route(request: &Request) -> String {
+pub(crate) fn route(request: &Request) -> String {
     request
         .extensions()
         .get::<MatchedPath>()
@@ -106,18 +105,14 @@ pub(crate) fn record_response(response: &Response, span: &Span) {
     }
 }
 
-/// Counts every request by route and status, and times it by route.
-pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = route(&request);
-    let started = Instant::now();
-    let response = next.run(request).await;
+/// Counts a request by route and status, and times it by route.
+pub(crate) fn count(state: &AppState, route: &str, response: &Response, started: Instant) {
     let metrics = state.metrics();
     metrics
         .requests
-        .with(&[&route, response.status().as_str()])
+        .with(&[route, response.status().as_str()])
         .inc();
-    metrics.latency.with(&[&route]).observe(started.elapsed());
-    response
+    metrics.latency.with(&[route]).observe(started.elapsed());
 }
 
 /// `GET /metrics`.

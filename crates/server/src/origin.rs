@@ -5,25 +5,15 @@
 //! anything else about the request. Clients that send no `Origin` (curl,
 //! the CLI, dikw-core's client) are unaffected.
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
 use crate::error::ApiError;
 
 /// Probes a load balancer sends with whatever `Host` it likes.
 const PROBES: [&str; 2] = ["/v1/healthz", "/v1/readyz"];
 
-pub(crate) async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match verdict(state.config(), request.headers(), request.uri()) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-fn verdict(
+/// Whether the request may go on; the refusal if not.
+pub(crate) fn verdict(
     config: &crate::ServerConfig,
     headers: &HeaderMap,
     uri: &axum::http::Uri,

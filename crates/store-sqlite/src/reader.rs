@@ -254,7 +254,10 @@ pub(crate) fn events(
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let from_seq = i64::try_from(from_seq).unwrap_or(i64::MAX);
         let mut rows = statement.query(params![id(&task_id), from_seq, limit])?;
-        let mut events = Vec::with_capacity(usize::try_from(limit.min(1024)).unwrap_or(0));
+        // As many as the tape holds past `from_seq` (none for a follower
+        // that is up to date, which may hold the page while it waits).
+        let available = (last_seq as i64 + 1 - from_seq).clamp(0, limit.min(1024));
+        let mut events = Vec::with_capacity(usize::try_from(available).unwrap_or(0));
         while let Some(row) = rows.next()? {
             events.push(StoredEvent {
                 seq: row.get::<_, i64>(0)? as u64,
