@@ -19,6 +19,7 @@ mod files;
 mod reader;
 mod rows;
 mod schema;
+mod tail;
 mod transitions;
 mod writer;
 
@@ -44,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::reader::Readers;
 use crate::rows::classify;
+use crate::tail::Tails;
 use crate::writer::{AppendReply, Command, Writer};
 
 /// How much of the file connections map into memory: reads of a
@@ -98,6 +100,7 @@ pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
     readers: Arc<Readers>,
     hub: Arc<WakeHub>,
+    tails: Arc<Tails>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     checkpoints: Option<checkpointer::Handle>,
     _lock: File,
@@ -207,11 +210,13 @@ impl SqliteStore {
         let checkpoints =
             checkpointer::start(&config.path, &path).map_err(|error| classify(&path, error))?;
         let hub = WakeHub::new();
+        let tails = Arc::new(Tails::default());
         let (commands, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer = Writer::new(
             writer,
             path.clone(),
             Arc::clone(&hub),
+            Arc::clone(&tails),
             config.batch_max.max(1),
         )
         .map_err(|error| classify(&path, error))?;
@@ -225,6 +230,7 @@ impl SqliteStore {
             path,
             commands,
             hub,
+            tails,
             writer_thread: Some(writer_thread),
             checkpoints: Some(checkpoints),
             _lock: lock,
@@ -401,12 +407,18 @@ impl Store for SqliteStore {
         from_seq: u64,
         limit: usize,
     ) -> Result<Option<TapePage>> {
+        if let Some(page) = self.tails.page(task_id, from_seq, limit) {
+            return Ok(Some(page));
+        }
         self.readers
             .with(move |conn| reader::events(conn, task_id, from_seq, limit))
             .await
     }
 
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
+        if let Some(last_seq) = self.tails.last_seq(task_id) {
+            return Ok(Some(last_seq));
+        }
         self.readers
             .with(move |conn| reader::last_seq(conn, task_id))
             .await

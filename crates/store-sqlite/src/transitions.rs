@@ -13,6 +13,7 @@ use tasktape_core::store::{
 use tasktape_core::time::Timestamp;
 
 use crate::rows::{TASK_COLUMNS, status_from, task_from_row, task_id_from};
+use crate::tail::Change;
 use crate::writer::{Live, Writer};
 
 impl Writer {
@@ -58,6 +59,7 @@ impl Writer {
         ])?;
         let woken = self.woken.entry(task_id).or_default();
         *woken = (*woken).max(seq);
+        self.staged.push(Change::Event(task_id, event));
         Ok(())
     }
 
@@ -159,6 +161,7 @@ impl Writer {
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1"
             ))?
             .query_row([task_id.as_bytes().as_slice()], task_from_row)?;
+        self.staged.push(Change::Began(task_id, live.last_seq));
         // The first attempt opens the tape; a later one says it began.
         let body = if live.last_seq == 0 {
             EventBody::TaskStarted {
@@ -291,6 +294,7 @@ impl Writer {
             ])?;
         let seq = live.last_seq + 1;
         self.insert_event(task_id, &outcome.final_body().encode(), seq, now)?;
+        self.staged.push(Change::Status(task_id, status));
         self.live.remove(&task_id);
         Ok(FinishOutcome::Finished { seq, status })
     }
@@ -327,6 +331,7 @@ impl Writer {
             ])?;
         let seq = live.last_seq + 1;
         self.insert_event(task_id, &attempt_failed(attempt, retry).encode(), seq, now)?;
+        self.staged.push(Change::Status(task_id, Status::Pending));
         self.live.insert(
             task_id,
             Live {
@@ -420,6 +425,7 @@ impl Writer {
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO deleted_tapes (task_id) VALUES (?1)")?
             .execute([id])?;
+        self.staged.push(Change::Forget(task_id));
         self.live.remove(&task_id);
         Ok(())
     }

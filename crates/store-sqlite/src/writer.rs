@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpointer::{RESTART_FRAMES, checkpoint};
 use crate::rows::classify;
+use crate::tail::{Change, Tails};
 
 /// Where a command's answer goes: a caller awaiting the commit.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -93,6 +94,9 @@ pub(crate) struct Writer {
     pub(crate) live: HashMap<TaskId, Live>,
     /// Highest seq written per task in the open transaction.
     pub(crate) woken: HashMap<TaskId, u64>,
+    /// The tails (see `tail.rs`), and what the open transaction does to them.
+    tails: Arc<Tails>,
+    pub(crate) staged: Vec<Change>,
     /// Appends and finishes held after a transient failure, in queue order.
     held: Vec<Command>,
     /// When the current run of transient failures began.
@@ -109,6 +113,7 @@ impl Writer {
         mut conn: Connection,
         path: String,
         hub: Arc<WakeHub>,
+        tails: Arc<Tails>,
         batch_max: usize,
     ) -> rusqlite::Result<Self> {
         let wal_frames = Arc::new(AtomicI32::new(0));
@@ -125,6 +130,8 @@ impl Writer {
             wal_frames,
             live: HashMap::new(),
             woken: HashMap::new(),
+            tails,
+            staged: Vec::new(),
             held: Vec::new(),
             failing_since: None,
             backoff: FIRST_BACKOFF,
@@ -176,6 +183,8 @@ impl Writer {
                         tracing::info!(path = %self.path, "writes succeed again");
                     }
                     self.backoff = FIRST_BACKOFF;
+                    // The tails before the wake-ups: a woken follower reads them.
+                    self.tails.apply(self.staged.drain(..));
                     // Followers first: they are what the wake-up latency is about.
                     for (task_id, seq) in self.woken.drain() {
                         self.hub.notify(task_id, seq);
@@ -189,6 +198,7 @@ impl Writer {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     self.live.clear();
                     self.woken.clear();
+                    self.staged.clear();
                     let error = classify(&self.path, error);
                     if error.is_transient() {
                         let since = *self

@@ -9,6 +9,7 @@ mod outage;
 mod regressions;
 mod stress;
 mod support;
+mod tail;
 
 use std::sync::Arc;
 
