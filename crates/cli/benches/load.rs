@@ -5,7 +5,8 @@
 //! picks figures; `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
 //! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
 //! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
-//! Every figure is the median of `TASKTAPE_LOAD_RUNS` runs (default 3),
+//! `TASKTAPE_LOAD_BIN` runs another build's `tasktape` binary (to compare
+//! two builds in one session). Every figure is the median of `TASKTAPE_LOAD_RUNS` runs (default 3),
 //! each on a fresh server, with the runs' range after the target.
 //!
 //! Tracing: `TASKTAPE_LOAD_TRACING=off,on,export` runs the figures once per
@@ -163,7 +164,9 @@ fn start_one(
         ));
     }
     std::fs::write(&config, text).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tasktape"));
+    let binary = std::env::var("TASKTAPE_LOAD_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tasktape").to_owned());
+    let mut command = Command::new(binary);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

@@ -4,8 +4,9 @@
 
 /// jemalloc, measured against the system allocator and mimalloc with the
 /// load bench (`TASKTAPE_LOAD_ONLY=acd cargo bench -p tasktape --bench
-/// load`, 3 runs each): 10,000 idle followers 181–183 MiB (system 241–243,
-/// mimalloc 427), echo and follow latency within the noise.
+/// load`, 3 runs each, before connection tasks shrank): 10,000 idle
+/// followers 181–183 MiB (system 241–243, mimalloc 427), echo and follow
+/// latency within the noise.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
