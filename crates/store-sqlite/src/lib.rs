@@ -15,6 +15,7 @@
 //! ```
 
 mod checkpointer;
+mod counters;
 mod files;
 mod reader;
 mod rows;

@@ -96,6 +96,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_claim_order ON tasks (op, priority DESC, created_at, task_id)
         WHERE status = 'pending' AND run_at IS NULL;
     CREATE INDEX tasks_due ON tasks (op, run_at) WHERE status = 'pending' AND run_at IS NOT NULL;",
+    // 7: the counters of migration 4 are kept by the writer (`counters.rs`),
+    // still in the row's own transaction but summed over the whole batch:
+    // the triggers made every status change a trigger program with a
+    // statement journal and an ephemeral table.
+    "DROP TRIGGER tasks_counted_in;
+    DROP TRIGGER tasks_counted_across;
+    DROP TRIGGER tasks_counted_out;",
 ];
 
 /// The schema version this build writes.

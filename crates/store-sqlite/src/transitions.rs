@@ -107,6 +107,7 @@ impl Writer {
             retry,
             task.retry_of.map(|id| id.as_bytes().to_vec()),
         ])?;
+        self.counters.added(Status::Pending);
         self.live.insert(
             task.task_id,
             Live {
@@ -155,6 +156,7 @@ impl Writer {
         if changed == 0 {
             return Ok(StartOutcome::NotFound);
         }
+        self.counters.moved(Status::Pending, Status::Running, now);
         let task = self
             .conn
             .prepare_cached(&format!(
@@ -294,6 +296,7 @@ impl Writer {
             ])?;
         let seq = live.last_seq + 1;
         self.insert_event(task_id, &outcome.final_body().encode(), seq, now)?;
+        self.counters.moved(live.status, status, now);
         self.staged.push(Change::Status(task_id, status));
         self.live.remove(&task_id);
         Ok(FinishOutcome::Finished { seq, status })
@@ -331,6 +334,7 @@ impl Writer {
             ])?;
         let seq = live.last_seq + 1;
         self.insert_event(task_id, &attempt_failed(attempt, retry).encode(), seq, now)?;
+        self.counters.moved(live.status, Status::Pending, now);
         self.staged.push(Change::Status(task_id, Status::Pending));
         self.live.insert(
             task_id,
@@ -412,12 +416,12 @@ impl Writer {
                 status: live.status,
             });
         }
-        self.remove(task_id)?;
+        self.remove(task_id, live.status)?;
         Ok(DeleteOutcome::Deleted)
     }
 
     /// Deletes a terminal task's row and queues its tape for the sweeper.
-    fn remove(&mut self, task_id: TaskId) -> rusqlite::Result<()> {
+    fn remove(&mut self, task_id: TaskId, status: Status) -> rusqlite::Result<()> {
         let id = task_id.as_bytes().as_slice();
         self.conn
             .prepare_cached("DELETE FROM tasks WHERE task_id = ?1")?
@@ -425,26 +429,30 @@ impl Writer {
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO deleted_tapes (task_id) VALUES (?1)")?
             .execute([id])?;
+        self.counters.removed(status);
         self.staged.push(Change::Forget(task_id));
         self.live.remove(&task_id);
         Ok(())
     }
 
     pub(crate) fn purge(&mut self, cutoff: Timestamp, limit: usize) -> rusqlite::Result<u64> {
-        let done: Vec<TaskId> = {
+        let done: Vec<(TaskId, Status)> = {
             let mut oldest = self.conn.prepare_cached(
-                "SELECT task_id FROM tasks WHERE finished_at < ?1 \
+                "SELECT task_id, status FROM tasks WHERE finished_at < ?1 \
                  AND status IN ('succeeded', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?2",
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             oldest
                 .query_map(params![cutoff.as_millis(), limit], |row| {
-                    task_id_from(row.get(0)?)
+                    Ok((
+                        task_id_from(row.get(0)?)?,
+                        status_from(&row.get::<_, String>(1)?, 1)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<_>>()?
         };
-        for task_id in &done {
-            self.remove(*task_id)?;
+        for (task_id, status) in &done {
+            self.remove(*task_id, *status)?;
         }
         Ok(done.len() as u64)
     }

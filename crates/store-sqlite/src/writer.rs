@@ -29,6 +29,7 @@ use tasktape_core::wake::WakeHub;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpointer::{RESTART_FRAMES, checkpoint};
+use crate::counters::Counters;
 use crate::rows::classify;
 use crate::tail::{Change, Tails};
 
@@ -97,6 +98,8 @@ pub(crate) struct Writer {
     /// The tails (see `tail.rs`), and what the open transaction does to them.
     tails: Arc<Tails>,
     pub(crate) staged: Vec<Change>,
+    /// The open transaction's counter changes, written before its COMMIT.
+    pub(crate) counters: Counters,
     /// Appends and finishes held after a transient failure, in queue order.
     held: Vec<Command>,
     /// When the current run of transient failures began.
@@ -132,6 +135,7 @@ impl Writer {
             woken: HashMap::new(),
             tails,
             staged: Vec::new(),
+            counters: Counters::default(),
             held: Vec::new(),
             failing_since: None,
             backoff: FIRST_BACKOFF,
@@ -238,6 +242,7 @@ impl Writer {
             .prepare_cached("BEGIN IMMEDIATE")
             .and_then(|mut begin| begin.execute([]));
         begin.map_err(|error| (None, error))?;
+        self.counters.clear();
         let mut done = Vec::with_capacity(batch.len());
         for (index, command) in batch.iter().enumerate() {
             done.push(
@@ -245,6 +250,9 @@ impl Writer {
                     .map_err(|error| (Some(index), error))?,
             );
         }
+        self.counters
+            .write(&self.conn)
+            .map_err(|error| (None, error))?;
         let commit = self
             .conn
             .prepare_cached("COMMIT")

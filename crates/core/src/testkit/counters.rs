@@ -27,7 +27,7 @@ pub async fn counts_by_status(h: Harness) {
 }
 
 /// The counters follow every transition (create, start, claim, finish,
-/// reap, cancel, delete, purge) and agree with a listing; per-minute finish
+/// reap, retry, cancel, delete, purge) and agree with a listing; per-minute finish
 /// counts add up to the tasks that ended.
 pub async fn counters_follow_every_transition(h: Harness) {
     let store = &*h.store;
@@ -73,6 +73,17 @@ pub async fn counters_follow_every_transition(h: Harness) {
         matches!(outcome, Some(crate::store::FinishOutcome::Finished { .. })),
         "{outcome:?}"
     );
+    // A failed attempt that will be retried is pending again, not ended.
+    let retried = running_task(store).await;
+    let retry = crate::model::Retry {
+        error: ErrorInfo::new("flaky", "try again"),
+        retry_at: Timestamp::now().add_millis(3_600_000),
+        started_at: None,
+    };
+    store
+        .finish(retried, Outcome::Retry(Box::new(retry)))
+        .await
+        .unwrap();
     // What a listing says, status by status.
     let all = store
         .list(ListQuery {
@@ -90,7 +101,7 @@ pub async fn counters_follow_every_transition(h: Harness) {
             .count() as u64;
         assert_eq!(counts[&status], listed, "{status}");
     }
-    assert_eq!(counts[&Status::Pending], 1);
+    assert_eq!(counts[&Status::Pending], 2);
     assert_eq!(counts[&Status::Running], 1);
     assert_eq!(counts[&Status::Succeeded], 1);
     assert_eq!(counts[&Status::Cancelled], 2);
@@ -133,6 +144,6 @@ pub async fn counters_follow_every_transition(h: Harness) {
         counts[&Status::Succeeded] + counts[&Status::Cancelled] + counts[&Status::Failed],
         0
     );
-    assert_eq!(counts[&Status::Pending], 1);
+    assert_eq!(counts[&Status::Pending], 2);
     assert_eq!(counts[&Status::Running], 1);
 }
