@@ -101,10 +101,15 @@ impl Drop for Server {
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` line in MiB (e.g. `RssAnon:`, `RssFile:`).
+fn status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse::<f64>().ok())
         .unwrap_or(0.0)
@@ -374,10 +379,15 @@ async fn one_size(pg: Option<&str>, count: u64, pending: bool) {
         format!("{:.0}", startup.as_secs_f64() * 1000.0),
         "< 1000",
     );
+    let pid = server.child.id();
     row(
         &format!("[{label}] RSS after start (MiB)"),
-        format!("{:.1}", rss_mib(server.child.id())),
-        "flat",
+        format!("{:.1}", rss_mib(pid)),
+        &format!(
+            "flat   (anon {:.1}, file-backed {:.1}: the binary and the store's mapped pages)",
+            status_mib(pid, "RssAnon:"),
+            status_mib(pid, "RssFile:")
+        ),
     );
     let client = reqwest::Client::new();
     // A few running tasks for ?status=running.
