@@ -201,6 +201,7 @@ fn fill_sqlite(target: &Target, count: u64, pending: bool) {
                 .unwrap();
         }
     }
+    tasktape_store_sqlite::rebuild_counters(&tx).unwrap();
     tx.commit().unwrap();
     if pending {
         // Due in a day: they wait (and claims must pass them by cheaply).

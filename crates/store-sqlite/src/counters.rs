@@ -79,3 +79,24 @@ impl Counters {
         Ok(())
     }
 }
+
+/// Recounts `task_counts` and `finished_per_minute` (the last day) from the
+/// rows, for a tool that wrote task rows behind the store's back (a bench
+/// filling a file, an import): run it in the same transaction as the writes
+/// and before the store opens the file again.
+pub fn rebuild_counters(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DELETE FROM task_counts;
+         INSERT INTO task_counts (status, n) SELECT status, COUNT(*) FROM tasks GROUP BY status;
+         DELETE FROM finished_per_minute;",
+    )?;
+    conn.execute(
+        "INSERT INTO finished_per_minute (minute, status, n)
+             SELECT finished_at / 60000, status, COUNT(*) FROM tasks
+              WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL
+                AND finished_at >= ?1
+              GROUP BY 1, 2",
+        [Timestamp::now().as_millis() - KEEP_MINUTES * 60_000],
+    )?;
+    Ok(())
+}

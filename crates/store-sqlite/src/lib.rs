@@ -24,6 +24,7 @@ mod tail;
 mod transitions;
 mod writer;
 
+pub use crate::counters::rebuild_counters;
 use crate::files::{lock_file, probe_directory};
 
 use std::fs::File;
@@ -293,9 +294,9 @@ fn configure_writer(conn: &Connection, config: &SqliteConfig) -> rusqlite::Resul
     conn.pragma_update(None, "synchronous", sync)?;
     // Checkpoints run on their own thread (see `checkpointer`), not in commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Statement journals (a status update fires triggers, so it needs one)
-    // in memory: in a file they were a `pwrite` per page, a sixth of the
-    // writer's time in starting a task. They hold one statement's pages.
+    // Statement journals in memory: in a file they were a `pwrite` per
+    // page, a sixth of the writer's time in starting a task (with the
+    // status triggers schema 7 dropped). They hold one statement's pages.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     if let Some(max_bytes) = config.max_size_bytes {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;

@@ -10,9 +10,12 @@
 //! delete (or purge) forgets it. A read it cannot answer whole — a seq
 //! older than the tail holds, a task it does not know — goes to the
 //! database, which is the truth; the tail only ever holds a committed
-//! state. Bounded: per task the newest events up to [`TAIL_BYTES`]; at
-//! most [`MAX_TAILS`] tasks, of which the [`KEEP_FINISHED`] most recently
-//! finished stay (for late followers' last page).
+//! state, and while a commit that changes it is under way it answers
+//! nothing (reads never go back). Bounded: per task the newest events up
+//! to [`TAIL_BYTES`] (their text and a fixed overhead each); at most
+//! [`MAX_TAILS`] tasks, of which the [`KEEP_FINISHED`] most recently
+//! finished stay (for late followers' last page; a new task takes the
+//! oldest finished one's place when full).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -41,6 +44,10 @@ pub(crate) enum Change {
     Forget(TaskId),
 }
 
+/// What an event costs a tail beyond its text (the `StoredEvent`, the
+/// string's allocation), counted against [`TAIL_BYTES`].
+const EVENT_OVERHEAD: usize = 64;
+
 /// One task's newest events: contiguous, the last one at `last_seq`.
 struct Tail {
     status: Status,
@@ -68,13 +75,13 @@ impl Tail {
             self.bytes = 0;
         }
         self.last_seq = event.seq;
-        self.bytes += event.json.len();
+        self.bytes += event.json.len() + EVENT_OVERHEAD;
         self.events.push_back(event);
         while self.bytes > TAIL_BYTES {
             let Some(old) = self.events.pop_front() else {
                 break;
             };
-            self.bytes -= old.json.len();
+            self.bytes -= old.json.len() + EVENT_OVERHEAD;
         }
     }
 }
@@ -84,6 +91,11 @@ struct State {
     tails: HashMap<TaskId, Tail>,
     /// Finished tasks with a tail, oldest first.
     finished: VecDeque<TaskId>,
+    /// A transaction with changes for the tails is committing: from just
+    /// before its COMMIT until they are applied, reads go to the database,
+    /// which may already show them (so a reader never sees the tape or
+    /// status go back after a newer database read).
+    committing: bool,
 }
 
 /// The tails of this store's tasks (see the module docs).
@@ -93,9 +105,27 @@ pub(crate) struct Tails {
 }
 
 impl Tails {
+    /// A transaction that changes the tails is about to COMMIT; until
+    /// [`Tails::apply`] or [`Tails::abandon`], the tails answer nothing.
+    pub(crate) fn committing(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committing = true;
+    }
+
+    /// The transaction did not commit: the tails answer again, unchanged.
+    pub(crate) fn abandon(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .committing = false;
+    }
+
     /// Applies one committed transaction's changes, in order.
     pub(crate) fn apply(&self, changes: impl Iterator<Item = Change>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.committing = false;
         for change in changes {
             match change {
                 Change::Began(task_id, last_seq) => {
@@ -105,8 +135,13 @@ impl Tails {
                         continue;
                     }
                     if state.tails.len() >= MAX_TAILS {
-                        // Full of running tasks: this one reads from the database.
-                        continue;
+                        // Make room by the oldest finished task's tail; if
+                        // all run (or wait for a retry), this one reads from
+                        // the database.
+                        let Some(old) = state.finished.pop_front() else {
+                            continue;
+                        };
+                        state.tails.remove(&old);
                     }
                     let tail = Tail {
                         status: Status::Running,
@@ -147,6 +182,9 @@ impl Tails {
     /// holds all of it.
     pub(crate) fn page(&self, task_id: TaskId, from_seq: u64, limit: usize) -> Option<TapePage> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.committing {
+            return None;
+        }
         let tail = state.tails.get(&task_id)?;
         if from_seq < tail.answers_from() {
             return None;
@@ -168,6 +206,9 @@ impl Tails {
     /// The task's last seq, if it has a tail.
     pub(crate) fn last_seq(&self, task_id: TaskId) -> Option<u64> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.committing {
+            return None;
+        }
         state.tails.get(&task_id).map(|tail| tail.last_seq)
     }
 }

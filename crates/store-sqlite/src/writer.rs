@@ -253,10 +253,16 @@ impl Writer {
         self.counters
             .write(&self.conn)
             .map_err(|error| (None, error))?;
+        if !self.staged.is_empty() {
+            self.tails.committing();
+        }
         let commit = self
             .conn
             .prepare_cached("COMMIT")
             .and_then(|mut commit| commit.execute([]));
+        if commit.is_err() {
+            self.tails.abandon();
+        }
         commit.map_err(|error| (None, error))?;
         Ok(done)
     }
