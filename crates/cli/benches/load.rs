@@ -495,6 +495,19 @@ fn median(mut values: Vec<f64>, decimals: usize) -> (String, String) {
     (format!("{middle:.decimals$}"), range)
 }
 
+/// One figure `runs` times, each on a fresh server (dropped after it).
+async fn each_run<T, F, Fut>(runs: usize, mut figure: F) -> Vec<T>
+where
+    F: FnMut(Server) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut values = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        values.push(figure(start()).await);
+    }
+    values
+}
+
 fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs: usize) {
     let row = |name: &str, (value, range): (String, String), target: &str| {
         println!("{name:<48} {value:>14}   target {target}{range}")
@@ -502,11 +515,7 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
     let postgres = store_url().is_some();
     runtime.block_on(async {
         if only.contains('a') {
-            let mut rates = Vec::new();
-            for _ in 0..runs {
-                let server = start();
-                rates.push(echo_tasks(&server).await);
-            }
+            let rates = each_run(runs, |server| async move { echo_tasks(&server).await }).await;
             let target = if postgres && instances() > 1 {
                 ">= 2000 in total"
             } else if postgres {
@@ -521,13 +530,11 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
             );
         }
         if only.contains('b') || only.contains('e') {
-            let (mut lives, mut replays) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let server = start();
-                let (live, replay) = one_long_tape(&server).await;
-                lives.push(live);
-                replays.push(replay);
-            }
+            let (lives, replays): (Vec<_>, Vec<_>) =
+                each_run(runs, |server| async move { one_long_tape(&server).await })
+                    .await
+                    .into_iter()
+                    .unzip();
             row(
                 "(b) events/s until final visible, count=20000",
                 median(lives, 0),
@@ -540,13 +547,11 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
             );
         }
         if only.contains('c') {
-            let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let server = start();
-                let (p50, p99) = follow_latency(&server).await;
-                p50s.push(p50);
-                p99s.push(p99);
-            }
+            let (p50s, p99s): (Vec<_>, Vec<_>) =
+                each_run(runs, |server| async move { follow_latency(&server).await })
+                    .await
+                    .into_iter()
+                    .unzip();
             row(
                 "(c) follow latency p50, ts -> receipt (ms)",
                 median(p50s, 2),
@@ -559,13 +564,12 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
             );
         }
         if only.contains('d') {
-            let (mut befores, mut durings) = (Vec::new(), Vec::new());
-            for _ in 0..runs {
-                let server = start();
-                let (before, during) = idle_followers(&server, followers).await;
-                befores.push(before);
-                durings.push(during);
-            }
+            let (befores, durings): (Vec<_>, Vec<_>) = each_run(runs, |server| async move {
+                idle_followers(&server, followers).await
+            })
+            .await
+            .into_iter()
+            .unzip();
             row("(d) server RSS idle (MiB)", median(befores, 1), "");
             row(
                 &format!("(d) server RSS with {followers} followers (MiB)"),
@@ -574,11 +578,8 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
             );
         }
         if only.contains('f') {
-            let mut samples = Vec::new();
-            for _ in 0..runs {
-                let server = start();
-                samples.push(cancel_to_final(&server).await);
-            }
+            let samples =
+                each_run(runs, |server| async move { cancel_to_final(&server).await }).await;
             row("(f) cancel -> final p50 (ms)", median(samples, 2), "<= 2");
         }
     });
