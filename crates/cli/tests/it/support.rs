@@ -31,6 +31,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what its server said (CI keeps only the
+        // test's output).
+        if std::thread::panicking() {
+            let lines = self.log_lines();
+            let from = lines.len().saturating_sub(60);
+            eprintln!(
+                "--- the last {} log lines of the server at {} ---",
+                lines.len() - from,
+                self.base
+            );
+            for line in &lines[from..] {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
