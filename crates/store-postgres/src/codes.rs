@@ -3,9 +3,10 @@
 //! which [`crate::schema::render`] fills in from [`PLACEHOLDERS`], so the
 //! two sides cannot disagree.
 
-/// `append_events`, per input row.
+/// `append_events` per input row (`append_task_events`: per task, with
+/// `out_base` for `out_seq`).
 pub(crate) mod append {
-    /// Appended at `out_seq`.
+    /// Appended at `out_seq` (the task's events at `out_base` + k).
     pub(crate) const APPENDED: i16 = 0;
     /// Not running: dropped (`out_seq` = the tape's last seq).
     pub(crate) const DROPPED: i16 = 1;

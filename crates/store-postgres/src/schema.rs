@@ -387,6 +387,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
     include_str!("sql/003_append_events_at.sql"),
     include_str!("sql/004_deleted_tapes.sql"),
     include_str!("sql/005_retries.sql"),
+    include_str!("sql/006_append_task_events.sql"),
 ];
 
 /// The schema version this build writes.

@@ -41,7 +41,9 @@ impl Sql {
         let s = schema::quoted(schema);
         Sql {
             // $4: this instance's id (the tasks' owner), or NULL.
-            append: format!("SELECT out_seq, out_code FROM {s}.append_events_at($1, $2, $3, $4)"),
+            append: format!(
+                "SELECT out_id, out_base, out_code FROM {s}.append_task_events($1, $2, $3, $4, $5)"
+            ),
             // $3: the lease's length in ms, from the database's now.
             start: format!(
                 "SELECT out_code, out_status FROM {s}.start_task($1, $2, {DB_MS} + $3, $4, $5)"

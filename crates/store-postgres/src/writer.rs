@@ -1,5 +1,5 @@
 //! The writer: one task that takes appends and finishes in queue order and
-//! writes each run of queued appends with one `append_events` call (one
+//! writes each run of queued appends with one `append_task_events` call (one
 //! round trip, one transaction, one NOTIFY per task), so a Reporter's events
 //! land in order and before its task's `final`. While the database is
 //! unreachable (restarting, the network down) the writer holds the batch
@@ -258,7 +258,16 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
         .prepare_cached(&shared.sql.append)
         .await
         .map_err(|error| retry("preparing an append", error))?;
+    // `appends` is sorted by task: number each event within its task.
     let ids: Vec<uuid::Uuid> = appends.iter().map(|append| uuid(append.task_id)).collect();
+    let mut ks: Vec<i32> = Vec::with_capacity(appends.len());
+    for (index, append) in appends.iter().enumerate() {
+        let k = match index.checked_sub(1).map(|before| &appends[before]) {
+            Some(before) if before.task_id == append.task_id => ks[index - 1] + 1,
+            _ => 1,
+        };
+        ks.push(k);
+    }
     let bodies: Vec<&str> = appends
         .iter()
         .map(|append| append.body.open_json())
@@ -269,6 +278,7 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
             &statement,
             &[
                 &ids,
+                &ks,
                 &bodies,
                 &times,
                 &shared.owner.get().map(String::as_str),
@@ -276,22 +286,29 @@ async fn call_append(shared: &Shared, appends: &[Append]) -> Result<Vec<AppendOu
         )
         .await
         .map_err(|error| retry("appending events", error))?;
-    if found.len() != appends.len() {
-        return Err(Retry::Statement(StoreError::backend(
-            "appending events",
-            format!("{} answers for {} appends", found.len(), appends.len()),
-        )));
+    // One row per task: where its events went.
+    let mut tasks = std::collections::HashMap::with_capacity(found.len());
+    for row in &found {
+        let id: uuid::Uuid = row.try_get(0).map_err(|e| retry("reading an append", e))?;
+        let base: i64 = row.try_get(1).map_err(|e| retry("reading an append", e))?;
+        let code: i16 = row.try_get(2).map_err(|e| retry("reading an append", e))?;
+        tasks.insert(id, (base as u64, code));
     }
-    found
+    appends
         .iter()
-        .map(|row| {
-            let seq: i64 = row.try_get(0).map_err(|e| retry("reading an append", e))?;
-            let code: i16 = row.try_get(1).map_err(|e| retry("reading an append", e))?;
+        .zip(ks)
+        .map(|(append, k)| {
+            let Some(&(base, code)) = tasks.get(&uuid(append.task_id)) else {
+                return Err(Retry::Statement(StoreError::backend(
+                    "appending events",
+                    format!("no answer for task {}", append.task_id),
+                )));
+            };
             Ok(match code {
-                append::APPENDED => AppendOutcome::Appended { seq: seq as u64 },
-                append::DROPPED => AppendOutcome::Dropped {
-                    last_seq: seq as u64,
+                append::APPENDED => AppendOutcome::Appended {
+                    seq: base + k as u64,
                 },
+                append::DROPPED => AppendOutcome::Dropped { last_seq: base },
                 _ => AppendOutcome::NotFound,
             })
         })

@@ -275,3 +275,91 @@ async fn a_stale_owner_cannot_write_into_the_next_attempt() {
         .unwrap();
     assert!(started.is_empty());
 }
+
+/// One append batch over several tasks (the writer numbers each event
+/// within its task and gets one answer per task): a running task's events
+/// take the next seqs in queue order, a finished task's are dropped with
+/// its last seq, an unknown task's are not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_append_batch_answers_each_event_by_its_task() {
+    use tasktape_core::model::Outcome;
+    use tasktape_core::store::AppendOutcome;
+    use tasktape_core::testkit::tape;
+    use tasktape_core::{Status, TaskId};
+    let schema = unique_schema();
+    let (store, _guard) = open_schema(&schema).await;
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let task_id = store.create(new_task("work")).await.unwrap().task.task_id;
+        store.start(task_id, lease("me")).await.unwrap();
+        running.push(task_id);
+    }
+    let done = store.create(new_task("work")).await.unwrap().task.task_id;
+    store.start(done, lease("me")).await.unwrap();
+    store.finish(done, Outcome::Cancelled).await.unwrap();
+    let unknown = TaskId::new();
+    let (a, b) = (running[0], running[1]);
+    // Sent in this order without waiting, so they share batches.
+    let order = [a, b, a, done, unknown, b, a, a];
+    let answers = append_together(&*store, &order).await;
+    let (mut next_a, mut next_b) = (2, 2);
+    for (task_id, answer) in order.iter().zip(answers) {
+        let expected = if *task_id == a {
+            next_a += 1;
+            AppendOutcome::Appended { seq: next_a - 1 }
+        } else if *task_id == b {
+            next_b += 1;
+            AppendOutcome::Appended { seq: next_b - 1 }
+        } else if *task_id == done {
+            AppendOutcome::Dropped { last_seq: 2 }
+        } else {
+            AppendOutcome::NotFound
+        };
+        assert_eq!(answer, expected, "task {task_id}");
+    }
+    let tape_a = tape(&*store, a).await;
+    assert_eq!(
+        tape_a.iter().map(|event| event.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    // In queue order: the progress steps were numbered 0, 2, 6, 7 for a.
+    let steps: Vec<u64> = tape_a[1..]
+        .iter()
+        .map(|event| match &event.body {
+            tasktape_core::EventBody::Progress { current, .. } => *current,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(steps, [0, 2, 6, 7]);
+    assert_eq!(tape(&*store, b).await.len(), 3);
+    assert_eq!(tape(&*store, done).await.len(), 2);
+    assert_eq!(
+        store.get(done).await.unwrap().unwrap().status,
+        Status::Cancelled
+    );
+}
+
+/// Appends `order`'s tasks a progress step each (numbered by position),
+/// all sent before any is awaited (each sends its write on its first poll,
+/// and `join_all` polls them in order).
+async fn append_together(
+    store: &dyn Store,
+    order: &[tasktape_core::TaskId],
+) -> Vec<tasktape_core::store::AppendOutcome> {
+    let calls = order.iter().enumerate().map(|(index, task_id)| {
+        store.append(
+            *task_id,
+            tasktape_core::EventBody::Progress {
+                phase: "p".into(),
+                current: index as u64,
+                total: 10,
+                detail: None,
+            },
+        )
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
