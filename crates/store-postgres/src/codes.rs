@@ -8,7 +8,8 @@
 pub(crate) mod append {
     /// Appended at `out_seq` (the task's events at `out_base` + k).
     pub(crate) const APPENDED: i16 = 0;
-    /// Not running: dropped (`out_seq` = the tape's last seq).
+    /// Not running (or another instance's): dropped (`out_seq`, or
+    /// `out_base`, = the tape's last seq).
     pub(crate) const DROPPED: i16 = 1;
     /// No such task.
     pub(crate) const NOT_FOUND: i16 = 2;

@@ -276,10 +276,12 @@ async fn a_stale_owner_cannot_write_into_the_next_attempt() {
     assert!(started.is_empty());
 }
 
-/// One append batch over several tasks (the writer numbers each event
-/// within its task and gets one answer per task): a running task's events
-/// take the next seqs in queue order, a finished task's are dropped with
-/// its last seq, an unknown task's are not found.
+/// Appends to several tasks sent together, so that they usually share the
+/// writer's batches (the writer numbers each event within its task and
+/// maps the per-task answers back; the function itself is checked on a
+/// mixed batch below): a running task's events take the next seqs in queue
+/// order, a finished task's are dropped with its last seq, an unknown
+/// task's are not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_append_batch_answers_each_event_by_its_task() {
     use tasktape_core::model::Outcome;
@@ -362,4 +364,106 @@ async fn append_together(
         .into_iter()
         .map(Result::unwrap)
         .collect()
+}
+
+/// `append_task_events` called directly with one mixed batch (sorted by
+/// task, numbered within each task): one answer per task — appended from
+/// its base, dropped for a finished task or another instance's, not found —
+/// and a batch whose numbers are not 1..n fails whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_task_events_answers_a_mixed_batch_per_task() {
+    use tasktape_core::TaskId;
+    use tasktape_core::model::Outcome;
+    use tasktape_core::testkit::tape;
+    let schema = unique_schema();
+    let (store, _guard) = open_schema(&schema).await;
+    let started = async |owner: &str| {
+        let task_id = store.create(new_task("work")).await.unwrap().task.task_id;
+        store.start(task_id, lease(owner)).await.unwrap();
+        task_id
+    };
+    let (a, b, theirs, done) = (
+        started("me").await,
+        started("me").await,
+        started("other").await,
+        started("me").await,
+    );
+    store.finish(done, Outcome::Cancelled).await.unwrap();
+    let unknown = TaskId::new();
+    let mut batch = vec![
+        (a, 1),
+        (a, 2),
+        (a, 3),
+        (b, 1),
+        (theirs, 1),
+        (done, 1),
+        (unknown, 1),
+    ];
+    batch.sort_by_key(|(task_id, _)| *task_id);
+    let call = async |batch: &[(TaskId, i32)]| {
+        let (db, connection) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let ids: Vec<uuid::Uuid> = batch
+            .iter()
+            .map(|(id, _)| uuid::Uuid::from_bytes(*id.as_bytes()))
+            .collect();
+        let ks: Vec<i32> = batch.iter().map(|(_, k)| *k).collect();
+        let bodies: Vec<String> = batch
+            .iter()
+            .map(|(_, k)| format!("{{\"type\":\"log\",\"level\":\"info\",\"message\":\"{k}\""))
+            .collect();
+        let times = vec!["2026-11-29T00:00:00.000Z".to_owned(); batch.len()];
+        db.query(
+            &format!(
+                "SELECT out_id, out_base, out_code FROM \"{schema}\".append_task_events($1, $2, $3, $4, $5)"
+            ),
+            &[&ids, &ks, &bodies, &times, &"me"],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    let id: uuid::Uuid = row.get(0);
+                    let id = TaskId::from_bytes(*id.as_bytes());
+                    (id, (id, row.get::<_, i64>(1), row.get::<_, i16>(2)))
+                })
+                .collect::<std::collections::HashMap<_, _>>()
+        })
+    };
+    let answers = call(&batch).await.unwrap();
+    // Codes: 0 appended (from base + 1), 1 dropped (base = last seq), 2 not found.
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    assert_eq!(answers[&a], (a, 1, 0));
+    assert_eq!(answers[&b], (b, 1, 0));
+    assert_eq!(answers[&theirs], (theirs, 1, 1), "another instance's task");
+    assert_eq!(answers[&done], (done, 2, 1));
+    assert_eq!(answers[&unknown], (unknown, 0, 2));
+    let messages: Vec<(u64, String)> = tape(&*store, a)
+        .await
+        .into_iter()
+        .skip(1)
+        .map(|event| match event.body {
+            tasktape_core::EventBody::Log { message, .. } => (event.seq, message),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (2, "1".to_owned()),
+            (3, "2".to_owned()),
+            (4, "3".to_owned())
+        ]
+    );
+    assert_eq!(store.last_seq(a).await.unwrap(), Some(4));
+    assert_eq!(store.last_seq(theirs).await.unwrap(), Some(1));
+
+    // Numbers with a gap (1, 3) or a repeat fail the whole batch.
+    for ks in [[1, 3], [1, 1]] {
+        let bad = [(b, ks[0]), (b, ks[1])];
+        assert!(call(&bad).await.is_err(), "{ks:?}");
+        assert_eq!(store.last_seq(b).await.unwrap(), Some(2), "{ks:?}");
+    }
 }
