@@ -72,6 +72,11 @@ struct State {
     /// False once a drain began: running tasks go on, no new ones start here.
     claiming: bool,
     claims: HashMap<String, ClaimState>,
+    /// Claim calls whose answer has not been handled yet, by number, and
+    /// the next number: a task a claim started in the store is not running
+    /// here until its claim's answer is handled (see `finish_orphans`).
+    claim_calls: std::collections::BTreeSet<u64>,
+    next_claim_call: u64,
     running: HashMap<TaskId, Running>,
     /// Cancels recorded for tasks this instance claimed but has not yet
     /// registered in `running` (the claim's answer was still on its way),
@@ -136,6 +141,8 @@ impl Manager {
                     accepting: true,
                     claiming: true,
                     claims: HashMap::new(),
+                    claim_calls: std::collections::BTreeSet::new(),
+                    next_claim_call: 0,
                     running: HashMap::new(),
                     early_cancels: HashMap::new(),
                     due: HashMap::new(),

@@ -106,15 +106,25 @@ impl Manager {
     /// Tasks the store says run here but no run holds (a claim that
     /// committed while its answer was lost): finished `failed` once they
     /// were orphans at two ticks in a row, since their leases would
-    /// otherwise be renewed for ever. Returns this tick's orphans.
+    /// otherwise be renewed for ever. Returns this tick's orphans. A tick
+    /// while a claim call that began before its read is still unanswered
+    /// judges nothing (that claim's tasks are not running here yet).
     async fn finish_orphans(&self, previous: HashSet<TaskId>) -> HashSet<TaskId> {
         let store = &self.inner.store;
+        // Claim calls numbered below this began before the read below.
+        let horizon = self.state().next_claim_call;
         let held = match store.leftovers(&self.inner.config.instance_id).await {
             Ok(held) => held,
             Err(_) => return previous,
         };
         let orphans: HashSet<TaskId> = {
             let state = self.state();
+            // One of them not answered yet (a slow store) may hold tasks it
+            // started in the store that are not running here yet: they are
+            // not orphans. Look again at the next tick.
+            if state.claim_calls.range(..horizon).next().is_some() {
+                return previous;
+            }
             held.into_iter()
                 .filter(|task_id| !state.running.contains_key(task_id))
                 .collect()

@@ -55,15 +55,26 @@ impl Manager {
                 owner: self.inner.config.instance_id.clone(),
                 until: self.lease_until(),
             };
+            let call = {
+                let mut state = self.state();
+                let call = state.next_claim_call;
+                state.next_claim_call += 1;
+                state.claim_calls.insert(call);
+                call
+            };
             // Never dropped half-way: a claim the store carried out must reach
             // `spawn_run`, or its tasks would stay running with no one to run them.
             let claimed = self.inner.store.claim(op, limit, lease).await;
+            let claimed = claimed.map(|tasks| {
+                for task in tasks {
+                    self.spawn_run(task);
+                }
+            });
+            // Its tasks are in `running` now (or it started none).
+            self.state().claim_calls.remove(&call);
             match claimed {
-                Ok(tasks) => {
+                Ok(()) => {
                     backoff = Duration::from_millis(10);
-                    for task in tasks {
-                        self.spawn_run(task);
-                    }
                     let mut state = self.state();
                     let accepting = state.accepting && state.claiming;
                     let claim = state.claims.entry(op.to_owned()).or_default();

@@ -1,7 +1,9 @@
 //! A store wrapper that plays an outage: for a set time every write of a
 //! running task (its events, its finish) and every lease renewal fails with
 //! [`StoreError::Unavailable`], as a restarting database would answer; all
-//! else passes through. For tests of what survives a store outage.
+//! else passes through. For tests of what survives a store outage. It can
+//! also hold back claims' answers (a slow network or database: the claim
+//! committed, its answer not yet back).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ pub struct FlakyStore {
     inner: Arc<dyn Store>,
     down_until: Mutex<Option<Instant>>,
     refused: std::sync::atomic::AtomicU64,
+    claim_delay: Mutex<Duration>,
 }
 
 impl FlakyStore {
@@ -33,7 +36,14 @@ impl FlakyStore {
             inner,
             down_until: Mutex::new(None),
             refused: Default::default(),
+            claim_delay: Mutex::new(Duration::ZERO),
         }
+    }
+
+    /// Holds back every claim's answer for `delay` after the claim was
+    /// carried out in the store.
+    pub fn delay_claim_answers(&self, delay: Duration) {
+        *self.claim_delay.lock().unwrap() = delay;
     }
 
     /// Fails task writes and lease renewals from now for `outage`.
@@ -156,7 +166,12 @@ impl Store for FlakyStore {
     }
 
     async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
-        self.inner.claim(op, limit, lease).await
+        let claimed = self.inner.claim(op, limit, lease).await;
+        let delay = *self.claim_delay.lock().unwrap();
+        if !delay.is_zero() && claimed.as_ref().is_ok_and(|tasks| !tasks.is_empty()) {
+            tokio::time::sleep(delay).await;
+        }
+        claimed
     }
 
     fn shared(&self) -> bool {

@@ -1,13 +1,14 @@
 -- Migration 6: append_task_events, append_events_at (for the tasks'
 -- owner) answered per task instead of per event. The caller numbers each
--- event within its task (p_k: 1, 2, … in queue order) and gets one row per
--- task back: appended (its events are out_base + k), dropped (out_base is
--- the tape's last seq) or not found. Each task's p_k must be 1..n. Same rows, same locks in task-id
--- order, same NOTIFY per task as append_events_at, but no window function,
--- join or row per event on the way back: a batch of 1,800 events of one
--- task took 10–17 ms through append_events_at and 5–7 ms as a bare insert
--- of the same rows. append_events_at stays for an earlier release's
--- instances still running their tasks.
+-- event within its task (p_k: 1, 2, … in queue order; each task's numbers
+-- must be 1..n) and gets one row per task back: appended (its events are
+-- out_base + k), dropped (out_base is the tape's last seq) or not found.
+-- Same rows, same locks in task-id order, same NOTIFY per task as
+-- append_events_at, but no window function, join or row per event on the
+-- way back: a batch of 1,800 events of one task took 10–17 ms through
+-- append_events_at and 5–7 ms as a bare insert of the same rows.
+-- append_events_at stays for an earlier release's instances still running
+-- their tasks.
 CREATE FUNCTION {s}.append_task_events(p_ids uuid[], p_k integer[], p_bodies text[],
                                        p_ts text[], p_owner text)
 RETURNS TABLE (out_id uuid, out_base bigint, out_code smallint) LANGUAGE plpgsql AS $fn$

@@ -89,3 +89,30 @@ async fn a_two_second_outage_delays_events_and_result_and_loses_nothing() {
     }
     manager.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A claim whose answer comes back several lease ticks after the store
+/// started its task (a slow database): the task is the claim's, not an
+/// orphan; it runs and succeeds instead of being finished `orphaned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_answered_late_is_not_taken_for_an_orphan() {
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = Arc::new(FlakyStore::new(open(dir.path())));
+    // Six lease ticks (50 ms each) between the start and its answer.
+    flaky.delay_claim_answers(Duration::from_millis(300));
+    let store: Arc<dyn Store> = flaky.clone();
+    let manager = Manager::start(
+        Arc::clone(&store),
+        OpRegistry::with_builtins(),
+        quick_config(),
+    )
+    .await
+    .unwrap();
+    let task_id = manager
+        .submit("echo", json!({"count": 2}), None)
+        .await
+        .unwrap()
+        .task
+        .task_id;
+    let (task, _) = wait_final(&store, task_id).await;
+    assert_eq!(task.status, Status::Succeeded, "{:?}", task.error);
+}
