@@ -72,11 +72,10 @@ struct State {
     /// False once a drain began: running tasks go on, no new ones start here.
     claiming: bool,
     claims: HashMap<String, ClaimState>,
-    /// Claim calls whose answer has not been handled yet, by number, and
-    /// the next number: a task a claim started in the store is not running
-    /// here until its claim's answer is handled (see `finish_orphans`).
-    claim_calls: std::collections::BTreeSet<u64>,
-    next_claim_call: u64,
+    /// Claim calls whose answer has not been handled yet: a task a claim
+    /// started in the store is not running here until its claim's answer
+    /// is handled (see `finish_orphans`).
+    claims_in_flight: usize,
     running: HashMap<TaskId, Running>,
     /// Cancels recorded for tasks this instance claimed but has not yet
     /// registered in `running` (the claim's answer was still on its way),
@@ -141,8 +140,7 @@ impl Manager {
                     accepting: true,
                     claiming: true,
                     claims: HashMap::new(),
-                    claim_calls: std::collections::BTreeSet::new(),
-                    next_claim_call: 0,
+                    claims_in_flight: 0,
                     running: HashMap::new(),
                     early_cancels: HashMap::new(),
                     due: HashMap::new(),

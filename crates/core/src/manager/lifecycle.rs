@@ -107,22 +107,21 @@ impl Manager {
     /// committed while its answer was lost): finished `failed` once they
     /// were orphans at two ticks in a row, since their leases would
     /// otherwise be renewed for ever. Returns this tick's orphans. A tick
-    /// while a claim call that began before its read is still unanswered
-    /// judges nothing (that claim's tasks are not running here yet).
+    /// while a claim call is unanswered judges nothing (that claim's tasks
+    /// may be started in the store but not running here yet); an orphan
+    /// then waits for a tick without one.
     async fn finish_orphans(&self, previous: HashSet<TaskId>) -> HashSet<TaskId> {
         let store = &self.inner.store;
-        // Claim calls numbered below this began before the read below.
-        let horizon = self.state().next_claim_call;
         let held = match store.leftovers(&self.inner.config.instance_id).await {
             Ok(held) => held,
             Err(_) => return previous,
         };
         let orphans: HashSet<TaskId> = {
             let state = self.state();
-            // One of them not answered yet (a slow store) may hold tasks it
-            // started in the store that are not running here yet: they are
-            // not orphans. Look again at the next tick.
-            if state.claim_calls.range(..horizon).next().is_some() {
+            // A claim not answered yet (a slow store) may hold tasks it
+            // started in the store before the read that are not running
+            // here yet: they are not orphans. Look again at the next tick.
+            if state.claims_in_flight > 0 {
                 return previous;
             }
             held.into_iter()

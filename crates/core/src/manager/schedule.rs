@@ -12,6 +12,24 @@ use super::{CancelCause, Manager, Running};
 use crate::model::{ErrorInfo, Outcome, Task, TaskId};
 use crate::store::Lease;
 
+/// Counts a claim call in flight until dropped (after its tasks are in
+/// `running`, or on a panic): while any is, the lease tick judges no
+/// orphans.
+struct ClaimInFlight<'a>(&'a Manager);
+
+impl<'a> ClaimInFlight<'a> {
+    fn new(manager: &'a Manager) -> Self {
+        manager.state().claims_in_flight += 1;
+        ClaimInFlight(manager)
+    }
+}
+
+impl Drop for ClaimInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.state().claims_in_flight -= 1;
+    }
+}
+
 impl Manager {
     /// Starts a claim pass for `op` unless one is in flight (then it looks
     /// again when done).
@@ -55,13 +73,7 @@ impl Manager {
                 owner: self.inner.config.instance_id.clone(),
                 until: self.lease_until(),
             };
-            let call = {
-                let mut state = self.state();
-                let call = state.next_claim_call;
-                state.next_claim_call += 1;
-                state.claim_calls.insert(call);
-                call
-            };
+            let in_flight = ClaimInFlight::new(self);
             // Never dropped half-way: a claim the store carried out must reach
             // `spawn_run`, or its tasks would stay running with no one to run them.
             let claimed = self.inner.store.claim(op, limit, lease).await;
@@ -71,7 +83,7 @@ impl Manager {
                 }
             });
             // Its tasks are in `running` now (or it started none).
-            self.state().claim_calls.remove(&call);
+            drop(in_flight);
             match claimed {
                 Ok(()) => {
                     backoff = Duration::from_millis(10);

@@ -115,4 +115,5 @@ async fn a_claim_answered_late_is_not_taken_for_an_orphan() {
         .task_id;
     let (task, _) = wait_final(&store, task_id).await;
     assert_eq!(task.status, Status::Succeeded, "{:?}", task.error);
+    manager.shutdown(Duration::from_secs(5)).await;
 }
