@@ -321,6 +321,7 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         retention_interval: defaults.retention_interval,
         retries: HashMap::new(),
         schedules: Vec::new(),
+        clock: defaults.clock,
     };
     let header_read_timeout = file.header_read_timeout_secs.unwrap_or(30);
     if !(1..=300).contains(&header_read_timeout) {

@@ -122,11 +122,12 @@ impl Builder {
             }
             ops.register_arc(Arc::new(op));
         }
+        let reserved = tasktape_server::reserved_op_names();
         for name in ops.names() {
-            if tasktape_server::RESERVED_OP_NAMES.contains(&name) {
+            if reserved.contains(&name) {
                 return Err(ConfigError(format!(
                     "op {name:?}: name: collides with the server's own route /v1/{name}; reserved: {}",
-                    tasktape_server::RESERVED_OP_NAMES.join(", ")
+                    reserved.join(", ")
                 ))
                 .into());
             }

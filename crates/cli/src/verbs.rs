@@ -129,7 +129,7 @@ async fn submit(args: SubmitArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
     let mut submission = Submission::new(&args.op, params);
     submission.idempotency_key = args.idempotency_key.clone();
-    submission.priority = args.priority;
+    submission.priority = args.priority.map(i64::from);
     submission.run_at = args.at.or_else(|| {
         args.in_
             .map(|wait| Timestamp::now().add_millis(wait.as_millis() as i64))

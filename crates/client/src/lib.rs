@@ -29,7 +29,8 @@
 //! # Layout
 //!
 //! - [`error`]: [`ClientError`] and the envelope's [`ServerError`].
-//! - [`types`]: the response bodies.
+//! - the bodies it sends and reads are `tasktape-wire`'s (re-exported):
+//!   [`Submission`], [`ListQuery`], the response bodies.
 //! - [`follow`]: the resuming follow loop.
 //!
 //! Every request carries a W3C `traceparent` when the calling span is traced
@@ -38,7 +39,6 @@
 
 pub mod error;
 pub mod follow;
-pub mod types;
 
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ pub use tasktape_wire::{
     Status, StatusFilter, TaskFilter, TaskHandle, TaskId, TaskPage, TaskResult, TaskRow,
     TaskSummary, Timestamp,
 };
-pub use types::{ListQuery, Submission};
+pub use tasktape_wire::{Health, ListQuery, Ready, Submission};
 
 /// How long an ordinary call may take (long-polls get their wait on top).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,12 +132,12 @@ impl Client {
     }
 
     /// `GET /v1/healthz`.
-    pub async fn healthz(&self) -> Result<Value> {
+    pub async fn healthz(&self) -> Result<Health> {
         self.call(Method::GET, "/v1/healthz", None).await
     }
 
     /// `GET /v1/readyz` (a 503 while the store is unavailable).
-    pub async fn readyz(&self) -> Result<Value> {
+    pub async fn readyz(&self) -> Result<Ready> {
         self.call(Method::GET, "/v1/readyz", None).await
     }
 
@@ -170,25 +170,7 @@ impl Client {
 
     /// `GET /v1/tasks`: one page, newest first.
     pub async fn list(&self, query: &ListQuery) -> Result<TaskPage> {
-        let mut pairs = Vec::new();
-        if let Some(status) = query.status {
-            pairs.push(("status", status.as_str().to_owned()));
-        }
-        if let Some(op) = &query.op {
-            pairs.push(("op", op.clone()));
-        }
-        if let Some(limit) = query.limit {
-            pairs.push(("limit", limit.to_string()));
-        }
-        if let Some(cursor) = &query.cursor {
-            pairs.push(("cursor", cursor.clone()));
-        }
-        if let Some(at) = query.created_after {
-            pairs.push(("created_after", at.to_string()));
-        }
-        if let Some(at) = query.created_before {
-            pairs.push(("created_before", at.to_string()));
-        }
+        let pairs = query.to_pairs();
         let request = self.request(Method::GET, "/v1/tasks").query(&pairs);
         self.send(request, "/v1/tasks", CALL_TIMEOUT).await
     }

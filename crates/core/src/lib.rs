@@ -12,16 +12,21 @@
 //! - [`wake`]: the hub stores announce commits on and followers wait on.
 //! - [`follow`]: WIRE.md's events page with long-poll waits.
 //! - [`op`], [`echo`]: the op trait, the registry, the built-in `echo`.
+//! - [`clock`]: where the engine's time comes from (a manual clock for tests).
 //! - [`cron`]: five-field cron expressions and schedules.
 //! - [`reporter`]: what a running op writes its tape through.
 //! - [`retry`]: retry plans, which failures retry, backoff.
-//! - [`manager`]: submit, schedule, run, cancel, recover, shut down.
+//! - [`manager`]: the public face: submit, cancel, read, wait, shut down;
+//!   it composes the engine's components (`engine/`: runs, runner,
+//!   claimer, leases, peers, submitter, schedules, retention).
 //! - [`metrics`], [`metered`]: counters and histograms, a timing store wrapper.
 //! - [`observe`]: how task runs' spans are made (and linked).
 //! - `testkit` (feature `testkit`): the store contract suite.
 
+pub mod clock;
 pub mod cron;
 pub mod echo;
+mod engine;
 pub mod event;
 pub mod follow;
 pub mod manager;
@@ -41,6 +46,7 @@ pub use tasktape_wire::time;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use engine::submitter::{MAX_DELAY_MS, MAX_KEY_LEN, PRIORITY_RANGE, SCHEDULE_KEY_PREFIX};
 pub use event::{BodyExt, Event, EventBody, EventKind, StoredEvent, validate_tape};
 pub use manager::{FollowError, Manager, ManagerConfig, SubmitError, Submitted, TaskEvents};
 pub use model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};

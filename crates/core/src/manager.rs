@@ -1,114 +1,71 @@
-//! The Manager: submits tasks, runs their ops under per-op concurrency
-//! limits, cancels them, recovers leftovers, renews leases and shuts down.
+//! The Manager: the public face of the engine for embedders and the
+//! server. It composes the engine's components (`crate::engine`: runs,
+//! runner, claimer, leases, peers, submitter, schedules, retention), starts
+//! them in order and stops them at shutdown; its own methods are thin.
 //!
 //! It holds only what runs here (cancel tokens); the store holds the truth,
 //! and every transition goes through it. Scheduling is a claim: when work
 //! may be waiting (a submit, a run ending, a peer's signal, the lease tick)
-//! the manager asks the store to start the oldest pending tasks of an op
+//! the claimer asks the store to start the oldest pending tasks of an op
 //! while fewer than its limit run (`Store::claim`), so the limit and the
-//! FIFO order hold across every instance sharing the store (`schedule.rs`).
-//! The run of one task (op, cancel, finish) is in `runner.rs`; the lease
-//! loop and shutdown in `lifecycle.rs`; reads in `reads.rs` and `waiting.rs`. Call order for embedders:
-//! [`Manager::start`] once, then any number of `submit`/`cancel`/reads from
-//! any task, then [`Manager::shutdown`] once.
+//! FIFO order hold across every instance sharing the store. Call order
+//! for embedders: [`Manager::start`] once, then any number of
+//! `submit`/`cancel`/reads from any task, then [`Manager::shutdown`] once.
+//!
+//! `Manager`'s methods live in four files: this one (start, cancel,
+//! drain, shutdown), `submit.rs`, `reads.rs` (reads and waits) and
+//! `bulk.rs`.
 
 mod bulk;
 mod config;
-mod due;
 mod errors;
-mod lifecycle;
 mod reads;
-mod retention;
-mod runner;
-mod schedule;
-mod slots;
 mod submit;
 mod waiting;
 
+pub use bulk::BulkCount;
 pub use config::ManagerConfig;
 pub use errors::{ShutdownReport, SubmitError, Submitted};
+pub use reads::Readiness;
 pub use submit::SubmitOptions;
 pub use waiting::{FollowError, TaskEvents};
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::engine::Life;
+use crate::engine::claimer::{ClaimSettings, Claimer};
+use crate::engine::leases::{LeaseSettings, Leases, count_finished};
+use crate::engine::retention::Retention;
+use crate::engine::runner::{RunSettings, Runner};
+use crate::engine::runs::Runs;
+use crate::engine::schedules::Scheduler;
+use crate::engine::submitter::Submitter;
 use crate::metered::MeteredStore;
 use crate::metrics::Metrics;
-use crate::model::{ErrorInfo, Outcome, TaskId};
+use crate::model::{Status, TaskId};
 use crate::op::OpRegistry;
-use crate::store::{CancelOutcome, Store, StoreError, StoreSignal};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum CancelCause {
-    User,
-    Shutdown,
-    /// The op ran past its [`crate::Op::timeout`] (this one).
-    Timeout(Duration),
-    /// The op reported past `max_events_per_task` (this many).
-    TapeFull(u64),
-}
-
-struct Running {
-    token: CancellationToken,
-    cause: Option<CancelCause>,
-}
-
-/// Whether a claim pass for an op is in flight, and whether it must look
-/// again when done (work may have arrived meanwhile).
-#[derive(Default)]
-struct ClaimState {
-    active: bool,
-    again: bool,
-}
-
-struct State {
-    accepting: bool,
-    /// False once a drain began: running tasks go on, no new ones start here.
-    claiming: bool,
-    claims: HashMap<String, ClaimState>,
-    /// Claim calls whose answer has not been handled yet: a task a claim
-    /// started in the store is not running here until its claim's answer
-    /// is handled (see `finish_orphans`).
-    claims_in_flight: usize,
-    running: HashMap<TaskId, Running>,
-    /// Cancels recorded for tasks this instance claimed but has not yet
-    /// registered in `running` (the claim's answer was still on its way),
-    /// with when they came; the lease tick drops old ones.
-    early_cancels: HashMap<TaskId, std::time::Instant>,
-    /// The earliest `run_at` a timer is armed for, per op.
-    due: HashMap<String, crate::time::Timestamp>,
-    /// Set once a newer tasktape migrated the store: this instance no
-    /// longer claims, and is not ready.
-    outdated: Option<StoreError>,
-}
+use crate::store::{CancelOutcome, Store, StoreError};
 
 struct Inner {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     ops: OpRegistry,
     config: ManagerConfig,
-    state: Mutex<State>,
-    /// Fired when shutdown begins: no new starts, runs wind down.
-    stopping: CancellationToken,
-    /// Fired at shutdown's deadline: ops still running are aborted.
-    hard_stop: CancellationToken,
-    /// Fired when shutdown ends: background loops and retries stop.
-    background: CancellationToken,
-    tracker: TaskTracker,
-    lease_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    signal_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Whether a cancel poll is running.
-    polling_cancels: std::sync::atomic::AtomicBool,
-    /// Woken whenever a run ends (see [`Manager::idle`]).
-    idle: tokio::sync::Notify,
-    /// Woken when a delete left a tape to sweep.
-    sweep_wanted: tokio::sync::Notify,
+    life: Life,
+    runs: Arc<Runs>,
+    claimer: Arc<Claimer>,
+    leases: Arc<Leases>,
+    submitter: Arc<Submitter>,
+    scheduler: Arc<Scheduler>,
+    retention: Arc<Retention>,
+    /// Whether a drain began.
+    draining: AtomicBool,
+    /// The lease and signal loops, aborted (not awaited) at shutdown.
+    loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Runs tasks against a store. Cheap to clone; all clones are one manager.
@@ -130,136 +87,101 @@ impl Manager {
     ) -> Result<Manager, StoreError> {
         let metrics = Arc::new(Metrics::default());
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
-        let manager = Manager {
+        let clock = Arc::clone(&config.clock);
+        let life = Life::default();
+        let runs = Arc::new(Runs::default());
+        let runner = Runner {
+            store: Arc::clone(&store),
+            ops: ops.clone(),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
+            life: life.clone(),
+            settings: RunSettings {
+                max_events_per_task: config.max_events_per_task,
+                cancel_grace: config.cancel_grace,
+                lease_ttl: config.lease_ttl,
+            },
+        };
+        let claimer = Claimer::new(
+            runner,
+            Arc::clone(&runs),
+            Arc::clone(&config.task_tracing),
+            ClaimSettings {
+                instance_id: config.instance_id.clone(),
+                worker: config.worker,
+                lease_ttl: config.lease_ttl,
+                default_concurrency: config.default_concurrency,
+                op_concurrency: config.op_concurrency.clone(),
+            },
+        );
+        let leases = Arc::new(Leases::new(
+            Arc::clone(&store),
+            ops.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+            life.clone(),
+            Arc::clone(&runs),
+            Arc::clone(&claimer),
+            LeaseSettings {
+                instance_id: config.instance_id.clone(),
+                lease_ttl: config.lease_ttl,
+                lease_interval: config.lease_interval,
+            },
+        ));
+        let submitter = Arc::new(Submitter {
+            store: Arc::clone(&store),
+            ops: ops.clone(),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
+            life: life.clone(),
+            claimer: Arc::clone(&claimer),
+            tracing: Arc::clone(&config.task_tracing),
+            retries: config.retries.clone(),
+        });
+        let scheduler = Arc::new(Scheduler {
+            submitter: Arc::clone(&submitter),
+            schedules: config.schedules.clone(),
+        });
+        let retention = Arc::new(Retention {
+            store: Arc::clone(&store),
+            metrics: Arc::clone(&metrics),
+            clock,
+            life: life.clone(),
+            retention: config.retention,
+            interval: config.retention_interval,
+            sweep_wanted: tokio::sync::Notify::new(),
+        });
+        store.guard_instance(&config.instance_id).await?;
+        leases.recover().await?;
+        // Only once recovery has fully succeeded does anything start running.
+        claimer.kick_all();
+        claimer.rearm_all();
+        scheduler.start();
+        let mut loops = vec![tokio::spawn(Arc::clone(&leases).run())];
+        tokio::spawn(Arc::clone(&retention).run());
+        if let Some(signals) = store.signals() {
+            loops.push(tokio::spawn(crate::engine::peers::follow(
+                Arc::clone(&leases),
+                signals,
+            )));
+        }
+        Ok(Manager {
             inner: Arc::new(Inner {
                 store,
                 metrics,
                 ops,
                 config,
-                state: Mutex::new(State {
-                    accepting: true,
-                    claiming: true,
-                    claims: HashMap::new(),
-                    claims_in_flight: 0,
-                    running: HashMap::new(),
-                    early_cancels: HashMap::new(),
-                    due: HashMap::new(),
-                    outdated: None,
-                }),
-                stopping: CancellationToken::new(),
-                hard_stop: CancellationToken::new(),
-                background: CancellationToken::new(),
-                tracker: TaskTracker::new(),
-                lease_task: Mutex::new(None),
-                signal_task: Mutex::new(None),
-                polling_cancels: std::sync::atomic::AtomicBool::new(false),
-                idle: tokio::sync::Notify::new(),
-                sweep_wanted: tokio::sync::Notify::new(),
+                life,
+                runs,
+                claimer,
+                leases,
+                submitter,
+                scheduler,
+                retention,
+                draining: AtomicBool::new(false),
+                loops: Mutex::new(loops),
             }),
-        };
-        manager
-            .inner
-            .store
-            .guard_instance(&manager.inner.config.instance_id)
-            .await?;
-        manager.recover().await?;
-        // Only once recovery has fully succeeded does anything start running.
-        manager.kick_all();
-        manager.rearm_all();
-        manager.start_schedules();
-        let lease_loop = manager.clone();
-        let handle = tokio::spawn(async move { lease_loop.lease_loop().await });
-        *manager
-            .inner
-            .lease_task
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
-        let retention = manager.clone();
-        tokio::spawn(async move { retention.retention_loop().await });
-        if let Some(signals) = manager.inner.store.signals() {
-            let listener = manager.clone();
-            let handle = tokio::spawn(async move { listener.signal_loop(signals).await });
-            *manager
-                .inner
-                .signal_task
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner()) = Some(handle);
-        }
-        Ok(manager)
-    }
-
-    /// Finishes own leftovers and, on a store no one else runs, pending
-    /// tasks of ops not registered here (no one could ever run them).
-    async fn recover(&self) -> Result<(), StoreError> {
-        let store = &self.inner.store;
-        let leftovers = store.leftovers(&self.inner.config.instance_id).await?;
-        for task_id in &leftovers {
-            let ending = self
-                .lost_run_outcome(*task_id, ErrorInfo::server_restart())
-                .await;
-            let outcome = store.finish(*task_id, ending).await?;
-            debug!(%task_id, ?outcome, "finished leftover");
-            if let crate::store::FinishOutcome::Finished { status, .. } = outcome {
-                self.count_finished(*task_id, status).await;
-            }
-            if let crate::store::FinishOutcome::Requeued { .. } = outcome {
-                info!(%task_id, "a task left running by a previous run will be tried again");
-            }
-        }
-        if !leftovers.is_empty() {
-            warn!(
-                count = leftovers.len(),
-                "ended the attempts left running by a previous run as server_restart"
-            );
-        }
-        if store.shared() {
-            // A peer may run ops this instance does not have.
-            return Ok(());
-        }
-        let mut runnable = 0;
-        for (op, count) in store.pending_ops().await? {
-            if self.inner.ops.get(&op).is_some() {
-                runnable += count;
-                continue;
-            }
-            let error = ErrorInfo::new(
-                "op_not_found",
-                format!("op {op:?} is not registered on this server"),
-            );
-            // A page at a time; finished ones drop out of the next page.
-            loop {
-                let page = store
-                    .list(crate::store::ListQuery {
-                        status: Some(crate::model::Status::Pending),
-                        op: Some(op.clone()),
-                        limit: 500,
-                        ..crate::store::ListQuery::default()
-                    })
-                    .await?;
-                if page.tasks.is_empty() {
-                    break;
-                }
-                for task in page.tasks {
-                    store
-                        .finish(task.task_id, Outcome::Failed(error.clone()))
-                        .await?;
-                }
-            }
-        }
-        if runnable > 0 {
-            info!(
-                pending = runnable,
-                "pending tasks in the store will be claimed"
-            );
-        }
-        Ok(())
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        })
     }
 
     /// What this manager counted (render with [`Metrics::render`]).
@@ -277,36 +199,6 @@ impl Manager {
         &self.inner.config
     }
 
-    /// Reacts to what peers sharing the store did.
-    async fn signal_loop(&self, mut signals: tokio::sync::broadcast::Receiver<StoreSignal>) {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            let signal = tokio::select! {
-                signal = signals.recv() => signal,
-                () = self.inner.background.cancelled() => return,
-            };
-            match signal {
-                Ok(StoreSignal::Pending { op } | StoreSignal::Finished { op }) => self.kick(&op),
-                Ok(StoreSignal::Due { op, at }) => self.arm_due(&op, at),
-                Ok(StoreSignal::CancelRequested { task_id, owner }) => {
-                    if owner == self.inner.config.instance_id {
-                        self.apply_cancel(
-                            task_id,
-                            &CancelOutcome::Requested { owner: Some(owner) },
-                        );
-                    }
-                }
-                Ok(StoreSignal::Resync) | Err(RecvError::Lagged(_)) => {
-                    self.kick_all();
-                    self.rearm_all();
-                    // Polled aside, so signals keep flowing meanwhile.
-                    self.spawn_cancel_poll();
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
-    }
-
     /// Requests a cancel. A pending task ends `cancelled` at once and never
     /// runs; a running one here gets its token fired (and is aborted after
     /// the grace period if it ignores it). Cancel-safe like `submit`.
@@ -319,12 +211,17 @@ impl Manager {
     pub async fn cancel(&self, task_id: TaskId) -> Result<CancelOutcome, StoreError> {
         let manager = self.clone();
         let cancelled = tokio::spawn(async move {
-            let outcome = manager.inner.store.request_cancel(task_id).await?;
-            manager.apply_cancel(task_id, &outcome);
-            if let CancelOutcome::Cancelled { .. } = outcome {
-                manager
-                    .count_finished(task_id, crate::model::Status::Cancelled)
-                    .await;
+            let inner = &manager.inner;
+            let outcome = inner.store.request_cancel(task_id).await?;
+            match &outcome {
+                CancelOutcome::Requested { owner } => {
+                    let ours = owner.as_deref() == Some(&*inner.config.instance_id);
+                    inner.runs.cancel(task_id, ours);
+                }
+                CancelOutcome::Cancelled { .. } => {
+                    count_finished(&*inner.store, &inner.metrics, task_id, Status::Cancelled).await;
+                }
+                _ => {}
             }
             Ok(outcome)
         });
@@ -333,36 +230,86 @@ impl Manager {
             .unwrap_or_else(|join_error| Err(StoreError::backend("cancel", join_error)))
     }
 
-    fn apply_cancel(&self, task_id: TaskId, outcome: &CancelOutcome) {
-        let mut state = self.state();
-        if let CancelOutcome::Requested { owner } = outcome {
-            if let Some(running) = state.running.get_mut(&task_id) {
-                running.cause.get_or_insert(CancelCause::User);
-                running.token.cancel();
-            } else if owner.as_deref() == Some(self.inner.config.instance_id.as_str()) {
-                // Ours, but the claim that started it has not registered it yet.
-                state
-                    .early_cancels
-                    .insert(task_id, std::time::Instant::now());
-            }
-        }
-    }
-
-    /// Counts a task this instance finished outside a run (a cancelled
-    /// pending task, a reaped or leftover one); its op comes from the row.
-    async fn count_finished(&self, task_id: TaskId, status: crate::model::Status) {
-        if let Ok(Some(task)) = self.inner.store.get(task_id).await {
-            self.inner
-                .metrics
-                .finished
-                .with(&[&task.op, status.as_str()])
-                .inc();
-        }
-    }
-
     /// How many tasks run on this instance now.
     pub fn running_here(&self) -> usize {
-        self.state().running.len()
+        self.inner.runs.len()
+    }
+
+    /// Begins a drain: this instance starts no more tasks (submits are still
+    /// taken: the tasks wait, pending, for a peer or the next start) while
+    /// the running ones go on. [`Manager::idle`] tells when they are done;
+    /// [`Manager::shutdown`] then ends the rest.
+    pub fn drain(&self) {
+        if self.inner.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.claimer.stop_claiming();
+        info!(
+            running = self.running_here(),
+            "draining: no new tasks start here; running ones finish"
+        );
+    }
+
+    /// Whether a drain (or a shutdown) began.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire) || self.inner.life.is_stopping()
+    }
+
+    /// Waits until no task runs here (use after [`Manager::drain`]).
+    pub async fn idle(&self) {
+        self.inner.runs.idle().await;
+    }
+
+    /// Graceful shutdown: take no new work, fire every running task's cancel
+    /// token, give the ops up to `deadline` to return (then abort them), and
+    /// finish them `failed` with `server_shutdown` (an op that returns a
+    /// result in time keeps it). Tasks still pending stay pending in the
+    /// store and run after the next start.
+    #[tracing::instrument(name = "manager.shutdown", skip(self))]
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let life = &self.inner.life;
+        // Before any token fires: an op woken by its token must already see
+        // that this is a shutdown (exec ops then wait for the deadline).
+        life.stopping.cancel();
+        let running = self.inner.runs.stop_all();
+        info!(running, ?deadline, "shutting down");
+        life.tracker.close();
+        let in_time = tokio::time::timeout(deadline, life.tracker.wait())
+            .await
+            .is_ok();
+        let mut unfinished = 0;
+        if !in_time {
+            // Abort what is left and give the runs a moment to write their finals.
+            life.hard_stop.cancel();
+            if tokio::time::timeout(Duration::from_millis(300), life.tracker.wait())
+                .await
+                .is_err()
+            {
+                unfinished = self.running_here();
+            }
+        }
+        // Lease renewal ran until now, so no peer reaped our tasks meanwhile.
+        life.background.cancel();
+        let loops = std::mem::take(
+            &mut *self
+                .inner
+                .loops
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner()),
+        );
+        // Aborted, not awaited: a call hung on a dead database must not
+        // hold the shutdown up.
+        for handle in loops {
+            handle.abort();
+            let _ = handle.await;
+        }
+        if unfinished > 0 {
+            warn!(
+                unfinished,
+                "tasks still running after the shutdown deadline; the next start finishes them"
+            );
+        }
+        ShutdownReport { unfinished }
     }
 }
 

@@ -13,8 +13,8 @@ use crate::metrics::{Metrics, StoreOperation};
 use crate::model::{NewTask, Outcome, Task, TaskId};
 use crate::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreSignal,
-    TapePage,
+    ListPage, ListQuery, LostRun, MinuteCount, Result, StartOutcome, StatusCounts, Store,
+    StoreSignal, TapePage,
 };
 use crate::time::Timestamp;
 use crate::wake::WakeHub;
@@ -67,9 +67,18 @@ impl Store for MeteredStore {
             .await
     }
 
-    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
-        self.timed(StoreOperation::Claim, self.inner.claim(op, limit, lease))
-            .await
+    async fn claim(
+        &self,
+        op: &str,
+        limit: usize,
+        lease: Lease,
+        now: Timestamp,
+    ) -> Result<Vec<Task>> {
+        self.timed(
+            StoreOperation::Claim,
+            self.inner.claim(op, limit, lease, now),
+        )
+        .await
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
@@ -116,13 +125,8 @@ impl Store for MeteredStore {
         .await
     }
 
-    async fn reap(
-        &self,
-        task_id: TaskId,
-        now: Timestamp,
-        outcome: Outcome,
-    ) -> Result<Option<FinishOutcome>> {
-        self.timed(StoreOperation::Reap, self.inner.reap(task_id, now, outcome))
+    async fn reap(&self, task_id: TaskId, lost: LostRun) -> Result<Option<FinishOutcome>> {
+        self.timed(StoreOperation::Reap, self.inner.reap(task_id, lost))
             .await
     }
 

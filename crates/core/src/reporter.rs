@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::Life;
+use crate::engine::runs::{CancelCause, RunControl};
 use crate::event::EventBody;
 use crate::model::TaskId;
 use crate::store::{AppendAck, Store, TRANSIENT_RETRY};
@@ -41,9 +43,6 @@ pub enum ReportError {
     },
 }
 
-/// Called once when a reporter's task reaches its tape cap.
-pub(crate) type OnFull = Box<dyn Fn() + Send + Sync>;
-
 /// The op's handle on its task: `progress`, `log`, `partial` and the cancel token.
 #[derive(Clone)]
 pub struct Reporter {
@@ -58,13 +57,16 @@ struct Inner {
     stopping: CancellationToken,
     /// Fires at the shutdown deadline.
     hard_stop: CancellationToken,
-    /// Most events the tape may hold (the final one is written past it).
+    /// Most events this reporter may still queue (the final one is
+    /// written past it).
     limit: u64,
+    /// The run this reporter belongs to (none for a bare reporter), and
+    /// the tape's cap it names when it stops the run for a full tape.
+    run: Option<(Arc<RunControl>, u64)>,
     /// Events this reporter queued.
     reported: std::sync::atomic::AtomicU64,
     /// Set when the cap was reached.
     full: AtomicBool,
-    on_full: Option<OnFull>,
     ack: Arc<AppendAck>,
     closed: AtomicBool,
     /// The last event's time (ms); held while an event is stamped and
@@ -78,29 +80,47 @@ impl Reporter {
     /// A reporter for a running task. The manager makes these; embedders
     /// testing an op on their own may too.
     pub fn new(store: Arc<dyn Store>, task_id: TaskId, token: CancellationToken) -> Self {
-        Self::with_shutdown(
+        Self::build(
             store,
             task_id,
             token,
-            CancellationToken::new(),
-            CancellationToken::new(),
-            u64::MAX,
             None,
+            &Life::default(),
+            u64::MAX,
             TRANSIENT_RETRY,
         )
     }
 
-    /// A reporter that also knows the manager's shutdown: `stopping` fires
-    /// when it begins, `hard_stop` at its deadline.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn with_shutdown(
+    /// The reporter of a run: it stops `control` when the tape is full
+    /// (`room` events left of the tape's `cap`) and knows the manager's
+    /// shutdown.
+    pub(crate) fn for_run(
+        store: Arc<dyn Store>,
+        task_id: TaskId,
+        control: Arc<RunControl>,
+        life: &Life,
+        (room, cap): (u64, u64),
+        retry_for: Duration,
+    ) -> Self {
+        let token = control.token().clone();
+        Self::build(
+            store,
+            task_id,
+            token,
+            Some((control, cap)),
+            life,
+            room,
+            retry_for,
+        )
+    }
+
+    fn build(
         store: Arc<dyn Store>,
         task_id: TaskId,
         token: CancellationToken,
-        stopping: CancellationToken,
-        hard_stop: CancellationToken,
+        run: Option<(Arc<RunControl>, u64)>,
+        life: &Life,
         limit: u64,
-        on_full: Option<OnFull>,
         retry_for: Duration,
     ) -> Self {
         Reporter {
@@ -108,12 +128,12 @@ impl Reporter {
                 task_id,
                 store,
                 token,
-                stopping,
-                hard_stop,
+                stopping: life.stopping.clone(),
+                hard_stop: life.hard_stop.clone(),
                 limit,
+                run,
                 reported: std::sync::atomic::AtomicU64::new(0),
                 full: AtomicBool::new(false),
-                on_full,
                 ack: Arc::new(AppendAck::default()),
                 closed: AtomicBool::new(false),
                 last_ts: tokio::sync::Mutex::new(i64::MIN),
@@ -220,9 +240,9 @@ impl Reporter {
         let reported = inner.reported.fetch_add(1, Ordering::AcqRel);
         if reported.saturating_add(1) >= inner.limit {
             if !inner.full.swap(true, Ordering::AcqRel)
-                && let Some(on_full) = &inner.on_full
+                && let Some((control, cap)) = &inner.run
             {
-                on_full();
+                control.stop(CancelCause::TapeFull(*cap));
             }
             return Err(ReportError::TapeFull { limit: inner.limit });
         }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::event::EventBody;
-use crate::model::{ErrorInfo, Retry, Task};
+use crate::model::{ErrorInfo, Outcome, Retry, Task};
 use crate::time::Timestamp;
 pub use tasktape_wire::jobs::{ATTEMPT_FAILED, AttemptFailed, Backoff, RetryPolicy};
 
@@ -161,6 +161,39 @@ pub fn attempt_started(task: &Task) -> EventBody {
 /// `attempt 2 of 5 started`.
 pub fn attempt_started_message(attempt: u32, max_attempts: u32) -> String {
     format!("attempt {attempt} of {max_attempts} started")
+}
+
+/// What attempt `task.attempt` records as it ends at `now` with `outcome`:
+/// a failure its retry plan retries becomes [`Outcome::Retry`]; the last
+/// failure of a retried task carries every attempt under `detail.attempts`.
+/// The manager applies it to a run's outcome, a store to a lost run's
+/// (`Store::reap`), from the row it locked.
+pub fn attempt_outcome(
+    task: &Task,
+    outcome: Outcome,
+    started_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Outcome {
+    let Outcome::Failed(error) = outcome else {
+        return outcome;
+    };
+    let Some(plan) = &task.retry else {
+        return Outcome::Failed(error);
+    };
+    let attempt = task.attempt.max(1);
+    if plan.retries(&error, attempt) {
+        return Outcome::Retry(Box::new(Retry {
+            error,
+            retry_at: plan.retry_at(attempt, now),
+            started_at,
+        }));
+    }
+    if task.history.is_empty() {
+        return Outcome::Failed(error);
+    }
+    let mut records = task.history.clone();
+    records.push(attempt_record(attempt, &error, started_at, now));
+    Outcome::Failed(with_attempts(error, records))
 }
 
 /// A uniform number in [-1, 1] (from a v4 UUID's random bits: its low 62

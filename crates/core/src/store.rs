@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::event::{EventBody, StoredEvent};
-use crate::model::{NewTask, Outcome, Status, Task, TaskId};
+use crate::model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 use crate::time::Timestamp;
 use crate::wake::WakeHub;
 
@@ -45,6 +45,45 @@ pub struct Lease {
     pub owner: String,
     /// The lease's expiry.
     pub until: Timestamp,
+}
+
+/// A run its owner lost, for [`Store::reap`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LostRun {
+    /// How it ends unless another attempt follows (`owner_lost`,
+    /// `server_restart`).
+    pub error: ErrorInfo,
+    /// The caller's now: the lease is judged by it (by stores one process
+    /// owns), and the attempt's record and backoff start from it.
+    pub now: Timestamp,
+    /// Whether the lease must have ended before `now` (a peer's run);
+    /// false for this instance's own leftovers at start-up.
+    pub expired_only: bool,
+}
+
+impl LostRun {
+    /// A peer's run whose lease ended before `now`.
+    pub fn expired(error: ErrorInfo, now: Timestamp) -> Self {
+        LostRun {
+            error,
+            now,
+            expired_only: true,
+        }
+    }
+
+    /// This instance's own run, left running by its previous life.
+    pub fn leftover(error: ErrorInfo, now: Timestamp) -> Self {
+        LostRun {
+            error,
+            now,
+            expired_only: false,
+        }
+    }
+
+    /// What the run of `task` (its row as the store locked it) becomes.
+    pub fn outcome(&self, task: &Task) -> Outcome {
+        crate::retry::attempt_outcome(task, Outcome::Failed(self.error.clone()), None, self.now)
+    }
 }
 
 /// The answer to [`Store::start`].
@@ -318,17 +357,14 @@ pub trait Store: Send + Sync + 'static {
             .await
     }
 
-    /// Finishes a running task whose lease ended before `now` with
-    /// `outcome` (`failed` with `owner_lost`, or [`Outcome::Retry`] for an
-    /// op that may run again), checking the lease again inside the
-    /// transaction: `None` when it is not running or its owner renewed the
-    /// lease meanwhile.
-    async fn reap(
-        &self,
-        task_id: TaskId,
-        now: Timestamp,
-        outcome: Outcome,
-    ) -> Result<Option<FinishOutcome>>;
+    /// Ends a run its owner lost, deciding inside the transition, from the
+    /// row it locks, what it becomes: `failed` with `lost.error`, or
+    /// another attempt ([`Outcome::Retry`], as [`crate::retry::attempt_outcome`]
+    /// says) when the task's retry plan retries it (an idempotent op).
+    /// A reap of a peer's run ([`LostRun::expired`]) checks the lease
+    /// again inside the transaction. `None` when the task is not running
+    /// (or its owner renewed the lease meanwhile).
+    async fn reap(&self, task_id: TaskId, lost: LostRun) -> Result<Option<FinishOutcome>>;
 
     /// Records a cancel request; a pending task is finished `cancelled` at once.
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome>;
@@ -369,7 +405,15 @@ pub trait Store: Send + Sync + 'static {
     /// Starting a task whose tape is not empty (a retried task's next
     /// attempt) writes no second `task_started`: it appends a `log` line
     /// `attempt N of M started`; `attempt` counts up, `run_at` is cleared.
-    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>>;
+    ///
+    /// `now` is the caller's clock: what is due is judged by it.
+    async fn claim(
+        &self,
+        op: &str,
+        limit: usize,
+        lease: Lease,
+        now: Timestamp,
+    ) -> Result<Vec<Task>>;
 
     /// The earliest `run_at` after `after` of a pending task of `op`;
     /// `None` when there is none. The manager sleeps until then (tasks due

@@ -12,16 +12,6 @@ const SCRIPT: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/app.css");
 const ICON: &str = include_str!("../assets/favicon.svg");
 
-/// Paths the dashboard serves (no token needed: they hold no task data).
-pub(crate) fn is_asset(path: &str) -> bool {
-    matches!(
-        path,
-        "/" | "/submit" | "/assets/app.js" | "/assets/app.css" | "/favicon.svg"
-    ) || path
-        .strip_prefix("/tasks/")
-        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
-}
-
 /// Only our own script, style and requests; no inline code, no framing.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                       connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -57,31 +47,4 @@ pub(crate) async fn style() -> Response {
 
 pub(crate) async fn icon() -> Response {
     asset(ICON, "image/svg+xml")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_asset;
-
-    #[test]
-    fn only_the_pages_and_assets_are_open() {
-        for open in [
-            "/",
-            "/submit",
-            "/tasks/abc",
-            "/assets/app.js",
-            "/favicon.svg",
-        ] {
-            assert!(is_asset(open), "{open}");
-        }
-        for closed in [
-            "/v1/tasks",
-            "/tasks/",
-            "/tasks/a/b",
-            "/metrics",
-            "/assets/other.js",
-        ] {
-            assert!(!is_asset(closed), "{closed}");
-        }
-    }
 }

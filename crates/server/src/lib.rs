@@ -18,6 +18,8 @@ mod origin;
 mod params;
 mod routes;
 mod stream;
+mod table;
+pub use table::{reserved_op_names, routes};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +28,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tasktape_core::Manager;
+use tasktape_core::manager::Readiness;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -98,8 +100,8 @@ struct StateInner {
     manager: Manager,
     config: ServerConfig,
     shutdown: CancellationToken,
-    /// The last readiness check and when it ran (see [`AppState::ready`]).
-    ready: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+    /// The last readiness check and when it ran (see [`AppState::readiness`]).
+    ready: tokio::sync::Mutex<Option<(std::time::Instant, Readiness)>>,
 }
 
 impl AppState {
@@ -132,93 +134,34 @@ impl AppState {
         &self.inner.shutdown
     }
 
-    /// Whether the store answers: checked at most once a second (probes
-    /// that come meanwhile get the last answer; concurrent ones wait for
-    /// the one check), and a check that takes over 2 s counts as a failure.
-    pub(crate) async fn ready(&self) -> Result<(), String> {
+    /// Whether this instance should get traffic. A drain answers at once;
+    /// the store is checked at most once a second (probes that come
+    /// meanwhile get the last answer; concurrent ones wait for the one
+    /// check), and a check that takes over 2 s counts as a failure.
+    pub(crate) async fn readiness(&self) -> Readiness {
+        if self.manager().is_draining() {
+            return Readiness::Draining;
+        }
         let mut last = self.inner.ready.lock().await;
-        if let Some((at, result)) = &*last
+        if let Some((at, answer)) = &*last
             && at.elapsed() < Duration::from_secs(1)
         {
-            return result.clone();
+            return answer.clone();
         }
-        let result =
-            match tokio::time::timeout(Duration::from_secs(2), self.manager().ready()).await {
-                Ok(answer) => answer.map_err(|error| error.to_string()),
-                Err(_) => Err("the store did not answer within 2 s".to_owned()),
-            };
-        *last = Some((std::time::Instant::now(), result.clone()));
-        result
+        let answer = self.manager().readiness(Duration::from_secs(2)).await;
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
     }
 }
-
-/// Every route and method the router serves (the OpenAPI description's
-/// test checks it names exactly these, and a router test that each is
-/// routed).
-pub const ROUTES: [(&str, &str); 25] = [
-    ("GET", "/v1/healthz"),
-    ("GET", "/v1/readyz"),
-    ("GET", "/v1/info"),
-    ("GET", "/v1/ops"),
-    ("GET", "/v1/stats"),
-    ("GET", "/v1/tasks"),
-    ("POST", "/v1/tasks"),
-    ("GET", "/v1/tasks/{task_id}"),
-    ("DELETE", "/v1/tasks/{task_id}"),
-    ("GET", "/v1/tasks/{task_id}/result"),
-    ("GET", "/v1/tasks/{task_id}/events"),
-    ("GET", "/v1/tasks/{task_id}/events/stream"),
-    ("POST", "/v1/tasks/{task_id}/cancel"),
-    ("POST", "/v1/tasks/cancel"),
-    ("POST", "/v1/tasks/retry"),
-    ("GET", "/v1/schedules"),
-    ("POST", "/v1/{op}"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/"),
-    ("GET", "/submit"),
-    ("GET", "/tasks/{task_id}"),
-    ("GET", "/assets/app.js"),
-    ("GET", "/assets/app.css"),
-    ("GET", "/favicon.svg"),
-];
 
 /// The whole `/v1` API as a router.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().body_limit;
-    Router::new()
-        .route("/v1/healthz", get(routes::healthz))
-        .route("/v1/readyz", get(routes::readyz))
-        .route("/v1/info", get(routes::info))
-        .route("/v1/ops", get(routes::list_ops))
-        .route("/v1/stats", get(routes::stats))
-        .route(
-            "/v1/tasks",
-            get(routes::list_tasks).post(routes::submit_task),
-        )
-        .route(
-            "/v1/tasks/{task_id}",
-            get(routes::get_task).delete(routes::delete_task),
-        )
-        .route("/v1/tasks/{task_id}/result", get(routes::get_result))
-        .route("/v1/tasks/{task_id}/events", get(routes::get_events))
-        .route(
-            "/v1/tasks/{task_id}/events/stream",
-            get(stream::stream_events),
-        )
-        .route("/v1/tasks/{task_id}/cancel", post(routes::cancel_task))
-        .route("/v1/tasks/cancel", post(jobs::bulk_cancel))
-        .route("/v1/tasks/retry", post(jobs::bulk_retry))
-        .route("/v1/schedules", get(jobs::schedules))
-        .route("/v1/{op}", post(routes::submit_named))
-        .route("/metrics", get(observe::metrics))
-        .route("/openapi.json", get(openapi::serve))
-        .route("/", get(dashboard::page))
-        .route("/submit", get(dashboard::page))
-        .route("/tasks/{task_id}", get(dashboard::page))
-        .route("/assets/app.js", get(dashboard::script))
-        .route("/assets/app.css", get(dashboard::style))
-        .route("/favicon.svg", get(dashboard::icon))
+    let mut router = Router::new();
+    for (path, handler) in table::method_routers() {
+        router = router.route(path, handler);
+    }
+    router
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -270,7 +213,7 @@ async fn route_not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    if !is_resource(uri.path()) {
+    if !table::is_resource(uri.path()) {
         // Only the `POST /v1/{op}` pattern matched: to any other method this
         // path names nothing.
         return route_not_found(uri).await;
@@ -373,40 +316,4 @@ pub async fn serve(
     let (drained, report) = tokio::join!(requests, manager.shutdown(wind_down));
     tracing::info!(unfinished = report.unfinished, "server stopped");
     drained
-}
-
-/// Names an op may not have: the server's own routes under `/v1/` (an op
-/// is submitted with `POST /v1/{op}`), and names kept for routes to come.
-pub const RESERVED_OP_NAMES: [&str; 12] = [
-    "tasks",
-    "ops",
-    "info",
-    "healthz",
-    "readyz",
-    "stats",
-    "metrics",
-    "openapi",
-    "openapi.json",
-    "schedules",
-    "events",
-    "dashboard",
-];
-
-/// Whether `path` names a resource of the API other than `POST /v1/{op}`.
-fn is_resource(path: &str) -> bool {
-    if dashboard::is_asset(path) {
-        return true;
-    }
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    matches!(
-        segments.as_slice(),
-        ["metrics" | "openapi.json"]
-            | [
-                "v1",
-                "healthz" | "readyz" | "info" | "ops" | "stats" | "tasks" | "schedules"
-            ]
-            | ["v1", "tasks", _]
-            | ["v1", "tasks", _, "result" | "events" | "cancel"]
-            | ["v1", "tasks", _, "events", "stream"]
-    )
 }

@@ -477,8 +477,7 @@ mod tests {
             })
             .collect();
         described.sort();
-        let mut routed: Vec<String> = crate::ROUTES
-            .iter()
+        let mut routed: Vec<String> = crate::routes()
             .map(|(method, path)| format!("{method} {path}"))
             .collect();
         routed.sort();

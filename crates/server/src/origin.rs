@@ -9,9 +9,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 
 use crate::error::ApiError;
 
-/// Probes a load balancer sends with whatever `Host` it likes.
-const PROBES: [&str; 2] = ["/v1/healthz", "/v1/readyz"];
-
 /// Whether the request may go on; the refusal if not.
 pub(crate) fn verdict(
     config: &crate::ServerConfig,
@@ -59,7 +56,7 @@ pub(crate) fn verdict(
     // Fail closed: without a (readable) Host nothing is served when the Host
     // is checked.
     if check_host
-        && !PROBES.contains(&uri.path())
+        && !is_probe(uri.path())
         && !host
             .as_deref()
             .is_some_and(|host| host_allowed(config, host))
@@ -79,6 +76,12 @@ pub(crate) fn verdict(
         ));
     }
     Ok(())
+}
+
+/// Whether `path` is a health probe (a load balancer sends whatever
+/// `Host` it likes).
+fn is_probe(path: &str) -> bool {
+    crate::table::at(path).any(|route| route.access == crate::table::Access::Probe)
 }
 
 fn forbidden(message: String) -> ApiError {

@@ -5,8 +5,13 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tasktape_wire::requests::int_field;
+use tasktape_wire::{FieldError, ListQuery, Submission, TaskFilter};
 
 use crate::error::ApiError;
 
@@ -27,34 +32,74 @@ pub fn int_param(
     max: i64,
     default: i64,
 ) -> Result<i64, ApiError> {
-    let Some(text) = query.get(name) else {
-        return Ok(default);
-    };
-    let value: i64 = text.trim().parse().map_err(|_| {
-        ApiError::invalid(
-            "query",
-            name,
-            "int_parsing",
-            "input should be a valid integer, unable to parse string as an integer",
-        )
-    })?;
-    if value < min {
-        return Err(ApiError::invalid(
-            "query",
-            name,
-            "greater_than_equal",
-            format!("input should be greater than or equal to {min}"),
-        ));
+    let value = int_field(query, name, min, max).map_err(|error| refused("query", &error))?;
+    Ok(value.unwrap_or(default))
+}
+
+/// A refused field in the envelope's 422, at `location`.
+pub fn refused(location: &str, error: &FieldError) -> ApiError {
+    ApiError::invalid(location, &error.field, error.kind, error.message.clone())
+}
+
+/// A request type read from a JSON body: where a body that does not
+/// decode is refused.
+pub trait BodyType: DeserializeOwned {
+    /// The field a body that did not decode failed at: `path` is where the
+    /// decoder stopped (`""` at the top), `message` what it said.
+    fn refusal(path: &str, message: &str) -> FieldError;
+}
+
+impl BodyType for Submission {
+    fn refusal(path: &str, message: &str) -> FieldError {
+        Submission::refusal(path, message)
     }
-    if value > max {
-        return Err(ApiError::invalid(
-            "query",
-            name,
-            "less_than_equal",
-            format!("input should be less than or equal to {max}"),
-        ));
+}
+
+impl BodyType for TaskFilter {
+    fn refusal(path: &str, message: &str) -> FieldError {
+        if path.trim_start_matches('.').is_empty() && message.starts_with("invalid type") {
+            return FieldError::new(
+                "body",
+                "model_type",
+                "body must be an object of filters: ids, status, op, created_after, created_before",
+            );
+        }
+        FieldError::new("body", "value_error", message)
     }
-    Ok(value)
+}
+
+/// A JSON body decoded as `T` (unknown fields ignored); an unreadable,
+/// oversized or malformed body, or one that does not decode, is refused in
+/// the envelope (400, 413, 422 naming the field).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: BodyType> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let value = json_body(Bytes::from_request(request, state).await)?;
+        serde_path_to_error::deserialize(value)
+            .map(Body)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                refused("body", &T::refusal(&path, &error.inner().to_string()))
+            })
+    }
+}
+
+/// `GET /v1/tasks`'s query (see [`ListQuery::from_pairs`]), refused in the
+/// envelope's 422.
+pub struct ListParams(pub ListQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for ListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = query_map(parts.uri.query());
+        ListQuery::from_pairs(&query)
+            .map(ListParams)
+            .map_err(|error| refused("query", &error))
+    }
 }
 
 /// The body as JSON; an empty body is `null`.
@@ -85,13 +130,10 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError>
 /// axum's plain-text 400.
 pub struct Segment(pub String);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<String>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(segment)) => Ok(Segment(segment)),
             Err(_) => Err(ApiError::new(

@@ -10,18 +10,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tasktape_core::follow::{MAX_WAIT, StoredPage};
-use tasktape_core::manager::SubmitOptions;
+use tasktape_core::manager::{Readiness, SubmitOptions};
 use tasktape_core::model::{Status, Task};
 use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
 use tasktape_core::{SubmitError, Timestamp};
 use tasktape_wire::{
-    CancelAnswer, Links, MinuteStats, OpInfo, OpsList, ServerInfo, Stats, TaskHandle, TaskPage,
-    TaskResult,
+    CancelAnswer, Health, Links, MinuteStats, OpInfo, OpsList, Ready, ServerInfo, Stats,
+    Submission, TaskHandle, TaskPage, TaskResult,
 };
 
 use crate::AppState;
 use crate::error::{ApiError, parse_task_id};
-use crate::params::{Segment, int_param, json_body, query_map};
+use crate::params::{Body, ListParams, Segment, int_param, json_body, query_map};
 
 /// WIRE.md's task handle.
 fn handle(task: &Task) -> TaskHandle {
@@ -34,39 +34,37 @@ fn handle(task: &Task) -> TaskHandle {
     }
 }
 
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
 }
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let manager = state.manager();
-    if manager.is_draining() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this instance is draining for shutdown: it finishes its running tasks and starts no new ones",
-        )
-        .into_response();
-    }
-    match state.ready().await {
-        Ok(()) => {
-            Json(json!({"status": "ready", "storage_backend": manager.backend()})).into_response()
-        }
-        // A newer tasktape migrated the store (`Store::check_schema`).
-        Err(error) if error.contains("newer than this build") => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("{error}; this instance no longer claims tasks: upgrade it"),
-        )
+    let unavailable = |message: String| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).into_response()
+    };
+    match state.readiness().await {
+        Readiness::Ready => Json(Ready {
+            status: "ready".to_owned(),
+            storage_backend: state.manager().backend().to_owned(),
+        })
         .into_response(),
-        Err(error) => {
+        Readiness::Draining => unavailable(
+            "this instance is draining for shutdown: it finishes its running tasks and starts no new ones"
+                .to_owned(),
+        ),
+        // A newer tasktape migrated the store (`Store::check_schema`).
+        Readiness::Outdated(error) => unavailable(format!(
+            "{error}; this instance no longer claims tasks: upgrade it"
+        )),
+        Readiness::StoreUnavailable(error) => {
             tracing::warn!(%error, "readiness probe: store unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the store is not available",
-            )
-            .into_response()
+            unavailable("the store is not available".to_owned())
+        }
+        other => {
+            tracing::warn!(?other, "readiness probe: not ready");
+            unavailable("this instance is not ready".to_owned())
         }
     }
 }
@@ -149,34 +147,21 @@ pub(crate) async fn list_ops(State(state): State<AppState>) -> Json<OpsList> {
     Json(OpsList { ops })
 }
 
+/// Where a submit's options came from: `query` for `run_at` and
+/// `priority` of `POST /v1/{op}`, else the body.
+#[derive(Clone, Copy)]
+enum OptionsIn {
+    Body,
+    Query,
+}
+
 async fn submit(
     state: &AppState,
     op: &str,
     params: Value,
     options: SubmitOptions,
+    options_in: OptionsIn,
 ) -> Result<Response, ApiError> {
-    if let Some(key) = &options.idempotency_key
-        && (key.is_empty() || key.len() > 256)
-    {
-        return Err(ApiError::invalid(
-            "body",
-            "idempotency_key",
-            "string_length",
-            "must be 1 to 256 characters",
-        ));
-    }
-    if options
-        .idempotency_key
-        .as_deref()
-        .is_some_and(|key| key.starts_with("schedule:"))
-    {
-        return Err(ApiError::invalid(
-            "body",
-            "idempotency_key",
-            "value_error",
-            "keys starting with \"schedule:\" are the schedules' own (one task per slot)",
-        ));
-    }
     match state.manager().submit_with(op, params, options).await {
         Ok(submitted) => {
             let mut response = Json(handle(&submitted.task)).into_response();
@@ -194,6 +179,18 @@ async fn submit(
             ),
         )
         .with_detail(json!({"op": name, "known": known}))),
+        // The rules every submit obeys, from core.
+        Err(SubmitError::InvalidOption {
+            field,
+            kind,
+            message,
+        }) => {
+            let location = match (options_in, field.as_str()) {
+                (OptionsIn::Query, "run_at" | "priority") => "query",
+                _ => "body",
+            };
+            Err(ApiError::invalid(location, &field, &kind, message))
+        }
         Err(SubmitError::InvalidParams(error)) => {
             let field = if error.field.is_empty() {
                 "params".to_owned()
@@ -245,100 +242,45 @@ pub(crate) async fn submit_named(
         })?),
     };
     options.idempotency_key = key;
-    submit(&state, &op, params, options).await
+    submit(&state, &op, params, options, OptionsIn::Query).await
 }
 
 /// `POST /v1/tasks {op, params, idempotency_key?, run_at?, priority?, retry?}`.
 pub(crate) async fn submit_task(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    Body(submission): Body<Submission>,
 ) -> Result<Response, ApiError> {
-    let Value::Object(mut body) = json_body(body)? else {
-        return Err(ApiError::invalid(
-            "body",
-            "op",
-            "missing",
-            "body must be an object with op and params",
-        ));
-    };
-    let op = match body.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "body",
-                "op",
-                "string_type",
-                "input should be a valid string",
-            ));
-        }
-        None => return Err(ApiError::invalid("body", "op", "missing", "field required")),
-    };
-    let params = body.remove("params").unwrap_or(Value::Null);
-    let key = match body.remove("idempotency_key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(key)) => Some(key),
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "body",
-                "idempotency_key",
-                "string_type",
-                "input should be a valid string",
-            ));
-        }
-    };
-    let mut options = crate::jobs::body_options(&mut body)?;
-    options.idempotency_key = key;
-    submit(&state, &op, params, options).await
+    let options = crate::jobs::submission_options(&submission);
+    submit(
+        &state,
+        &submission.op,
+        submission.params,
+        options,
+        OptionsIn::Body,
+    )
+    .await
 }
 
 pub(crate) async fn list_tasks(
     State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
+    ListParams(query): ListParams,
 ) -> Result<Response, ApiError> {
-    let query = query_map(raw.as_deref());
-    let limit = int_param(&query, "limit", 1, 1000, 100)? as usize;
-    let status = match query.get("status") {
-        None => None,
-        Some(text) => Some(text.parse::<Status>().map_err(|_| {
-            ApiError::invalid(
-                "query",
-                "status",
-                "enum",
-                "input should be 'pending', 'running', 'succeeded', 'failed' or 'cancelled'",
-            )
-        })?),
-    };
-    let op = query.get("op").filter(|text| !text.is_empty()).cloned();
-    let after = match query.get("cursor").filter(|text| !text.is_empty()) {
+    let after = match &query.cursor {
         None => None,
         Some(text) => Some(Cursor::decode(text).map_err(|error| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid cursor")
                 .with_detail(json!({"reason": error.reason}))
         })?),
     };
-    let time = |name: &str| -> Result<Option<Timestamp>, ApiError> {
-        match query.get(name) {
-            None => Ok(None),
-            Some(text) => Timestamp::parse(text).map(Some).ok_or_else(|| {
-                ApiError::invalid(
-                    "query",
-                    name,
-                    "datetime_parsing",
-                    "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z",
-                )
-            }),
-        }
-    };
-    let (created_after, created_before) = (time("created_after")?, time("created_before")?);
     let page = state
         .manager()
         .list(ListQuery {
-            status,
-            op,
-            limit,
+            status: query.status,
+            op: query.op,
+            limit: query.limit.map_or(100, |limit| limit as usize),
             after,
-            created_after,
-            created_before,
+            created_after: query.created_after,
+            created_before: query.created_before,
             ..ListQuery::default()
         })
         .await?;

@@ -3,12 +3,12 @@
 //! One SSE event per tape event (`id:` seq, `event:` type, `data:` the event
 //! JSON). Resumes after `Last-Event-ID: N` (seq > N) or from `?from_seq=N`
 //! (seq ≥ N); a comment heartbeat keeps idle connections open; the stream
-//! ends after `final`. It waits on the wake hub (no polling) and is pulled by
-//! the client, so a slow client only slows itself.
+//! ends after `final`. It reads through core's `Follower` (the one the
+//! long-poll and `Manager::wait` use: the wake hub, no polling) and is
+//! pulled by the client, so a slow client only slows itself.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -16,9 +16,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use tasktape_core::event::StoredEvent;
+use tasktape_core::follow::Follower;
 use tasktape_core::model::TaskId;
-use tasktape_core::wake::Watch;
-use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::{ApiError, parse_task_id};
@@ -27,14 +26,12 @@ use crate::params::{Segment, int_param, query_map};
 /// Events read from the store per round trip.
 const PAGE: usize = 500;
 
-/// One SSE stream's state: where it is on the tape and what it holds.
+/// One SSE stream's state: its follower and what it holds.
 struct StreamState {
     state: AppState,
     task_id: TaskId,
-    next: u64,
+    follower: Follower,
     buffered: VecDeque<StoredEvent>,
-    watch: Watch,
-    done: bool,
     /// Counts this stream among the connected followers while it lives.
     _follower: crate::observe::FollowerGuard,
 }
@@ -72,7 +69,7 @@ pub(crate) async fn stream_events(
     let id = parse_task_id(&task_id)?;
     let manager = state.manager();
     // Watch before the first read, so no commit falls between the two.
-    let watch = manager.watch(id);
+    let follower = manager.follower(id, next).watching();
     if manager.last_seq(id).await?.is_none() {
         return Err(ApiError::task_not_found(&task_id));
     }
@@ -81,10 +78,8 @@ pub(crate) async fn stream_events(
         _follower: state.metrics().follower("sse"),
         state,
         task_id: id,
-        next,
+        follower,
         buffered: VecDeque::new(),
-        watch,
-        done: false,
     };
     let keep_alive = KeepAlive::new().interval(heartbeat).text("heartbeat");
     Ok(Sse::new(events(stream))
@@ -104,43 +99,25 @@ fn events(stream: StreamState) -> impl Stream<Item = Result<Event, Infallible>> 
 }
 
 impl StreamState {
-    /// The next event to send, or `None` when the stream should end.
+    /// The next event to send, or `None` when the stream should end (after
+    /// `final`, the task deleted, a failed read, or shutdown).
     async fn next_event(&mut self) -> Option<StoredEvent> {
         loop {
             if let Some(event) = self.buffered.pop_front() {
-                self.done = event.is_final();
                 return Some(event);
             }
-            if self.done {
-                return None;
-            }
-            let page = match self
-                .state
-                .manager()
-                .tape(self.task_id, self.next, PAGE)
-                .await
-            {
-                Ok(Some(page)) => page,
+            let read = tokio::select! {
+                read = self.follower.next_events(PAGE) => read,
+                () = self.state.shutdown().cancelled() => return None,
+            };
+            match read {
+                Ok(Some(events)) if events.is_empty() => return None, // the tape ended
+                Ok(Some(events)) => self.buffered.extend(events),
                 Ok(None) => return None, // deleted meanwhile
                 Err(error) => {
                     tracing::warn!(task_id = %self.task_id, %error, "event stream read failed; closing it");
                     return None;
                 }
-            };
-            if let Some(last) = page.events.last() {
-                self.next = last.seq + 1;
-                self.buffered.extend(page.events);
-                continue;
-            }
-            if page.status.is_terminal() {
-                return None; // resumed past `final`
-            }
-            // Any new event (a `final` below `next` included) re-reads the
-            // page; so does a quiet half-minute, in case a wake-up was missed.
-            let far = Instant::now() + Duration::from_secs(30);
-            tokio::select! {
-                _ = self.watch.wait_past(page.last_seq, far) => {}
-                () = self.state.shutdown().cancelled() => return None,
             }
         }
     }

@@ -48,8 +48,8 @@ use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreError,
-    StoreSignal, TapePage,
+    ListPage, ListQuery, LostRun, MinuteCount, Result, StartOutcome, StatusCounts, Store,
+    StoreError, StoreSignal, TapePage,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -350,8 +350,14 @@ impl Store for PostgresStore {
         self.start_task(task_id, lease).await
     }
 
-    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
-        self.claim_tasks(op, limit, lease).await
+    async fn claim(
+        &self,
+        op: &str,
+        limit: usize,
+        lease: Lease,
+        now: Timestamp,
+    ) -> Result<Vec<Task>> {
+        self.claim_tasks(op, limit, lease, now).await
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {
@@ -388,13 +394,8 @@ impl Store for PostgresStore {
         self.finish_queued(task_id, outcome, Some(ack)).await
     }
 
-    async fn reap(
-        &self,
-        task_id: TaskId,
-        now: Timestamp,
-        outcome: Outcome,
-    ) -> Result<Option<FinishOutcome>> {
-        self.reap_task(task_id, now, outcome).await
+    async fn reap(&self, task_id: TaskId, lost: LostRun) -> Result<Option<FinishOutcome>> {
+        self.reap_task(task_id, lost).await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {

@@ -31,6 +31,7 @@ pub(crate) struct Sql {
     pub(crate) purge: String,
     pub(crate) sweep: String,
     pub(crate) requeue: String,
+    pub(crate) lock_running: String,
     pub(crate) next_due: String,
     pub(crate) latest_key: String,
     pub(crate) schema_version: String,
@@ -70,6 +71,12 @@ impl Sql {
             requeue: format!(
                 "SELECT out_code, out_status, out_seq FROM {s}.requeue_task($1, $2, $3, $4, $5, $6, $7, \
                  $8, CASE WHEN $9::boolean THEN {DB_MS} END, $10)"
+            ),
+            // A reap's row, locked: a running task; with $2, only while its
+            // lease is over by the database's clock.
+            lock_running: format!(
+                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1 AND status = 'running' \
+                 AND (NOT $2::boolean OR lease_until < {DB_MS}) FOR UPDATE"
             ),
             next_due: format!(
                 "SELECT min(run_at) FROM {s}.tasks WHERE op = $1 AND status = 'pending' AND run_at > $2"

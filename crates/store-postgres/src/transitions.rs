@@ -2,11 +2,12 @@
 //! (which locks the row, checks its state and writes row and tape in one
 //! transaction), and its answer code mapped to the store's typed outcome.
 
+use deadpool_postgres::GenericClient;
 use tasktape_core::BodyExt as _;
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Retry, Task, TaskId};
 use tasktape_core::store::{
-    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
+    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, LostRun, Result,
     StartOutcome, Store as _, StoreError,
 };
 use tasktape_core::time::Timestamp;
@@ -105,8 +106,8 @@ impl PostgresStore {
         op: &str,
         limit: usize,
         lease: Lease,
+        now: Timestamp,
     ) -> Result<Vec<Task>> {
-        let now = Timestamp::now();
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let rows = self
             .query(
@@ -146,20 +147,42 @@ impl PostgresStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// `Store::reap`: in one transaction, the running row is locked (a
+    /// peer's run only while its lease is over by the database's clock),
+    /// what the lost run becomes is decided from it, and it is finished or
+    /// requeued by the same fenced functions as any finish.
     pub(crate) async fn reap_task(
         &self,
         task_id: TaskId,
-        now: Timestamp,
-        outcome: Outcome,
+        lost: LostRun,
     ) -> Result<Option<FinishOutcome>> {
-        self.shared
-            .bounded("reaping a task", async {
-                let client = self.client().await?;
-                self.shared
-                    .finish_task(&client, task_id, &outcome, Some(now))
+        let context = "reaping a task";
+        let shared = &self.shared;
+        let answer = shared
+            .bounded(context, async {
+                let mut client = self.client().await?;
+                let transaction = client.transaction().await.map_err(driver(context))?;
+                let statement = transaction
+                    .prepare_cached(&shared.sql.lock_running)
                     .await
+                    .map_err(driver(context))?;
+                let row = transaction
+                    .query_opt(&statement, &[&uuid(task_id), &lost.expired_only])
+                    .await
+                    .map_err(driver(context))?;
+                // Not running, or its owner renewed: the transaction rolls back.
+                let Some(row) = row else { return Ok(None) };
+                let outcome = lost.outcome(&task_from_row(&row)?);
+                let expired_before = lost.expired_only.then_some(lost.now);
+                let answer = shared
+                    .finish_task(&transaction, task_id, &outcome, expired_before)
+                    .await?;
+                transaction.commit().await.map_err(driver(context))?;
+                Ok(answer)
             })
-            .await
+            .await?;
+        shared.announce(task_id, answer.as_ref());
+        Ok(answer)
     }
 
     pub(crate) async fn cancel_task(&self, task_id: TaskId) -> Result<CancelOutcome> {
@@ -266,14 +289,24 @@ impl Shared {
         outcome: &Outcome,
     ) -> Result<FinishOutcome> {
         let finished = self.finish_task(client, task_id, outcome, None).await?;
+        self.announce(task_id, finished.as_ref());
         Ok(finished.unwrap_or(FinishOutcome::NotFound))
+    }
+
+    /// Wakes the task's followers after a finish or requeue committed.
+    fn announce(&self, task_id: TaskId, finished: Option<&FinishOutcome>) {
+        if let Some(FinishOutcome::Finished { seq, .. } | FinishOutcome::Requeued { seq }) =
+            finished
+        {
+            self.hub.notify(task_id, *seq);
+        }
     }
 
     /// `finish_task`; with `expired_before`, only a running task whose lease
     /// ended before it (`None` otherwise).
     async fn finish_task(
         &self,
-        client: &deadpool_postgres::Object,
+        client: &impl GenericClient,
         task_id: TaskId,
         outcome: &Outcome,
         expired_before: Option<Timestamp>,
@@ -310,14 +343,13 @@ impl Shared {
             )
             .await
             .map_err(driver(context))?;
-        self.finish_answer(&row, task_id, expired_before, context)
+        self.finish_answer(&row, expired_before, context)
     }
 
     /// The typed answer of `finish_task` or `requeue_task` (same codes).
     fn finish_answer(
         &self,
         row: &tokio_postgres::Row,
-        task_id: TaskId,
         expired_before: Option<Timestamp>,
         context: &str,
     ) -> Result<Option<FinishOutcome>> {
@@ -325,17 +357,11 @@ impl Shared {
         let seq =
             || -> Result<u64> { Ok(row.try_get::<_, i64>(2).map_err(driver(context))? as u64) };
         Ok(Some(match code {
-            finish::FINISHED => {
-                let status = rows::status(row.try_get(1).map_err(driver(context))?)?;
-                let seq = seq()?;
-                self.hub.notify(task_id, seq);
-                FinishOutcome::Finished { seq, status }
-            }
-            finish::REQUEUED => {
-                let seq = seq()?;
-                self.hub.notify(task_id, seq);
-                FinishOutcome::Requeued { seq }
-            }
+            finish::FINISHED => FinishOutcome::Finished {
+                seq: seq()?,
+                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+            },
+            finish::REQUEUED => FinishOutcome::Requeued { seq: seq()? },
             finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished {
                 status: rows::status(row.try_get(1).map_err(driver(context))?)?,
             },
@@ -353,7 +379,7 @@ impl Shared {
     /// [`Outcome::Retry`]); with `expired_before`, only after a lease ran out.
     async fn requeue_task(
         &self,
-        client: &deadpool_postgres::Object,
+        client: &impl GenericClient,
         task_id: TaskId,
         retry: &Retry,
         expired_before: Option<Timestamp>,
@@ -385,7 +411,7 @@ impl Shared {
             )
             .await
             .map_err(driver(context))?;
-        self.finish_answer(&row, task_id, expired_before, context)
+        self.finish_answer(&row, expired_before, context)
     }
 }
 

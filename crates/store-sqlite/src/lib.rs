@@ -38,8 +38,8 @@ use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreError,
-    TapePage,
+    ListPage, ListQuery, LostRun, MinuteCount, Result, StartOutcome, StatusCounts, Store,
+    StoreError, TapePage,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -326,9 +326,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
+    async fn claim(
+        &self,
+        op: &str,
+        limit: usize,
+        lease: Lease,
+        now: Timestamp,
+    ) -> Result<Vec<Task>> {
         let op = op.to_owned();
-        self.call(|reply| Command::Claim(op, limit, lease, reply))
+        self.call(|reply| Command::Claim(op, limit, lease, now, reply))
             .await
     }
 
@@ -370,14 +376,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn reap(
-        &self,
-        task_id: TaskId,
-        now: Timestamp,
-        outcome: Outcome,
-    ) -> Result<Option<FinishOutcome>> {
-        self.call(|reply| Command::Reap(task_id, now, outcome, reply))
-            .await
+    async fn reap(&self, task_id: TaskId, lost: LostRun) -> Result<Option<FinishOutcome>> {
+        self.call(|reply| Command::Reap(task_id, lost, reply)).await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {

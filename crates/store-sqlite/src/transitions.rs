@@ -8,7 +8,8 @@ use tasktape_core::event::{EncodedBody, EventBody};
 use tasktape_core::model::{NewTask, Outcome, Retry, Status, Task, TaskId};
 use tasktape_core::retry::{attempt_failed, attempt_record, attempt_started};
 use tasktape_core::store::{
-    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, StartOutcome,
+    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, LostRun,
+    StartOutcome,
 };
 use tasktape_core::time::Timestamp;
 
@@ -193,6 +194,7 @@ impl Writer {
         op: &str,
         limit: usize,
         lease: &Lease,
+        due_by: Timestamp,
         now: Timestamp,
     ) -> rusqlite::Result<Vec<Task>> {
         let running: i64 = self
@@ -218,7 +220,7 @@ impl Writer {
                          ORDER BY priority DESC, created_at, task_id LIMIT ?2)) \
                  ORDER BY priority DESC, created_at, task_id LIMIT ?2",
             )?
-            .query_map(params![op, room, now.as_millis()], |row| {
+            .query_map(params![op, room, due_by.as_millis()], |row| {
                 task_id_from(row.get(0)?)
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -347,27 +349,28 @@ impl Writer {
         Ok(FinishOutcome::Requeued { seq })
     }
 
-    /// Finishes a running task with `outcome` if its lease ended before `now`.
+    /// Ends a lost run (see `Store::reap`): the running row is read here,
+    /// inside the writer's transaction, and what the run becomes (failed,
+    /// or another attempt) decided from it.
     pub(crate) fn reap(
         &mut self,
         task_id: TaskId,
+        lost: &LostRun,
         now: Timestamp,
-        outcome: &Outcome,
     ) -> rusqlite::Result<Option<FinishOutcome>> {
-        let lease: Option<Option<i64>> = self
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1 AND status = 'running'");
+        let task = self
             .conn
-            .prepare_cached(
-                "SELECT lease_until FROM tasks WHERE task_id = ?1 AND status = 'running'",
-            )?
-            .query_row([task_id.as_bytes().as_slice()], |row| row.get(0))
+            .prepare_cached(&sql)?
+            .query_row([task_id.as_bytes().as_slice()], task_from_row)
             .optional()?;
-        match lease {
-            Some(Some(until)) if until < now.as_millis() => {
-                let finished = self.finish(task_id, outcome, Timestamp::now())?;
-                Ok(Some(finished))
-            }
-            _ => Ok(None),
+        let Some(task) = task else { return Ok(None) };
+        if lost.expired_only && task.lease_until.is_none_or(|until| until >= lost.now) {
+            return Ok(None);
         }
+        let outcome = lost.outcome(&task);
+        self.finish(task_id, &outcome, now).map(Some)
     }
 
     pub(crate) fn request_cancel(

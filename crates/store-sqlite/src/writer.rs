@@ -21,8 +21,8 @@ use rusqlite::{Connection, params};
 use tasktape_core::event::EncodedBody;
 use tasktape_core::model::{NewTask, Outcome, Status, Task, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, Result,
-    StartOutcome, StoreError, TRANSIENT_RETRY, outcome_after_events,
+    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, LostRun,
+    Result, StartOutcome, StoreError, TRANSIENT_RETRY, outcome_after_events,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -48,7 +48,7 @@ pub(crate) enum AppendReply {
 pub(crate) enum Command {
     Create(Box<NewTask>, Reply<Created>),
     Start(TaskId, Lease, Reply<StartOutcome>),
-    Claim(String, usize, Lease, Reply<Vec<Task>>),
+    Claim(String, usize, Lease, Timestamp, Reply<Vec<Task>>),
     /// An event and when it was reported (its `ts`).
     Append(TaskId, EncodedBody, Timestamp, AppendReply),
     Finish(
@@ -59,7 +59,7 @@ pub(crate) enum Command {
     ),
     RequestCancel(TaskId, Reply<CancelOutcome>),
     RenewLease(String, Timestamp, Reply<u64>),
-    Reap(TaskId, Timestamp, Outcome, Reply<Option<FinishOutcome>>),
+    Reap(TaskId, LostRun, Reply<Option<FinishOutcome>>),
     Delete(TaskId, Reply<DeleteOutcome>),
     Purge(Timestamp, usize, Reply<u64>),
     Sweep(usize, Reply<u64>),
@@ -272,8 +272,8 @@ impl Writer {
         Ok(match command {
             Command::Create(task, _) => Done::Created(Box::new(self.create(task)?)),
             Command::Start(task_id, lease, _) => Done::Start(self.start(*task_id, lease, now)?),
-            Command::Claim(op, limit, lease, _) => {
-                Done::Claimed(self.claim(op, *limit, lease, now)?)
+            Command::Claim(op, limit, lease, due_by, _) => {
+                Done::Claimed(self.claim(op, *limit, lease, *due_by, now)?)
             }
             Command::Append(task_id, body, at, _) => {
                 Done::Append(self.append(*task_id, body, *at)?)
@@ -294,9 +294,7 @@ impl Writer {
                 Done::Count(renew.execute(params![until.as_millis(), owner])? as u64)
             }
             Command::Delete(task_id, _) => Done::Delete(self.delete(*task_id)?),
-            Command::Reap(task_id, now, outcome, _) => {
-                Done::Reaped(self.reap(*task_id, *now, outcome)?)
-            }
+            Command::Reap(task_id, lost, _) => Done::Reaped(self.reap(*task_id, lost, now)?),
             Command::Purge(cutoff, limit, _) => Done::Count(self.purge(*cutoff, *limit)?),
             Command::Sweep(limit, _) => Done::Count(self.sweep(*limit)?),
         })
@@ -326,7 +324,9 @@ impl Command {
         match (self, done) {
             (Command::Create(_, reply), Done::Created(created)) => drop(reply.send(Ok(*created))),
             (Command::Start(_, _, reply), Done::Start(outcome)) => drop(reply.send(Ok(outcome))),
-            (Command::Claim(_, _, _, reply), Done::Claimed(tasks)) => drop(reply.send(Ok(tasks))),
+            (Command::Claim(_, _, _, _, reply), Done::Claimed(tasks)) => {
+                drop(reply.send(Ok(tasks)))
+            }
             (Command::Append(_, _, _, reply), Done::Append(outcome)) => reply.send(Ok(outcome)),
             (Command::Finish(_, _, _, reply), Done::Finish(outcome)) => {
                 drop(reply.send(Ok(outcome)))
@@ -343,7 +343,7 @@ impl Command {
                 drop(reply.send(Ok(count)));
             }
             (Command::Delete(_, reply), Done::Delete(outcome)) => drop(reply.send(Ok(outcome))),
-            (Command::Reap(_, _, _, reply), Done::Reaped(outcome)) => drop(reply.send(Ok(outcome))),
+            (Command::Reap(_, _, reply), Done::Reaped(outcome)) => drop(reply.send(Ok(outcome))),
             (command, _) => command.fail(StoreError::backend(
                 "sqlite writer",
                 "internal mismatch between a command and its result",
@@ -356,7 +356,7 @@ impl Command {
         match self {
             Command::Create(_, reply) => drop(reply.send(Err(error))),
             Command::Start(_, _, reply) => drop(reply.send(Err(error))),
-            Command::Claim(_, _, _, reply) => drop(reply.send(Err(error))),
+            Command::Claim(_, _, _, _, reply) => drop(reply.send(Err(error))),
             Command::Append(_, _, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),
@@ -364,7 +364,7 @@ impl Command {
             | Command::Purge(_, _, reply)
             | Command::Sweep(_, reply) => drop(reply.send(Err(error))),
             Command::Delete(_, reply) => drop(reply.send(Err(error))),
-            Command::Reap(_, _, _, reply) => drop(reply.send(Err(error))),
+            Command::Reap(_, _, reply) => drop(reply.send(Err(error))),
         }
     }
 }

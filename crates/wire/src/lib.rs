@@ -11,11 +11,14 @@
 //! - [`event`]: [`EventBody`] (the `type` tag) and [`Event`].
 //! - [`bodies`]: the routes' response bodies and the error envelope.
 //! - [`jobs`]: retry policies, bulk-action filters and answers, schedules.
+//! - [`requests`]: what clients send (the submit body, the list query)
+//!   and the probes' answers, read the same way by the server.
 
 pub mod bodies;
 pub mod event;
 pub mod jobs;
 pub mod model;
+pub mod requests;
 pub mod time;
 
 pub use bodies::{
@@ -28,4 +31,5 @@ pub use jobs::{
     ScheduleInfo, ScheduleList, StatusFilter, TaskFilter,
 };
 pub use model::{ErrorInfo, Status, TaskId};
+pub use requests::{FieldError, Health, ListQuery, Ready, Submission};
 pub use time::Timestamp;

@@ -126,6 +126,15 @@ async fn a_black_holed_database_is_noticed_survived_and_does_not_hold_up_shutdow
         row.status == Status::Running
     })
     .await;
+    // Its run has begun here (its first progress is stored): the claim's
+    // answer is not still on the wire when the database goes dark (a claim
+    // answered never is an orphan, rightly finished `orphaned`).
+    let progressed = a
+        .client
+        .events(task, 2, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!progressed.events.is_empty(), "no progress in 10 s");
 
     proxy.hold(true);
     let noticed = wait_ready(&a.server.base, 503, Duration::from_secs(10)).await;

@@ -279,7 +279,7 @@ async fn higher_priority_runs_first_fifo_within_a_priority() {
         rows.push((*priority, ended(&client, *id).await));
     }
     rows.sort_by_key(|(_, row)| row.started_at);
-    let order: Vec<i32> = rows.iter().map(|(priority, _)| *priority).collect();
+    let order: Vec<i64> = rows.iter().map(|(priority, _)| *priority).collect();
     assert_eq!(order, [9, 5, 5, 0, 0]);
     // FIFO within a priority.
     let fives: Vec<TaskId> = rows

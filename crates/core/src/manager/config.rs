@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::cron::Schedule;
 use crate::observe::{PlainTaskTracing, TaskTracing};
 use crate::retry::RetryPlan;
@@ -47,6 +48,10 @@ pub struct ManagerConfig {
     /// Tasks submitted on a cron schedule (by every instance; one task per
     /// slot between them).
     pub schedules: Vec<Schedule>,
+    /// Where the engine's time comes from (leases, grace, time limits,
+    /// backoff, due timers, schedules): the system's clock, or a
+    /// [`crate::clock::ManualClock`] in tests.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ManagerConfig {
@@ -65,6 +70,7 @@ impl Default for ManagerConfig {
             retention_interval: Duration::from_secs(60),
             retries: HashMap::new(),
             schedules: Vec::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 }

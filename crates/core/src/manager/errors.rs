@@ -17,6 +17,18 @@ pub enum SubmitError {
         /// The registered names.
         known: Vec<String>,
     },
+    /// A submit option broke a rule every submit obeys (see
+    /// [`crate::manager::SubmitOptions::check`]).
+    #[error("{field}: {message}")]
+    InvalidOption {
+        /// The option (`idempotency_key`, `priority`, `run_at`,
+        /// `retry.max_attempts`, …).
+        field: String,
+        /// Pydantic-style error type (`string_length`, `range`, …).
+        kind: String,
+        /// What is wrong, in one line.
+        message: String,
+    },
     /// The op refused the params.
     #[error(transparent)]
     InvalidParams(#[from] ParamsError),

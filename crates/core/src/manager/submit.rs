@@ -1,24 +1,23 @@
-//! Submits: checking params with the op, choosing the task's retry plan
-//! (the submit's policy, else the config's for the op, else the op's own),
-//! creating the row, and waking a claim (or, for a delayed task, a timer).
+//! Submits through the manager: the options a submit carries, checked by
+//! the rules every caller obeys (`SubmitOptions::check`, in
+//! `engine/submitter.rs`), then handed to the submitter.
 
 use serde_json::Value;
-use tracing::debug;
 
 use super::{Manager, SubmitError, Submitted};
-use crate::model::{NewTask, TaskId};
-use crate::retry::{RetryPlan, RetryPolicy};
-use crate::store::StoreError;
+use crate::model::TaskId;
+use crate::retry::RetryPolicy;
 use crate::time::Timestamp;
 
 /// How a task is submitted besides its op and params.
 #[derive(Clone, Debug, Default)]
 pub struct SubmitOptions {
-    /// Creating twice with one key gives the first task back.
+    /// Creating twice with one key gives the first task back (1 to 256
+    /// bytes; keys starting with `schedule:` are the schedules' own).
     pub idempotency_key: Option<String>,
-    /// Not before this time (`None`: now).
+    /// Not before this time (`None`: now; at most 10 years ahead).
     pub run_at: Option<Timestamp>,
-    /// Higher runs first (default 0).
+    /// Higher runs first (default 0; -1,000,000 to 1,000,000).
     pub priority: i32,
     /// Overrides the op's retry policy for this task.
     pub retry: Option<RetryPolicy>,
@@ -46,98 +45,19 @@ impl Manager {
         self.submit_with(op, params, options).await
     }
 
-    /// [`Manager::submit`] with a delay, a priority, a retry policy.
+    /// [`Manager::submit`] with a delay, a priority, a retry policy. Options
+    /// that break a rule are refused with [`SubmitError::InvalidOption`]
+    /// naming the field, before anything else is looked at.
     pub async fn submit_with(
         &self,
         op: &str,
         params: Value,
         options: SubmitOptions,
     ) -> Result<Submitted, SubmitError> {
+        let submitter = &self.inner.submitter;
+        options.check(submitter.clock.now())?;
         // The caller's span (not this method's own) is what the run links to.
         let trace_parent = self.inner.config.task_tracing.capture();
-        self.submit_linked(op, params, options, trace_parent).await
-    }
-
-    /// The retry plan a task of `op` gets, given its submit's `policy`.
-    pub(super) fn retry_plan(&self, op: &str, policy: Option<RetryPolicy>) -> Option<RetryPlan> {
-        let configured = self.inner.config.retries.get(op);
-        let handler = self.inner.ops.get(op);
-        let idempotent = configured.map(|plan| plan.idempotent).unwrap_or(false)
-            || handler.is_some_and(|handler| handler.idempotent());
-        let policy = policy
-            .or_else(|| configured.map(|plan| plan.policy.clone()))
-            .or_else(|| handler.and_then(|handler| handler.retry()))?;
-        Some(RetryPlan { policy, idempotent })
-    }
-
-    #[tracing::instrument(name = "manager.submit", level = "debug", skip_all, fields(op = %op), err(level = "debug"))]
-    async fn submit_linked(
-        &self,
-        op: &str,
-        params: Value,
-        options: SubmitOptions,
-        trace_parent: Option<String>,
-    ) -> Result<Submitted, SubmitError> {
-        if !self.state().accepting {
-            return Err(SubmitError::ShuttingDown);
-        }
-        let Some(handler) = self.inner.ops.get(op) else {
-            return Err(SubmitError::UnknownOp {
-                name: op.to_owned(),
-                known: self
-                    .inner
-                    .ops
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
-            });
-        };
-        let params = handler.prepare(params)?;
-        let mut new_task = NewTask::new(op, params);
-        new_task.idempotency_key = options.idempotency_key;
-        new_task.trace_parent = trace_parent;
-        new_task.priority = options.priority;
-        // A time already past is due now.
-        new_task.run_at = options.run_at.filter(|at| *at > new_task.created_at);
-        new_task.retry = self.retry_plan(op, options.retry);
-        new_task.retry_of = options.retry_of;
-        let digest = new_task.params_digest.clone();
-        let manager = self.clone();
-        let created = tokio::spawn(async move {
-            let run_at = new_task.run_at;
-            let created = manager.inner.store.create(new_task).await?;
-            if created.created {
-                manager
-                    .inner
-                    .metrics
-                    .submitted
-                    .with(&[&created.task.op])
-                    .inc();
-                match run_at {
-                    Some(at) => manager.arm_due(&created.task.op, at),
-                    None => manager.kick(&created.task.op),
-                }
-            }
-            Ok::<_, StoreError>(created)
-        });
-        let created = match created.await {
-            Ok(created) => created?,
-            Err(join_error) => {
-                return Err(SubmitError::Store(StoreError::backend(
-                    "submit", join_error,
-                )));
-            }
-        };
-        if !created.created && (created.task.params_digest != digest || created.task.op != op) {
-            return Err(SubmitError::IdempotencyConflict {
-                task_id: created.task.task_id,
-            });
-        }
-        debug!(task_id = %created.task.task_id, created = created.created, "submitted");
-        Ok(Submitted {
-            created: created.created,
-            task: created.task,
-        })
+        submitter.submit(op, params, options, trace_parent).await
     }
 }

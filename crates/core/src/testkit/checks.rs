@@ -8,7 +8,9 @@ use super::{
 };
 use crate::event::{EventBody, EventKind};
 use crate::model::{ErrorInfo, NewTask, Outcome, Status, TaskId};
-use crate::store::{AppendOutcome, CancelOutcome, FinishOutcome, StartOutcome, StoreError};
+use crate::store::{
+    AppendOutcome, CancelOutcome, FinishOutcome, LostRun, StartOutcome, StoreError,
+};
 use crate::time::Timestamp;
 
 /// A fresh task is pending, with its params and digest, and an empty tape.
@@ -443,12 +445,10 @@ pub async fn reap_checks_the_lease_again(h: Harness) {
         .renew_lease("owner-a", Timestamp::now().add_millis(60_000))
         .await
         .unwrap();
-    let lost = Outcome::Failed(ErrorInfo::new("owner_lost", "lease expired"));
+    let error = ErrorInfo::new("owner_lost", "lease expired");
+    let lost = |now| LostRun::expired(error.clone(), now);
     assert_eq!(
-        store
-            .reap(task_id, seen_expired_at, lost.clone())
-            .await
-            .unwrap(),
+        store.reap(task_id, lost(seen_expired_at)).await.unwrap(),
         None
     );
     assert_status(store, task_id, Status::Running).await;
@@ -461,7 +461,7 @@ pub async fn reap_checks_the_lease_again(h: Harness) {
     tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     let later = Timestamp::now();
     assert!(matches!(
-        store.reap(task_id, later, lost.clone()).await.unwrap(),
+        store.reap(task_id, lost(later)).await.unwrap(),
         Some(FinishOutcome::Finished {
             status: Status::Failed,
             ..
@@ -469,9 +469,21 @@ pub async fn reap_checks_the_lease_again(h: Harness) {
     ));
     assert_eq!(row(store, task_id).await.error.unwrap().code, "owner_lost");
     // A finished (or unknown) task is not reaped again.
+    assert_eq!(store.reap(task_id, lost(later)).await.unwrap(), None);
+    assert_eq!(store.reap(TaskId::new(), lost(later)).await.unwrap(), None);
+    // This instance's own leftover is ended though its lease still holds.
+    let leftover = super::running_task(store).await;
+    let restart = LostRun::leftover(ErrorInfo::server_restart(), Timestamp::now());
+    assert!(matches!(
+        store.reap(leftover, restart.clone()).await.unwrap(),
+        Some(FinishOutcome::Finished {
+            status: Status::Failed,
+            ..
+        })
+    ));
     assert_eq!(
-        store.reap(task_id, later, lost.clone()).await.unwrap(),
-        None
+        row(store, leftover).await.error.unwrap().code,
+        "server_restart"
     );
-    assert_eq!(store.reap(TaskId::new(), later, lost).await.unwrap(), None);
+    assert_eq!(store.reap(leftover, restart).await.unwrap(), None);
 }

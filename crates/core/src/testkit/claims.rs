@@ -35,7 +35,10 @@ pub async fn claim_starts_the_oldest_pending_tasks_up_to_the_limit(h: Harness) {
         CancelOutcome::Cancelled { .. }
     ));
 
-    let claimed = store.claim("a", 3, lease("owner-a")).await.unwrap();
+    let claimed = store
+        .claim("a", 3, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
     let claimed_ids: Vec<_> = claimed.iter().map(|task| task.task_id).collect();
     assert_eq!(
         claimed_ids,
@@ -51,7 +54,7 @@ pub async fn claim_starts_the_oldest_pending_tasks_up_to_the_limit(h: Harness) {
     }
     assert!(
         store
-            .claim("a", 3, lease("owner-b"))
+            .claim("a", 3, lease("owner-b"), Timestamp::now())
             .await
             .unwrap()
             .is_empty(),
@@ -63,22 +66,28 @@ pub async fn claim_starts_the_oldest_pending_tasks_up_to_the_limit(h: Harness) {
         .finish(ids[1], Outcome::Succeeded(serde_json::json!(1)))
         .await
         .unwrap();
-    let next = store.claim("a", 3, lease("owner-b")).await.unwrap();
+    let next = store
+        .claim("a", 3, lease("owner-b"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!(next.iter().map(|t| t.task_id).collect::<Vec<_>>(), [ids[4]]);
     assert_eq!(next[0].owner.as_deref(), Some("owner-b"));
     // A bigger limit takes the rest; then nothing is left.
-    let rest = store.claim("a", 10, lease("owner-a")).await.unwrap();
+    let rest = store
+        .claim("a", 10, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!(rest.iter().map(|t| t.task_id).collect::<Vec<_>>(), [ids[5]]);
     assert!(
         store
-            .claim("a", 10, lease("owner-a"))
+            .claim("a", 10, lease("owner-a"), Timestamp::now())
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .claim("nothing", 10, lease("owner-a"))
+            .claim("nothing", 10, lease("owner-a"), Timestamp::now())
             .await
             .unwrap()
             .is_empty()
@@ -86,7 +95,10 @@ pub async fn claim_starts_the_oldest_pending_tasks_up_to_the_limit(h: Harness) {
 
     assert_status(store, other, Status::Pending).await;
     assert_status(store, ids[0], Status::Cancelled).await;
-    let b = store.claim("b", 1, lease("owner-a")).await.unwrap();
+    let b = store
+        .claim("b", 1, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!(b.iter().map(|t| t.task_id).collect::<Vec<_>>(), [other]);
 }
 
@@ -100,7 +112,10 @@ pub async fn concurrent_claims_never_exceed_the_limit_or_start_a_task_twice(h: H
                 let store = Arc::clone(&store);
                 tokio::spawn(async move {
                     let owner = format!("owner-{claimer}");
-                    store.claim("a", 5, lease(&owner)).await.unwrap()
+                    store
+                        .claim("a", 5, lease(&owner), Timestamp::now())
+                        .await
+                        .unwrap()
                 })
             })
             .collect();

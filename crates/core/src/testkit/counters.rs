@@ -51,7 +51,10 @@ pub async fn counters_follow_every_transition(h: Harness) {
         .await
         .unwrap();
     store.create(new_task("claimed")).await.unwrap();
-    store.claim("claimed", 5, lease("owner-a")).await.unwrap();
+    store
+        .claim("claimed", 5, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
     store.create(new_task("test")).await.unwrap();
     store.delete(failed).await.unwrap();
     // A reaped task (its lease ran out) ends failed.
@@ -64,8 +67,10 @@ pub async fn counters_follow_every_transition(h: Harness) {
     let outcome = store
         .reap(
             reaped,
-            Timestamp::now(),
-            Outcome::Failed(ErrorInfo::new("owner_lost", "lease expired")),
+            crate::store::LostRun::expired(
+                ErrorInfo::new("owner_lost", "lease expired"),
+                Timestamp::now(),
+            ),
         )
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use super::{Harness, assert_row_and_tape_agree, assert_status, lease, new_task, 
 use crate::event::EventBody;
 use crate::model::{ErrorInfo, Outcome, Retry, Status, TaskId};
 use crate::retry::{ATTEMPT_FAILED, Backoff, RetryPlan, RetryPolicy};
-use crate::store::{CancelOutcome, FinishOutcome, ListQuery, Store};
+use crate::store::{CancelOutcome, FinishOutcome, ListQuery, LostRun, Store};
 use crate::time::Timestamp;
 
 fn plan(max_attempts: u32) -> RetryPlan {
@@ -75,7 +75,7 @@ pub async fn claims_go_by_priority_then_age_and_wait_for_run_at(h: Harness) {
         Some(later)
     );
     let claimed: Vec<TaskId> = store
-        .claim("p", 10, lease("owner-a"))
+        .claim("p", 10, lease("owner-a"), Timestamp::now())
         .await
         .unwrap()
         .iter()
@@ -93,7 +93,7 @@ pub async fn claims_go_by_priority_then_age_and_wait_for_run_at(h: Harness) {
     // The limit still counts every running task of the op.
     assert!(
         store
-            .claim("p", 4, lease("owner-a"))
+            .claim("p", 4, lease("owner-a"), Timestamp::now())
             .await
             .unwrap()
             .is_empty()
@@ -108,7 +108,10 @@ pub async fn a_failed_attempt_requeues_and_the_next_begins_with_a_log_line(h: Ha
     let mut task = new_task("r");
     task.retry = Some(plan(3));
     let task_id = store.create(task).await.unwrap().task.task_id;
-    let first = store.claim("r", 1, lease("owner-a")).await.unwrap();
+    let first = store
+        .claim("r", 1, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!(
         (first.len(), first[0].attempt, first[0].max_attempts),
         (1, 1, 3)
@@ -150,13 +153,16 @@ pub async fn a_failed_attempt_requeues_and_the_next_begins_with_a_log_line(h: Ha
     // Not due yet, then due.
     assert!(
         store
-            .claim("r", 1, lease("owner-a"))
+            .claim("r", 1, lease("owner-a"), Timestamp::now())
             .await
             .unwrap()
             .is_empty()
     );
     tokio::time::sleep(std::time::Duration::from_millis(120)).await;
-    let second = store.claim("r", 1, lease("owner-b")).await.unwrap();
+    let second = store
+        .claim("r", 1, lease("owner-b"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!(
         (second.len(), second[0].attempt, second[0].run_at),
         (1, 2, None)
@@ -227,22 +233,33 @@ pub async fn cancels_win_over_retries_at_every_point(h: Harness) {
     assert_status(store, running, Status::Cancelled).await;
 }
 
-/// A reap may make a lost run's task pending again (an idempotent op),
-/// checking the lease like any reap.
+/// A reap decides from the row it locks: a lost run of a task whose plan
+/// retries it (an idempotent op) goes back to pending, and a lost last
+/// attempt ends `failed` carrying every attempt; the lease is checked like
+/// any reap's.
 pub async fn a_reap_can_requeue_a_lost_run(h: Harness) {
     let store = &*h.store;
-    let created = store.create(new_task("test")).await.unwrap();
-    let task_id = created.task.task_id;
-    let lapsed = crate::store::Lease {
-        owner: "owner-gone".into(),
+    let mut new = new_task("test");
+    new.retry = Some(plan(2));
+    let task_id = store.create(new).await.unwrap().task.task_id;
+    let lapsed = |owner: &str| crate::store::Lease {
+        owner: owner.into(),
         until: Timestamp::now().add_millis(20),
     };
-    store.start(task_id, lapsed).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-    let outcome = store
-        .reap(task_id, Timestamp::now(), retry_in(1000))
+    let lost = || LostRun::expired(ErrorInfo::new("owner_lost", "gone"), Timestamp::now());
+    store.start(task_id, lapsed("owner-gone")).await.unwrap();
+    // Renewed meanwhile: not reaped.
+    store
+        .renew_lease("owner-gone", Timestamp::now().add_millis(60_000))
         .await
         .unwrap();
+    assert_eq!(store.reap(task_id, lost()).await.unwrap(), None);
+    store
+        .renew_lease("owner-gone", Timestamp::now().add_millis(20))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let outcome = store.reap(task_id, lost()).await.unwrap();
     assert!(
         matches!(outcome, Some(FinishOutcome::Requeued { seq: 2 })),
         "{outcome:?}"
@@ -250,12 +267,36 @@ pub async fn a_reap_can_requeue_a_lost_run(h: Harness) {
     let (row, _) = assert_row_and_tape_agree(store, task_id).await;
     assert_eq!((row.status, row.owner), (Status::Pending, None));
     // Not running any more: nothing to reap.
-    assert_eq!(
-        store
-            .reap(task_id, Timestamp::now(), retry_in(10))
+    assert_eq!(store.reap(task_id, lost()).await.unwrap(), None);
+    // The second (last) attempt is lost too: the task fails with both.
+    let due = row.run_at.expect("a requeued task is due later");
+    let mut claimed = Vec::new();
+    while claimed.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let now = Timestamp::now().max(due);
+        claimed = store
+            .claim("test", 1, lapsed("owner-b"), now)
             .await
-            .unwrap(),
-        None
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let outcome = store.reap(task_id, lost()).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Some(FinishOutcome::Finished {
+                status: Status::Failed,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    let (row, _) = assert_row_and_tape_agree(store, task_id).await;
+    let error = row.error.expect("failed");
+    assert_eq!(error.code, "owner_lost");
+    assert_eq!(
+        error.extra["detail"]["attempts"].as_array().map(Vec::len),
+        Some(2)
     );
 }
 

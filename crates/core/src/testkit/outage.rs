@@ -15,8 +15,8 @@ use crate::event::EventBody;
 use crate::model::{NewTask, Outcome, Task, TaskId};
 use crate::store::{
     AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, MinuteCount, Result, StartOutcome, StatusCounts, Store, StoreError,
-    StoreSignal, TapePage,
+    ListPage, ListQuery, LostRun, MinuteCount, Result, StartOutcome, StatusCounts, Store,
+    StoreError, StoreSignal, TapePage,
 };
 use crate::time::Timestamp;
 use crate::wake::WakeHub;
@@ -123,13 +123,8 @@ impl Store for FlakyStore {
         self.inner.finish_reported(task_id, outcome, ack).await
     }
 
-    async fn reap(
-        &self,
-        task_id: TaskId,
-        now: Timestamp,
-        outcome: Outcome,
-    ) -> Result<Option<FinishOutcome>> {
-        self.inner.reap(task_id, now, outcome).await
+    async fn reap(&self, task_id: TaskId, lost: LostRun) -> Result<Option<FinishOutcome>> {
+        self.inner.reap(task_id, lost).await
     }
 
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
@@ -165,8 +160,14 @@ impl Store for FlakyStore {
         self.inner.last_seq(task_id).await
     }
 
-    async fn claim(&self, op: &str, limit: usize, lease: Lease) -> Result<Vec<Task>> {
-        let claimed = self.inner.claim(op, limit, lease).await;
+    async fn claim(
+        &self,
+        op: &str,
+        limit: usize,
+        lease: Lease,
+        now: Timestamp,
+    ) -> Result<Vec<Task>> {
+        let claimed = self.inner.claim(op, limit, lease, now).await;
         let delay = *self.claim_delay.lock().unwrap();
         if !delay.is_zero() && claimed.as_ref().is_ok_and(|tasks| !tasks.is_empty()) {
             tokio::time::sleep(delay).await;

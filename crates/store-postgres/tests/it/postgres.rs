@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tasktape_core::Timestamp;
 use tasktape_core::store::{CancelOutcome, Store, StoreError, StoreSignal};
 use tasktape_core::testkit::{lease, new_task};
 use tasktape_store_postgres::{PostgresConfig, PostgresStore};
@@ -44,7 +45,10 @@ async fn peers_hear_pending_work_cancels_finishes_and_events() {
 
     // A follower on b is woken by a's commits.
     let watch = b.wake_hub().watch(task.task_id);
-    let claimed = a.claim("work", 1, lease("node-a")).await.unwrap();
+    let claimed = a
+        .claim("work", 1, lease("node-a"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(
         watch
@@ -114,7 +118,11 @@ async fn a_stale_owner_cannot_write_after_its_lease_was_reaped() {
         owner: "node-a".into(),
         until: Timestamp::now().add_millis(50),
     };
-    let task = a.claim("work", 1, short).await.unwrap().remove(0);
+    let task = a
+        .claim("work", 1, short, Timestamp::now())
+        .await
+        .unwrap()
+        .remove(0);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // node-b sees the expired lease (never its own) and reaps it.
     assert_eq!(
@@ -160,7 +168,11 @@ async fn a_listener_that_lost_its_connection_reconnects_and_catches_up() {
     let (a, _guard) = open_schema(&schema).await;
     let (b, _other) = open_schema(&schema).await;
     a.create(new_task("work")).await.unwrap();
-    let task = a.claim("work", 1, lease("node-a")).await.unwrap().remove(0);
+    let task = a
+        .claim("work", 1, lease("node-a"), Timestamp::now())
+        .await
+        .unwrap()
+        .remove(0);
     let watch = b.wake_hub().watch(task.task_id);
     wait_listening(&[&a, &b]).await;
     // Cut every listener of this schema, as a database restart would, and
@@ -200,7 +212,8 @@ async fn a_listener_that_lost_its_connection_reconnects_and_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_owner_cannot_write_into_the_next_attempt() {
     use tasktape_core::model::Retry;
-    use tasktape_core::store::{AppendOutcome, FinishOutcome, Lease};
+    use tasktape_core::retry::{Backoff, RetryPlan, RetryPolicy};
+    use tasktape_core::store::{AppendOutcome, FinishOutcome, Lease, LostRun};
     use tasktape_core::testkit::{assert_row_and_tape_agree, progress};
     use tasktape_core::{ErrorInfo, Outcome, Status, Timestamp};
 
@@ -209,12 +222,24 @@ async fn a_stale_owner_cannot_write_into_the_next_attempt() {
     let (b, _other) = open_schema(&schema).await;
     a.guard_instance("node-a").await.unwrap();
     b.guard_instance("node-b").await.unwrap();
-    let task_id = a.create(new_task("work")).await.unwrap().task.task_id;
+    let mut new = new_task("work");
+    // An idempotent op's plan: a lost run is tried again at once.
+    new.retry = Some(RetryPlan {
+        policy: RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Fixed,
+            initial_ms: 0,
+            max_ms: 0,
+            jitter: false,
+        },
+        idempotent: true,
+    });
+    let task_id = a.create(new).await.unwrap().task.task_id;
     let short = Lease {
         owner: "node-a".into(),
         until: Timestamp::now().add_millis(50),
     };
-    a.claim("work", 1, short).await.unwrap();
+    a.claim("work", 1, short, Timestamp::now()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let retry = |millis| {
         Outcome::Retry(Box::new(Retry {
@@ -224,10 +249,21 @@ async fn a_stale_owner_cannot_write_into_the_next_attempt() {
         }))
     };
     assert!(matches!(
-        b.reap(task_id, Timestamp::now(), retry(0)).await.unwrap(),
+        b.reap(
+            task_id,
+            LostRun::expired(
+                ErrorInfo::new("owner_lost", "lease expired"),
+                Timestamp::now()
+            )
+        )
+        .await
+        .unwrap(),
         Some(FinishOutcome::Requeued { seq: 2 })
     ));
-    let again = b.claim("work", 1, lease("node-b")).await.unwrap();
+    let again = b
+        .claim("work", 1, lease("node-b"), Timestamp::now())
+        .await
+        .unwrap();
     assert_eq!((again.len(), again[0].attempt), (1, 2));
     // node-a comes back with a late event, its finish and its own retry.
     assert!(matches!(

@@ -1,12 +1,14 @@
 //! Integration tests of the SQLite store, one binary: the core contract kit,
 //! the manager on a real SQLite file, stress runs and storage failures.
 
+mod clock;
 mod contract;
 mod errors;
 mod jobs;
 mod manager;
 mod outage;
 mod regressions;
+mod rules;
 mod stress;
 mod support;
 mod tail;

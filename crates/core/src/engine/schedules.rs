@@ -2,43 +2,50 @@
 //! task at each slot with the idempotency key `schedule:<name>:<slot>`, so
 //! that every instance sharing a store may submit it and one task is made.
 //! At start the loop catches up on slots missed while no instance ran
-//! (`catch_up`), from the latest slot key in the store.
+//! (`catch_up`), from the latest slot key in the store. Slots come from
+//! the manager's clock.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{Manager, SubmitError, SubmitOptions};
+use super::submitter::Submitter;
+use super::{Life, back_off};
 use crate::cron::{CatchUp, MAX_CATCH_UP, Schedule};
+use crate::manager::{SubmitError, SubmitOptions};
+use crate::store::StoreError;
 use crate::time::Timestamp;
 use tasktape_wire::jobs::ScheduleInfo;
 
-impl Manager {
-    /// Starts a loop per schedule.
-    pub(super) fn start_schedules(&self) {
-        for schedule in self.inner.config.schedules.clone() {
-            if self.inner.ops.get(&schedule.op).is_none() {
+/// Submits the schedules' tasks.
+pub(crate) struct Scheduler {
+    pub(crate) submitter: Arc<Submitter>,
+    pub(crate) schedules: Vec<Schedule>,
+}
+
+impl Scheduler {
+    /// Starts a loop per schedule whose op is registered here.
+    pub(crate) fn start(self: &Arc<Self>) {
+        let submitter = &self.submitter;
+        for schedule in self.schedules.iter().cloned() {
+            if submitter.ops.get(&schedule.op).is_none() {
                 warn!(schedule = %schedule.name, op = %schedule.op, "schedule skipped: its op is not registered here");
                 continue;
             }
-            let manager = self.clone();
-            self.inner
+            let this = Arc::clone(self);
+            submitter
+                .life
                 .tracker
-                .spawn(async move { manager.schedule_loop(schedule).await });
+                .spawn(async move { this.schedule_loop(schedule).await });
         }
     }
 
     /// The schedules with their last and next slots (`GET /v1/schedules`).
-    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, crate::store::StoreError> {
-        let now = Timestamp::now();
+    pub(crate) async fn infos(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
+        let now = self.submitter.clock.now();
         let mut out = Vec::new();
-        for schedule in &self.inner.config.schedules {
-            let last = self
-                .inner
-                .store
-                .latest_key(&schedule.key_prefix())
-                .await?
-                .and_then(|key| schedule.slot_of(&key));
+        for schedule in &self.schedules {
             out.push(ScheduleInfo {
                 name: schedule.name.clone(),
                 op: schedule.op.clone(),
@@ -46,11 +53,25 @@ impl Manager {
                 timezone: schedule.timezone.clone(),
                 catch_up: schedule.catch_up.as_str().to_owned(),
                 params: schedule.params.clone(),
-                last_slot: last,
+                last_slot: self.last_slot(schedule).await?,
                 next_slot: schedule.next_after(now),
             });
         }
         Ok(out)
+    }
+
+    /// The latest slot submitted, from the store's keys.
+    async fn last_slot(&self, schedule: &Schedule) -> Result<Option<Timestamp>, StoreError> {
+        let key = self
+            .submitter
+            .store
+            .latest_key(&schedule.key_prefix())
+            .await?;
+        Ok(key.and_then(|key| schedule.slot_of(&key)))
+    }
+
+    fn life(&self) -> &Life {
+        &self.submitter.life
     }
 
     async fn schedule_loop(&self, schedule: Schedule) {
@@ -60,12 +81,9 @@ impl Manager {
                 warn!(schedule = %schedule.name, "the schedule's cron expression matches no future time");
                 return;
             };
-            let wait = slot
-                .as_millis()
-                .saturating_sub(Timestamp::now().as_millis());
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))) => {}
-                () = self.inner.stopping.cancelled() => return,
+            let wait = self.submitter.clock.sleep_until(slot);
+            if !Life::unless(&self.life().stopping, wait).await {
+                return;
             }
             self.submit_slot(&schedule, slot).await;
             after = slot;
@@ -75,9 +93,9 @@ impl Manager {
     /// Submits the slots missed since the latest one in the store, as
     /// `catch_up` says; returns the time to look for the next slot after.
     async fn catch_up(&self, schedule: &Schedule) -> Timestamp {
-        let now = Timestamp::now();
-        let last = match self.inner.store.latest_key(&schedule.key_prefix()).await {
-            Ok(key) => key.and_then(|key| schedule.slot_of(&key)),
+        let now = self.submitter.clock.now();
+        let last = match self.last_slot(schedule).await {
+            Ok(last) => last,
             Err(error) => {
                 warn!(schedule = %schedule.name, %error, "could not read the schedule's last slot; not catching up");
                 None
@@ -120,19 +138,26 @@ impl Manager {
     /// Submits the task of `slot`, retrying a failing store until the next
     /// slot is due (a short outage delays a slot, it does not lose it).
     async fn submit_slot(&self, schedule: &Schedule, slot: Timestamp) {
+        let clock = &self.submitter.clock;
         let mut backoff = Duration::from_millis(100);
         let give_up = schedule
-            .next_after(slot.max(Timestamp::now()))
-            .unwrap_or_else(|| Timestamp::now().add_millis(3_600_000));
-        while Timestamp::now() < give_up {
+            .next_after(slot.max(clock.now()))
+            .unwrap_or_else(|| clock.now().add_millis(3_600_000));
+        while clock.now() < give_up {
             let options = SubmitOptions {
                 idempotency_key: Some(schedule.key(slot)),
                 ..SubmitOptions::default()
             };
-            match self
-                .submit_with(&schedule.op, schedule.params.clone(), options)
-                .await
-            {
+            let submitted = self
+                .submitter
+                .submit(
+                    &schedule.op,
+                    schedule.params.clone(),
+                    options,
+                    self.submitter.tracing.capture(),
+                )
+                .await;
+            match submitted {
                 Ok(submitted) => {
                     if submitted.created {
                         info!(schedule = %schedule.name, %slot, task_id = %submitted.task.task_id, "scheduled task submitted");
@@ -148,11 +173,10 @@ impl Manager {
                     return;
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = self.inner.stopping.cancelled() => return,
+            if !Life::unless(&self.life().stopping, tokio::time::sleep(backoff)).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            back_off(&mut backoff, Duration::from_secs(5));
         }
         warn!(schedule = %schedule.name, %slot, "gave up on the slot: the store failed until the next one was due");
     }

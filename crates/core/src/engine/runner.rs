@@ -1,32 +1,59 @@
-//! One task's run (claimed, so already started in the store): run its op
-//! with a Reporter, handle cancel (grace, then abort) and finish it,
-//! retrying a failing store.
+//! One task's run (claimed, so already started in the store): the op with
+//! its Reporter, the stop (grace, then abort) when its [`RunControl`]
+//! fires, and the finish, retried until written.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{CancelCause, Manager};
-use crate::model::{ErrorInfo, Outcome, Retry, Status, Task, TaskId};
-use crate::op::Op;
+use super::Life;
+use super::runs::{CancelCause, RunControl};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::model::{ErrorInfo, Outcome, Status, Task, TaskId};
+use crate::op::{Op, OpRegistry};
 use crate::reporter::Reporter;
-use crate::retry::{attempt_record, with_attempts};
-use crate::store::{AppendAck, FinishOutcome};
-use crate::time::Timestamp;
+use crate::retry::attempt_outcome;
+use crate::store::{AppendAck, FinishOutcome, Store};
 
 /// Longest pause between retries of a failing store call (short: the
 /// `final` should land soon after the store is back).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-impl Manager {
-    /// Runs a claimed task's op and finishes the task.
-    pub(super) async fn run(&self, mut task: Task, token: CancellationToken) {
+/// What a run needs to know of the config.
+#[derive(Clone, Debug)]
+pub(crate) struct RunSettings {
+    /// Most events one tape may hold.
+    pub(crate) max_events_per_task: u64,
+    /// How long a stopped op may take to return (unless the op says).
+    pub(crate) cancel_grace: Duration,
+    /// How long a failing store is retried for an event (the lease's length).
+    pub(crate) lease_ttl: Duration,
+}
+
+/// Runs claimed tasks.
+pub(crate) struct Runner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ops: OpRegistry,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) life: Life,
+    pub(crate) settings: RunSettings,
+}
+
+impl Runner {
+    /// Runs a claimed task's op and finishes the task; returns when its next
+    /// attempt is due when the task went back to pending.
+    pub(crate) async fn run(
+        &self,
+        mut task: Task,
+        control: Arc<RunControl>,
+    ) -> Option<crate::Timestamp> {
         let task_id = task.task_id;
-        let attempt_started = Timestamp::now();
-        let Some(op) = self.inner.ops.get(&task.op).cloned() else {
+        let attempt_started = self.clock.now();
+        let Some(op) = self.ops.get(&task.op).cloned() else {
             // Claims only ask for registered ops; should the registry ever
             // disagree, the task must still end.
             let error = ErrorInfo::new(
@@ -35,55 +62,46 @@ impl Manager {
             );
             self.finish_until_written(task_id, Outcome::Failed(error), Arc::default())
                 .await;
-            return;
+            return None;
         };
-        let limit = self.inner.config.max_events_per_task;
+        let limit = self.settings.max_events_per_task;
         // The cap is the tape's, not an attempt's: a later attempt has what
         // the earlier ones left (one store read, for retried tasks only).
         let used = if task.attempt > 1 {
-            let last = self.inner.store.last_seq(task_id).await;
+            let last = self.store.last_seq(task_id).await;
             last.ok().flatten().unwrap_or(0).saturating_sub(1)
         } else {
             0
         };
-        let on_full = {
-            let (manager, token) = (self.clone(), token.clone());
-            Box::new(move || {
-                manager.set_cause(task_id, CancelCause::TapeFull(limit));
-                token.cancel();
-            })
-        };
-        let reporter = Reporter::with_shutdown(
-            Arc::clone(&self.inner.store),
+        let reporter = Reporter::for_run(
+            Arc::clone(&self.store),
             task_id,
-            token.clone(),
-            self.inner.stopping.clone(),
-            self.inner.hard_stop.clone(),
-            limit.saturating_sub(used).max(1),
-            Some(on_full),
-            self.inner.config.lease_ttl,
+            Arc::clone(&control),
+            &self.life,
+            (limit.saturating_sub(used).max(1), limit),
+            self.settings.lease_ttl,
         );
         let started = std::time::Instant::now();
-        // Cancelled (or shut down) between its claim and now: the op never runs.
-        let outcome = if token.is_cancelled() {
-            self.cancel_outcome(task_id)
+        // Stopped between its claim and now: the op never runs.
+        let outcome = if control.token().is_cancelled() {
+            stopped_outcome(control.cause())
         } else {
             let params = std::mem::take(&mut task.params);
-            self.drive(op, params, reporter.clone(), &token, task_id)
+            self.drive(op, params, reporter.clone(), &control, task_id)
                 .await
         };
         reporter.close();
         // Past its tape's cap the task ends `tape_full`, whatever it returned
         // (unless something else stopped it first: that cause stands).
         let outcome = if reporter.is_full() {
-            match self.cause(task_id) {
+            match control.cause() {
                 Some(CancelCause::TapeFull(_)) | None => Outcome::Failed(tape_full(limit)),
-                Some(_) => self.cancel_outcome(task_id),
+                cause => stopped_outcome(cause),
             }
         } else {
             outcome
         };
-        let outcome = attempt_outcome(&task, outcome, Some(attempt_started));
+        let outcome = attempt_outcome(&task, outcome, Some(attempt_started), self.clock.now());
         let retry_at = match &outcome {
             Outcome::Retry(retry) => Some(retry.retry_at),
             _ => None,
@@ -93,11 +111,10 @@ impl Manager {
             .await;
         if let (Some((Status::Pending, error)), Some(at)) = (&finished, retry_at) {
             info!(%task_id, attempt = task.attempt, retry_at = %at, error = ?error.as_ref().map(|e| &e.code), "attempt failed; the task will be tried again");
-            self.arm_due(&task.op, at);
-            return;
+            return Some(at);
         }
         if let Some((status, error)) = finished {
-            let metrics = &self.inner.metrics;
+            let metrics = &self.metrics;
             metrics.finished.with(&[&task.op, status.as_str()]).inc();
             metrics
                 .duration
@@ -105,37 +122,37 @@ impl Manager {
                 .observe(started.elapsed());
             record_end(&tracing::Span::current(), status, error.as_ref());
         }
+        None
     }
 
-    /// Runs the op to its outcome: its own, or the cancel's when its token
+    /// Runs the op to its outcome: its own, or the stop's when its control
     /// fired (aborting it after the grace period, or at shutdown's deadline).
     async fn drive(
         &self,
         op: Arc<dyn Op>,
         params: Value,
         reporter: Reporter,
-        token: &CancellationToken,
+        control: &RunControl,
         task_id: TaskId,
     ) -> Outcome {
         let timeout = op.timeout();
         let grace_for_op = op.cancel_grace();
-        let mut handle = tokio::spawn(async move { op.run(params, reporter).await });
-        let hard_stop = &self.inner.hard_stop;
-        let timed_out = async {
-            match timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
+        // The limit counts from the op's start, by the clock.
+        let timed_out = match timeout {
+            Some(limit) => self.clock.sleep(limit),
+            None => Box::pin(std::future::pending()),
         };
+        let mut handle = tokio::spawn(async move { op.run(params, reporter).await });
+        let hard_stop = &self.life.hard_stop;
+        let token = control.token();
         let joined = tokio::select! {
             joined = &mut handle => Some(joined),
             () = token.cancelled() => None,
             () = hard_stop.cancelled() => None,
             () = timed_out => {
                 if let Some(limit) = timeout {
-                    self.set_cause(task_id, CancelCause::Timeout(limit));
+                    control.stop(CancelCause::Timeout(limit));
                 }
-                token.cancel();
                 None
             }
         };
@@ -144,15 +161,17 @@ impl Manager {
             None => {
                 // A user cancel or a timeout waits the grace period; a
                 // shutdown waits for its deadline (the hard stop).
-                let grace = match self.cause(task_id) {
+                let grace = match control.cause() {
                     Some(
                         CancelCause::User | CancelCause::Timeout(_) | CancelCause::TapeFull(_),
-                    ) => grace_for_op.unwrap_or(self.inner.config.cancel_grace),
-                    _ => Duration::from_secs(24 * 3600),
+                    ) => self
+                        .clock
+                        .sleep(grace_for_op.unwrap_or(self.settings.cancel_grace)),
+                    _ => Box::pin(std::future::pending()),
                 };
                 let joined = tokio::select! {
                     joined = &mut handle => Some(joined),
-                    () = tokio::time::sleep(grace) => None,
+                    () = grace => None,
                     () = hard_stop.cancelled() => None,
                 };
                 match joined {
@@ -160,7 +179,7 @@ impl Manager {
                     None => {
                         warn!(%task_id, "op did not return after its cancel; aborting it");
                         handle.abort();
-                        return self.cancel_outcome(task_id);
+                        return stopped_outcome(control.cause());
                     }
                 }
             }
@@ -168,11 +187,11 @@ impl Manager {
         let cancelled = token.is_cancelled();
         match joined {
             // Past its time limit the task ends `timeout`, whatever it returns.
-            Ok(Ok(_)) if matches!(self.cause(task_id), Some(CancelCause::Timeout(_))) => {
-                self.cancel_outcome(task_id)
+            Ok(Ok(_)) if matches!(control.cause(), Some(CancelCause::Timeout(_))) => {
+                stopped_outcome(control.cause())
             }
             Ok(Ok(result)) => Outcome::Succeeded(result),
-            Ok(Err(_)) if cancelled => self.cancel_outcome(task_id),
+            Ok(Err(_)) if cancelled => stopped_outcome(control.cause()),
             Ok(Err(op_error)) => Outcome::Failed(op_error.0),
             Err(join_error) if join_error.is_panic() => {
                 let panic = join_error.into_panic();
@@ -184,46 +203,7 @@ impl Manager {
                 error!(%task_id, %message, "op panicked");
                 Outcome::Failed(ErrorInfo::new("op_panicked", message))
             }
-            Err(_) => self.cancel_outcome(task_id),
-        }
-    }
-
-    fn cause(&self, task_id: TaskId) -> Option<CancelCause> {
-        self.state()
-            .running
-            .get(&task_id)
-            .and_then(|running| running.cause)
-    }
-
-    /// Records why a run's token fires, unless a cause is already set.
-    fn set_cause(&self, task_id: TaskId, cause: CancelCause) {
-        if let Some(running) = self.state().running.get_mut(&task_id) {
-            running.cause.get_or_insert(cause);
-        }
-    }
-
-    fn cancel_outcome(&self, task_id: TaskId) -> Outcome {
-        match self.cause(task_id) {
-            Some(CancelCause::User) => Outcome::Cancelled,
-            Some(CancelCause::TapeFull(limit)) => Outcome::Failed(tape_full(limit)),
-            Some(CancelCause::Timeout(limit)) => Outcome::Failed(
-                ErrorInfo::new(
-                    "timeout",
-                    format!(
-                        "the task ran past its op's time limit of {} and was stopped",
-                        describe_duration(limit)
-                    ),
-                )
-                .with(
-                    "timeout_ms",
-                    u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-                ),
-            ),
-            // A shutdown (or its hard stop): the user did not cancel this task.
-            _ => Outcome::Failed(ErrorInfo::new(
-                "server_shutdown",
-                "the server shut down while the task was running",
-            )),
+            Err(_) => stopped_outcome(control.cause()),
         }
     }
 
@@ -238,7 +218,7 @@ impl Manager {
     /// written, or when shutdown ends (the next start then finishes the
     /// task). Returns the status (and error) written, or `None` when another
     /// finish won or shutdown ended the retries.
-    async fn finish_until_written(
+    pub(crate) async fn finish_until_written(
         &self,
         task_id: TaskId,
         mut outcome: Outcome,
@@ -248,7 +228,6 @@ impl Manager {
         let mut failures = 0u32;
         loop {
             match self
-                .inner
                 .store
                 .finish_reported(task_id, outcome.clone(), Arc::clone(&ack))
                 .await
@@ -292,57 +271,39 @@ impl Manager {
                             );
                         }
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.inner.background.cancelled() => return None,
+                    if !Life::unless(&self.life.background, tokio::time::sleep(backoff)).await {
+                        return None;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    super::back_off(&mut backoff, MAX_BACKOFF);
                 }
             }
         }
     }
 }
 
-/// What attempt `task.attempt` records as it ends with `outcome`: a failure
-/// its retry plan retries becomes [`Outcome::Retry`]; the last failure of a
-/// retried task carries every attempt under `detail.attempts`.
-pub(super) fn attempt_outcome(
-    task: &Task,
-    outcome: Outcome,
-    started_at: Option<Timestamp>,
-) -> Outcome {
-    let Outcome::Failed(error) = outcome else {
-        return outcome;
-    };
-    let Some(plan) = &task.retry else {
-        return Outcome::Failed(error);
-    };
-    let attempt = task.attempt.max(1);
-    let now = Timestamp::now();
-    if plan.retries(&error, attempt) {
-        return Outcome::Retry(Box::new(Retry {
-            error,
-            retry_at: plan.retry_at(attempt, now),
-            started_at,
-        }));
-    }
-    if task.history.is_empty() {
-        return Outcome::Failed(error);
-    }
-    let mut records = task.history.clone();
-    records.push(attempt_record(attempt, &error, started_at, now));
-    Outcome::Failed(with_attempts(error, records))
-}
-
-impl Manager {
-    /// How a run this instance lost (a dead owner's, a leftover of our own
-    /// last life) ends: `error`, or another attempt when the task's plan
-    /// retries it (an idempotent op).
-    pub(super) async fn lost_run_outcome(&self, task_id: TaskId, error: ErrorInfo) -> Outcome {
-        match self.inner.store.get(task_id).await {
-            Ok(Some(task)) => attempt_outcome(&task, Outcome::Failed(error), None),
-            _ => Outcome::Failed(error),
-        }
+/// How a run that was stopped for `cause` ends.
+fn stopped_outcome(cause: Option<CancelCause>) -> Outcome {
+    match cause {
+        Some(CancelCause::User) => Outcome::Cancelled,
+        Some(CancelCause::TapeFull(limit)) => Outcome::Failed(tape_full(limit)),
+        Some(CancelCause::Timeout(limit)) => Outcome::Failed(
+            ErrorInfo::new(
+                "timeout",
+                format!(
+                    "the task ran past its op's time limit of {} and was stopped",
+                    describe_duration(limit)
+                ),
+            )
+            .with(
+                "timeout_ms",
+                u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            ),
+        ),
+        // A shutdown (or its hard stop): the user did not cancel this task.
+        Some(CancelCause::Shutdown) | None => Outcome::Failed(ErrorInfo::new(
+            "server_shutdown",
+            "the server shut down while the task was running",
+        )),
     }
 }
 

@@ -4,12 +4,15 @@
 //! so neither ever holds the store's writes up for long (a tape of millions
 //! of events is gone after many short transactions, not one long one).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::Manager;
-use crate::time::Timestamp;
+use super::Life;
+use crate::clock::{Clock, millis};
+use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// Tasks deleted per purge call (one short transaction).
 const PURGE_BATCH: usize = 100;
@@ -18,28 +21,40 @@ const SWEEP_BATCH: usize = 2_000;
 /// The pause between two batches, leaving the store to other writes.
 const BREATHE: Duration = Duration::from_millis(2);
 
-impl Manager {
-    /// Runs [`Manager::retain_once`] every `retention_interval`, and at once
-    /// when a delete left a tape to sweep.
-    pub(super) async fn retention_loop(&self) {
+/// Deletes what is past retention, and deleted tasks' tapes.
+pub(crate) struct Retention {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) life: Life,
+    /// How long finished tasks are kept (`None`: for ever).
+    pub(crate) retention: Option<Duration>,
+    /// How often to look.
+    pub(crate) interval: Duration,
+    /// Woken when a delete left a tape to sweep.
+    pub(crate) sweep_wanted: tokio::sync::Notify,
+}
+
+impl Retention {
+    /// Runs [`Retention::once`] every `interval`, and at once when a
+    /// delete left a tape to sweep, until shutdown ends.
+    pub(crate) async fn run(self: Arc<Self>) {
         loop {
-            self.retain_once().await;
+            self.once().await;
             tokio::select! {
-                () = tokio::time::sleep(self.inner.config.retention_interval) => {}
-                () = self.inner.sweep_wanted.notified() => {}
-                () = self.inner.background.cancelled() => return,
+                () = self.clock.sleep(self.interval) => {}
+                () = self.sweep_wanted.notified() => {}
+                () = self.life.background.cancelled() => return,
             }
         }
     }
 
     /// Deletes finished tasks past retention and sweeps deleted tapes, batch
     /// by batch, until none is left (or the store fails: next time then).
-    pub async fn retain_once(&self) {
-        let store = &self.inner.store;
-        let metrics = &self.inner.metrics;
-        if let Some(keep) = self.inner.config.retention {
-            let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = Timestamp::now().add_millis(-keep);
+    pub(crate) async fn once(&self) {
+        let (store, metrics) = (&self.store, &self.metrics);
+        if let Some(keep) = self.retention {
+            let cutoff = self.clock.now().add_millis(-millis(keep));
             loop {
                 match store.purge(cutoff, PURGE_BATCH).await {
                     Ok(purged) => {
@@ -56,7 +71,7 @@ impl Manager {
                         break;
                     }
                 }
-                if self.pause().await {
+                if !self.breathe().await {
                     return;
                 }
             }
@@ -70,17 +85,14 @@ impl Manager {
                     break;
                 }
             }
-            if self.pause().await {
+            if !self.breathe().await {
                 return;
             }
         }
     }
 
-    /// A short pause between batches; true when shutdown ended it.
-    async fn pause(&self) -> bool {
-        tokio::select! {
-            () = tokio::time::sleep(BREATHE) => false,
-            () = self.inner.background.cancelled() => true,
-        }
+    /// A short pause between batches; false when shutdown ended it.
+    async fn breathe(&self) -> bool {
+        Life::unless(&self.life.background, tokio::time::sleep(BREATHE)).await
     }
 }

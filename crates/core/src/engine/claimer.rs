@@ -1,0 +1,353 @@
+//! Scheduling by claims: a claim pass per op whenever work may be waiting
+//! (a submit, a run ending, a peer's signal, the lease tick, a due timer),
+//! at most one pass per op in flight, each claimed task's run spawned; and
+//! the due timers of pending tasks due later (delayed tasks, the next
+//! attempt of a retried one): at most one per op, armed for the earliest
+//! `run_at` known, which kicks a claim when it fires and then looks up the
+//! next one (`Store::next_due`). No polling: an idle server claims a task
+//! within milliseconds of its `run_at`. On a shared store every instance
+//! arms its timer from the `Due` signal, so whichever is free claims.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tracing::{Instrument as _, debug, warn};
+
+use super::runner::Runner;
+use super::runs::Runs;
+use super::{Life, back_off};
+use crate::clock::{Clock, millis};
+use crate::model::{ErrorInfo, Outcome, Task, TaskId};
+use crate::observe::TaskTracing;
+use crate::op::OpRegistry;
+use crate::store::{Lease, Store, StoreError};
+use crate::time::Timestamp;
+
+/// What the claimer needs to know of the config.
+#[derive(Clone, Debug)]
+pub(crate) struct ClaimSettings {
+    /// The owner written on claimed tasks.
+    pub(crate) instance_id: String,
+    /// Whether this instance runs tasks at all.
+    pub(crate) worker: bool,
+    /// The lease a claim takes.
+    pub(crate) lease_ttl: Duration,
+    /// Runs per op, unless `op_concurrency` says otherwise.
+    pub(crate) default_concurrency: usize,
+    /// Runs for named ops.
+    pub(crate) op_concurrency: HashMap<String, usize>,
+}
+
+/// Whether a claim pass for an op is in flight, and whether it must look
+/// again when done (work may have arrived meanwhile).
+#[derive(Default)]
+struct Pass {
+    active: bool,
+    again: bool,
+}
+
+struct State {
+    /// False once a drain began or a newer build migrated the store.
+    claiming: bool,
+    passes: HashMap<String, Pass>,
+    /// Claim calls whose answer has not been handled yet: a task a claim
+    /// started in the store is not registered here until its claim's
+    /// answer is handled (see `Leases::finish_orphans`).
+    in_flight: usize,
+    /// The earliest `run_at` a timer is armed for, per op.
+    due: HashMap<String, Timestamp>,
+}
+
+/// Claims pending tasks and spawns their runs.
+pub(crate) struct Claimer {
+    store: Arc<dyn Store>,
+    ops: OpRegistry,
+    clock: Arc<dyn Clock>,
+    life: Life,
+    runs: Arc<Runs>,
+    runner: Runner,
+    tracing: Arc<dyn TaskTracing>,
+    settings: ClaimSettings,
+    state: Mutex<State>,
+    /// Itself, for the tasks it spawns.
+    this: Weak<Claimer>,
+}
+
+/// Counts a claim call in flight until dropped (after its tasks are
+/// registered, or on a panic): while any is, no orphans are judged.
+struct InFlight<'a>(&'a Claimer);
+
+impl<'a> InFlight<'a> {
+    fn new(claimer: &'a Claimer) -> Self {
+        claimer.state().in_flight += 1;
+        InFlight(claimer)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.state().in_flight -= 1;
+    }
+}
+
+impl Claimer {
+    pub(crate) fn new(
+        runner: Runner,
+        runs: Arc<Runs>,
+        tracing: Arc<dyn TaskTracing>,
+        settings: ClaimSettings,
+    ) -> Arc<Claimer> {
+        Arc::new_cyclic(|this| Claimer {
+            store: Arc::clone(&runner.store),
+            ops: runner.ops.clone(),
+            clock: Arc::clone(&runner.clock),
+            life: runner.life.clone(),
+            runs,
+            runner,
+            tracing,
+            settings,
+            state: Mutex::new(State {
+                claiming: true,
+                passes: HashMap::new(),
+                in_flight: 0,
+                due: HashMap::new(),
+            }),
+            this: this.clone(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn this(&self) -> Option<Arc<Claimer>> {
+        self.this.upgrade()
+    }
+
+    /// Whether this instance claims tasks of `op` at all.
+    fn serves(&self, op: &str) -> bool {
+        self.settings.worker && self.ops.get(op).is_some()
+    }
+
+    /// Stops claiming (a drain, or a store migrated by a newer build);
+    /// false when it had stopped already.
+    pub(crate) fn stop_claiming(&self) -> bool {
+        std::mem::replace(&mut self.state().claiming, false)
+    }
+
+    /// Whether claim calls are unanswered.
+    pub(crate) fn claims_in_flight(&self) -> bool {
+        self.state().in_flight > 0
+    }
+
+    /// The lease a claim takes now.
+    pub(crate) fn lease_until(&self) -> Timestamp {
+        self.clock.now().add_millis(millis(self.settings.lease_ttl))
+    }
+
+    /// Starts a claim pass for `op` unless one is in flight (then it looks
+    /// again when done).
+    pub(crate) fn kick(&self, op: &str) {
+        if !self.serves(op) || self.life.is_stopping() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            if !state.claiming {
+                return;
+            }
+            let pass = state.passes.entry(op.to_owned()).or_default();
+            if pass.active {
+                pass.again = true;
+                return;
+            }
+            pass.active = true;
+        }
+        let Some(claimer) = self.this() else { return };
+        let op = op.to_owned();
+        self.life
+            .tracker
+            .spawn(async move { claimer.claim_pass(&op).await });
+    }
+
+    /// Kicks every registered op.
+    pub(crate) fn kick_all(&self) {
+        for name in self.ops.names() {
+            self.kick(name);
+        }
+    }
+
+    /// Claims pending tasks of `op` and runs them, until a claim finds no
+    /// new work; a failing store is retried with backoff.
+    async fn claim_pass(&self, op: &str) {
+        let limit = self.limit(op);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let lease = Lease {
+                owner: self.settings.instance_id.clone(),
+                until: self.lease_until(),
+            };
+            let in_flight = InFlight::new(self);
+            // Never dropped half-way: a claim the store carried out must reach
+            // `spawn_run`, or its tasks would stay running with no one to run them.
+            let claimed = self.store.claim(op, limit, lease, self.clock.now()).await;
+            let claimed = claimed.map(|tasks| {
+                for task in tasks {
+                    self.spawn_run(task);
+                }
+            });
+            // Its tasks are registered now (or it started none).
+            drop(in_flight);
+            match claimed {
+                Ok(()) => {
+                    backoff = Duration::from_millis(10);
+                    let stopping = self.life.is_stopping();
+                    let mut state = self.state();
+                    let claiming = state.claiming && !stopping;
+                    let pass = state.passes.entry(op.to_owned()).or_default();
+                    if pass.again && claiming {
+                        pass.again = false;
+                        continue;
+                    }
+                    *pass = Pass::default();
+                    return;
+                }
+                Err(error) => {
+                    warn!(op, %error, "could not claim pending tasks; retrying");
+                    if !Life::unless(&self.life.stopping, tokio::time::sleep(backoff)).await {
+                        self.state().passes.remove(op);
+                        return;
+                    }
+                    back_off(&mut backoff, Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn limit(&self, op: &str) -> usize {
+        let settings = &self.settings;
+        settings
+            .op_concurrency
+            .get(op)
+            .copied()
+            .unwrap_or(settings.default_concurrency)
+            .max(1)
+    }
+
+    /// Runs a claimed (already started) task.
+    fn spawn_run(&self, task: Task) {
+        /// Forgets the run and kicks its op however the run ends, a panic
+        /// included.
+        struct Slot {
+            claimer: Arc<Claimer>,
+            task_id: TaskId,
+            op: String,
+        }
+        impl Drop for Slot {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    // The engine itself failed mid-run: do not leave the task
+                    // running (its lease would be renewed forever).
+                    let (store, task_id) = (Arc::clone(&self.claimer.store), self.task_id);
+                    tokio::spawn(async move {
+                        let error = ErrorInfo::new(
+                            "internal_error",
+                            "the engine failed while running this task",
+                        );
+                        let _ = store.finish(task_id, Outcome::Failed(error)).await;
+                    });
+                }
+                self.claimer.runs.forget(self.task_id);
+                self.claimer.kick(&self.op);
+            }
+        }
+        let Some(claimer) = self.this() else { return };
+        let control = self.runs.register(task.task_id, task.cancel_requested);
+        let slot = Slot {
+            claimer,
+            task_id: task.task_id,
+            op: task.op.clone(),
+        };
+        let span = self.tracing.run_span(&task);
+        self.life.tracker.spawn(
+            async move {
+                let op = task.op.clone();
+                if let Some(at) = slot.claimer.runner.run(task, control).await {
+                    slot.claimer.arm_due(&op, at);
+                }
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Makes sure a claim pass for `op` runs at `at` (or earlier).
+    pub(crate) fn arm_due(&self, op: &str, at: Timestamp) {
+        if !self.serves(op) || self.life.is_stopping() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            match state.due.get(op) {
+                Some(armed) if *armed <= at => return,
+                _ => {}
+            }
+            state.due.insert(op.to_owned(), at);
+        }
+        let Some(claimer) = self.this() else { return };
+        let op = op.to_owned();
+        tokio::spawn(async move {
+            if !Life::unless(&claimer.life.stopping, claimer.clock.sleep_until(at)).await {
+                return;
+            }
+            {
+                let mut state = claimer.state();
+                // An earlier timer took its place; that one looks further.
+                if state.due.get(&op) != Some(&at) {
+                    return;
+                }
+                state.due.remove(&op);
+            }
+            debug!(op, %at, "a pending task is due");
+            claimer.kick(&op);
+            claimer.rearm(&op).await;
+        });
+    }
+
+    /// Arms the timer for `op`'s next pending task that is due later.
+    pub(crate) async fn rearm(&self, op: &str) {
+        if !self.serves(op) {
+            return;
+        }
+        // Tasks due already are the claim's (kicked now, or by the next
+        // run's end when the op is at its limit): look past them.
+        match self.store.next_due(op, self.clock.now()).await {
+            Ok(Some(at)) => self.arm_due(op, at),
+            Ok(None) => {}
+            Err(error) => warn!(op, %error, "could not look up when the next task is due"),
+        }
+    }
+
+    /// Arms every registered op's timer (at start, after missed signals).
+    pub(crate) fn rearm_all(&self) {
+        for name in self.ops.names() {
+            let Some(claimer) = self.this() else { return };
+            let op = name.to_owned();
+            tokio::spawn(async move { claimer.rearm(&op).await });
+        }
+    }
+
+    /// Arms the timer for a task the store just made pending again (a
+    /// reaped run's next attempt), reading its op and `run_at`.
+    pub(crate) async fn arm_requeued(&self, task_id: TaskId) -> Result<(), StoreError> {
+        if let Some(task) = self.store.get(task_id).await?
+            && let Some(at) = task.run_at
+        {
+            self.arm_due(&task.op, at);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Submits: the rules every submit obeys (whoever calls: the server, an
+//! embedder, a schedule), the op's check of the params, the task's retry
+//! plan (the submit's policy, else the config's for the op, else the op's
+//! own), the row, and waking a claim (or, for a delayed task, a timer).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::debug;
+
+use super::Life;
+use super::claimer::Claimer;
+use crate::clock::Clock;
+use crate::manager::{SubmitError, SubmitOptions, Submitted};
+use crate::metrics::Metrics;
+use crate::model::NewTask;
+use crate::op::OpRegistry;
+use crate::retry::{RetryPlan, RetryPolicy};
+use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
+
+/// The priorities a submit may ask for.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1_000_000..=1_000_000;
+
+/// How far ahead `run_at` may be (10 years): further is a typo.
+pub const MAX_DELAY_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// The longest idempotency key, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Idempotency keys with this prefix are the schedules' own.
+pub const SCHEDULE_KEY_PREFIX: &str = "schedule:";
+
+impl SubmitOptions {
+    /// The rules every submit's options obey, judged at `now` (in this
+    /// order): a `run_at` at most 10 years ahead, a priority in
+    /// [`PRIORITY_RANGE`], a valid retry policy, an idempotency key of 1
+    /// to 256 bytes not starting with `schedule:`. The refusal names the
+    /// field.
+    pub fn check(&self, now: Timestamp) -> Result<(), SubmitError> {
+        let refuse = |field: &str, kind: &str, message: String| {
+            Err(SubmitError::InvalidOption {
+                field: field.to_owned(),
+                kind: kind.to_owned(),
+                message,
+            })
+        };
+        if let Some(at) = self.run_at
+            && at.as_millis().saturating_sub(now.as_millis()) > MAX_DELAY_MS
+        {
+            return refuse(
+                "run_at",
+                "datetime_future",
+                "must be at most 10 years from now".to_owned(),
+            );
+        }
+        if !PRIORITY_RANGE.contains(&self.priority) {
+            return refuse(
+                "priority",
+                "range",
+                format!(
+                    "must be {} to {}",
+                    PRIORITY_RANGE.start(),
+                    PRIORITY_RANGE.end()
+                ),
+            );
+        }
+        if let Some(policy) = &self.retry
+            && let Err((field, message)) = policy.check()
+        {
+            return refuse(&format!("retry.{field}"), "value_error", message);
+        }
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                return refuse(
+                    "idempotency_key",
+                    "string_length",
+                    format!("must be 1 to {MAX_KEY_LEN} characters"),
+                );
+            }
+            if key.starts_with(SCHEDULE_KEY_PREFIX) {
+                return refuse(
+                    "idempotency_key",
+                    "value_error",
+                    "keys starting with \"schedule:\" are the schedules' own (one task per slot)"
+                        .to_owned(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates tasks.
+pub(crate) struct Submitter {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ops: OpRegistry,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) life: Life,
+    pub(crate) claimer: Arc<Claimer>,
+    /// How a submitter's span is captured for its task's run.
+    pub(crate) tracing: Arc<dyn crate::observe::TaskTracing>,
+    /// Retry plans by op name from the config.
+    pub(crate) retries: HashMap<String, RetryPlan>,
+}
+
+impl Submitter {
+    /// The retry plan a task of `op` gets, given its submit's `policy`.
+    fn retry_plan(&self, op: &str, policy: Option<RetryPolicy>) -> Option<RetryPlan> {
+        let configured = self.retries.get(op);
+        let handler = self.ops.get(op);
+        let idempotent = configured.map(|plan| plan.idempotent).unwrap_or(false)
+            || handler.is_some_and(|handler| handler.idempotent());
+        let policy = policy
+            .or_else(|| configured.map(|plan| plan.policy.clone()))
+            .or_else(|| handler.and_then(|handler| handler.retry()))?;
+        Some(RetryPlan { policy, idempotent })
+    }
+
+    /// Creates a task for `op` (options already checked, or the
+    /// schedules' own) and wakes a claim or a timer. Cancel-safe: the
+    /// creation goes on if the caller stops waiting.
+    #[tracing::instrument(name = "manager.submit", level = "debug", skip_all, fields(op = %op), err(level = "debug"))]
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        op: &str,
+        params: Value,
+        options: SubmitOptions,
+        trace_parent: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
+        if self.life.is_stopping() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let Some(handler) = self.ops.get(op) else {
+            return Err(SubmitError::UnknownOp {
+                name: op.to_owned(),
+                known: self.ops.names().into_iter().map(str::to_owned).collect(),
+            });
+        };
+        let params = handler.prepare(params)?;
+        let mut new_task = NewTask::new(op, params);
+        new_task.idempotency_key = options.idempotency_key;
+        new_task.trace_parent = trace_parent;
+        new_task.priority = options.priority;
+        // A time already past is due now.
+        new_task.run_at = options.run_at.filter(|at| *at > self.clock.now());
+        new_task.retry = self.retry_plan(op, options.retry);
+        new_task.retry_of = options.retry_of;
+        let digest = new_task.params_digest.clone();
+        let this = Arc::clone(self);
+        let created = tokio::spawn(async move {
+            let run_at = new_task.run_at;
+            let created = this.store.create(new_task).await?;
+            if created.created {
+                this.metrics.submitted.with(&[&created.task.op]).inc();
+                match run_at {
+                    Some(at) => this.claimer.arm_due(&created.task.op, at),
+                    None => this.claimer.kick(&created.task.op),
+                }
+            }
+            Ok::<_, StoreError>(created)
+        });
+        let created = match created.await {
+            Ok(created) => created?,
+            Err(join_error) => {
+                return Err(SubmitError::Store(StoreError::backend(
+                    "submit", join_error,
+                )));
+            }
+        };
+        if !created.created && (created.task.params_digest != digest || created.task.op != op) {
+            return Err(SubmitError::IdempotencyConflict {
+                task_id: created.task.task_id,
+            });
+        }
+        debug!(task_id = %created.task.task_id, created = created.created, "submitted");
+        Ok(Submitted {
+            created: created.created,
+            task: created.task,
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! The submit rules hold for every caller: an embedder calling the
+//! manager gets the refusals an HTTP client gets (the server maps these
+//! to its 422s), each naming its field, and nothing is created.
+
+use serde_json::json;
+use tasktape_core::manager::SubmitOptions;
+use tasktape_core::retry::{Backoff, RetryPolicy};
+use tasktape_core::{OpRegistry, SubmitError, Timestamp};
+
+use crate::support::{Rig, quick_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedder_gets_the_same_refusals_as_an_http_client() {
+    let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
+    let eleven_years = 11 * 366 * 24 * 3600 * 1000;
+    let cases: Vec<(SubmitOptions, &str, &str)> = vec![
+        (
+            SubmitOptions {
+                idempotency_key: Some(String::new()),
+                ..SubmitOptions::default()
+            },
+            "idempotency_key",
+            "string_length",
+        ),
+        (
+            SubmitOptions {
+                idempotency_key: Some("k".repeat(257)),
+                ..SubmitOptions::default()
+            },
+            "idempotency_key",
+            "string_length",
+        ),
+        (
+            SubmitOptions {
+                idempotency_key: Some("schedule:nightly:x".into()),
+                ..SubmitOptions::default()
+            },
+            "idempotency_key",
+            "value_error",
+        ),
+        (
+            SubmitOptions {
+                priority: 1_000_001,
+                ..SubmitOptions::default()
+            },
+            "priority",
+            "range",
+        ),
+        (
+            SubmitOptions {
+                run_at: Some(Timestamp::now().add_millis(eleven_years)),
+                ..SubmitOptions::default()
+            },
+            "run_at",
+            "datetime_future",
+        ),
+        (
+            SubmitOptions {
+                retry: Some(RetryPolicy {
+                    max_attempts: 0,
+                    backoff: Backoff::Fixed,
+                    initial_ms: 10,
+                    max_ms: 10,
+                    jitter: false,
+                }),
+                ..SubmitOptions::default()
+            },
+            "retry.max_attempts",
+            "value_error",
+        ),
+    ];
+    for (options, want_field, want_kind) in cases {
+        let refused = rig
+            .manager
+            .submit_with("echo", json!({"count": 1}), options)
+            .await
+            .expect_err(want_field);
+        match refused {
+            SubmitError::InvalidOption { field, kind, .. } => {
+                assert_eq!((field.as_str(), kind.as_str()), (want_field, want_kind));
+            }
+            other => panic!("{want_field}: {other:?}"),
+        }
+    }
+    // The bounds themselves pass, and nothing was created before.
+    assert!(
+        rig.store
+            .list(Default::default())
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    let edge = SubmitOptions {
+        idempotency_key: Some("k".repeat(256)),
+        priority: -1_000_000,
+        run_at: Some(Timestamp::now().add_millis(9 * 366 * 24 * 3600 * 1000)),
+        ..SubmitOptions::default()
+    };
+    let submitted = rig
+        .manager
+        .submit_with("echo", json!({"count": 1}), edge)
+        .await
+        .unwrap();
+    assert!(submitted.created);
+}

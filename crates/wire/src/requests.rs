@@ -1,0 +1,314 @@
+//! What clients send, read the same way by the server: the submit body
+//! (`POST /v1/tasks`), the list query (`GET /v1/tasks`), integer query
+//! parameters, and the health probes' answers. A refusal names its field
+//! ([`FieldError`]); the server puts it in its 422 envelope.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::Status;
+use crate::time::Timestamp;
+
+/// A request field the server refuses: which one, the Pydantic-style
+/// error type (`int_parsing`, `datetime_parsing`, …) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field (a query parameter, a body field).
+    pub field: String,
+    /// The error type.
+    pub kind: &'static str,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A refusal of `field`.
+    pub fn new(field: impl Into<String>, kind: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// What `POST /v1/tasks` takes: an op, its params, and the submit's
+/// options (each optional; `null` is absent). Unknown fields are ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Submission {
+    /// The op's name.
+    pub op: String,
+    /// Its params (an object; absent is `null`, which the op judges).
+    #[serde(default)]
+    pub params: Value,
+    /// Submitting twice with one key (and the same params) gives the first
+    /// task back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Not before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<Timestamp>,
+    /// Higher runs first (-1,000,000 to 1,000,000; the server judges the
+    /// range).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// Retries for this task (overrides the op's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::jobs::RetryPolicy>,
+}
+
+impl Submission {
+    /// `op` with `params` and no options.
+    pub fn new(op: impl Into<String>, params: Value) -> Self {
+        Submission {
+            op: op.into(),
+            params,
+            idempotency_key: None,
+            run_at: None,
+            priority: None,
+            retry: None,
+        }
+    }
+
+    /// The same with an idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The field a body that did not decode as a submission failed at, and
+    /// the error type: `path` is where the decoder stopped (`""` when the
+    /// body is not an object), `message` what it said.
+    pub fn refusal(path: &str, message: &str) -> FieldError {
+        let path = path.trim_start_matches('.');
+        if path.is_empty() || path == "op" && message.starts_with("missing field") {
+            let message = if message.starts_with("missing field `op`") {
+                "field required"
+            } else {
+                "body must be an object with op and params"
+            };
+            return FieldError::new("op", "missing", message);
+        }
+        let (field, kind) = match path {
+            "op" | "idempotency_key" => (path, "string_type"),
+            "run_at" if message.starts_with("invalid type") => ("run_at", "string_type"),
+            "run_at" => ("run_at", "datetime_parsing"),
+            "priority" => ("priority", "int_type"),
+            field if field.starts_with("retry") => ("retry", "retry_policy"),
+            field => (field, "value_error"),
+        };
+        let message = match (field, kind) {
+            ("run_at", _) => {
+                "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z".to_owned()
+            }
+            ("priority", _) => "input should be a valid integer".to_owned(),
+            (_, "string_type") => "input should be a valid string".to_owned(),
+            _ => message.to_owned(),
+        };
+        FieldError::new(field, kind, message)
+    }
+}
+
+/// `GET /v1/tasks`'s filters and paging; `Default` is the server's first
+/// page of 100.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only tasks in this status.
+    pub status: Option<Status>,
+    /// Only tasks of this op.
+    pub op: Option<String>,
+    /// Page size, 1..=1000 (default 100).
+    pub limit: Option<u32>,
+    /// Where to continue (a page's `next_cursor`).
+    pub cursor: Option<String>,
+    /// Only tasks created at or after this time.
+    pub created_after: Option<Timestamp>,
+    /// Only tasks created before this time.
+    pub created_before: Option<Timestamp>,
+}
+
+impl ListQuery {
+    /// The query string's pairs, as a client sends them.
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(status) = self.status {
+            pairs.push(("status", status.as_str().to_owned()));
+        }
+        if let Some(op) = &self.op {
+            pairs.push(("op", op.clone()));
+        }
+        if let Some(limit) = self.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(cursor) = &self.cursor {
+            pairs.push(("cursor", cursor.clone()));
+        }
+        if let Some(at) = self.created_after {
+            pairs.push(("created_after", at.to_string()));
+        }
+        if let Some(at) = self.created_before {
+            pairs.push(("created_before", at.to_string()));
+        }
+        pairs
+    }
+
+    /// The query from its decoded pairs, as the server reads it (empty
+    /// `op` and `cursor` are absent).
+    pub fn from_pairs(query: &HashMap<String, String>) -> Result<ListQuery, FieldError> {
+        let limit = int_field(query, "limit", 1, 1000)?.map(|limit| limit as u32);
+        let status = match query.get("status") {
+            None => None,
+            Some(text) => Some(text.parse::<Status>().map_err(|_| {
+                FieldError::new(
+                    "status",
+                    "enum",
+                    "input should be 'pending', 'running', 'succeeded', 'failed' or 'cancelled'",
+                )
+            })?),
+        };
+        let time = |name: &str| -> Result<Option<Timestamp>, FieldError> {
+            match query.get(name) {
+                None => Ok(None),
+                Some(text) => Timestamp::parse(text).map(Some).ok_or_else(|| {
+                    FieldError::new(
+                        name,
+                        "datetime_parsing",
+                        "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z",
+                    )
+                }),
+            }
+        };
+        let given = |name: &str| query.get(name).filter(|text| !text.is_empty()).cloned();
+        Ok(ListQuery {
+            status,
+            op: given("op"),
+            limit,
+            cursor: given("cursor"),
+            created_after: time("created_after")?,
+            created_before: time("created_before")?,
+        })
+    }
+}
+
+/// An integer query parameter in `min..=max`; `None` when absent.
+pub fn int_field(
+    query: &HashMap<String, String>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, FieldError> {
+    let Some(text) = query.get(name) else {
+        return Ok(None);
+    };
+    let value: i64 = text.trim().parse().map_err(|_| {
+        FieldError::new(
+            name,
+            "int_parsing",
+            "input should be a valid integer, unable to parse string as an integer",
+        )
+    })?;
+    if value < min {
+        return Err(FieldError::new(
+            name,
+            "greater_than_equal",
+            format!("input should be greater than or equal to {min}"),
+        ));
+    }
+    if value > max {
+        return Err(FieldError::new(
+            name,
+            "less_than_equal",
+            format!("input should be less than or equal to {max}"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// `GET /v1/healthz`'s answer: the process serves requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// `GET /v1/readyz`'s answer when the instance should get traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+    /// The store's kind (`sqlite`, `postgres`).
+    pub storage_backend: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_query_reads_back_what_a_client_sends() {
+        let query = ListQuery {
+            status: Some(Status::Running),
+            op: Some("echo".into()),
+            limit: Some(7),
+            cursor: Some("abc".into()),
+            created_after: Some(Timestamp::from_millis(1_000)),
+            created_before: None,
+        };
+        let pairs: HashMap<String, String> = query
+            .to_pairs()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        assert_eq!(ListQuery::from_pairs(&pairs), Ok(query));
+        let bad = |name: &str, value: &str| {
+            let pairs = HashMap::from([(name.to_owned(), value.to_owned())]);
+            ListQuery::from_pairs(&pairs).unwrap_err()
+        };
+        assert_eq!(bad("limit", "0").kind, "greater_than_equal");
+        assert_eq!(bad("limit", "x").kind, "int_parsing");
+        assert_eq!(bad("status", "done").kind, "enum");
+        assert_eq!(bad("created_before", "yesterday").field, "created_before");
+    }
+
+    #[test]
+    fn a_submission_refusal_names_its_field() {
+        let refusal = |body: &str| {
+            let decoded: Result<Submission, _> =
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(body));
+            let error = decoded.unwrap_err();
+            Submission::refusal(&error.path().to_string(), &error.inner().to_string())
+        };
+        assert_eq!(
+            refusal("[]"),
+            FieldError::new("op", "missing", "body must be an object with op and params")
+        );
+        assert_eq!(
+            refusal("{}"),
+            FieldError::new("op", "missing", "field required")
+        );
+        assert_eq!(refusal(r#"{"op": 1}"#).kind, "string_type");
+        assert_eq!(refusal(r#"{"op": "a", "run_at": 1}"#).kind, "string_type");
+        assert_eq!(
+            refusal(r#"{"op": "a", "run_at": "soon"}"#).kind,
+            "datetime_parsing"
+        );
+        assert_eq!(refusal(r#"{"op": "a", "priority": 1.5}"#).kind, "int_type");
+        assert_eq!(
+            refusal(r#"{"op": "a", "retry": {"max_attempts": "x"}}"#).field,
+            "retry"
+        );
+        assert_eq!(
+            refusal(r#"{"op": "a", "idempotency_key": 5}"#).field,
+            "idempotency_key"
+        );
+        let ok: Submission =
+            serde_json::from_str(r#"{"op": "a", "priority": null, "extra": 1}"#).unwrap();
+        assert_eq!(ok, Submission::new("a", Value::Null));
+    }
+}
