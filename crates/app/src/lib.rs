@@ -151,12 +151,10 @@ impl Builder {
         // Bind first: the default instance id on a shared store is HOST:PORT
         // of the bound port (stable across restarts, distinct between
         // instances, even with listen = "…:0").
-        let listener = tokio::net::TcpListener::bind(resolved.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                address: resolved.listen,
-                source,
-            })?;
+        let listener = bind(resolved.listen).map_err(|source| StartError::Bind {
+            address: resolved.listen,
+            source,
+        })?;
         let address = listener.local_addr().map_err(|source| StartError::Bind {
             address: resolved.listen,
             source,
@@ -248,4 +246,24 @@ fn hostname() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Pending connections the kernel holds for the accept loop (capped by
+/// `net.core.somaxconn`). A burst of connections past the backlog has its
+/// SYNs dropped, and each of those clients waits a second or more to try
+/// again: 128 (what a plain bind gives) made a burst of 2,000 slow clients
+/// take over 10 s to connect to an idle server.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listener on `address` (address reuse on, as a plain bind has it) with
+/// [`ACCEPT_BACKLOG`].
+fn bind(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
 }

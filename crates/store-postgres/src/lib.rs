@@ -32,6 +32,7 @@ mod reads;
 mod rows;
 mod schema;
 mod sql;
+mod texts;
 mod tls;
 mod transitions;
 mod writer;
@@ -47,9 +48,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, LostRun, MinuteCount, Result, StartOutcome, StatusCounts, Store,
-    StoreError, StoreSignal, TapePage,
+    AppendAck, AppendOutcome, CancelOutcome, Coordination, Created, DeleteOutcome, FinishOutcome,
+    Lease, ListPage, ListQuery, LostRun, Maintenance, MinuteCount, Reads, Result, StartOutcome,
+    StatusCounts, StoreError, StoreSignal, TapePage, Transitions,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -298,7 +299,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Coordination for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -307,6 +308,10 @@ impl Store for PostgresStore {
         self.query("checking the database", "SELECT 1", &[])
             .await
             .map(|_| ())
+    }
+
+    fn wake_hub(&self) -> &Arc<WakeHub> {
+        &self.shared.hub
     }
 
     async fn guard_instance(&self, instance_id: &str) -> Result<()> {
@@ -330,8 +335,8 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn wake_hub(&self) -> &Arc<WakeHub> {
-        &self.shared.hub
+    async fn check_schema(&self) -> Result<()> {
+        self.schema_is_known().await
     }
 
     fn shared(&self) -> bool {
@@ -341,7 +346,10 @@ impl Store for PostgresStore {
     fn signals(&self) -> Option<broadcast::Receiver<StoreSignal>> {
         Some(self.shared.signals.subscribe())
     }
+}
 
+#[async_trait]
+impl Transitions for PostgresStore {
     async fn create(&self, task: NewTask) -> Result<Created> {
         self.create_task(task).await
     }
@@ -402,6 +410,17 @@ impl Store for PostgresStore {
         self.cancel_task(task_id).await
     }
 
+    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
+        self.renew_leases(owner, until).await
+    }
+
+    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
+        self.delete_task(task_id).await
+    }
+}
+
+#[async_trait]
+impl Reads for PostgresStore {
     async fn get(&self, task_id: TaskId) -> Result<Option<Task>> {
         self.read_task(task_id).await
     }
@@ -431,8 +450,12 @@ impl Store for PostgresStore {
         self.read_last_seq(task_id).await
     }
 
-    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
-        self.renew_leases(owner, until).await
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
+        self.next_due_at(op, after).await
+    }
+
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
+        self.latest_key_with(prefix).await
     }
 
     async fn expired(&self, now: Timestamp, exclude_owner: &str) -> Result<Vec<TaskId>> {
@@ -446,29 +469,16 @@ impl Store for PostgresStore {
     async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
         self.pending_op_counts().await
     }
+}
 
-    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
-        self.delete_task(task_id).await
-    }
-
+#[async_trait]
+impl Maintenance for PostgresStore {
     async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
         self.purge_finished(finished_before, limit).await
     }
 
     async fn sweep(&self, limit: usize) -> Result<u64> {
         self.sweep_tapes(limit).await
-    }
-
-    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
-        self.next_due_at(op, after).await
-    }
-
-    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
-        self.latest_key_with(prefix).await
-    }
-
-    async fn check_schema(&self) -> Result<()> {
-        self.schema_is_known().await
     }
 }
 

@@ -388,6 +388,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
     include_str!("sql/004_deleted_tapes.sql"),
     include_str!("sql/005_retries.sql"),
     include_str!("sql/006_append_task_events.sql"),
+    include_str!("sql/007_event_texts.sql"),
 ];
 
 /// The schema version this build writes.
@@ -403,6 +404,9 @@ pub(crate) fn render(sql: &str, schema: &str) -> String {
         .replace("{lock}", &format!("'tasktape.{schema}.claim.'"));
     for (placeholder, code) in crate::codes::PLACEHOLDERS {
         sql = sql.replace(placeholder, &code.to_string());
+    }
+    for (placeholder, text) in crate::texts::marks() {
+        sql = sql.replace(placeholder, &text);
     }
     sql
 }
@@ -448,7 +452,7 @@ mod tests {
             let rendered = render(migration, "t_1");
             for placeholder in [
                 "{s}", "{chan}", "{lock}", "{append.", "{start.", "{finish.", "{cancel.",
-                "{delete.",
+                "{delete.", "{mark.",
             ] {
                 assert!(
                     !rendered.contains(placeholder),

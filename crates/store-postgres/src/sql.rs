@@ -3,6 +3,7 @@
 
 use crate::rows::TASK_COLUMNS;
 use crate::schema;
+use crate::texts::StartTexts;
 
 /// The database's clock in epoch milliseconds. Leases are written and
 /// judged by it, never by an instance's clock (instances' clocks differ).
@@ -35,6 +36,8 @@ pub(crate) struct Sql {
     pub(crate) next_due: String,
     pub(crate) latest_key: String,
     pub(crate) schema_version: String,
+    /// The texts a start writes (`start`, `claim`).
+    pub(crate) start_texts: StartTexts,
 }
 
 impl Sql {
@@ -46,12 +49,14 @@ impl Sql {
                 "SELECT out_id, out_base, out_code FROM {s}.append_task_events($1, $2, $3, $4, $5)"
             ),
             // $3: the lease's length in ms, from the database's now.
+            // $6, $7: the start's texts (`StartTexts`).
             start: format!(
-                "SELECT out_code, out_status FROM {s}.start_task($1, $2, {DB_MS} + $3, $4, $5)"
+                "SELECT out_code, out_status FROM {s}.start_task($1, $2, {DB_MS} + $3, $4, $5, $6, $7)"
             ),
             // $4: the lease's length in ms, from the database's now.
+            // $7, $8: the start's texts (`StartTexts`).
             claim: format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, {DB_MS} + $4, $5, $6)"
+                "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, {DB_MS} + $4, $5, $6, $7, $8)"
             ),
             // $9: whether this is a reap (then only a lease over by the
             // database's clock may be finished); $10: this instance's id, or
@@ -67,10 +72,11 @@ impl Sql {
                 "SELECT out_created, out_id FROM {s}.create_task_at($1, $2, $3, $4, $5, $6, $7, $8, \
                  $9, $10, $11, $12)"
             ),
-            // $9: whether this is a reap, as for `finish`.
+            // $2, $3: the partial and history record (`texts::requeue_texts`);
+            // $8: whether this is a reap, as for `finish`.
             requeue: format!(
                 "SELECT out_code, out_status, out_seq FROM {s}.requeue_task($1, $2, $3, $4, $5, $6, $7, \
-                 $8, CASE WHEN $9::boolean THEN {DB_MS} END, $10)"
+                 CASE WHEN $8::boolean THEN {DB_MS} END, $9)"
             ),
             // A reap's row, locked: a running task; with $2, only while its
             // lease is over by the database's clock.
@@ -87,6 +93,7 @@ impl Sql {
                  ORDER BY (idempotency_key COLLATE \"C\") DESC LIMIT 1"
             ),
             schema_version: format!("SELECT coalesce(max(version), 0) FROM {s}.migrations"),
+            start_texts: StartTexts::new(),
             delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
             get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
             list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE true"),

@@ -7,8 +7,8 @@ use tasktape_core::BodyExt as _;
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Retry, Task, TaskId};
 use tasktape_core::store::{
-    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, LostRun, Result,
-    StartOutcome, Store as _, StoreError,
+    AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease, LostRun,
+    Reads as _, Result, StartOutcome, StoreError,
 };
 use tasktape_core::time::Timestamp;
 use tokio::sync::oneshot;
@@ -81,6 +81,8 @@ impl PostgresStore {
                     &lease_length(&lease),
                     &now.as_millis(),
                     &now.to_string(),
+                    &self.shared.sql.start_texts.started,
+                    &self.shared.sql.start_texts.attempt,
                 ],
             )
             .await?;
@@ -120,6 +122,8 @@ impl PostgresStore {
                     &lease_length(&lease),
                     &now.as_millis(),
                     &now.to_string(),
+                    &self.shared.sql.start_texts.started,
+                    &self.shared.sql.start_texts.attempt,
                 ],
             )
             .await?;
@@ -385,10 +389,9 @@ impl Shared {
         expired_before: Option<Timestamp>,
     ) -> Result<Option<FinishOutcome>> {
         let context = "requeueing a task";
-        let error =
-            serde_json::to_string(&retry.error).map_err(|e| StoreError::backend(context, e))?;
-        let cancel_body = Outcome::Cancelled.final_body().encode();
         let now = Timestamp::now();
+        let (partial, record) = crate::texts::requeue_texts(retry, now);
+        let cancel_body = Outcome::Cancelled.final_body().encode();
         let statement = client
             .prepare_cached(&self.sql.requeue)
             .await
@@ -398,10 +401,9 @@ impl Shared {
                 &statement,
                 &[
                     &uuid(task_id),
-                    &error,
+                    &partial,
+                    &record,
                     &retry.retry_at.as_millis(),
-                    &retry.retry_at.to_string(),
-                    &retry.started_at.map(|at| at.to_string()),
                     &cancel_body.open_json(),
                     &now.as_millis(),
                     &now.to_string(),

@@ -15,7 +15,9 @@
 //! ```
 
 mod checkpointer;
+mod connection;
 mod counters;
+mod deletes;
 mod files;
 mod reader;
 mod rows;
@@ -28,31 +30,27 @@ pub use crate::counters::rebuild_counters;
 use crate::files::{lock_file, probe_directory};
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tasktape_core::BodyExt as _;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags};
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
-    ListPage, ListQuery, LostRun, MinuteCount, Result, StartOutcome, StatusCounts, Store,
-    StoreError, TapePage,
+    AppendAck, AppendOutcome, CancelOutcome, Coordination, Created, DeleteOutcome, FinishOutcome,
+    Lease, ListPage, ListQuery, LostRun, Maintenance, MinuteCount, Reads, Result, StartOutcome,
+    StatusCounts, StoreError, TapePage, Transitions,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::connection::{configure_writer, open_connection};
 use crate::reader::Readers;
 use crate::rows::classify;
 use crate::tail::Tails;
 use crate::writer::{AppendReply, Command, Writer};
-
-/// How much of the file connections map into memory: reads of a
-/// memory-mapped page need no copy and survive the writer's commits.
-const MMAP_BYTES: i64 = 1 << 30;
 
 /// How SQLite syncs commits to disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -261,53 +259,8 @@ impl SqliteStore {
     }
 }
 
-fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_READ_WRITE;
-    if create {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
-    }
-    let conn = Connection::open_with_flags(path, flags)?;
-    // Plans must not depend on bound values: otherwise (bundled SQLite has
-    // STAT4) every reuse of a cached statement is re-prepared.
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )?;
-    conn.set_prepared_statement_cache_capacity(64);
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
-    Ok(conn)
-}
-
-fn configure_writer(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-            Some(format!("cannot switch to WAL mode (got {mode})")),
-        ));
-    }
-    let sync = match config.durability {
-        Durability::Normal => "NORMAL",
-        Durability::Full => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", sync)?;
-    // Checkpoints run on their own thread (see `checkpointer`), not in commits.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Statement journals in memory: in a file they were a `pwrite` per
-    // page, a sixth of the writer's time in starting a task (with the
-    // status triggers schema 7 dropped). They hold one statement's pages.
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    if let Some(max_bytes) = config.max_size_bytes {
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
-        let pages = (max_bytes as i64 / page_size.max(512)).max(1);
-        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
-    }
-    Ok(())
-}
-
 #[async_trait]
-impl Store for SqliteStore {
+impl Coordination for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -315,7 +268,10 @@ impl Store for SqliteStore {
     fn wake_hub(&self) -> &Arc<WakeHub> {
         &self.hub
     }
+}
 
+#[async_trait]
+impl Transitions for SqliteStore {
     async fn create(&self, task: NewTask) -> Result<Created> {
         self.call(|reply| Command::Create(Box::new(task), reply))
             .await
@@ -385,6 +341,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
+        let owner = owner.to_owned();
+        self.call(|reply| Command::RenewLease(owner, until, reply))
+            .await
+    }
+
+    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
+        self.call(|reply| Command::Delete(task_id, reply)).await
+    }
+}
+
+#[async_trait]
+impl Reads for SqliteStore {
     async fn get(&self, task_id: TaskId) -> Result<Option<Task>> {
         self.readers
             .with(move |conn| reader::get(conn, task_id))
@@ -430,9 +399,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn renew_lease(&self, owner: &str, until: Timestamp) -> Result<u64> {
-        let owner = owner.to_owned();
-        self.call(|reply| Command::RenewLease(owner, until, reply))
+    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
+        let op = op.to_owned();
+        self.readers
+            .with(move |conn| reader::next_due(conn, &op, after))
+            .await
+    }
+
+    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
+        let prefix = prefix.to_owned();
+        self.readers
+            .with(move |conn| reader::latest_key(conn, &prefix))
             .await
     }
 
@@ -453,32 +430,17 @@ impl Store for SqliteStore {
     async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
         self.readers.with(reader::pending_ops).await
     }
+}
 
-    async fn delete(&self, task_id: TaskId) -> Result<DeleteOutcome> {
-        self.call(|reply| Command::Delete(task_id, reply)).await
-    }
-
-    async fn sweep(&self, limit: usize) -> Result<u64> {
-        self.call(|reply| Command::Sweep(limit, reply)).await
-    }
-
+#[async_trait]
+impl Maintenance for SqliteStore {
     async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
         self.call(|reply| Command::Purge(finished_before, limit, reply))
             .await
     }
 
-    async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
-        let op = op.to_owned();
-        self.readers
-            .with(move |conn| reader::next_due(conn, &op, after))
-            .await
-    }
-
-    async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {
-        let prefix = prefix.to_owned();
-        self.readers
-            .with(move |conn| reader::latest_key(conn, &prefix))
-            .await
+    async fn sweep(&self, limit: usize) -> Result<u64> {
+        self.call(|reply| Command::Sweep(limit, reply)).await
     }
 }
 

@@ -10,6 +10,7 @@ use tasktape_core::testkit::{lease, new_task};
 use tasktape_store_postgres::{PostgresConfig, PostgresStore};
 
 use crate::support::{open_schema, test_url, unique_schema, wait_listening};
+use tasktape_core::store::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_schema_migrate_once_and_see_each_other() {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tasktape_core::EventBody;
 use tasktape_core::model::{NewTask, Outcome};
+use tasktape_core::store::prelude::*;
 use tasktape_core::store::{AppendOutcome, Store, StoreError};
 use tasktape_core::testkit::{assert_row_and_tape_agree, running_task};
 use tasktape_store_sqlite::{SqliteConfig, SqliteStore};
