@@ -255,7 +255,7 @@ fn hostname() -> String {
 /// take over 10 s to connect to an idle server.
 const ACCEPT_BACKLOG: u32 = 4096;
 
-/// A listener on `address` (address reuse on, as a plain bind has it) with
+/// A listener on `address` with
 /// [`ACCEPT_BACKLOG`].
 fn bind(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if address.is_ipv4() {
@@ -263,6 +263,9 @@ fn bind(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListene
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    // As a plain bind has it on Unix (elsewhere it would let another
+    // process take the port).
+    #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(ACCEPT_BACKLOG)

@@ -66,17 +66,6 @@ impl Follower {
         self
     }
 
-    /// The seq the next page starts at.
-    pub fn next_seq(&self) -> u64 {
-        self.next
-    }
-
-    /// Whether the tape ended for this follower: `final` was handed out,
-    /// or it started past it.
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
     /// One events page from the next seq. With a non-zero `wait` (capped
     /// at [`MAX_WAIT`]), when the page would be empty and the task is not
     /// terminal, holds until a new event commits or the wait elapses.

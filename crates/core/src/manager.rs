@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::engine::Life;
 use crate::engine::claimer::{ClaimSettings, Claimer};
-use crate::engine::leases::{LeaseSettings, Leases, count_finished};
+use crate::engine::leases::{LeaseSettings, LeaseState, Leases, count_finished};
 use crate::engine::retention::Retention;
 use crate::engine::runner::{RunSettings, Runner};
 use crate::engine::runs::Runs;
@@ -114,20 +114,21 @@ impl Manager {
                 op_concurrency: config.op_concurrency.clone(),
             },
         );
-        let leases = Arc::new(Leases::new(
-            Arc::clone(&store),
-            ops.clone(),
-            Arc::clone(&metrics),
-            Arc::clone(&clock),
-            life.clone(),
-            Arc::clone(&runs),
-            Arc::clone(&claimer),
-            LeaseSettings {
+        let leases = Arc::new(Leases {
+            store: Arc::clone(&store),
+            ops: ops.clone(),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
+            life: life.clone(),
+            runs: Arc::clone(&runs),
+            claimer: Arc::clone(&claimer),
+            settings: LeaseSettings {
                 instance_id: config.instance_id.clone(),
                 lease_ttl: config.lease_ttl,
                 lease_interval: config.lease_interval,
             },
-        ));
+            state: LeaseState::default(),
+        });
         let submitter = Arc::new(Submitter {
             store: Arc::clone(&store),
             ops: ops.clone(),

@@ -8,8 +8,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tasktape_core::store::Cursor;
 use tasktape_wire::requests::int_field;
 use tasktape_wire::{FieldError, ListQuery, Submission, TaskFilter};
 
@@ -41,36 +41,27 @@ pub fn refused(location: &str, error: &FieldError) -> ApiError {
     ApiError::invalid(location, &error.field, error.kind, error.message.clone())
 }
 
-/// A request type read from a JSON body: where a body that does not
-/// decode is refused.
-pub trait BodyType: DeserializeOwned {
-    /// The field a body that did not decode failed at: `path` is where the
-    /// decoder stopped (`""` at the top), `message` what it said.
-    fn refusal(path: &str, message: &str) -> FieldError;
+/// A request type read from a JSON body, by the wire crate's own rules.
+pub trait BodyType: Sized {
+    /// The request from the decoded body; the refusal names its field.
+    fn from_value(body: Value) -> Result<Self, FieldError>;
 }
 
 impl BodyType for Submission {
-    fn refusal(path: &str, message: &str) -> FieldError {
-        Submission::refusal(path, message)
+    fn from_value(body: Value) -> Result<Self, FieldError> {
+        Submission::from_value(body)
     }
 }
 
 impl BodyType for TaskFilter {
-    fn refusal(path: &str, message: &str) -> FieldError {
-        if path.trim_start_matches('.').is_empty() && message.starts_with("invalid type") {
-            return FieldError::new(
-                "body",
-                "model_type",
-                "body must be an object of filters: ids, status, op, created_after, created_before",
-            );
-        }
-        FieldError::new("body", "value_error", message)
+    fn from_value(body: Value) -> Result<Self, FieldError> {
+        TaskFilter::from_value(body)
     }
 }
 
-/// A JSON body decoded as `T` (unknown fields ignored); an unreadable,
-/// oversized or malformed body, or one that does not decode, is refused in
-/// the envelope (400, 413, 422 naming the field).
+/// A JSON body read as `T` (unknown fields ignored); an unreadable,
+/// oversized or malformed body, or one `T` refuses, is refused in the
+/// envelope (400, 413, 422 naming the field).
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: BodyType> FromRequest<S> for Body<T> {
@@ -78,27 +69,38 @@ impl<S: Send + Sync, T: BodyType> FromRequest<S> for Body<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let value = json_body(Bytes::from_request(request, state).await)?;
-        serde_path_to_error::deserialize(value)
+        T::from_value(value)
             .map(Body)
-            .map_err(|error| {
-                let path = error.path().to_string();
-                refused("body", &T::refusal(&path, &error.inner().to_string()))
-            })
+            .map_err(|error| refused("body", &error))
     }
 }
 
-/// `GET /v1/tasks`'s query (see [`ListQuery::from_pairs`]), refused in the
-/// envelope's 422.
-pub struct ListParams(pub ListQuery);
+/// `GET /v1/tasks`'s query (see [`ListQuery::from_pairs`]) and its
+/// decoded cursor, judged in the order the route always had: `limit`,
+/// `status`, the cursor (a 400 `invalid_cursor`), then the times (422s).
+pub struct ListParams(pub ListQuery, pub Option<Cursor>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ListParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = query_map(parts.uri.query());
-        ListQuery::from_pairs(&query)
-            .map(ListParams)
-            .map_err(|error| refused("query", &error))
+        let before_cursor: HashMap<String, String> = query
+            .iter()
+            .filter(|(name, _)| !name.starts_with("created_"))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let refused_query = |error: FieldError| refused("query", &error);
+        let head = ListQuery::from_pairs(&before_cursor).map_err(refused_query)?;
+        let after = match &head.cursor {
+            None => None,
+            Some(text) => Some(Cursor::decode(text).map_err(|error| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid cursor")
+                    .with_detail(serde_json::json!({"reason": error.reason}))
+            })?),
+        };
+        let query = ListQuery::from_pairs(&query).map_err(refused_query)?;
+        Ok(ListParams(query, after))
     }
 }
 

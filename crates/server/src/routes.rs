@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tasktape_core::follow::{MAX_WAIT, StoredPage};
 use tasktape_core::manager::{Readiness, SubmitOptions};
 use tasktape_core::model::{Status, Task};
-use tasktape_core::store::{CancelOutcome, Cursor, DeleteOutcome, ListQuery};
+use tasktape_core::store::{CancelOutcome, DeleteOutcome, ListQuery};
 use tasktape_core::{SubmitError, Timestamp};
 use tasktape_wire::{
     CancelAnswer, Health, Links, MinuteStats, OpInfo, OpsList, Ready, ServerInfo, Stats,
@@ -170,7 +170,14 @@ async fn submit(
                 .insert(crate::auth::AuditTask(submitted.task.task_id));
             Ok(response)
         }
-        Err(SubmitError::UnknownOp { name, known }) => Err(ApiError::new(
+        Err(error) => Err(refused_submit(error, options_in)),
+    }
+}
+
+/// A refused submit in the envelope.
+fn refused_submit(error: SubmitError, options_in: OptionsIn) -> ApiError {
+    match error {
+        SubmitError::UnknownOp { name, known } => ApiError::new(
             StatusCode::NOT_FOUND,
             "op_not_found",
             format!(
@@ -178,45 +185,40 @@ async fn submit(
                 known.join(", ")
             ),
         )
-        .with_detail(json!({"op": name, "known": known}))),
+        .with_detail(json!({"op": name, "known": known})),
         // The rules every submit obeys, from core.
-        Err(SubmitError::InvalidOption {
+        SubmitError::InvalidOption {
             field,
             kind,
             message,
-        }) => {
+        } => {
             let location = match (options_in, field.as_str()) {
                 (OptionsIn::Query, "run_at" | "priority") => "query",
                 _ => "body",
             };
-            Err(ApiError::invalid(location, &field, &kind, message))
+            ApiError::invalid(location, &field, &kind, message)
         }
-        Err(SubmitError::InvalidParams(error)) => {
+        SubmitError::InvalidParams(error) => {
             let field = if error.field.is_empty() {
                 "params".to_owned()
             } else {
                 error.field
             };
-            Err(ApiError::invalid(
-                "body",
-                &field,
-                &error.kind,
-                error.message,
-            ))
+            ApiError::invalid("body", &field, &error.kind, error.message)
         }
-        Err(SubmitError::IdempotencyConflict { task_id }) => Err(ApiError::new(
+        SubmitError::IdempotencyConflict { task_id } => ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_conflict",
             format!("idempotency key already used by task {task_id} with other params"),
         )
-        .with_detail(json!({"task_id": task_id}))),
-        Err(SubmitError::ShuttingDown) => Err(ApiError::new(
+        .with_detail(json!({"task_id": task_id})),
+        SubmitError::ShuttingDown => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the server is shutting down",
-        )),
-        Err(SubmitError::Store(error)) => Err(error.into()),
-        Err(other) => Err(ApiError::internal("submit failed", &other)),
+        ),
+        SubmitError::Store(error) => error.into(),
+        other => ApiError::internal("submit failed", &other),
     }
 }
 
@@ -229,6 +231,11 @@ pub(crate) async fn submit_named(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut options = crate::jobs::query_options(&query_map(raw.as_deref()))?;
+    // The query's options are judged before the body is read, as always
+    // (the manager judges them again, with the key).
+    options
+        .check(Timestamp::now())
+        .map_err(|error| refused_submit(error, OptionsIn::Query))?;
     let params = json_body(body)?;
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -263,15 +270,8 @@ pub(crate) async fn submit_task(
 
 pub(crate) async fn list_tasks(
     State(state): State<AppState>,
-    ListParams(query): ListParams,
+    ListParams(query, after): ListParams,
 ) -> Result<Response, ApiError> {
-    let after = match &query.cursor {
-        None => None,
-        Some(text) => Some(Cursor::decode(text).map_err(|error| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "invalid cursor")
-                .with_detail(json!({"reason": error.reason}))
-        })?),
-    };
     let page = state
         .manager()
         .list(ListQuery {

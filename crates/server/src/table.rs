@@ -153,10 +153,9 @@ pub fn reserved_op_names() -> Vec<&'static str> {
 /// most specific pattern wins (`/v1/tasks/cancel` over
 /// `/v1/tasks/{task_id}`).
 pub(crate) fn at(path: &str) -> impl Iterator<Item = &'static Route> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let best = TABLE
         .iter()
-        .filter_map(|route| specificity(route.path, &segments).map(|rank| (rank, route.path)))
+        .filter_map(|route| specificity(route.path, path).map(|rank| (rank, route.path)))
         .max_by_key(|(rank, _)| *rank)
         .map(|(_, pattern)| pattern);
     TABLE.iter().filter(move |route| Some(route.path) == best)
@@ -188,36 +187,34 @@ pub(crate) fn access(method: &Method, path: &str) -> Access {
     }))
 }
 
-/// How many literal segments `pattern` shares with `segments`, when it
-/// matches them at all (a `{param}` matches one non-empty segment).
-fn specificity(pattern: &str, segments: &[&str]) -> Option<usize> {
-    let parts: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
-    if parts.len() != segments.len() {
-        return None;
-    }
+/// How many literal segments `pattern` shares with `path`, when it
+/// matches it at all (a `{param}` matches one non-empty segment); no
+/// allocation, as it runs for every request.
+fn specificity(pattern: &str, path: &str) -> Option<usize> {
+    let mut parts = pattern.trim_start_matches('/').split('/');
+    let mut segments = path.trim_start_matches('/').split('/');
     let mut literal = 0;
-    for (part, segment) in parts.iter().zip(segments) {
-        if part.starts_with('{') {
-            if segment.is_empty() {
-                return None;
+    loop {
+        match (parts.next(), segments.next()) {
+            (None, None) => return Some(literal),
+            (Some(part), Some(segment)) if part.starts_with('{') => {
+                if segment.is_empty() {
+                    return None;
+                }
             }
-        } else if part == segment {
-            literal += 1;
-        } else {
-            return None;
+            (Some(part), Some(segment)) if part == segment => literal += 1,
+            _ => return None,
         }
     }
-    Some(literal)
 }
 
 /// Whether `path` names a resource other than the `POST /v1/{op}` pattern
 /// (a wrong method there is 405; elsewhere 404).
 pub(crate) fn is_resource(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     TABLE
         .iter()
         .filter(|route| route.path != OP_ROUTE)
-        .any(|route| specificity(route.path, &segments).is_some())
+        .any(|route| specificity(route.path, path).is_some())
 }
 
 #[cfg(test)]

@@ -176,7 +176,11 @@ impl PostgresStore {
                     .map_err(driver(context))?;
                 // Not running, or its owner renewed: the transaction rolls back.
                 let Some(row) = row else { return Ok(None) };
-                let outcome = lost.outcome(&task_from_row(&row)?);
+                // A row that does not decode still ends, plainly failed.
+                let outcome = match task_from_row(&row) {
+                    Ok(task) => lost.outcome(&task),
+                    Err(_) => Outcome::Failed(lost.error.clone()),
+                };
                 let expired_before = lost.expired_only.then_some(lost.now);
                 let answer = shared
                     .finish_task(&transaction, task_id, &outcome, expired_before)

@@ -357,18 +357,28 @@ impl Writer {
         lost: &LostRun,
         now: Timestamp,
     ) -> rusqlite::Result<Option<FinishOutcome>> {
-        let sql =
-            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1 AND status = 'running'");
+        let lease: Option<Option<i64>> = self
+            .conn
+            .prepare_cached(
+                "SELECT lease_until FROM tasks WHERE task_id = ?1 AND status = 'running'",
+            )?
+            .query_row([task_id.as_bytes().as_slice()], |row| row.get(0))
+            .optional()?;
+        let Some(until) = lease else { return Ok(None) };
+        if lost.expired_only && until.is_none_or(|until| until >= lost.now.as_millis()) {
+            return Ok(None);
+        }
+        // The decision reads the whole row; one that does not decode still
+        // ends, plainly failed.
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ?1");
         let task = self
             .conn
             .prepare_cached(&sql)?
-            .query_row([task_id.as_bytes().as_slice()], task_from_row)
-            .optional()?;
-        let Some(task) = task else { return Ok(None) };
-        if lost.expired_only && task.lease_until.is_none_or(|until| until >= lost.now) {
-            return Ok(None);
-        }
-        let outcome = lost.outcome(&task);
+            .query_row([task_id.as_bytes().as_slice()], task_from_row);
+        let outcome = match task {
+            Ok(task) => lost.outcome(&task),
+            Err(_) => Outcome::Failed(lost.error.clone()),
+        };
         self.finish(task_id, &outcome, now).map(Some)
     }
 

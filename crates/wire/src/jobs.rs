@@ -141,6 +141,21 @@ pub struct TaskFilter {
 }
 
 impl TaskFilter {
+    /// A filter from a decoded JSON body: anything but an object is refused
+    /// (`model_type`), one that does not decode names the body
+    /// (`value_error`).
+    pub fn from_value(body: serde_json::Value) -> Result<TaskFilter, crate::FieldError> {
+        if !body.is_object() {
+            return Err(crate::FieldError::new(
+                "body",
+                "model_type",
+                "body must be an object of filters: ids, status, op, created_after, created_before",
+            ));
+        }
+        serde_json::from_value(body)
+            .map_err(|error| crate::FieldError::new("body", "value_error", error.to_string()))
+    }
+
     /// Whether no filter is given (a bulk action refuses that).
     pub fn is_empty(&self) -> bool {
         self.ids.is_none()

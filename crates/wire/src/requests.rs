@@ -80,37 +80,63 @@ impl Submission {
         self
     }
 
-    /// The field a body that did not decode as a submission failed at, and
-    /// the error type: `path` is where the decoder stopped (`""` when the
-    /// body is not an object), `message` what it said.
-    pub fn refusal(path: &str, message: &str) -> FieldError {
-        let path = path.trim_start_matches('.');
-        if path.is_empty() || path == "op" && message.starts_with("missing field") {
-            let message = if message.starts_with("missing field `op`") {
-                "field required"
-            } else {
-                "body must be an object with op and params"
-            };
-            return FieldError::new("op", "missing", message);
-        }
-        let (field, kind) = match path {
-            "op" | "idempotency_key" => (path, "string_type"),
-            "run_at" if message.starts_with("invalid type") => ("run_at", "string_type"),
-            "run_at" => ("run_at", "datetime_parsing"),
-            "priority" => ("priority", "int_type"),
-            field if field.starts_with("retry") => ("retry", "retry_policy"),
-            field => (field, "value_error"),
+    /// A submission from a decoded JSON body, its fields judged in a fixed
+    /// order (`op`, `idempotency_key`, `run_at`, `priority`, `retry`), so a
+    /// body with several faults is refused for the first of them; `null` is
+    /// absent and unknown fields are ignored.
+    pub fn from_value(body: Value) -> Result<Submission, FieldError> {
+        let Value::Object(mut body) = body else {
+            return Err(FieldError::new(
+                "op",
+                "missing",
+                "body must be an object with op and params",
+            ));
         };
-        let message = match (field, kind) {
-            ("run_at", _) => {
-                "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z".to_owned()
-            }
-            ("priority", _) => "input should be a valid integer".to_owned(),
-            (_, "string_type") => "input should be a valid string".to_owned(),
-            _ => message.to_owned(),
+        let op = match body.remove("op") {
+            None => return Err(FieldError::new("op", "missing", "field required")),
+            Some(Value::String(op)) => op,
+            Some(_) => return Err(not_a_string("op")),
         };
-        FieldError::new(field, kind, message)
+        let idempotency_key = match body.remove("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(key)) => Some(key),
+            Some(_) => return Err(not_a_string("idempotency_key")),
+        };
+        const TIME: &str = "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z";
+        let run_at = match body.remove("run_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(
+                Timestamp::parse(&text)
+                    .ok_or_else(|| FieldError::new("run_at", "datetime_parsing", TIME))?,
+            ),
+            Some(_) => return Err(FieldError::new("run_at", "string_type", TIME)),
+        };
+        let priority = match body.remove("priority") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value.as_i64().ok_or_else(|| {
+                FieldError::new("priority", "int_type", "input should be a valid integer")
+            })?),
+        };
+        let retry = match body.remove("retry") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                serde_json::from_value(value)
+                    .map_err(|error| FieldError::new("retry", "retry_policy", error.to_string()))?,
+            ),
+        };
+        Ok(Submission {
+            op,
+            params: body.remove("params").unwrap_or(Value::Null),
+            idempotency_key,
+            run_at,
+            priority,
+            retry,
+        })
     }
+}
+
+fn not_a_string(field: &str) -> FieldError {
+    FieldError::new(field, "string_type", "input should be a valid string")
 }
 
 /// `GET /v1/tasks`'s filters and paging; `Default` is the server's first
@@ -249,6 +275,7 @@ pub struct Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_list_query_reads_back_what_a_client_sends() {
@@ -277,17 +304,14 @@ mod tests {
     }
 
     #[test]
-    fn a_submission_refusal_names_its_field() {
-        let refusal = |body: &str| {
-            let decoded: Result<Submission, _> =
-                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(body));
-            let error = decoded.unwrap_err();
-            Submission::refusal(&error.path().to_string(), &error.inner().to_string())
-        };
-        assert_eq!(
-            refusal("[]"),
-            FieldError::new("op", "missing", "body must be an object with op and params")
-        );
+    fn a_submission_refusal_names_its_first_faulty_field() {
+        let refusal =
+            |body: &str| Submission::from_value(serde_json::from_str(body).unwrap()).unwrap_err();
+        let not_object =
+            FieldError::new("op", "missing", "body must be an object with op and params");
+        assert_eq!(refusal("[]"), not_object);
+        assert_eq!(refusal(r#"["echo"]"#), not_object);
+        assert_eq!(refusal("null"), not_object);
         assert_eq!(
             refusal("{}"),
             FieldError::new("op", "missing", "field required")
@@ -307,8 +331,22 @@ mod tests {
             refusal(r#"{"op": "a", "idempotency_key": 5}"#).field,
             "idempotency_key"
         );
-        let ok: Submission =
-            serde_json::from_str(r#"{"op": "a", "priority": null, "extra": 1}"#).unwrap();
+        // Several faults: the first in the fixed order, whatever the document's.
+        assert_eq!(refusal(r#"{"idempotency_key": 7, "op": 5}"#).field, "op");
+        assert_eq!(
+            refusal(r#"{"priority": "x", "run_at": "soon", "op": "a"}"#).field,
+            "run_at"
+        );
+        assert_eq!(refusal(r#"{"priority": "x"}"#).field, "op");
+        let ok = Submission::from_value(json!({"op": "a", "priority": null, "extra": 1})).unwrap();
         assert_eq!(ok, Submission::new("a", Value::Null));
+        let full = Submission {
+            idempotency_key: Some("k".into()),
+            run_at: Some(Timestamp::from_millis(1_000)),
+            priority: Some(-3),
+            ..Submission::new("a", json!({"n": 1}))
+        };
+        let round = Submission::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert_eq!(round, full);
     }
 }

@@ -17,11 +17,10 @@ use tracing::{Instrument as _, debug, warn};
 use super::runner::Runner;
 use super::runs::Runs;
 use super::{Life, back_off};
-use crate::clock::{Clock, millis};
+use crate::clock::millis;
 use crate::model::{ErrorInfo, Outcome, Task, TaskId};
 use crate::observe::TaskTracing;
-use crate::op::OpRegistry;
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{Lease, StoreError};
 use crate::time::Timestamp;
 
 /// What the claimer needs to know of the config.
@@ -59,12 +58,9 @@ struct State {
     due: HashMap<String, Timestamp>,
 }
 
-/// Claims pending tasks and spawns their runs.
+/// Claims pending tasks and spawns their runs (with the runner's store,
+/// ops, clock and life).
 pub(crate) struct Claimer {
-    store: Arc<dyn Store>,
-    ops: OpRegistry,
-    clock: Arc<dyn Clock>,
-    life: Life,
     runs: Arc<Runs>,
     runner: Runner,
     tracing: Arc<dyn TaskTracing>,
@@ -99,10 +95,6 @@ impl Claimer {
         settings: ClaimSettings,
     ) -> Arc<Claimer> {
         Arc::new_cyclic(|this| Claimer {
-            store: Arc::clone(&runner.store),
-            ops: runner.ops.clone(),
-            clock: Arc::clone(&runner.clock),
-            life: runner.life.clone(),
             runs,
             runner,
             tracing,
@@ -129,7 +121,7 @@ impl Claimer {
 
     /// Whether this instance claims tasks of `op` at all.
     fn serves(&self, op: &str) -> bool {
-        self.settings.worker && self.ops.get(op).is_some()
+        self.settings.worker && self.runner.ops.get(op).is_some()
     }
 
     /// Stops claiming (a drain, or a store migrated by a newer build);
@@ -145,13 +137,16 @@ impl Claimer {
 
     /// The lease a claim takes now.
     pub(crate) fn lease_until(&self) -> Timestamp {
-        self.clock.now().add_millis(millis(self.settings.lease_ttl))
+        self.runner
+            .clock
+            .now()
+            .add_millis(millis(self.settings.lease_ttl))
     }
 
     /// Starts a claim pass for `op` unless one is in flight (then it looks
     /// again when done).
     pub(crate) fn kick(&self, op: &str) {
-        if !self.serves(op) || self.life.is_stopping() {
+        if !self.serves(op) || self.runner.life.is_stopping() {
             return;
         }
         {
@@ -168,14 +163,15 @@ impl Claimer {
         }
         let Some(claimer) = self.this() else { return };
         let op = op.to_owned();
-        self.life
+        self.runner
+            .life
             .tracker
             .spawn(async move { claimer.claim_pass(&op).await });
     }
 
     /// Kicks every registered op.
     pub(crate) fn kick_all(&self) {
-        for name in self.ops.names() {
+        for name in self.runner.ops.names() {
             self.kick(name);
         }
     }
@@ -193,7 +189,11 @@ impl Claimer {
             let in_flight = InFlight::new(self);
             // Never dropped half-way: a claim the store carried out must reach
             // `spawn_run`, or its tasks would stay running with no one to run them.
-            let claimed = self.store.claim(op, limit, lease, self.clock.now()).await;
+            let claimed = self
+                .runner
+                .store
+                .claim(op, limit, lease, self.runner.clock.now())
+                .await;
             let claimed = claimed.map(|tasks| {
                 for task in tasks {
                     self.spawn_run(task);
@@ -204,7 +204,7 @@ impl Claimer {
             match claimed {
                 Ok(()) => {
                     backoff = Duration::from_millis(10);
-                    let stopping = self.life.is_stopping();
+                    let stopping = self.runner.life.is_stopping();
                     let mut state = self.state();
                     let claiming = state.claiming && !stopping;
                     let pass = state.passes.entry(op.to_owned()).or_default();
@@ -217,7 +217,8 @@ impl Claimer {
                 }
                 Err(error) => {
                     warn!(op, %error, "could not claim pending tasks; retrying");
-                    if !Life::unless(&self.life.stopping, tokio::time::sleep(backoff)).await {
+                    if !Life::unless(&self.runner.life.stopping, tokio::time::sleep(backoff)).await
+                    {
                         self.state().passes.remove(op);
                         return;
                     }
@@ -251,7 +252,7 @@ impl Claimer {
                 if std::thread::panicking() {
                     // The engine itself failed mid-run: do not leave the task
                     // running (its lease would be renewed forever).
-                    let (store, task_id) = (Arc::clone(&self.claimer.store), self.task_id);
+                    let (store, task_id) = (Arc::clone(&self.claimer.runner.store), self.task_id);
                     tokio::spawn(async move {
                         let error = ErrorInfo::new(
                             "internal_error",
@@ -272,7 +273,7 @@ impl Claimer {
             op: task.op.clone(),
         };
         let span = self.tracing.run_span(&task);
-        self.life.tracker.spawn(
+        self.runner.life.tracker.spawn(
             async move {
                 let op = task.op.clone();
                 if let Some(at) = slot.claimer.runner.run(task, control).await {
@@ -286,7 +287,7 @@ impl Claimer {
 
     /// Makes sure a claim pass for `op` runs at `at` (or earlier).
     pub(crate) fn arm_due(&self, op: &str, at: Timestamp) {
-        if !self.serves(op) || self.life.is_stopping() {
+        if !self.serves(op) || self.runner.life.is_stopping() {
             return;
         }
         {
@@ -300,7 +301,12 @@ impl Claimer {
         let Some(claimer) = self.this() else { return };
         let op = op.to_owned();
         tokio::spawn(async move {
-            if !Life::unless(&claimer.life.stopping, claimer.clock.sleep_until(at)).await {
+            if !Life::unless(
+                &claimer.runner.life.stopping,
+                claimer.runner.clock.sleep_until(at),
+            )
+            .await
+            {
                 return;
             }
             {
@@ -324,7 +330,12 @@ impl Claimer {
         }
         // Tasks due already are the claim's (kicked now, or by the next
         // run's end when the op is at its limit): look past them.
-        match self.store.next_due(op, self.clock.now()).await {
+        match self
+            .runner
+            .store
+            .next_due(op, self.runner.clock.now())
+            .await
+        {
             Ok(Some(at)) => self.arm_due(op, at),
             Ok(None) => {}
             Err(error) => warn!(op, %error, "could not look up when the next task is due"),
@@ -333,7 +344,7 @@ impl Claimer {
 
     /// Arms every registered op's timer (at start, after missed signals).
     pub(crate) fn rearm_all(&self) {
-        for name in self.ops.names() {
+        for name in self.runner.ops.names() {
             let Some(claimer) = self.this() else { return };
             let op = name.to_owned();
             tokio::spawn(async move { claimer.rearm(&op).await });
@@ -343,7 +354,7 @@ impl Claimer {
     /// Arms the timer for a task the store just made pending again (a
     /// reaped run's next attempt), reading its op and `run_at`.
     pub(crate) async fn arm_requeued(&self, task_id: TaskId) -> Result<(), StoreError> {
-        if let Some(task) = self.store.get(task_id).await?
+        if let Some(task) = self.runner.store.get(task_id).await?
             && let Some(at) = task.run_at
         {
             self.arm_due(&task.op, at);

@@ -38,6 +38,12 @@ pub(crate) struct Leases {
     pub(crate) runs: Arc<Runs>,
     pub(crate) claimer: Arc<Claimer>,
     pub(crate) settings: LeaseSettings,
+    pub(crate) state: LeaseState,
+}
+
+/// What the leases keep between ticks.
+#[derive(Default)]
+pub(crate) struct LeaseState {
     /// Whether a cancel poll is running.
     polling_cancels: AtomicBool,
     /// Set once a newer tasktape migrated the store.
@@ -45,35 +51,11 @@ pub(crate) struct Leases {
 }
 
 impl Leases {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        store: Arc<dyn Store>,
-        ops: OpRegistry,
-        metrics: Arc<Metrics>,
-        clock: Arc<dyn Clock>,
-        life: Life,
-        runs: Arc<Runs>,
-        claimer: Arc<Claimer>,
-        settings: LeaseSettings,
-    ) -> Self {
-        Leases {
-            store,
-            ops,
-            metrics,
-            clock,
-            life,
-            runs,
-            claimer,
-            settings,
-            polling_cancels: AtomicBool::new(false),
-            outdated: std::sync::Mutex::new(None),
-        }
-    }
-
     /// The error that made this instance stop claiming, if a newer
     /// tasktape migrated the store.
     pub(crate) fn outdated(&self) -> Option<StoreError> {
-        self.outdated
+        self.state
+            .outdated
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .clone()
@@ -91,7 +73,7 @@ impl Leases {
             debug!(%task_id, ?outcome, "finished leftover");
             match outcome {
                 Some(FinishOutcome::Finished { status, .. }) => {
-                    self.count_finished(*task_id, status).await;
+                    count_finished(&*self.store, &self.metrics, *task_id, status).await;
                 }
                 Some(FinishOutcome::Requeued { .. }) => {
                     info!(%task_id, "a task left running by a previous run will be tried again");
@@ -160,14 +142,14 @@ impl Leases {
         let mut renewal_failed = false;
         // Tasks held here but not running here at the last tick.
         let mut orphans = HashSet::new();
-        // The first tick comes at once, the next after each interval.
-        let mut first = true;
+        // The first tick comes at once, each next one an interval after the
+        // one before began (a late tick delays the ones after it).
+        let mut next_tick = self.clock.now();
         loop {
-            if !std::mem::take(&mut first)
-                && !Life::unless(&self.life.background, self.clock.sleep(interval)).await
-            {
+            if !Life::unless(&self.life.background, self.clock.sleep_until(next_tick)).await {
                 return;
             }
+            next_tick = self.clock.now().add_millis(crate::clock::millis(interval));
             let owner = &self.settings.instance_id;
             if let Err(error) = self
                 .store
@@ -214,7 +196,7 @@ impl Leases {
             match store.reap(task_id, LostRun::expired(error, now)).await {
                 Ok(Some(FinishOutcome::Finished { status, .. })) => {
                     warn!(%task_id, "reaped a task whose owner's lease expired");
-                    self.count_finished(task_id, status).await;
+                    count_finished(&*self.store, &self.metrics, task_id, status).await;
                 }
                 Ok(Some(FinishOutcome::Requeued { .. })) => {
                     warn!(%task_id, "a task whose owner's lease expired will be tried again");
@@ -264,7 +246,7 @@ impl Leases {
             match store.finish(task_id, Outcome::Failed(error)).await {
                 Ok(FinishOutcome::Finished { status, .. }) => {
                     warn!(%task_id, "finished a task this instance held but did not run");
-                    self.count_finished(task_id, status).await;
+                    count_finished(&*self.store, &self.metrics, task_id, status).await;
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -285,6 +267,7 @@ impl Leases {
             return;
         };
         let mut outdated = self
+            .state
             .outdated
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
@@ -298,7 +281,7 @@ impl Leases {
     /// Polls cancels aside (at most one poll at a time), so slow reads do
     /// not hold up lease renewal.
     pub(crate) fn spawn_cancel_poll(self: Arc<Self>) {
-        if self.polling_cancels.swap(true, Ordering::AcqRel) {
+        if self.state.polling_cancels.swap(true, Ordering::AcqRel) {
             return;
         }
         tokio::spawn(async move {
@@ -310,18 +293,13 @@ impl Leases {
                     self.runs.cancel(task_id, ours);
                 }
             }
-            self.polling_cancels.store(false, Ordering::Release);
+            self.state.polling_cancels.store(false, Ordering::Release);
         });
-    }
-
-    /// Counts a task this instance finished outside a run (a cancelled
-    /// pending task, a reaped or leftover one); its op comes from the row.
-    pub(crate) async fn count_finished(&self, task_id: TaskId, status: Status) {
-        count_finished(&*self.store, &self.metrics, task_id, status).await;
     }
 }
 
-/// Counts a task finished outside a run; its op comes from the row.
+/// Counts a task this instance finished outside a run (a cancelled
+/// pending task, a reaped or leftover one); its op comes from the row.
 pub(crate) async fn count_finished(
     store: &dyn Store,
     metrics: &Metrics,

@@ -94,7 +94,15 @@ impl Manager {
                         retry_of: Some(task.task_id),
                         ..SubmitOptions::default()
                     };
-                    match manager.submit_with(&task.op, task.params, options).await {
+                    // As the task was: the submit rules judged its first
+                    // submit (its plan may be the op's own, which they
+                    // never judged), so the submitter takes it as it is.
+                    let trace_parent = manager.inner.config.task_tracing.capture();
+                    let submitter = &manager.inner.submitter;
+                    match submitter
+                        .submit(&task.op, task.params, options, trace_parent)
+                        .await
+                    {
                         Ok(_) => {
                             acted.fetch_add(1, Ordering::Relaxed);
                             Ok(())

@@ -13,7 +13,7 @@ use super::waiting::PAGE;
 use super::{Manager, TaskEvents};
 use crate::follow::{Follower, MAX_WAIT, StoredPage, events_page};
 use crate::model::{Task, TaskId};
-use crate::store::{DeleteOutcome, ListPage, ListQuery, StatusCounts, StoreError, TapePage};
+use crate::store::{DeleteOutcome, ListPage, ListQuery, StatusCounts, StoreError};
 use crate::wake::Watch;
 use tasktape_wire::jobs::ScheduleInfo;
 
@@ -78,17 +78,6 @@ impl Manager {
     /// A follower of the task's tape from `from_seq` (what SSE streams).
     pub fn follower(&self, task_id: TaskId, from_seq: u64) -> Follower {
         Follower::new(Arc::clone(&self.inner.store), task_id, from_seq)
-    }
-
-    /// Up to `limit` events from `from_seq`, with the row's status and the
-    /// tape's last seq, from one snapshot. `None` for an unknown task.
-    pub async fn tape(
-        &self,
-        task_id: TaskId,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Option<TapePage>, StoreError> {
-        self.inner.store.events(task_id, from_seq, limit).await
     }
 
     /// The tape's highest seq (0 when empty); `None` for an unknown task.
@@ -157,14 +146,6 @@ impl Manager {
     /// The schedules with their last and next slots (`GET /v1/schedules`).
     pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>, StoreError> {
         self.inner.scheduler.infos().await
-    }
-
-    /// Whether the store answers (the readiness probe).
-    pub async fn ready(&self) -> Result<(), StoreError> {
-        if let Some(outdated) = self.inner.leases.outdated() {
-            return Err(outdated);
-        }
-        self.inner.store.ready().await
     }
 
     /// Whether this instance should get traffic: not draining, not

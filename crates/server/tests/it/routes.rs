@@ -682,3 +682,58 @@ async fn every_described_route_is_routed_and_the_description_is_served() {
     .await;
     assert_eq!(secured.get("/openapi.json").await.status.as_u16(), 200);
 }
+
+/// Request bodies are read by the wire types' own rules: a body that is not
+/// an object is refused (never read as a list of fields), a body with
+/// several faults is refused for the first in the route's fixed order, and
+/// the list query judges its cursor before its times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_queries_are_refused_for_their_first_fault() {
+    let app = crate::support::app().await;
+    let field = |error: Value| error["detail"]["field"].as_str().unwrap_or("").to_owned();
+    for body in [r#"["echo"]"#, "[]", "null", "3"] {
+        let error = app
+            .post("/v1/tasks", body)
+            .await
+            .error(422, "invalid_request");
+        assert_eq!(field(error.clone()), "op", "{body}");
+        assert_eq!(error["detail"]["type"], "missing", "{body}");
+    }
+    for path in ["/v1/tasks/cancel", "/v1/tasks/retry"] {
+        let error = app
+            .post(path, r#"[null, "running"]"#)
+            .await
+            .error(422, "invalid_request");
+        assert_eq!(error["detail"]["type"], "model_type", "{path}");
+    }
+    let first = |body: &'static str| {
+        let app = &app;
+        async move {
+            let error = app
+                .post("/v1/tasks", body)
+                .await
+                .error(422, "invalid_request");
+            field(error)
+        }
+    };
+    assert_eq!(first(r#"{"idempotency_key": 7, "op": 5}"#).await, "op");
+    assert_eq!(
+        first(r#"{"op": "echo", "priority": "x", "run_at": "soon"}"#).await,
+        "run_at"
+    );
+    assert_eq!(first(r#"{"priority": "x"}"#).await, "op");
+    // The query's options are judged before the body is read.
+    let error = app
+        .post("/v1/echo?priority=9999999", "{not json")
+        .await
+        .error(422, "invalid_request");
+    assert_eq!(field(error), "priority");
+    app.get("/v1/tasks?cursor=bad&created_after=bad")
+        .await
+        .error(400, "invalid_cursor");
+    let error = app
+        .get("/v1/tasks?limit=0&cursor=bad")
+        .await
+        .error(422, "invalid_request");
+    assert_eq!(field(error), "limit");
+}

@@ -153,17 +153,18 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    -- The mark is structural ("attempt": outside any string): text inside
-    -- the error has its quotes escaped and never matches.
+    -- The mark's first match only (regexp_replace without 'g'): the
+    -- attempt comes before the error in both texts, and an error whose
+    -- detail held the same key and value keeps it.
     v_attempt := '"attempt":' || greatest(cur.attempt, 1);
-    v_entry := replace(p_record, '"attempt":{mark.attempt}', v_attempt);
+    v_entry := regexp_replace(p_record, '"attempt":{mark.attempt}', v_attempt);
     UPDATE {s}.tasks t
        SET status = 'pending', run_at = p_run_at, owner = NULL, lease_until = NULL, last_seq = out_seq,
            history = CASE WHEN t.history IS NULL THEN '[' || v_entry || ']'
                           ELSE left(t.history, -1) || ',' || v_entry || ']' END
      WHERE t.task_id = p_id;
     INSERT INTO {s}.events (task_id, seq, json)
-    VALUES (p_id, out_seq, replace(p_partial, '"attempt":{mark.attempt}', v_attempt)
+    VALUES (p_id, out_seq, regexp_replace(p_partial, '"attempt":{mark.attempt}', v_attempt)
                            || ',"seq":' || out_seq || ',"ts":"' || p_ts || '"}');
     PERFORM pg_notify({chan}, 'e ' || p_id || ' ' || out_seq);
     PERFORM pg_notify({chan}, 'd ' || p_run_at || ' ' || cur.op);
