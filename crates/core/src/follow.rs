@@ -4,10 +4,13 @@
 //! in order, waits on the wake hub (no polling) while the task is live,
 //! and is done after `final`.
 
+use std::borrow::BorrowMut;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::event::StoredEvent;
 use crate::model::{Status, TaskId};
@@ -36,9 +39,11 @@ pub struct StoredPage {
     pub last_seq: u64,
 }
 
-/// Follows one task's tape from a seq.
-pub struct Follower {
-    store: Arc<dyn Store>,
+/// Follows one task's tape from a seq, through a store handle `S` (the
+/// manager's `Arc<dyn Store>`, or a borrowed `&dyn Store` for a one-off
+/// read).
+pub struct Follower<S = Arc<dyn Store>> {
+    store: S,
     task_id: TaskId,
     next: u64,
     /// Registered before the first read that may wait, so no commit falls
@@ -47,9 +52,9 @@ pub struct Follower {
     done: bool,
 }
 
-impl Follower {
+impl<S: Deref<Target = dyn Store> + Send + Sync> Follower<S> {
     /// A follower of `task_id`'s tape from `from_seq`.
-    pub fn new(store: Arc<dyn Store>, task_id: TaskId, from_seq: u64) -> Self {
+    pub fn new(store: S, task_id: TaskId, from_seq: u64) -> Self {
         Follower {
             store,
             task_id,
@@ -66,42 +71,26 @@ impl Follower {
         self
     }
 
+    /// Whether the tape ended for this follower: `final` was handed out,
+    /// or it started past it.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// One events page from the next seq. With a non-zero `wait` (capped
     /// at [`MAX_WAIT`]), when the page would be empty and the task is not
     /// terminal, holds until a new event commits or the wait elapses.
     /// `None` for an unknown task. Cancel-safe: the follower moves on only
     /// when a page is returned.
-    pub async fn page(&mut self, limit: usize, wait: Duration) -> Result<Option<StoredPage>> {
+    pub fn page(
+        &mut self,
+        limit: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Option<StoredPage>>> + Send + '_ {
         if !wait.is_zero() && self.watch.is_none() {
             self.watch = Some(self.store.wake_hub().watch(self.task_id));
         }
-        let deadline = Instant::now() + wait.min(MAX_WAIT);
-        let from_seq = self.next;
-        loop {
-            let Some(tape) = self.store.events(self.task_id, from_seq, limit).await? else {
-                return Ok(None);
-            };
-            let settled = !tape.events.is_empty() || tape.status.is_terminal();
-            let page = make_page(
-                self.task_id,
-                from_seq,
-                tape.status,
-                tape.events,
-                tape.last_seq,
-            );
-            let waiting = !settled && !wait.is_zero();
-            // Any new event (a `final` below `from_seq` included) re-reads the page.
-            if waiting
-                && let Some(watch) = &self.watch
-                && watch.wait_past(page.last_seq, deadline).await
-            {
-                continue;
-            }
-            self.next = page.next_from_seq;
-            self.done = page.events.last().is_some_and(StoredEvent::is_final)
-                || (page.events.is_empty() && page.task_status.is_terminal());
-            return Ok(Some(page));
-        }
+        follow_step(self, limit, wait)
     }
 
     /// The next events to hand out, waiting for them as long as the task
@@ -124,23 +113,65 @@ impl Follower {
 }
 
 /// Reads one events page from `from_seq`, waiting up to `wait` (see
-/// [`Follower::page`]). `None` for an unknown task.
-#[tracing::instrument(
-    name = "events_page",
-    level = "debug",
-    skip(store),
-    err(level = "debug")
-)]
-pub async fn events_page(
-    store: Arc<dyn Store>,
+/// [`Follower::page`]): a follower of its own, moved into the read, so a
+/// parked long-poll's future is the follow step alone. `None` for an
+/// unknown task.
+pub fn events_page(
+    store: &dyn Store,
     task_id: TaskId,
     from_seq: u64,
     limit: usize,
     wait: Duration,
-) -> Result<Option<StoredPage>> {
-    Follower::new(store, task_id, from_seq)
-        .page(limit, wait)
-        .await
+) -> impl Future<Output = Result<Option<StoredPage>>> + Send + '_ {
+    let span = tracing::debug_span!("events_page", %task_id, from_seq, limit, ?wait);
+    let mut follower = Follower::new(store, task_id, from_seq);
+    if !wait.is_zero() {
+        follower = follower.watching();
+    }
+    follow_step(follower, limit, wait).instrument(span)
+}
+
+/// The follow step every follower takes: read the page from its next seq;
+/// when it is empty and the task live, wait on its watch (registered before
+/// this read) for a new event, at most `wait`, and read again; then move
+/// the follower past what the page holds. `F` is the follower itself or a
+/// borrow of it, so no caller wraps this future in one of its own.
+async fn follow_step<S, F>(
+    mut follower: F,
+    limit: usize,
+    wait: Duration,
+) -> Result<Option<StoredPage>>
+where
+    S: Deref<Target = dyn Store> + Send + Sync,
+    F: BorrowMut<Follower<S>> + Send,
+{
+    let this = follower.borrow_mut();
+    let deadline = Instant::now() + wait.min(MAX_WAIT);
+    loop {
+        let Some(tape) = this.store.events(this.task_id, this.next, limit).await? else {
+            return Ok(None);
+        };
+        let settled = !tape.events.is_empty() || tape.status.is_terminal();
+        let (status, last_seq) = (tape.status, tape.last_seq);
+        let events = match this.watch.as_ref().filter(|_| !settled && !wait.is_zero()) {
+            None => tape.events,
+            Some(watch) => {
+                // Only the status and last seq are kept across the wait (a
+                // parked follower's future stays small); any new event (a
+                // `final` below the next seq included) re-reads the page.
+                drop(tape);
+                if watch.wait_past(last_seq, deadline).await {
+                    continue;
+                }
+                Vec::new()
+            }
+        };
+        let page = make_page(this.task_id, this.next, status, events, last_seq);
+        this.next = page.next_from_seq;
+        this.done = page.events.last().is_some_and(StoredEvent::is_final)
+            || (page.events.is_empty() && page.task_status.is_terminal());
+        return Ok(Some(page));
+    }
 }
 
 fn make_page(

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -106,13 +107,16 @@ impl StreamState {
             if let Some(event) = self.buffered.pop_front() {
                 return Some(event);
             }
+            if self.follower.is_done() {
+                return None;
+            }
+            // A quiet half-minute reads again, in case a wake-up was missed.
             let read = tokio::select! {
-                read = self.follower.next_events(PAGE) => read,
+                read = self.follower.page(PAGE, Duration::from_secs(30)) => read,
                 () = self.state.shutdown().cancelled() => return None,
             };
             match read {
-                Ok(Some(events)) if events.is_empty() => return None, // the tape ended
-                Ok(Some(events)) => self.buffered.extend(events),
+                Ok(Some(page)) => self.buffered.extend(page.events),
                 Ok(None) => return None, // deleted meanwhile
                 Err(error) => {
                     tracing::warn!(task_id = %self.task_id, %error, "event stream read failed; closing it");

@@ -65,14 +65,7 @@ impl Manager {
         limit: usize,
         wait: Duration,
     ) -> Result<Option<StoredPage>, StoreError> {
-        events_page(
-            Arc::clone(&self.inner.store),
-            task_id,
-            from_seq,
-            limit,
-            wait,
-        )
-        .await
+        events_page(&*self.inner.store, task_id, from_seq, limit, wait).await
     }
 
     /// A follower of the task's tape from `from_seq` (what SSE streams).

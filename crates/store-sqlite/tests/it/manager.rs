@@ -443,13 +443,13 @@ async fn a_long_poll_wakes_on_the_next_commit_and_returns_at_once_when_terminal(
         .submit("echo", json!({"count": 3, "delay_ms": 300}))
         .await;
     wait_status(&rig.store, task_id, Status::Running).await;
-    let first = events_page(Arc::clone(&rig.store), task_id, 0, 100, Duration::ZERO)
+    let first = events_page(&*rig.store, task_id, 0, 100, Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
     let asked = tokio::time::Instant::now();
     let next = events_page(
-        Arc::clone(&rig.store),
+        &*rig.store,
         task_id,
         first.next_from_seq,
         100,
@@ -463,16 +463,10 @@ async fn a_long_poll_wakes_on_the_next_commit_and_returns_at_once_when_terminal(
     assert_eq!(next.events[0].seq, first.next_from_seq);
     let (_, events) = wait_final(&rig.store, task_id).await;
     let asked = tokio::time::Instant::now();
-    let past_end = events_page(
-        Arc::clone(&rig.store),
-        task_id,
-        99,
-        100,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let past_end = events_page(&*rig.store, task_id, 99, 100, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         asked.elapsed() < Duration::from_secs(1),
         "terminal tasks answer at once"
@@ -484,7 +478,7 @@ async fn a_long_poll_wakes_on_the_next_commit_and_returns_at_once_when_terminal(
     );
     assert!(
         events_page(
-            Arc::clone(&rig.store),
+            &*rig.store,
             tasktape_core::TaskId::new(),
             0,
             10,

@@ -65,16 +65,10 @@ pub async fn wait_final(store: &Arc<dyn Store>, task_id: TaskId) -> (Task, Vec<E
             tokio::time::Instant::now() < deadline,
             "task {task_id} did not finish in 30 s"
         );
-        let page = events_page(
-            Arc::clone(store),
-            task_id,
-            from_seq,
-            1000,
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("events page")
-        .expect("task exists");
+        let page = events_page(&**store, task_id, from_seq, 1000, Duration::from_secs(5))
+            .await
+            .expect("events page")
+            .expect("task exists");
         from_seq = page.next_from_seq;
         if page.task_status.is_terminal() && !page.has_more {
             return assert_row_and_tape_agree(&**store, task_id).await;
