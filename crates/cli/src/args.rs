@@ -47,7 +47,7 @@ pub struct SubmitArgs {
     /// Submitting again with this key returns the first task instead of a new one
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
-    /// Start it no earlier than this time (RFC 3339 UTC, e.g. 2026-12-01T03:00:00Z)
+    /// Start it no earlier than this time (RFC 3339, e.g. 2026-12-01T03:00:00Z or …+01:00)
     #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "in_")]
     pub(crate) at: Option<Timestamp>,
     /// Start it no earlier than this long from now (30s, 10m, 2h, 1d)
@@ -109,7 +109,7 @@ pub struct BulkArgs {
     /// Only tasks created within this long (30s, 10m, 2h, 1d), or since this time
     #[arg(long, value_name = "DURATION|TIME", value_parser = parse_since)]
     pub(crate) since: Option<Timestamp>,
-    /// Only tasks created before this time (RFC 3339 UTC)
+    /// Only tasks created before this time (RFC 3339)
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub(crate) created_before: Option<Timestamp>,
     /// Act without asking when more than 10 tasks match
@@ -228,10 +228,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is not a duration"))
 }
 
-/// An RFC 3339 time in UTC.
+/// An RFC 3339 time (any offset; kept in UTC).
 pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
-    Timestamp::parse(text.trim())
-        .ok_or_else(|| format!("'{text}' is not a time in UTC such as 2026-12-01T03:00:00Z"))
+    Timestamp::parse(text.trim()).ok_or_else(|| {
+        format!("'{text}' is not a time such as 2026-12-01T03:00:00Z or 2026-12-01T04:00:00+01:00")
+    })
 }
 
 /// A duration back from now, or a time.

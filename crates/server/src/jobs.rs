@@ -21,7 +21,7 @@ fn run_at(text: &str) -> Result<Timestamp, ApiError> {
             "query",
             "run_at",
             "datetime_parsing",
-            "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z",
+            "input should be an RFC 3339 time, e.g. 2026-12-01T03:00:00Z or 2026-12-01T04:00:00+01:00",
         )
     })
 }

@@ -194,13 +194,38 @@ async fn gate(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // A request refused here never has its body read: its answer says the
+    // connection closes, so a client does not send its next request on a
+    // socket the server is about to drop.
+    let has_body = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0")
+        || request
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let refused = |response: Response| close_if(has_body, response);
     if let Err(error) = origin::verdict(state.config(), request.headers(), request.uri()) {
-        return error.into_response();
+        return refused(error.into_response());
     }
     let route = observe::route(&request);
     let started = std::time::Instant::now();
     let response = auth::require_token(&state, request, next).await;
     observe::count(&state, &route, &response, started);
+    match response.status() {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => refused(response),
+        _ => response,
+    }
+}
+
+/// `response` with `Connection: close` when the request's body went unread.
+fn close_if(unread_body: bool, mut response: Response) -> Response {
+    if unread_body {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     response
 }
 

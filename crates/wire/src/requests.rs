@@ -102,7 +102,7 @@ impl Submission {
             Some(Value::String(key)) => Some(key),
             Some(_) => return Err(not_a_string("idempotency_key")),
         };
-        const TIME: &str = "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z";
+        const TIME: &str = "input should be an RFC 3339 time, e.g. 2026-12-01T03:00:00Z or 2026-12-01T04:00:00+01:00";
         let run_at = match body.remove("run_at") {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => Some(
@@ -203,7 +203,7 @@ impl ListQuery {
                     FieldError::new(
                         name,
                         "datetime_parsing",
-                        "input should be an RFC 3339 time in UTC, e.g. 2026-12-01T03:00:00Z",
+                        "input should be an RFC 3339 time, e.g. 2026-12-01T03:00:00Z or 2026-12-01T04:00:00+01:00",
                     )
                 }),
             }

@@ -49,10 +49,12 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(millis))
     }
 
-    /// Parses `YYYY-MM-DDTHH:MM:SS[.fff…]Z`; extra fraction digits are truncated.
+    /// Parses an RFC 3339 time, `YYYY-MM-DDTHH:MM:SS[.fff…]` then `Z` or an
+    /// offset `±HH:MM` (converted to UTC; `T` and `Z` in either case);
+    /// extra fraction digits are truncated.
     pub fn parse(text: &str) -> Option<Self> {
-        let bytes = text.as_bytes();
-        if bytes.len() < 20 || *bytes.last()? != b'Z' {
+        let (bytes, offset_minutes) = split_offset(text.as_bytes())?;
+        if bytes.len() < 19 {
             return None;
         }
         let digits = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -61,7 +63,11 @@ impl Timestamp {
                 b.is_ascii_digit().then(|| acc * 10 + i64::from(b - b'0'))
             })
         };
-        if bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' || bytes[13] != b':' {
+        if bytes[4] != b'-'
+            || bytes[7] != b'-'
+            || !bytes[10].eq_ignore_ascii_case(&b'T')
+            || bytes[13] != b':'
+        {
             return None;
         }
         if bytes[16] != b':' {
@@ -75,7 +81,7 @@ impl Timestamp {
         if hour > 23 || minute > 59 || second > 59 {
             return None;
         }
-        let rest = &bytes[19..bytes.len() - 1];
+        let rest = &bytes[19..];
         let millis = match rest {
             [] => 0,
             [b'.', fraction @ ..] if !fraction.is_empty() => {
@@ -92,7 +98,7 @@ impl Timestamp {
             _ => return None,
         };
         let days = days_from_civil(year, month, day);
-        let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+        let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
         Some(Timestamp(seconds * 1000 + millis))
     }
 
@@ -121,6 +127,33 @@ impl Timestamp {
         // Every byte written above is ASCII.
         out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000Z"));
     }
+}
+
+/// The time without its zone, and the zone's offset east of UTC in
+/// minutes: `Z`/`z` is 0, `+HH:MM`/`-HH:MM` (hours 0–23, minutes 0–59).
+fn split_offset(bytes: &[u8]) -> Option<(&[u8], i64)> {
+    if let Some(time) = bytes
+        .strip_suffix(b"Z")
+        .or_else(|| bytes.strip_suffix(b"z"))
+    {
+        return Some((time, 0));
+    }
+    let split = bytes.len().checked_sub(6)?;
+    let (time, zone) = bytes.split_at(split);
+    let sign = match zone[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if zone[3] != b':' || !zone[1..3].iter().chain(&zone[4..6]).all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = |pair: &[u8]| i64::from(pair[0] - b'0') * 10 + i64::from(pair[1] - b'0');
+    let (hours, minutes) = (number(&zone[1..3]), number(&zone[4..6]));
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    Some((time, sign * (hours * 60 + minutes)))
 }
 
 fn put(slot: &mut [u8], mut value: i64) {
@@ -239,6 +272,37 @@ mod tests {
             let ts = Timestamp::from_millis(day * 86_400_000 + 45_296_789);
             assert_eq!(Timestamp::parse(&ts.to_string()), Some(ts), "day {day}");
             day += 37;
+        }
+    }
+
+    #[test]
+    fn any_rfc_3339_offset_is_read_as_utc() {
+        let utc = Timestamp::parse("2026-11-27T22:05:20.213Z").unwrap();
+        for same in [
+            "2026-11-27T22:05:20.213+00:00",
+            "2026-11-27T22:05:20.213-00:00",
+            "2026-11-28T00:05:20.213+02:00",
+            "2026-11-27T16:35:20.213-05:30",
+            "2026-11-27t22:05:20.213z",
+            "2026-11-28T07:05:20.213+09:00",
+        ] {
+            assert_eq!(Timestamp::parse(same), Some(utc), "{same}");
+        }
+        // Across a day and a year.
+        assert_eq!(
+            Timestamp::parse("2027-01-01T01:00:00+02:00"),
+            Timestamp::parse("2026-12-31T23:00:00Z")
+        );
+        for bad in [
+            "2026-11-27T22:05:20+0200",
+            "2026-11-27T22:05:20+24:00",
+            "2026-11-27T22:05:20+02:60",
+            "2026-11-27T22:05:20 02:00",
+            "2026-11-27T22:05:20+2:00",
+            "2026-11-27T22:05:20",
+            "+02:00",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
     }
 

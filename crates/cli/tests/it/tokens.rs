@@ -198,3 +198,33 @@ fn duplicate_token_names_or_values_are_refused_at_start() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+/// A POST refused 401 before its body arrived is answered with
+/// `Connection: close`, and the server then closes the connection: a
+/// client never sends its next request into a socket that silently goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_refused_before_its_body_says_the_connection_closes() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasktape.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let server = serve(dir.path(), &["--config", path.to_str().unwrap()]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut socket = std::net::TcpStream::connect(&address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Headers only: the 12-byte body never comes.
+    socket
+        .write_all(
+            b"POST /v1/echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    // Read to the end: the server closes the connection after its answer.
+    socket.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.contains("unauthorized"), "{answer}");
+}

@@ -737,3 +737,71 @@ async fn bodies_and_queries_are_refused_for_their_first_fault() {
         .error(422, "invalid_request");
     assert_eq!(field(error), "limit");
 }
+
+/// A request refused before its body is read (no token, a foreign origin)
+/// is answered with `Connection: close`, so a client does not reuse a
+/// connection the server drops; a refused request without a body keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_an_unread_body_closes_the_connection() {
+    let app = app_with(ServerConfig {
+        token: Some("t0ken".into()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let body = r#"{"count": 1}"#;
+    let length = body.len().to_string();
+    let with_body = [
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+    ];
+    let refused = app.call("POST", "/v1/echo", Some(body), &with_body).await;
+    refused.error(401, "unauthorized");
+    assert_eq!(refused.headers["connection"], "close");
+    let foreign = [
+        ("content-length", length.as_str()),
+        ("origin", "https://evil.example"),
+    ];
+    let refused = app.call("POST", "/v1/echo", Some(body), &foreign).await;
+    refused.error(403, "forbidden");
+    assert_eq!(refused.headers["connection"], "close");
+    let bodiless = app.call("GET", "/v1/tasks", None, &[]).await;
+    bodiless.error(401, "unauthorized");
+    assert!(!bodiless.headers.contains_key("connection"));
+    let allowed = app
+        .call(
+            "POST",
+            "/v1/echo",
+            Some(body),
+            &[
+                ("authorization", "Bearer t0ken"),
+                ("content-length", &length),
+            ],
+        )
+        .await;
+    assert_eq!(allowed.status.as_u16(), 200, "{}", allowed.text);
+    assert!(!allowed.headers.contains_key("connection"));
+}
+
+/// Every time the API takes may carry any RFC 3339 offset (what generated
+/// clients send); it is kept and answered in UTC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_with_any_offset_are_taken_and_answered_in_utc() {
+    let app = crate::support::app().await;
+    let body = r#"{"op": "echo", "params": {"count": 1}, "run_at": "2030-01-01T02:00:00.5+02:00"}"#;
+    let submitted = app.post("/v1/tasks", body).await;
+    assert_eq!(submitted.status.as_u16(), 200, "{}", submitted.text);
+    let task_id = submitted.json()["task_id"].as_str().unwrap().to_owned();
+    let row = app.get(&format!("/v1/tasks/{task_id}")).await.json();
+    assert_eq!(row["status"], "pending");
+    assert_eq!(row["run_at"], "2030-01-01T00:00:00.500Z", "{row}");
+    let listed = app
+        .get("/v1/tasks?created_after=2000-01-01T05:30:00%2B05:30&created_before=2099-12-31T19:00:00-05:00")
+        .await;
+    assert_eq!(listed.status.as_u16(), 200, "{}", listed.text);
+    assert!(listed.text.contains(&task_id), "{}", listed.text);
+    let error = app
+        .get("/v1/tasks?created_after=2026-01-01T00:00:00%2B25:00")
+        .await
+        .error(422, "invalid_request");
+    assert_eq!(error["detail"]["field"], "created_after");
+}
