@@ -18,6 +18,74 @@ pub struct OutputArgs {
     pub(crate) plain: bool,
 }
 
+/// The client verbs' shared flags, taken before the verb as well
+/// (`tasktape --url URL --json ops`); given in both places, the verb's win.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Globals {
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+    /// Machine-readable output: JSON (JSON lines for events)
+    #[arg(long = "json", id = "global_json")]
+    pub(crate) json: bool,
+    /// No bars or colours: one line per event, even in a terminal
+    #[arg(long = "plain", id = "global_plain", conflicts_with = "global_json")]
+    pub(crate) plain: bool,
+}
+
+impl Globals {
+    /// Whether any was given.
+    pub(crate) fn given(&self) -> bool {
+        self.json || self.plain || self.remote.given()
+    }
+
+    /// Fills a verb's own flags from these where the verb left them unset.
+    pub(crate) fn apply(&self, remote: &mut RemoteArgs, output: Option<&mut OutputArgs>) {
+        remote.fill_from(&self.remote);
+        if let Some(output) = output {
+            output.json |= self.json;
+            output.plain |= self.plain;
+        }
+    }
+}
+
+impl OutputArgs {
+    /// `--json` and `--plain` given in different places.
+    pub(crate) fn conflicting(&self) -> bool {
+        self.json && self.plain
+    }
+}
+
+impl TasksCommand {
+    /// Fills the subcommand's flags from the ones given before the verb.
+    pub(crate) fn apply(&mut self, globals: &Globals) {
+        match self {
+            TasksCommand::List(args) => {
+                globals.apply(&mut args.remote, None);
+                args.json |= globals.json;
+            }
+            TasksCommand::Status(args) => globals.apply(&mut args.remote, Some(&mut args.output)),
+            TasksCommand::Events(args) => globals.apply(&mut args.remote, Some(&mut args.output)),
+            TasksCommand::Wait(args) => globals.apply(&mut args.remote, Some(&mut args.output)),
+            TasksCommand::Cancel(args) => {
+                globals.apply(&mut args.bulk.remote, Some(&mut args.bulk.output));
+            }
+            TasksCommand::Retry(args) => globals.apply(&mut args.remote, Some(&mut args.output)),
+        }
+    }
+
+    /// Whether `--json` and `--plain` ended up both set.
+    pub(crate) fn conflicting(&self) -> bool {
+        match self {
+            TasksCommand::List(_) => false,
+            TasksCommand::Status(args) => args.output.conflicting(),
+            TasksCommand::Events(args) => args.output.conflicting(),
+            TasksCommand::Wait(args) => args.output.conflicting(),
+            TasksCommand::Cancel(args) => args.bulk.output.conflicting(),
+            TasksCommand::Retry(args) => args.output.conflicting(),
+        }
+    }
+}
+
 /// Switches of the verbs that follow a tape.
 #[derive(Args, Debug, Clone)]
 pub struct FollowArgs {

@@ -27,6 +27,13 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "tasktape", version, about)]
 struct Cli {
+    /// The client verbs' flags, before the verb too (`--url`, `--token`,
+    /// `--ca-cert`, `--json`, `--plain`)
+    #[command(
+        flatten,
+        next_help_heading = "Client options (before or after the verb)"
+    )]
+    globals: args::Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,10 +53,43 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let globals = cli.globals;
+    let conflict = |conflicting: bool| {
+        if conflicting {
+            usage("--json and --plain cannot be used together");
+        }
+    };
     match cli.command {
-        Command::Serve(args) => serve::serve(args),
-        Command::Submit(args) => verbs::run(verbs::Verb::Submit(args)),
-        Command::Tasks(command) => verbs::run(verbs::Verb::Tasks(command)),
-        Command::Ops(args) => verbs::run(verbs::Verb::Ops(args)),
+        Command::Serve(args) => {
+            if globals.given() {
+                usage(
+                    "the client flags (--url, --token, --ca-cert, --json, --plain) do not apply to `serve`; give serve's own flags after it",
+                );
+            }
+            serve::serve(args)
+        }
+        Command::Submit(mut args) => {
+            globals.apply(&mut args.remote, Some(&mut args.output));
+            conflict(args.output.conflicting());
+            verbs::run(verbs::Verb::Submit(args))
+        }
+        Command::Tasks(mut command) => {
+            command.apply(&globals);
+            conflict(command.conflicting());
+            verbs::run(verbs::Verb::Tasks(command))
+        }
+        Command::Ops(mut args) => {
+            globals.apply(&mut args.remote, Some(&mut args.output));
+            conflict(args.output.conflicting());
+            verbs::run(verbs::Verb::Ops(args))
+        }
     }
+}
+
+/// A usage error, as clap reports one (exit 2).
+fn usage(message: &str) -> ! {
+    use clap::CommandFactory as _;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }

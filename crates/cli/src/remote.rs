@@ -13,7 +13,7 @@ use tasktape_client::{Client, ClientError};
 use crate::exit::{Exit, Failure};
 
 /// The server to talk to, on every client verb.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct RemoteArgs {
     /// Server URL [env: TASKTAPE_URL] [default: http://127.0.0.1:8765]
     #[arg(long, value_name = "URL")]
@@ -93,6 +93,18 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl RemoteArgs {
+    /// Whether any was given.
+    pub(crate) fn given(&self) -> bool {
+        self.url.is_some() || self.token.is_some() || self.ca_cert.is_some()
+    }
+
+    /// Takes `outer`'s values for the ones not given here.
+    pub(crate) fn fill_from(&mut self, outer: &RemoteArgs) {
+        self.url = self.url.take().or_else(|| outer.url.clone());
+        self.token = self.token.take().or_else(|| outer.token.clone());
+        self.ca_cert = self.ca_cert.take().or_else(|| outer.ca_cert.clone());
+    }
+
     /// Resolves the settings and builds the client.
     pub fn connect(&self) -> Result<Remote, Failure> {
         let config_path = config_path();

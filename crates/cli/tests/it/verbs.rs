@@ -562,3 +562,57 @@ async fn ctrl_c_stops_following_or_cancels_when_asked() {
         "cancelled"
     );
 }
+
+/// The client flags work before the verb as after it (`tasktape --url URL
+/// --json ops`), the verb's own winning; they are refused before `serve`,
+/// and `--help` lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_flags_work_before_or_after_the_verb() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    let bare = || {
+        let mut command = crate::support::tasktape();
+        command
+            .env("HOME", home.path())
+            .env_remove("TASKTAPE_URL")
+            .stdin(Stdio::null());
+        command
+    };
+    let before = finish(bare().args(["--url", &server.base, "--json", "ops"]));
+    assert_eq!(before.code, 0, "{before:?}");
+    let ops: Value =
+        serde_json::from_str(before.stdout.trim()).expect("JSON after a global --json");
+    assert!(ops.to_string().contains("echo"), "{ops}");
+    let submitted = finish(bare().args(["--url", &server.base, "submit", "echo", "-p", "count=1"]));
+    assert_eq!(submitted.code, 0, "{submitted:?}");
+    let task_id = submitted.stdout.trim().to_owned();
+    let listed = finish(bare().args(["--url", &server.base, "--json", "tasks", "list"]));
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.stdout.contains(&task_id), "{listed:?}");
+    // Given in both places, the verb's own wins.
+    let both = finish(bare().args([
+        "--url",
+        "http://127.0.0.1:1",
+        "tasks",
+        "status",
+        &task_id,
+        "--url",
+        &server.base,
+    ]));
+    assert_eq!(both.code, 0, "{both:?}");
+    let clash = finish(bare().args(["--url", &server.base, "--json", "ops", "--plain"]));
+    assert_eq!(clash.code, 2, "{clash:?}");
+    assert!(clash.stderr.contains("--json and --plain"), "{clash:?}");
+    let serve_refused = finish(bare().args(["--url", &server.base, "serve"]));
+    assert_eq!(serve_refused.code, 2, "{serve_refused:?}");
+    assert!(
+        serve_refused.stderr.contains("do not apply to `serve`"),
+        "{serve_refused:?}"
+    );
+    let help = finish(bare().arg("--help"));
+    assert_eq!(help.code, 0);
+    for flag in ["--url", "--token", "--ca-cert", "--json", "--plain"] {
+        assert!(help.stdout.contains(flag), "{flag} in {}", help.stdout);
+    }
+}
