@@ -158,6 +158,7 @@ impl Task {
             run_at: self.run_at,
             priority: self.priority,
             retry_of: self.retry_of,
+            params: None,
         }
     }
 

@@ -318,6 +318,37 @@ impl Op for FnOp {
     }
 }
 
+/// What a secret param shows instead of its value.
+pub const MASK: &str = "•••";
+
+/// `params` as someone reading the task may see them: each top-level
+/// property the op's params `schema` marks `writeOnly` (a secret: exec ops'
+/// `secret = true`) replaced by [`MASK`].
+pub fn masked_params(schema: &Value, params: &Value) -> Value {
+    let (Some(properties), Value::Object(params)) =
+        (schema.get("properties").and_then(Value::as_object), params)
+    else {
+        return params.clone();
+    };
+    let masked = params
+        .iter()
+        .map(|(name, value)| {
+            let secret = properties
+                .get(name)
+                .and_then(|property| property.get("writeOnly"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let shown = if secret {
+                Value::from(MASK)
+            } else {
+                value.clone()
+            };
+            (name.clone(), shown)
+        })
+        .collect();
+    Value::Object(masked)
+}
+
 /// The ops a manager can run, by name.
 #[derive(Clone, Default)]
 pub struct OpRegistry {

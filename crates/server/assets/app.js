@@ -586,6 +586,9 @@ function detailPage(taskId) {
       h("dt", {}, "Started"), h("dd", {}, when(row.started_at) || "—"),
       h("dt", {}, "Finished"), h("dd", {}, when(row.finished_at) || "—"),
       h("dt", {}, "Took"), h("dd", {}, took(row.started_at, row.finished_at) || "—"),
+      h("dt", {}, "Params"), h("dd", {}, row.params === undefined
+        ? h("span", { class: "muted" }, "not shown (the op is not registered on this server)")
+        : h("details", { id: "task-params" }, h("summary", {}, "params JSON (secrets masked)"), json(row.params))),
       h("dt", {}, "Params digest"), h("dd", {}, h("code", {}, row.params_digest || "(none)"))));
     const live = row.status === "pending" || row.status === "running";
     if (actionsFor !== (live ? "live" : "ended")) drawActions();

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tasktape_core::follow::{MAX_WAIT, StoredPage};
 use tasktape_core::manager::{Readiness, SubmitOptions};
 use tasktape_core::model::{Status, Task};
+use tasktape_core::op::masked_params;
 use tasktape_core::store::{CancelOutcome, DeleteOutcome, ListQuery};
 use tasktape_core::{SubmitError, Timestamp};
 use tasktape_wire::{
@@ -308,7 +309,16 @@ pub(crate) async fn get_task(
     State(state): State<AppState>,
     Segment(task_id): Segment,
 ) -> Result<Response, ApiError> {
-    Ok(Json(load(&state, &task_id).await?.row()).into_response())
+    let task = load(&state, &task_id).await?;
+    let mut row = task.row();
+    // Secrets masked by the op's own schema; an op this instance does not
+    // know could have any secret, so its params are not shown.
+    row.params = state
+        .manager()
+        .ops()
+        .get(&task.op)
+        .map(|op| masked_params(&op.params_schema(), &task.params));
+    Ok(Json(row).into_response())
 }
 
 pub(crate) async fn get_result(

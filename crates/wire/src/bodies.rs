@@ -79,6 +79,12 @@ pub struct TaskRow {
     /// The task this one retries (`POST /v1/tasks/retry`).
     #[serde(default)]
     pub retry_of: Option<TaskId>,
+    /// The task's params with every secret one (`writeOnly` in the op's
+    /// params schema) shown as `"•••"`; absent when the op is not
+    /// registered on the answering instance (it cannot tell which are
+    /// secret). Only `GET /v1/tasks/{id}` carries it, never list rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
 }
 
 /// A summary row of a list page (a [`TaskRow`] without result and error).

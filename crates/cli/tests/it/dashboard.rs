@@ -554,3 +554,92 @@ async fn selected_rows_are_cancelled_and_retried_in_bulk() {
     browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
+
+/// A task's page shows its params as collapsible JSON with a secret param
+/// masked (from the row's `params`, masked by the server; list rows carry
+/// none), and the page body draws no outline when the page focuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_params_are_shown_with_secrets_masked_and_the_page_has_no_outline() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("tasktape.toml");
+    std::fs::write(
+        &config,
+        r#"
+[ops.login]
+description = "signs in with a key"
+command = ["sh", "-c", "echo signed in as $1", "sh", "{user}"]
+env = { API_KEY = "{key}" }
+[ops.login.params.user]
+type = "string"
+required = true
+[ops.login.params.key]
+type = "string"
+required = true
+secret = true
+"#,
+    )
+    .unwrap();
+    let server = serve(data.path(), &["--config", config.to_str().unwrap()]);
+    let http = reqwest::Client::new();
+    let secret = "hunter2-never-shown";
+    let submitted: Value = http
+        .post(format!("{}/v1/tasks", server.base))
+        .json(&json!({"op": "login", "params": {"user": "ana", "key": secret}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = submitted["task_id"].as_str().unwrap().to_owned();
+    let finished = wait_status(&server.base, &task, |status| {
+        status != "pending" && status != "running"
+    })
+    .await;
+    assert_eq!(finished, "succeeded");
+    let row = row(&server, &task).await;
+    assert_eq!(row["params"], json!({"user": "ana", "key": "•••"}), "{row}");
+    let listed = http
+        .get(format!("{}/v1/tasks", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains("\"params\""), "{listed}");
+    assert!(!listed.contains(secret) && !row.to_string().contains(secret));
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/tasks/{task}", server.base)).await;
+    browser
+        .wait_for(
+            "return !!document.querySelector('#task-params');",
+            "the params on the task's page",
+        )
+        .await;
+    browser.click("#task-params summary").await;
+    let shown = browser
+        .eval("return document.querySelector('#task-params pre').textContent;")
+        .await;
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    assert_eq!(shown, json!({"user": "ana", "key": "•••"}));
+    let page = browser.eval("return document.body.innerText;").await;
+    assert!(!page.as_str().unwrap().contains(secret));
+    // The page focuses main after navigating (screen readers start there);
+    // it draws no outline, while a focused link or button still does.
+    browser.goto(&format!("{}/", server.base)).await;
+    let outline = browser
+        .wait_for(
+            "const main = document.querySelector('main'); return document.activeElement === main && getComputedStyle(main).outlineStyle;",
+            "main focused",
+        )
+        .await;
+    assert_eq!(outline, json!("none"));
+    let link = browser
+        .eval("const a = document.querySelector('a'); a.focus(); return getComputedStyle(a).outlineStyle;")
+        .await;
+    assert_eq!(link, json!("solid"));
+    browser.assert_no_console_errors(&[]).await;
+    browser.close().await;
+}
