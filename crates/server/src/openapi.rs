@@ -2,8 +2,8 @@
 //! router has, its parameters and bodies (the wire crate's types, derived),
 //! and on each the error responses it can give, all in the envelope. The
 //! functions below are the description's anchors (one per route and
-//! method), not handlers; a test checks the description and the router
-//! name the same routes.
+//! method), not handlers; a test checks the description names the route
+//! table's API routes (the dashboard's pages and assets are not the API's).
 
 #![allow(dead_code)]
 
@@ -12,8 +12,8 @@ mod jobs;
 use axum::Json;
 use axum::response::IntoResponse;
 use tasktape_wire::{
-    CancelAnswer, ErrorEnvelope, EventsPage, OpsList, ServerInfo, Stats, Status, TaskHandle,
-    TaskPage, TaskResult, TaskRow,
+    CancelAnswer, ErrorEnvelope, EventsPage, Health, OpsList, Ready, ServerInfo, Stats, Status,
+    Submission, TaskHandle, TaskPage, TaskResult, TaskRow,
 };
 use utoipa::OpenApi;
 
@@ -23,13 +23,13 @@ use utoipa::OpenApi;
     info(
         title = "tasktape",
         description = "Durable background tasks with an ordered event tape per task (dikw-core compatible /v1 API).",
-        license(name = "MIT OR Apache-2.0"),
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
+    servers((url = "http://127.0.0.1:8765", description = "a local server on the default address")),
     paths(
         healthz, readyz, info, list_ops, stats, list_tasks, submit_task, get_task, delete_task,
         get_result, get_events, stream_events, cancel_task, submit_named, metrics, openapi_json,
-        dashboard_page, dashboard_submit, dashboard_task, dashboard_script, dashboard_style,
-        dashboard_icon, jobs::bulk_cancel, jobs::bulk_retry, jobs::schedules,
+        jobs::bulk_cancel, jobs::bulk_retry, jobs::schedules,
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth),
@@ -55,43 +55,43 @@ impl utoipa::Modify for BearerAuth {
 enum ApiErrors {
     /// a malformed query, body or cursor.
     #[response(status = 400, description = "a malformed query, body or cursor")]
-    BadRequest(#[to_schema] ErrorEnvelope),
+    BadRequest(ErrorEnvelope),
     /// no or an unknown bearer token.
     #[response(status = 401, description = "no or an unknown bearer token")]
-    Unauthorized(#[to_schema] ErrorEnvelope),
+    Unauthorized(ErrorEnvelope),
     /// a cross-site request, or a token outside its scope.
     #[response(
         status = 403,
         description = "a cross-site request, or a token outside its scope"
     )]
-    Forbidden(#[to_schema] ErrorEnvelope),
+    Forbidden(ErrorEnvelope),
     /// no such task, op or route.
     #[response(status = 404, description = "no such task, op or route")]
-    NotFound(#[to_schema] ErrorEnvelope),
+    NotFound(ErrorEnvelope),
     /// the method is not allowed on this route.
     #[response(status = 405, description = "the method is not allowed on this route")]
-    MethodNotAllowed(#[to_schema] ErrorEnvelope),
+    MethodNotAllowed(ErrorEnvelope),
     /// a conflict (an idempotency key reused with other params).
     #[response(
         status = 409,
         description = "a conflict (an idempotency key reused with other params)"
     )]
-    Conflict(#[to_schema] ErrorEnvelope),
+    Conflict(ErrorEnvelope),
     /// the body is over the size limit.
     #[response(status = 413, description = "the body is over the size limit")]
-    TooLarge(#[to_schema] ErrorEnvelope),
+    TooLarge(ErrorEnvelope),
     /// a Host this server does not answer to.
     #[response(status = 421, description = "a Host this server does not answer to")]
-    Misdirected(#[to_schema] ErrorEnvelope),
+    Misdirected(ErrorEnvelope),
     /// an invalid field, named in the error.
     #[response(status = 422, description = "an invalid field, named in the error")]
-    Invalid(#[to_schema] ErrorEnvelope),
+    Invalid(ErrorEnvelope),
     /// the store is unavailable, or the server is draining.
     #[response(
         status = 503,
         description = "the store is unavailable, or the server is draining"
     )]
-    Unavailable(#[to_schema] ErrorEnvelope),
+    Unavailable(ErrorEnvelope),
 }
 
 /// The errors an open route (no token, no params) can answer.
@@ -102,38 +102,19 @@ enum OpenErrors {
         status = 403,
         description = "a cross-site request, or a token outside its scope"
     )]
-    Forbidden(#[to_schema] ErrorEnvelope),
+    Forbidden(ErrorEnvelope),
     /// the method is not allowed on this route.
     #[response(status = 405, description = "the method is not allowed on this route")]
-    MethodNotAllowed(#[to_schema] ErrorEnvelope),
+    MethodNotAllowed(ErrorEnvelope),
     /// a Host this server does not answer to.
     #[response(status = 421, description = "a Host this server does not answer to")]
-    Misdirected(#[to_schema] ErrorEnvelope),
+    Misdirected(ErrorEnvelope),
     /// the store is unavailable, or the server is draining.
     #[response(
         status = 503,
         description = "the store is unavailable, or the server is draining"
     )]
-    Unavailable(#[to_schema] ErrorEnvelope),
-}
-
-/// `POST /v1/tasks`'s body (the handler reads it field by field).
-#[derive(utoipa::ToSchema)]
-struct SubmitBody {
-    /// The op's name.
-    op: String,
-    /// The op's params (checked by the op).
-    params: Option<serde_json::Value>,
-    /// Submitting again with this key returns the first task.
-    #[schema(min_length = 1, max_length = 256)]
-    idempotency_key: Option<String>,
-    /// Not before this time (RFC 3339, UTC, at most 10 years ahead).
-    run_at: Option<tasktape_wire::Timestamp>,
-    /// Higher runs first (default 0).
-    #[schema(minimum = -1000000, maximum = 1000000)]
-    priority: Option<i32>,
-    /// Retries for this task (overrides the op's).
-    retry: Option<tasktape_wire::RetryPolicy>,
+    Unavailable(ErrorEnvelope),
 }
 
 /// `GET /openapi.json`.
@@ -147,7 +128,7 @@ pub(crate) async fn serve() -> impl IntoResponse {
     summary = "Liveness: the process answers",
     security(()),
     responses(
-        (status = 200, description = "alive", body = Object),
+        (status = 200, description = "alive", body = Health),
         OpenErrors,
     ),
 )]
@@ -159,7 +140,7 @@ fn healthz() {}
     summary = "Readiness: the store answers and the instance is not draining",
     security(()),
     responses(
-        (status = 200, description = "ready", body = Object),
+        (status = 200, description = "ready", body = Ready),
         OpenErrors,
     ),
 )]
@@ -228,7 +209,7 @@ fn list_tasks() {}
     post,
     path = "/v1/tasks",
     summary = "Submits a task: {op, params, idempotency_key?, run_at?, priority?, retry?}",
-    request_body(content = SubmitBody, description = "the op, its params and an optional idempotency key"),
+    request_body(content = Submission, description = "the op, its params and an optional idempotency key"),
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "the task (the existing one for a reused idempotency key)", body = TaskHandle),
@@ -375,81 +356,6 @@ fn metrics() {}
 )]
 fn openapi_json() {}
 
-#[utoipa::path(
-    get,
-    path = "/",
-    summary = "The dashboard: the task list",
-    security(()),
-    responses(
-        (status = 200, description = "the dashboard", content_type = "text/html", body = String),
-        OpenErrors,
-    ),
-)]
-fn dashboard_page() {}
-
-#[utoipa::path(
-    get,
-    path = "/submit",
-    summary = "The dashboard: submit a task",
-    security(()),
-    responses(
-        (status = 200, description = "the dashboard", content_type = "text/html", body = String),
-        OpenErrors,
-    ),
-)]
-fn dashboard_submit() {}
-
-#[utoipa::path(
-    get,
-    path = "/tasks/{task_id}",
-    summary = "The dashboard: one task",
-    params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
-    ),
-    security(()),
-    responses(
-        (status = 200, description = "the dashboard", content_type = "text/html", body = String),
-        OpenErrors,
-    ),
-)]
-fn dashboard_task() {}
-
-#[utoipa::path(
-    get,
-    path = "/assets/app.js",
-    summary = "The dashboard's script",
-    security(()),
-    responses(
-        (status = 200, description = "JavaScript", content_type = "text/javascript", body = String),
-        OpenErrors,
-    ),
-)]
-fn dashboard_script() {}
-
-#[utoipa::path(
-    get,
-    path = "/assets/app.css",
-    summary = "The dashboard's style sheet",
-    security(()),
-    responses(
-        (status = 200, description = "CSS", content_type = "text/css", body = String),
-        OpenErrors,
-    ),
-)]
-fn dashboard_style() {}
-
-#[utoipa::path(
-    get,
-    path = "/favicon.svg",
-    summary = "The dashboard's icon",
-    security(()),
-    responses(
-        (status = 200, description = "SVG", content_type = "image/svg+xml", body = String),
-        OpenErrors,
-    ),
-)]
-fn dashboard_icon() {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,7 +383,10 @@ mod tests {
             })
             .collect();
         described.sort();
-        let mut routed: Vec<String> = crate::routes()
+        let mut routed: Vec<String> = crate::table::TABLE
+            .iter()
+            .filter(|route| route.access != crate::table::Access::Page)
+            .map(|route| (route.method, route.path))
             .map(|(method, path)| format!("{method} {path}"))
             .collect();
         routed.sort();

@@ -48,13 +48,14 @@ pub struct Submission {
     /// Submitting twice with one key (and the same params) gives the first
     /// task back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(min_length = 1, max_length = 256))]
     pub idempotency_key: Option<String>,
-    /// Not before this time.
+    /// Not before this time (at most 10 years ahead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<Timestamp>,
-    /// Higher runs first (-1,000,000 to 1,000,000; the server judges the
-    /// range).
+    /// Higher runs first (-1,000,000 to 1,000,000; default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = -1000000, maximum = 1000000))]
     pub priority: Option<i64>,
     /// Retries for this task (overrides the op's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
