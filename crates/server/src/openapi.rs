@@ -13,7 +13,7 @@ use axum::Json;
 use axum::response::IntoResponse;
 use tasktape_wire::{
     CancelAnswer, ErrorEnvelope, EventsPage, Health, OpsList, Ready, ServerInfo, Stats, Status,
-    Submission, TaskHandle, TaskPage, TaskResult, TaskRow,
+    Submission, TaskHandle, TaskId, TaskPage, TaskResult, TaskRow,
 };
 use utoipa::OpenApi;
 
@@ -26,6 +26,14 @@ use utoipa::OpenApi;
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
     ),
     servers((url = "http://127.0.0.1:8765", description = "a local server on the default address")),
+    tags(
+        (name = "tasks", description = "submit, read, follow, cancel and delete tasks; bulk actions"),
+        (name = "ops", description = "what the server runs"),
+        (name = "schedules", description = "tasks submitted on a cron schedule"),
+        (name = "stats", description = "counts and throughput for the dashboard"),
+        (name = "probes", description = "liveness and readiness, open without a token"),
+        (name = "server", description = "the server itself: version, metrics, this description"),
+    ),
     paths(
         healthz, readyz, info, list_ops, stats, list_tasks, submit_task, get_task, delete_task,
         get_result, get_events, stream_events, cancel_task, submit_named, metrics, openapi_json,
@@ -53,8 +61,11 @@ impl utoipa::Modify for BearerAuth {
 /// The errors an API route can answer, all in the envelope.
 #[derive(utoipa::IntoResponses)]
 enum ApiErrors {
-    /// a malformed query, body or cursor.
-    #[response(status = 400, description = "a malformed query, body or cursor")]
+    /// a malformed query, body or cursor, or (`/result`) a task still live.
+    #[response(
+        status = 400,
+        description = "a malformed query, body or cursor, or (`/result`) a task still live (`task_not_terminal`)"
+    )]
     BadRequest(ErrorEnvelope),
     /// no or an unknown bearer token.
     #[response(status = 401, description = "no or an unknown bearer token")]
@@ -125,6 +136,7 @@ pub(crate) async fn serve() -> impl IntoResponse {
 #[utoipa::path(
     get,
     path = "/v1/healthz",
+    tag = "probes",
     summary = "Liveness: the process answers",
     security(()),
     responses(
@@ -137,6 +149,7 @@ fn healthz() {}
 #[utoipa::path(
     get,
     path = "/v1/readyz",
+    tag = "probes",
     summary = "Readiness: the store answers and the instance is not draining",
     security(()),
     responses(
@@ -149,6 +162,7 @@ fn readyz() {}
 #[utoipa::path(
     get,
     path = "/v1/info",
+    tag = "server",
     summary = "Server version, backend and whether a token is needed",
     security((), ("bearer" = [])),
     responses(
@@ -161,6 +175,7 @@ fn info() {}
 #[utoipa::path(
     get,
     path = "/v1/ops",
+    tag = "ops",
     summary = "The registered ops and their params' JSON Schemas",
     security((), ("bearer" = [])),
     responses(
@@ -173,6 +188,7 @@ fn list_ops() {}
 #[utoipa::path(
     get,
     path = "/v1/stats",
+    tag = "stats",
     summary = "Tasks per status and tasks ended per minute",
     params(
         ("window" = Option<u64>, Query, nullable = false, minimum = 60, maximum = 86400, description = "seconds back, default 3600"),
@@ -188,6 +204,7 @@ fn stats() {}
 #[utoipa::path(
     get,
     path = "/v1/tasks",
+    tag = "tasks",
     summary = "Tasks, newest first, a page at a time",
     params(
         ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "default 100"),
@@ -208,6 +225,7 @@ fn list_tasks() {}
 #[utoipa::path(
     post,
     path = "/v1/tasks",
+    tag = "tasks",
     summary = "Submits a task: {op, params, idempotency_key?, run_at?, priority?, retry?}",
     request_body(content = Submission, description = "the op, its params and an optional idempotency key"),
     security((), ("bearer" = [])),
@@ -221,9 +239,10 @@ fn submit_task() {}
 #[utoipa::path(
     get,
     path = "/v1/tasks/{task_id}",
+    tag = "tasks",
     summary = "One task's row",
     params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("task_id" = TaskId, Path, description = "the task id (a UUID)"),
     ),
     security((), ("bearer" = [])),
     responses(
@@ -236,9 +255,10 @@ fn get_task() {}
 #[utoipa::path(
     delete,
     path = "/v1/tasks/{task_id}",
+    tag = "tasks",
     summary = "Deletes a finished task and its tape",
     params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("task_id" = TaskId, Path, description = "the task id (a UUID)"),
     ),
     security((), ("bearer" = [])),
     responses(
@@ -251,13 +271,14 @@ fn delete_task() {}
 #[utoipa::path(
     get,
     path = "/v1/tasks/{task_id}/result",
+    tag = "tasks",
     summary = "A task's outcome",
     params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("task_id" = TaskId, Path, description = "the task id (a UUID)"),
     ),
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "the outcome (null fields until it ends)", body = TaskResult),
+        (status = 200, description = "the outcome of a finished task (a live one is a 400 task_not_terminal)", body = TaskResult),
         ApiErrors,
     ),
 )]
@@ -266,9 +287,10 @@ fn get_result() {}
 #[utoipa::path(
     get,
     path = "/v1/tasks/{task_id}/events",
+    tag = "tasks",
     summary = "A page of the tape (a long-poll with wait)",
     params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("task_id" = TaskId, Path, description = "the task id (a UUID)"),
         ("from_seq" = Option<u64>, Query, nullable = false, minimum = 0, maximum = 9223372036854775807_i64, description = "first seq wanted, default 0"),
         ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "default 100"),
         ("wait" = Option<u32>, Query, nullable = false, minimum = 0, maximum = 60, description = "seconds to wait for new events"),
@@ -284,9 +306,10 @@ fn get_events() {}
 #[utoipa::path(
     get,
     path = "/v1/tasks/{task_id}/events/stream",
+    tag = "tasks",
     summary = "The tape as Server-Sent Events, closed after final",
     params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("task_id" = TaskId, Path, description = "the task id (a UUID)"),
         ("from_seq" = Option<u64>, Query, nullable = false, minimum = 0, maximum = 9223372036854775807_i64, description = "first seq wanted, default 0"),
         ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}$", description = "resume after this seq"),
     ),
@@ -301,9 +324,10 @@ fn stream_events() {}
 #[utoipa::path(
     post,
     path = "/v1/tasks/{task_id}/cancel",
+    tag = "tasks",
     summary = "Cancels a task (idempotent)",
     params(
-        ("task_id" = String, Path, description = "the task id (a UUID)"),
+        ("task_id" = TaskId, Path, description = "the task id (a UUID)"),
     ),
     security((), ("bearer" = [])),
     responses(
@@ -316,6 +340,7 @@ fn cancel_task() {}
 #[utoipa::path(
     post,
     path = "/v1/{op}",
+    tag = "tasks",
     summary = "Submits a task of op with the body as its params (dikw-core style)",
     params(
         ("op" = String, Path, description = "the op's name"),
@@ -335,6 +360,7 @@ fn submit_named() {}
 #[utoipa::path(
     get,
     path = "/metrics",
+    tag = "server",
     summary = "Prometheus metrics",
     security((), ("bearer" = [])),
     responses(
@@ -347,6 +373,7 @@ fn metrics() {}
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    tag = "server",
     summary = "This description",
     security(()),
     responses(

@@ -87,7 +87,7 @@ pub struct TaskRow {
     pub params: Option<serde_json::Value>,
 }
 
-/// A summary row of a list page (a [`TaskRow`] without result and error).
+/// A summary row of a list page (a task's row without result and error).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[allow(missing_docs)]
@@ -123,7 +123,7 @@ pub struct TaskSummary {
 pub struct TaskPage {
     /// Newest first.
     pub tasks: Vec<TaskSummary>,
-    /// Pass as `cursor` for the next page; `None` on the last.
+    /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
     /// Whether more pages follow.
     pub has_more: bool,
@@ -263,7 +263,7 @@ pub struct ErrorEnvelope {
     pub error: ErrorBody,
 }
 
-/// The inside of the [`ErrorEnvelope`].
+/// The inside of the error envelope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct ErrorBody {

@@ -13,7 +13,7 @@ use crate::time::Timestamp;
 /// that will be tried again; its payload is [`AttemptFailed`].
 pub const ATTEMPT_FAILED: &str = "tasktape.attempt_failed";
 
-/// The payload of an [`ATTEMPT_FAILED`] partial.
+/// The payload of a `tasktape.attempt_failed` partial.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 pub struct AttemptFailed {
@@ -44,15 +44,19 @@ pub enum Backoff {
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1: no retry; at most 100).
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100))]
     pub max_attempts: u32,
     /// `exponential` (the default) or `fixed`.
     #[serde(default)]
     pub backoff: Backoff,
-    /// The first wait, in ms (default 1000).
+    /// The first wait, in ms (default 1000; at most 7 days).
     #[serde(default = "default_initial_ms")]
+    #[cfg_attr(feature = "utoipa", schema(maximum = 604_800_000))]
     pub initial_ms: u64,
-    /// The longest wait, in ms (default 300000).
+    /// The longest wait, in ms (default 300000; at least `initial_ms`, at
+    /// most 7 days).
     #[serde(default = "default_max_ms")]
+    #[cfg_attr(feature = "utoipa", schema(maximum = 604_800_000))]
     pub max_ms: u64,
     /// Whether each wait is moved by up to ±20 % at random (default true).
     #[serde(default = "default_jitter")]
@@ -123,8 +127,9 @@ impl RetryPolicy {
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskFilter {
-    /// These tasks.
+    /// These tasks (at least one when given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(min_items = 1))]
     pub ids: Option<Vec<TaskId>>,
     /// One status or a list of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

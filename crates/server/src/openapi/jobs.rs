@@ -3,11 +3,12 @@
 
 use tasktape_wire::{BulkCancelAnswer, BulkRetryAnswer, ScheduleList, TaskFilter};
 
-use super::{ApiErrors, OpenErrors};
+use super::ApiErrors;
 
 #[utoipa::path(
     post,
     path = "/v1/tasks/cancel",
+    tag = "tasks",
     summary = "Cancels every pending or running task a filter matches",
     request_body(content = TaskFilter, description = "filters, all of which must hold; at least one"),
     security((), ("bearer" = [])),
@@ -21,6 +22,7 @@ pub(super) fn bulk_cancel() {}
 #[utoipa::path(
     post,
     path = "/v1/tasks/retry",
+    tag = "tasks",
     summary = "Makes a new task (linked by retry_of) for every finished task a filter matches",
     request_body(content = TaskFilter, description = "filters, all of which must hold; at least one"),
     security((), ("bearer" = [])),
@@ -34,11 +36,12 @@ pub(super) fn bulk_retry() {}
 #[utoipa::path(
     get,
     path = "/v1/schedules",
+    tag = "schedules",
     summary = "The configured schedules with their last and next slots",
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "every schedule", body = ScheduleList),
-        OpenErrors,
+        ApiErrors,
     ),
 )]
 pub(super) fn schedules() {}
