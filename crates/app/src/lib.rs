@@ -124,7 +124,7 @@ impl Builder {
         }
         let reserved = tasktape_server::reserved_op_names();
         for name in ops.names() {
-            if reserved.contains(&name) {
+            if reserved.contains(&name.as_str()) {
                 return Err(ConfigError(format!(
                     "op {name:?}: name: collides with the server's own route /v1/{name}; reserved: {}",
                     reserved.join(", ")

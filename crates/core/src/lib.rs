@@ -48,7 +48,9 @@ pub mod testkit;
 
 pub use engine::submitter::{MAX_DELAY_MS, MAX_KEY_LEN, PRIORITY_RANGE, SCHEDULE_KEY_PREFIX};
 pub use event::{BodyExt, Event, EventBody, EventKind, StoredEvent, validate_tape};
-pub use manager::{FollowError, Manager, ManagerConfig, SubmitError, Submitted, TaskEvents};
+pub use manager::{
+    FollowError, Manager, ManagerConfig, SubmitError, Submitted, TaskEvents, WorkerCallError,
+};
 pub use model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 pub use op::{FnOp, Op, OpError, OpRegistry, OpResult, ParamsError};
 pub use reporter::{ReportError, Reporter};

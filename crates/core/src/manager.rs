@@ -22,13 +22,15 @@ mod errors;
 mod reads;
 mod submit;
 mod waiting;
+mod workers;
 
 pub use bulk::BulkCount;
 pub use config::ManagerConfig;
-pub use errors::{ShutdownReport, SubmitError, Submitted};
+pub use errors::{ShutdownReport, SubmitError, Submitted, WorkerCallError};
 pub use reads::Readiness;
 pub use submit::SubmitOptions;
 pub use waiting::{FollowError, TaskEvents};
+pub use workers::{Signal, SignalStream};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +41,7 @@ use tracing::{info, warn};
 use crate::engine::Life;
 use crate::engine::claimer::{ClaimSettings, Claimer};
 use crate::engine::leases::{LeaseSettings, LeaseState, Leases, count_finished};
+use crate::engine::remote::{Remote, RemoteSettings};
 use crate::engine::retention::Retention;
 use crate::engine::runner::{RunSettings, Runner};
 use crate::engine::runs::Runs;
@@ -62,6 +65,7 @@ struct Inner {
     submitter: Arc<Submitter>,
     scheduler: Arc<Scheduler>,
     retention: Arc<Retention>,
+    remote: Arc<Remote>,
     /// Whether a drain began.
     draining: AtomicBool,
     /// The lease and signal loops, aborted (not awaited) at shutdown.
@@ -90,9 +94,21 @@ impl Manager {
         let clock = Arc::clone(&config.clock);
         let life = Life::default();
         let runs = Arc::new(Runs::default());
+        let remote = Remote::new(
+            Arc::clone(&store),
+            ops.shared(),
+            Arc::clone(&clock),
+            life.clone(),
+            RemoteSettings {
+                instance_id: config.instance_id.clone(),
+                lease_ttl: config.lease_ttl,
+                lease_interval: config.lease_interval,
+                cancel_grace: config.cancel_grace,
+            },
+        );
         let runner = Runner {
             store: Arc::clone(&store),
-            ops: ops.clone(),
+            ops: ops.shared(),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
             life: life.clone(),
@@ -105,6 +121,7 @@ impl Manager {
         let claimer = Claimer::new(
             runner,
             Arc::clone(&runs),
+            Arc::clone(&remote),
             Arc::clone(&config.task_tracing),
             ClaimSettings {
                 instance_id: config.instance_id.clone(),
@@ -114,9 +131,10 @@ impl Manager {
                 op_concurrency: config.op_concurrency.clone(),
             },
         );
+        remote.set_claimer(&claimer);
         let leases = Arc::new(Leases {
             store: Arc::clone(&store),
-            ops: ops.clone(),
+            ops: ops.shared(),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
             life: life.clone(),
@@ -131,7 +149,7 @@ impl Manager {
         });
         let submitter = Arc::new(Submitter {
             store: Arc::clone(&store),
-            ops: ops.clone(),
+            ops: ops.shared(),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
             life: life.clone(),
@@ -153,12 +171,17 @@ impl Manager {
             sweep_wanted: tokio::sync::Notify::new(),
         });
         store.guard_instance(&config.instance_id).await?;
+        // Remote ops first: their pending tasks are not ops this server lacks.
+        remote.load().await?;
         leases.recover().await?;
         // Only once recovery has fully succeeded does anything start running.
         claimer.kick_all();
         claimer.rearm_all();
         scheduler.start();
-        let mut loops = vec![tokio::spawn(Arc::clone(&leases).run())];
+        let mut loops = vec![
+            tokio::spawn(Arc::clone(&leases).run()),
+            tokio::spawn(Arc::clone(&remote).run_ticks()),
+        ];
         tokio::spawn(Arc::clone(&retention).run());
         if let Some(signals) = store.signals() {
             loops.push(tokio::spawn(crate::engine::peers::follow(
@@ -179,6 +202,7 @@ impl Manager {
                 submitter,
                 scheduler,
                 retention,
+                remote,
                 draining: AtomicBool::new(false),
                 loops: Mutex::new(loops),
             }),
@@ -245,6 +269,7 @@ impl Manager {
             return;
         }
         self.inner.claimer.stop_claiming();
+        self.inner.remote.drain_all();
         info!(
             running = self.running_here(),
             "draining: no new tasks start here; running ones finish"

@@ -172,6 +172,12 @@ pub trait Op: Send + Sync + 'static {
     fn idempotent(&self) -> bool {
         false
     }
+
+    /// Whether a remote worker runs it (the server only relays): its
+    /// claims are the workers', never this instance's own.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 type BoxRun =
@@ -349,10 +355,20 @@ pub fn masked_params(schema: &Value, params: &Value) -> Value {
     Value::Object(masked)
 }
 
-/// The ops a manager can run, by name.
-#[derive(Clone, Default)]
+/// The ops a manager can run, by name. A clone is a copy; the manager's
+/// components share one registry, to which remote workers' ops are added
+/// while it runs.
+#[derive(Default)]
 pub struct OpRegistry {
-    ops: BTreeMap<String, Arc<dyn Op>>,
+    ops: Arc<std::sync::RwLock<BTreeMap<String, Arc<dyn Op>>>>,
+}
+
+impl Clone for OpRegistry {
+    fn clone(&self) -> Self {
+        OpRegistry {
+            ops: Arc::new(std::sync::RwLock::new(self.read().clone())),
+        }
+    }
 }
 
 impl OpRegistry {
@@ -368,36 +384,59 @@ impl OpRegistry {
         registry
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<dyn Op>>> {
+        self.ops.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// This registry itself (not a copy): what one adds, all see.
+    pub(crate) fn shared(&self) -> OpRegistry {
+        OpRegistry {
+            ops: Arc::clone(&self.ops),
+        }
+    }
+
+    /// Adds (or replaces) an op in the shared registry.
+    pub(crate) fn put(&self, op: Arc<dyn Op>) {
+        self.ops
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(op.name().to_owned(), op);
+    }
+
     /// Adds (or replaces) an op under its name.
     pub fn register(&mut self, op: impl Op) -> &mut Self {
-        self.ops.insert(op.name().to_owned(), Arc::new(op));
+        self.put(Arc::new(op));
         self
     }
 
     /// Adds (or replaces) an op already behind an `Arc`.
     pub fn register_arc(&mut self, op: Arc<dyn Op>) -> &mut Self {
-        self.ops.insert(op.name().to_owned(), op);
+        self.put(op);
         self
     }
 
     /// The op named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Op>> {
-        self.ops.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Op>> {
+        self.read().get(name).cloned()
     }
 
     /// All ops, by name.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Op>> {
-        self.ops.values()
+    pub fn iter(&self) -> impl Iterator<Item = Arc<dyn Op>> {
+        self.read()
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// The registered names, sorted.
-    pub fn names(&self) -> Vec<&str> {
-        self.ops.keys().map(String::as_str).collect()
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
     }
 }
 
 impl std::fmt::Debug for OpRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.ops.keys()).finish()
+        f.debug_list().entries(self.read().keys()).finish()
     }
 }

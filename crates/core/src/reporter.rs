@@ -225,7 +225,18 @@ impl Reporter {
         self.emit(body).await
     }
 
+    /// Like [`Reporter::event`], stamped `at` (a remote worker's clock)
+    /// clamped between the tape's last time and now, so a tape's times
+    /// never go back nor run ahead.
+    pub async fn event_at(&self, body: EventBody, at: Timestamp) -> Result<(), ReportError> {
+        self.emit_at(body, Some(at)).await
+    }
+
     async fn emit(&self, body: EventBody) -> Result<(), ReportError> {
+        self.emit_at(body, None).await
+    }
+
+    async fn emit_at(&self, body: EventBody, at: Option<Timestamp>) -> Result<(), ReportError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) || inner.ack.dropped() {
             return Err(ReportError::Dropped);
@@ -247,7 +258,9 @@ impl Reporter {
             return Err(ReportError::TapeFull { limit: inner.limit });
         }
         let mut last_ts = inner.last_ts.lock().await;
-        let at = Timestamp::from_millis(Timestamp::now().as_millis().max(*last_ts));
+        let now = Timestamp::now().as_millis();
+        let wanted = at.map_or(now, |at| at.as_millis().min(now));
+        let at = Timestamp::from_millis(wanted.max(*last_ts));
         *last_ts = at.as_millis();
         let mut backoff = Duration::from_millis(10);
         let mut failing_since = None;

@@ -3,7 +3,9 @@
 //! scope, and one audit line per state-changing request.
 //!
 //! Scopes: `read` may only read (GET); `submit` may also submit and cancel;
-//! `admin` may do everything (delete, bulk actions). A missing or unknown
+//! `admin` may do everything (delete, bulk actions); `worker` may only use
+//! the worker protocol (`/v1/worker/…`), which `admin` may use too. A
+//! missing or unknown
 //! token is 401 `unauthorized`; a known token outside its scope is 403
 //! `forbidden`.
 
@@ -17,16 +19,20 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::table::Access;
 
-/// What a token may do; each scope includes the ones before it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+/// What a token may do: `read` < `submit` < `admin`, each including the
+/// ones before it; `worker` stands apart (the worker protocol only, which
+/// `admin` includes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Reads only (GET).
     Read,
     /// Reads, submits and cancels.
     Submit,
-    /// Everything: delete, bulk actions.
+    /// Everything: delete, bulk actions, the worker protocol.
     Admin,
+    /// A remote worker: register, claim, report; nothing else.
+    Worker,
 }
 
 impl Scope {
@@ -35,6 +41,25 @@ impl Scope {
             Scope::Read => "read",
             Scope::Submit => "submit",
             Scope::Admin => "admin",
+            Scope::Worker => "worker",
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Scope::Read => 0,
+            Scope::Submit => 1,
+            Scope::Admin | Scope::Worker => 2,
+        }
+    }
+
+    /// Whether a token of this scope may call a route that needs `need`.
+    pub(crate) fn allows(self, need: Scope) -> bool {
+        match (self, need) {
+            (Scope::Admin, _) => true,
+            (Scope::Worker, need) => need == Scope::Worker,
+            (_, Scope::Worker) => false,
+            (have, need) => have.rank() >= need.rank(),
         }
     }
 }
@@ -50,7 +75,14 @@ pub struct NamedToken {
     pub token: String,
     /// What it may do.
     pub scope: Scope,
+    /// For a `worker` token: the only ops it may serve (absent: any).
+    #[serde(default)]
+    pub ops: Option<Vec<String>>,
 }
+
+/// The ops a worker token may serve (`None`: any), for the register route.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerOps(pub(crate) Option<Vec<String>>);
 
 /// The token a request was let in with (`None`: auth is off); handlers and
 /// the audit line read it from the request's extensions.
@@ -97,18 +129,18 @@ pub(crate) async fn require_token(state: &AppState, mut request: Request, next: 
         .into_response();
     };
     // Every token is compared (no early exit reveals which one matched).
-    let mut found: Option<(&str, Scope)> = None;
+    let mut found: Option<(&str, Scope, Option<&Vec<String>>)> = None;
     if let Some(token) = config.token.as_deref()
         && constant_time_eq(presented.as_bytes(), token.as_bytes())
     {
-        found = Some(("token", Scope::Admin));
+        found = Some(("token", Scope::Admin, None));
     }
     for named in &config.tokens {
         if constant_time_eq(presented.as_bytes(), named.token.as_bytes()) && found.is_none() {
-            found = Some((&named.name, named.scope));
+            found = Some((&named.name, named.scope, named.ops.as_ref()));
         }
     }
-    let Some((name, scope)) = found else {
+    let Some((name, scope, ops)) = found else {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -116,7 +148,7 @@ pub(crate) async fn require_token(state: &AppState, mut request: Request, next: 
         )
         .into_response();
     };
-    if scope < need {
+    if !scope.allows(need) {
         tracing::info!(
             token = %name,
             method = %request.method(),
@@ -136,9 +168,11 @@ pub(crate) async fn require_token(state: &AppState, mut request: Request, next: 
         .with_detail(serde_json::json!({"scope": scope.as_str(), "needed": need.as_str()}))
         .into_response();
     }
+    let ops = ops.cloned();
     request
         .extensions_mut()
         .insert(Caller(Some(name.to_owned())));
+    request.extensions_mut().insert(WorkerOps(ops));
     audited(request, next).await
 }
 
@@ -205,5 +239,19 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn a_worker_token_may_use_the_worker_protocol_only() {
+        assert!(Scope::Worker.allows(Scope::Worker));
+        assert!(Scope::Admin.allows(Scope::Worker));
+        for other in [Scope::Read, Scope::Submit, Scope::Admin] {
+            assert!(!Scope::Worker.allows(other), "{other:?}");
+        }
+        assert!(!Scope::Submit.allows(Scope::Worker));
+        assert!(!Scope::Read.allows(Scope::Worker));
+        assert!(Scope::Submit.allows(Scope::Read));
+        assert!(!Scope::Read.allows(Scope::Submit));
+        assert!(!Scope::Submit.allows(Scope::Admin));
     }
 }

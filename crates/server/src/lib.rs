@@ -11,6 +11,7 @@ pub mod error;
 mod jobs;
 mod listen;
 mod tls;
+mod workers;
 pub use tls::tls_config;
 mod observe;
 mod openapi;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod jobs;
+mod workers;
 
 use axum::Json;
 use axum::response::IntoResponse;
@@ -33,11 +34,14 @@ use utoipa::OpenApi;
         (name = "stats", description = "counts and throughput for the dashboard"),
         (name = "probes", description = "liveness and readiness, open without a token"),
         (name = "server", description = "the server itself: version, metrics, this description"),
+        (name = "workers", description = "remote workers: the worker protocol and the workers' listing"),
     ),
     paths(
         healthz, readyz, info, list_ops, stats, list_tasks, submit_task, get_task, delete_task,
         get_result, get_events, stream_events, cancel_task, submit_named, metrics, openapi_json,
         jobs::bulk_cancel, jobs::bulk_retry, jobs::schedules,
+        workers::register, workers::claim, workers::report, workers::heartbeat, workers::drain,
+        workers::deregister, workers::signals, workers::list, workers::drain_worker,
     ),
     components(schemas(ErrorEnvelope)),
     modifiers(&BearerAuth),

@@ -134,18 +134,27 @@ pub(crate) async fn stats(
     }))
 }
 
-pub(crate) async fn list_ops(State(state): State<AppState>) -> Json<OpsList> {
-    let ops = state
-        .manager()
-        .ops()
+pub(crate) async fn list_ops(State(state): State<AppState>) -> Result<Json<OpsList>, ApiError> {
+    let manager = state.manager();
+    let ops = manager.ops();
+    let serving = if ops.iter().any(|op| op.is_remote()) {
+        manager.remote_op_workers().await?
+    } else {
+        Default::default()
+    };
+    let ops = ops
         .iter()
         .map(|op| OpInfo {
             name: op.name().to_owned(),
             description: op.description().to_owned(),
             params_schema: op.params_schema(),
+            remote: op.is_remote(),
+            workers: op
+                .is_remote()
+                .then(|| serving.get(op.name()).copied().unwrap_or(0) as u64),
         })
         .collect();
-    Json(OpsList { ops })
+    Ok(Json(OpsList { ops }))
 }
 
 /// Where a submit's options came from: `query` for `run_at` and

@@ -8,7 +8,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::auth::Scope;
 use crate::routes as api;
-use crate::{AppState, dashboard, jobs, observe, openapi, stream};
+use crate::{AppState, dashboard, jobs, observe, openapi, stream, workers};
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +51,10 @@ const fn route(
 const READ: Access = Access::Token(Scope::Read);
 const SUBMIT: Access = Access::Token(Scope::Submit);
 const ADMIN: Access = Access::Token(Scope::Admin);
+const WORKER: Access = Access::Token(Scope::Worker);
 
 /// Every route the server serves.
-pub(crate) const TABLE: [Route; 25] = [
+pub(crate) const TABLE: [Route; 34] = [
     route("GET", "/v1/healthz", Access::Probe, || get(api::healthz)),
     route("GET", "/v1/readyz", Access::Probe, || get(api::readyz)),
     route("GET", "/v1/info", READ, || get(api::info)),
@@ -82,6 +83,27 @@ pub(crate) const TABLE: [Route; 25] = [
     }),
     route("POST", "/v1/tasks/retry", ADMIN, || post(jobs::bulk_retry)),
     route("GET", "/v1/schedules", READ, || get(jobs::schedules)),
+    route("GET", "/v1/workers", READ, || get(workers::list)),
+    route("POST", "/v1/workers/{worker_id}/drain", ADMIN, || {
+        post(workers::drain_worker)
+    }),
+    route("POST", "/v1/worker/register", WORKER, || {
+        post(workers::register)
+    }),
+    route("POST", "/v1/worker/claim", WORKER, || post(workers::claim)),
+    route("POST", "/v1/worker/report", WORKER, || {
+        post(workers::report)
+    }),
+    route("POST", "/v1/worker/heartbeat", WORKER, || {
+        post(workers::heartbeat)
+    }),
+    route("POST", "/v1/worker/drain", WORKER, || post(workers::drain)),
+    route("POST", "/v1/worker/deregister", WORKER, || {
+        post(workers::deregister)
+    }),
+    route("GET", "/v1/worker/signals", WORKER, || {
+        get(workers::signals)
+    }),
     route("POST", OP_ROUTE, SUBMIT, || post(api::submit_named)),
     route("GET", "/metrics", READ, || get(observe::metrics)),
     route("GET", "/openapi.json", Access::Open, || get(openapi::serve)),
@@ -236,7 +258,11 @@ mod tests {
         assert_eq!(scope(Method::GET, "/v1/readyz"), Access::Probe);
         assert_eq!(scope(Method::POST, "/v1/healthz"), Access::Probe);
         assert_eq!(scope(Method::POST, "/"), Access::Page);
-        assert!(Scope::Read < Scope::Submit && Scope::Submit < Scope::Admin);
+        assert!(Scope::Submit.allows(Scope::Read) && Scope::Admin.allows(Scope::Submit));
+        assert_eq!(scope(Method::POST, "/v1/worker/claim"), WORKER);
+        assert_eq!(scope(Method::GET, "/v1/worker/signals"), WORKER);
+        assert_eq!(scope(Method::GET, "/v1/workers"), READ);
+        assert_eq!(scope(Method::POST, "/v1/workers/w1/drain"), ADMIN);
     }
 
     #[test]
@@ -278,10 +304,12 @@ mod tests {
             "schedules",
             "events",
             "dashboard",
+            "worker",
+            "workers",
         ] {
             assert!(names.contains(&name), "{name} in {names:?}");
         }
-        assert_eq!(names.len(), 12, "{names:?}");
+        assert_eq!(names.len(), 14, "{names:?}");
         assert!(is_resource("/v1/tasks/x/events/stream"));
         assert!(is_resource("/favicon.svg"));
         assert!(!is_resource("/v1/echo"));

@@ -339,6 +339,20 @@ impl Coordination for PostgresStore {
         self.schema_is_known().await
     }
 
+    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        self.records_of(kind).await
+    }
+
+    async fn swap_record(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool> {
+        self.swap_record_with(kind, key, expected, value).await
+    }
+
     fn shared(&self) -> bool {
         true
     }
@@ -358,14 +372,15 @@ impl Transitions for PostgresStore {
         self.start_task(task_id, lease).await
     }
 
-    async fn claim(
+    async fn claim_some(
         &self,
         op: &str,
         limit: usize,
+        take: usize,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
-        self.claim_tasks(op, limit, lease, now).await
+        self.claim_tasks(op, (limit, take), lease, now).await
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {

@@ -245,4 +245,53 @@ impl PostgresStore {
             })
             .collect()
     }
+
+    pub(crate) async fn records_of(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let context = "reading records";
+        let rows = self
+            .query(context, &self.shared.sql.records, &[&kind])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(driver(context))?,
+                    row.try_get(1).map_err(driver(context))?,
+                ))
+            })
+            .collect()
+    }
+
+    pub(crate) async fn swap_record_with(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool> {
+        let context = "writing a record";
+        let sql = &self.shared.sql;
+        let rows = match (expected, value) {
+            (None, None) => {
+                let all = self.records_of(kind).await?;
+                return Ok(!all.iter().any(|(k, _)| k == key));
+            }
+            (None, Some(value)) => {
+                self.query(context, &sql.record_insert, &[&kind, &key, &value])
+                    .await?
+            }
+            (Some(expected), Some(value)) => {
+                self.query(
+                    context,
+                    &sql.record_update,
+                    &[&kind, &key, &expected, &value],
+                )
+                .await?
+            }
+            (Some(expected), None) => {
+                self.query(context, &sql.record_delete, &[&kind, &key, &expected])
+                    .await?
+            }
+        };
+        Ok(!rows.is_empty())
+    }
 }

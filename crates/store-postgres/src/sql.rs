@@ -36,6 +36,10 @@ pub(crate) struct Sql {
     pub(crate) next_due: String,
     pub(crate) latest_key: String,
     pub(crate) schema_version: String,
+    pub(crate) records: String,
+    pub(crate) record_insert: String,
+    pub(crate) record_update: String,
+    pub(crate) record_delete: String,
     /// The texts a start writes (`start`, `claim`).
     pub(crate) start_texts: StartTexts,
 }
@@ -55,8 +59,19 @@ impl Sql {
             ),
             // $4: the lease's length in ms, from the database's now.
             // $7, $8: the start's texts (`StartTexts`).
+            // $3: the most tasks to start.
             claim: format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, {DB_MS} + $4, $5, $6, $7, $8)"
+                "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9)"
+            ),
+            records: format!("SELECT key, value FROM {s}.records WHERE kind = $1 ORDER BY key"),
+            record_insert: format!(
+                "INSERT INTO {s}.records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1"
+            ),
+            record_update: format!(
+                "UPDATE {s}.records SET value = $4 WHERE kind = $1 AND key = $2 AND value = $3 RETURNING 1"
+            ),
+            record_delete: format!(
+                "DELETE FROM {s}.records WHERE kind = $1 AND key = $2 AND value = $3 RETURNING 1"
             ),
             // $9: whether this is a reap (then only a lease over by the
             // database's clock may be finished); $10: this instance's id, or

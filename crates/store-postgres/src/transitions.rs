@@ -106,11 +106,12 @@ impl PostgresStore {
     pub(crate) async fn claim_tasks(
         &self,
         op: &str,
-        limit: usize,
+        (limit, take): (usize, usize),
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let take = i32::try_from(take).unwrap_or(i32::MAX);
         let rows = self
             .query(
                 "claiming tasks",
@@ -118,6 +119,7 @@ impl PostgresStore {
                 &[
                     &op,
                     &limit,
+                    &take,
                     &lease.owner,
                     &lease_length(&lease),
                     &now.as_millis(),

@@ -20,6 +20,7 @@ mod counters;
 mod deletes;
 mod files;
 mod reader;
+mod records;
 mod rows;
 mod schema;
 mod tail;
@@ -268,6 +269,26 @@ impl Coordination for SqliteStore {
     fn wake_hub(&self) -> &Arc<WakeHub> {
         &self.hub
     }
+
+    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let kind = kind.to_owned();
+        self.readers
+            .with(move |conn| records::records(conn, &kind))
+            .await
+    }
+
+    async fn swap_record(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        let (expected, value) = (expected.map(str::to_owned), value.map(str::to_owned));
+        self.call(|reply| Command::SwapRecord(kind, key, expected, value, reply))
+            .await
+    }
 }
 
 #[async_trait]
@@ -282,15 +303,16 @@ impl Transitions for SqliteStore {
             .await
     }
 
-    async fn claim(
+    async fn claim_some(
         &self,
         op: &str,
         limit: usize,
+        take: usize,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
         let op = op.to_owned();
-        self.call(|reply| Command::Claim(op, limit, lease, now, reply))
+        self.call(|reply| Command::Claim(op, limit, take, lease, now, reply))
             .await
     }
 

@@ -103,6 +103,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "DROP TRIGGER tasks_counted_in;
     DROP TRIGGER tasks_counted_across;
     DROP TRIGGER tasks_counted_out;",
+    // 8: records the engine keeps by kind and key (remote ops'
+    // declarations, remote workers), JSON texts.
+    "CREATE TABLE records (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (kind, key)) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

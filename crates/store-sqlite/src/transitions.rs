@@ -187,11 +187,11 @@ impl Writer {
     }
 
     /// Starts the due pending tasks of `op`, by priority then age, while
-    /// fewer than `limit` run.
+    /// fewer than `limit` run, at most `take` of them.
     pub(crate) fn claim(
         &mut self,
         op: &str,
-        limit: usize,
+        (limit, take): (usize, usize),
         lease: &Lease,
         due_by: Timestamp,
         now: Timestamp,
@@ -200,7 +200,8 @@ impl Writer {
             .conn
             .prepare_cached("SELECT COUNT(*) FROM tasks WHERE op = ?1 AND status = 'running'")?
             .query_row([op], |row| row.get(0))?;
-        let room = i64::try_from(limit).unwrap_or(i64::MAX) - running;
+        let room = (i64::try_from(limit).unwrap_or(i64::MAX) - running)
+            .min(i64::try_from(take).unwrap_or(i64::MAX));
         if room <= 0 {
             return Ok(Vec::new());
         }

@@ -48,7 +48,8 @@ pub(crate) enum AppendReply {
 pub(crate) enum Command {
     Create(Box<NewTask>, Reply<Created>),
     Start(TaskId, Lease, Reply<StartOutcome>),
-    Claim(String, usize, Lease, Timestamp, Reply<Vec<Task>>),
+    /// op, limit, take, lease, due by.
+    Claim(String, usize, usize, Lease, Timestamp, Reply<Vec<Task>>),
     /// An event and when it was reported (its `ts`).
     Append(TaskId, EncodedBody, Timestamp, AppendReply),
     Finish(
@@ -63,6 +64,8 @@ pub(crate) enum Command {
     Delete(TaskId, Reply<DeleteOutcome>),
     Purge(Timestamp, usize, Reply<u64>),
     Sweep(usize, Reply<u64>),
+    /// kind, key, expected, value.
+    SwapRecord(String, String, Option<String>, Option<String>, Reply<bool>),
 }
 
 /// A command's result inside the transaction, sent once it commits.
@@ -76,6 +79,7 @@ enum Done {
     Count(u64),
     Delete(DeleteOutcome),
     Reaped(Option<FinishOutcome>),
+    Swapped(bool),
 }
 
 #[derive(Clone, Copy)]
@@ -272,8 +276,8 @@ impl Writer {
         Ok(match command {
             Command::Create(task, _) => Done::Created(Box::new(self.create(task)?)),
             Command::Start(task_id, lease, _) => Done::Start(self.start(*task_id, lease, now)?),
-            Command::Claim(op, limit, lease, due_by, _) => {
-                Done::Claimed(self.claim(op, *limit, lease, *due_by, now)?)
+            Command::Claim(op, limit, take, lease, due_by, _) => {
+                Done::Claimed(self.claim(op, (*limit, *take), lease, *due_by, now)?)
             }
             Command::Append(task_id, body, at, _) => {
                 Done::Append(self.append(*task_id, body, *at)?)
@@ -297,6 +301,9 @@ impl Writer {
             Command::Reap(task_id, lost, _) => Done::Reaped(self.reap(*task_id, lost, now)?),
             Command::Purge(cutoff, limit, _) => Done::Count(self.purge(*cutoff, *limit)?),
             Command::Sweep(limit, _) => Done::Count(self.sweep(*limit)?),
+            Command::SwapRecord(kind, key, expected, value, _) => {
+                Done::Swapped(self.swap_record(kind, key, expected.as_deref(), value.as_deref())?)
+            }
         })
     }
 }
@@ -324,7 +331,10 @@ impl Command {
         match (self, done) {
             (Command::Create(_, reply), Done::Created(created)) => drop(reply.send(Ok(*created))),
             (Command::Start(_, _, reply), Done::Start(outcome)) => drop(reply.send(Ok(outcome))),
-            (Command::Claim(_, _, _, _, reply), Done::Claimed(tasks)) => {
+            (Command::SwapRecord(_, _, _, _, reply), Done::Swapped(swapped)) => {
+                drop(reply.send(Ok(swapped)))
+            }
+            (Command::Claim(_, _, _, _, _, reply), Done::Claimed(tasks)) => {
                 drop(reply.send(Ok(tasks)))
             }
             (Command::Append(_, _, _, reply), Done::Append(outcome)) => reply.send(Ok(outcome)),
@@ -356,7 +366,8 @@ impl Command {
         match self {
             Command::Create(_, reply) => drop(reply.send(Err(error))),
             Command::Start(_, _, reply) => drop(reply.send(Err(error))),
-            Command::Claim(_, _, _, _, reply) => drop(reply.send(Err(error))),
+            Command::Claim(_, _, _, _, _, reply) => drop(reply.send(Err(error))),
+            Command::SwapRecord(_, _, _, _, reply) => drop(reply.send(Err(error))),
             Command::Append(_, _, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),

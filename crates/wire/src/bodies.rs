@@ -182,6 +182,12 @@ pub struct OpInfo {
     pub description: String,
     /// A JSON Schema of its params.
     pub params_schema: Value,
+    /// Whether remote workers run it (absent: the server does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
+    /// For a remote op: how many live workers serve it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
 }
 
 /// `GET /v1/info`.

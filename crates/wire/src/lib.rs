@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod model;
 pub mod requests;
 pub mod time;
+pub mod worker;
 
 pub use bodies::{
     CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, Links, MinuteStats, OpInfo, OpsList,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tracing::{Instrument as _, debug, warn};
 
+use super::remote::Remote;
 use super::runner::Runner;
 use super::runs::Runs;
 use super::{Life, back_off};
@@ -62,6 +63,8 @@ struct State {
 /// ops, clock and life).
 pub(crate) struct Claimer {
     runs: Arc<Runs>,
+    /// Remote workers' sessions: remote ops are claimed by their workers.
+    remote: Arc<Remote>,
     runner: Runner,
     tracing: Arc<dyn TaskTracing>,
     settings: ClaimSettings,
@@ -91,11 +94,13 @@ impl Claimer {
     pub(crate) fn new(
         runner: Runner,
         runs: Arc<Runs>,
+        remote: Arc<Remote>,
         tracing: Arc<dyn TaskTracing>,
         settings: ClaimSettings,
     ) -> Arc<Claimer> {
         Arc::new_cyclic(|this| Claimer {
             runs,
+            remote,
             runner,
             tracing,
             settings,
@@ -146,6 +151,11 @@ impl Claimer {
     /// Starts a claim pass for `op` unless one is in flight (then it looks
     /// again when done).
     pub(crate) fn kick(&self, op: &str) {
+        if self.runner.ops.get(op).is_some_and(|op| op.is_remote()) {
+            // Its workers claim it: wake their claims.
+            self.remote.kick(op);
+            return;
+        }
         if !self.serves(op) || self.runner.life.is_stopping() {
             return;
         }
@@ -172,7 +182,7 @@ impl Claimer {
     /// Kicks every registered op.
     pub(crate) fn kick_all(&self) {
         for name in self.runner.ops.names() {
-            self.kick(name);
+            self.kick(&name);
         }
     }
 
@@ -226,6 +236,36 @@ impl Claimer {
                 }
             }
         }
+    }
+
+    /// Claims at most `take` due tasks of `op` for a remote worker (within
+    /// the op's limit across the store), hands each to `hand_out` and
+    /// spawns its run. Nothing while claims are stopped (a drain).
+    pub(crate) async fn claim_for(
+        &self,
+        op: &str,
+        take: usize,
+        mut hand_out: impl FnMut(&Task),
+    ) -> Result<(), StoreError> {
+        if !self.state().claiming || self.runner.life.is_stopping() {
+            return Ok(());
+        }
+        let lease = Lease {
+            owner: self.settings.instance_id.clone(),
+            until: self.lease_until(),
+        };
+        let in_flight = InFlight::new(self);
+        let claimed = self
+            .runner
+            .store
+            .claim_some(op, self.limit(op), take, lease, self.runner.clock.now())
+            .await?;
+        for task in claimed {
+            hand_out(&task);
+            self.spawn_run(task);
+        }
+        drop(in_flight);
+        Ok(())
     }
 
     fn limit(&self, op: &str) -> usize {

@@ -22,6 +22,7 @@
 pub(crate) mod claimer;
 pub(crate) mod leases;
 pub(crate) mod peers;
+pub(crate) mod remote;
 pub(crate) mod retention;
 pub(crate) mod runner;
 pub(crate) mod runs;

@@ -53,7 +53,7 @@ impl Runner {
     ) -> Option<crate::Timestamp> {
         let task_id = task.task_id;
         let attempt_started = self.clock.now();
-        let Some(op) = self.ops.get(&task.op).cloned() else {
+        let Some(op) = self.ops.get(&task.op) else {
             // Claims only ask for registered ops; should the registry ever
             // disagree, the task must still end.
             let error = ErrorInfo::new(

@@ -112,7 +112,7 @@ impl Submitter {
         let configured = self.retries.get(op);
         let handler = self.ops.get(op);
         let idempotent = configured.map(|plan| plan.idempotent).unwrap_or(false)
-            || handler.is_some_and(|handler| handler.idempotent());
+            || handler.as_ref().is_some_and(|handler| handler.idempotent());
         let policy = policy
             .or_else(|| configured.map(|plan| plan.policy.clone()))
             .or_else(|| handler.and_then(|handler| handler.retry()))?;
@@ -136,7 +136,7 @@ impl Submitter {
         let Some(handler) = self.ops.get(op) else {
             return Err(SubmitError::UnknownOp {
                 name: op.to_owned(),
-                known: self.ops.names().into_iter().map(str::to_owned).collect(),
+                known: self.ops.names(),
             });
         };
         let params = handler.prepare(params)?;

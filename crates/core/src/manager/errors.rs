@@ -61,3 +61,50 @@ pub struct ShutdownReport {
     /// Runs that had not ended at the deadline (recovered at next start).
     pub unfinished: usize,
 }
+
+/// Why a remote worker's call was refused (`docs/WORKERS.md`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerCallError {
+    /// The instance does not know the session (it ended, was replaced, or
+    /// the server restarted): stop every task and register again.
+    #[error("unknown worker session: register again")]
+    SessionUnknown,
+    /// A live process already holds the worker id.
+    #[error("worker id {worker_id:?} is in use by a live worker")]
+    IdInUse {
+        /// The id.
+        worker_id: String,
+    },
+    /// A live worker serves the op with another declaration (or the server
+    /// runs an op of that name itself).
+    #[error("{message}")]
+    OpConflict {
+        /// The op.
+        op: String,
+        /// The declaration's fields that differ.
+        fields: Vec<String>,
+        /// What differs, in one line.
+        message: String,
+    },
+    /// The token may not serve this op.
+    #[error("this token may not serve op {op:?}")]
+    OpNotAllowed {
+        /// The op.
+        op: String,
+    },
+    /// A field the protocol refuses.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The server drains and takes no new workers.
+    #[error("the server is draining; register with another instance")]
+    Draining,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

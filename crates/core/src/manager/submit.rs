@@ -58,6 +58,10 @@ impl Manager {
         options.check(submitter.clock.now())?;
         // The caller's span (not this method's own) is what the run links to.
         let trace_parent = self.inner.config.task_tracing.capture();
+        if submitter.ops.get(op).is_none() && self.inner.remote.load().await? {
+            // A remote op declared on another instance since this one looked.
+            tracing::debug!(op, "loaded remote ops declared elsewhere");
+        }
         submitter.submit(op, params, options, trace_parent).await
     }
 }

@@ -123,6 +123,20 @@ impl<L: StoreLayer> Coordination for Layered<L> {
         self.inner.shared()
     }
 
+    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        self.inner.records(kind).await
+    }
+
+    async fn swap_record(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool> {
+        self.inner.swap_record(kind, key, expected, value).await
+    }
+
     fn signals(&self) -> Option<broadcast::Receiver<StoreSignal>> {
         self.inner.signals()
     }
@@ -140,14 +154,15 @@ impl<L: StoreLayer> Transitions for Layered<L> {
         self.through(StoreOperation::Start, call).await
     }
 
-    async fn claim(
+    async fn claim_some(
         &self,
         op: &str,
         limit: usize,
+        take: usize,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
-        let call = self.inner.claim(op, limit, lease, now);
+        let call = self.inner.claim_some(op, limit, take, lease, now);
         self.seen(StoreOperation::Claim, None, call, |claimed| {
             Answer::Claimed(claimed.as_ref().map_or(0, Vec::len))
         })

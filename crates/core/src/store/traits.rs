@@ -72,6 +72,22 @@ pub trait Coordination: Reads {
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<StoreSignal>> {
         None
     }
+
+    /// Every record of `kind` (JSON texts the engine keeps for every
+    /// instance on the store: remote ops' declarations, remote workers),
+    /// by key.
+    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>>;
+
+    /// Writes the record `kind`/`key` as `value` (`None`: deletes it) if it
+    /// is `expected` now (`None`: absent), in one atomic step; whether it
+    /// was (false: nothing written; read again and decide again).
+    async fn swap_record(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool>;
 }
 
 /// The state changes: each one atomic, checking the current state inside
@@ -101,6 +117,20 @@ pub trait Transitions: Send + Sync + 'static {
         &self,
         op: &str,
         limit: usize,
+        lease: Lease,
+        now: Timestamp,
+    ) -> Result<Vec<Task>> {
+        self.claim_some(op, limit, usize::MAX, lease, now).await
+    }
+
+    /// Like [`Store::claim`], starting at most `take` tasks (a caller with
+    /// that many free slots: a task is never running before something
+    /// runs it).
+    async fn claim_some(
+        &self,
+        op: &str,
+        limit: usize,
+        take: usize,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>>;
