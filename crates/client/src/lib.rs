@@ -39,6 +39,7 @@
 
 pub mod error;
 pub mod follow;
+pub mod worker;
 
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ use serde_json::Value;
 
 pub use error::{ClientError, Result, ServerError};
 pub use follow::{FollowMode, Follower};
+pub use tasktape_wire::worker as protocol;
 pub use tasktape_wire::{
     BulkCancelAnswer, BulkRetryAnswer, CancelAnswer, ErrorInfo, Event, EventBody, EventKind,
     EventsPage, Links, OpInfo, OpsList, RetryPolicy, ScheduleInfo, ScheduleList, ServerInfo,
@@ -56,9 +58,10 @@ pub use tasktape_wire::{
     TaskSummary, Timestamp,
 };
 pub use tasktape_wire::{Health, ListQuery, Ready, Submission};
+pub use worker::WorkerSignal;
 
 /// How long an ordinary call may take (long-polls get their wait on top).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

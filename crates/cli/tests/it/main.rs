@@ -24,3 +24,4 @@ mod support;
 mod tls;
 mod tokens;
 mod verbs;
+mod workers;

@@ -143,3 +143,95 @@ pub async fn concurrent_claims_never_exceed_the_limit_or_start_a_task_twice(h: H
     assert_eq!(counts.get(&Status::Pending).copied().unwrap_or(0), 25);
     assert_eq!(counts.get(&Status::Running).copied().unwrap_or(0), 0);
 }
+
+/// `claim_some` starts at most `take` tasks (oldest first), within the
+/// op's limit across the store.
+pub async fn claim_some_takes_at_most_what_it_asks(h: Harness) {
+    let store = &*h.store;
+    let ids = pending_tasks(store, "a", 5).await;
+    let first = store
+        .claim_some("a", 10, 2, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
+    let first: Vec<_> = first.iter().map(|task| task.task_id).collect();
+    assert_eq!(first, ids[..2], "the two oldest");
+    // The limit still counts every running task: 3 of 3 may run, 2 do.
+    let second = store
+        .claim_some("a", 3, 5, lease("owner-b"), Timestamp::now())
+        .await
+        .unwrap();
+    let second: Vec<_> = second.iter().map(|task| task.task_id).collect();
+    assert_eq!(second, ids[2..3], "one more, up to the limit");
+    assert!(
+        store
+            .claim_some("a", 10, 0, lease("owner-b"), Timestamp::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "take 0 starts nothing"
+    );
+    for id in &ids[3..] {
+        assert_status(store, *id, Status::Pending).await;
+    }
+}
+
+/// Records: a compare-and-swap by kind and key (absent is `None`), read
+/// back by kind in key order; a stale expectation writes nothing.
+pub async fn records_swap_only_over_what_was_expected(h: Harness) {
+    let store = &*h.store;
+    assert!(store.records("op").await.unwrap().is_empty());
+    assert!(
+        store
+            .swap_record("op", "b", None, Some("{\"v\":1}"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .swap_record("op", "b", None, Some("{\"v\":2}"))
+            .await
+            .unwrap(),
+        "present: None is stale"
+    );
+    assert!(store.swap_record("op", "a", None, Some("α")).await.unwrap());
+    assert!(
+        store
+            .swap_record("worker", "a", None, Some("w"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .swap_record("op", "b", Some("{\"v\":0}"), Some("x"))
+            .await
+            .unwrap(),
+        "stale value"
+    );
+    assert!(
+        store
+            .swap_record("op", "b", Some("{\"v\":1}"), Some("{\"v\":3}"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.records("op").await.unwrap(),
+        vec![
+            ("a".to_owned(), "α".to_owned()),
+            ("b".to_owned(), "{\"v\":3}".to_owned())
+        ]
+    );
+    assert!(!store.swap_record("op", "a", Some("β"), None).await.unwrap());
+    assert!(
+        store.swap_record("op", "a", Some("α"), None).await.unwrap(),
+        "deleted"
+    );
+    assert!(
+        store.swap_record("op", "a", None, None).await.unwrap(),
+        "absent, as expected"
+    );
+    assert_eq!(store.records("op").await.unwrap().len(), 1);
+    assert_eq!(
+        store.records("worker").await.unwrap(),
+        vec![("a".to_owned(), "w".to_owned())]
+    );
+}

@@ -97,6 +97,8 @@ macro_rules! __store_contract_checks {
             finish_racing_finish_has_one_winner,
             cancel_racing_success_leaves_one_final_matching_the_row,
             claim_starts_the_oldest_pending_tasks_up_to_the_limit,
+            claim_some_takes_at_most_what_it_asks,
+            records_swap_only_over_what_was_expected,
             concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
             reap_checks_the_lease_again,
             event_times_are_report_times_under_write_load,
