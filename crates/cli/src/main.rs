@@ -18,6 +18,7 @@ mod follow;
 mod remote;
 mod serve;
 mod verbs;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,8 @@ enum Command {
     Tasks(args::TasksCommand),
     /// List the ops the server runs
     Ops(args::OpsArgs),
+    /// Serve a config file's exec ops ([ops.NAME]) for a server elsewhere
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,10 @@ fn main() -> ExitCode {
             globals.apply(&mut args.remote, Some(&mut args.output));
             conflict(args.output.conflicting());
             verbs::run(verbs::Verb::Ops(args))
+        }
+        Command::Worker(mut args) => {
+            globals.apply(&mut args.remote, None);
+            worker::run(args)
         }
     }
 }

@@ -53,7 +53,7 @@ pub use manager::{
 };
 pub use model::{ErrorInfo, NewTask, Outcome, Status, Task, TaskId};
 pub use op::{FnOp, Op, OpError, OpRegistry, OpResult, ParamsError};
-pub use reporter::{ReportError, Reporter};
+pub use reporter::{EventSink, ReportError, Reporter};
 pub use store::{Store, StoreError};
 pub use tasktape_wire;
 pub use time::Timestamp;

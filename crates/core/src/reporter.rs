@@ -43,6 +43,28 @@ pub enum ReportError {
     },
 }
 
+/// Where a reporter's events go when not to a store: a remote worker's
+/// batcher (`tasktape worker` sends them to the server). Same contract as
+/// [`crate::store::Transitions::append_queued`]: queued in call order,
+/// outcomes recorded on `ack`.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync + 'static {
+    /// Queues `body` for `task_id`, reported at `at`.
+    async fn append_queued(
+        &self,
+        task_id: TaskId,
+        body: &EventBody,
+        at: Timestamp,
+        ack: Arc<AppendAck>,
+    ) -> Result<(), crate::store::StoreError>;
+}
+
+/// A reporter's destination.
+enum Sink {
+    Store(Arc<dyn Store>),
+    Other(Arc<dyn EventSink>),
+}
+
 /// The op's handle on its task: `progress`, `log`, `partial` and the cancel token.
 #[derive(Clone)]
 pub struct Reporter {
@@ -51,7 +73,7 @@ pub struct Reporter {
 
 struct Inner {
     task_id: TaskId,
-    store: Arc<dyn Store>,
+    sink: Sink,
     token: CancellationToken,
     /// Fires when the server begins shutting down (the token fires too).
     stopping: CancellationToken,
@@ -81,7 +103,20 @@ impl Reporter {
     /// testing an op on their own may too.
     pub fn new(store: Arc<dyn Store>, task_id: TaskId, token: CancellationToken) -> Self {
         Self::build(
-            store,
+            Sink::Store(store),
+            task_id,
+            token,
+            None,
+            &Life::default(),
+            u64::MAX,
+            TRANSIENT_RETRY,
+        )
+    }
+
+    /// A reporter writing to `sink` (a remote worker's; see [`EventSink`]).
+    pub fn with_sink(sink: Arc<dyn EventSink>, task_id: TaskId, token: CancellationToken) -> Self {
+        Self::build(
+            Sink::Other(sink),
             task_id,
             token,
             None,
@@ -104,7 +139,7 @@ impl Reporter {
     ) -> Self {
         let token = control.token().clone();
         Self::build(
-            store,
+            Sink::Store(store),
             task_id,
             token,
             Some((control, cap)),
@@ -115,7 +150,7 @@ impl Reporter {
     }
 
     fn build(
-        store: Arc<dyn Store>,
+        sink: Sink,
         task_id: TaskId,
         token: CancellationToken,
         run: Option<(Arc<RunControl>, u64)>,
@@ -126,7 +161,7 @@ impl Reporter {
         Reporter {
             inner: Arc::new(Inner {
                 task_id,
-                store,
+                sink,
                 token,
                 stopping: life.stopping.clone(),
                 hard_stop: life.hard_stop.clone(),
@@ -265,10 +300,11 @@ impl Reporter {
         let mut backoff = Duration::from_millis(10);
         let mut failing_since = None;
         loop {
-            let queued = inner
-                .store
-                .append_queued(inner.task_id, &body, at, Arc::clone(&inner.ack))
-                .await;
+            let ack = Arc::clone(&inner.ack);
+            let queued = match &inner.sink {
+                Sink::Store(store) => store.append_queued(inner.task_id, &body, at, ack).await,
+                Sink::Other(sink) => sink.append_queued(inner.task_id, &body, at, ack).await,
+            };
             match queued {
                 Err(error) if error.is_transient() => {
                     let since = *failing_since.get_or_insert_with(std::time::Instant::now);

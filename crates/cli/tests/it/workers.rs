@@ -733,3 +733,142 @@ async fn on_postgres_workers_on_two_instances_share_limits_and_hear_cancels() {
     let workers = b.client.workers().await.unwrap();
     assert_eq!(workers.len(), 2);
 }
+
+/// `tasktape worker` serves a local config's exec ops for a server
+/// elsewhere: progress and the result reach the tape; a cancel kills the
+/// program (its process group) within the grace; SIGTERM drains (the
+/// running task finishes) and the worker exits 0, listed as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasktape_worker_serves_exec_ops_remotely() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("server"), &[]);
+    let client = Client::new(&server.base, None).unwrap();
+    let pids = dir.path().join("pids");
+    std::fs::create_dir(&pids).unwrap();
+    let config = dir.path().join("ops.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cancel_grace_ms = 300
+[ops.count]
+description = "counts to n"
+command = ["sh", "-c", "echo $$ > {pids}/$$; i=0; while [ $i -lt {{n}} ]; do i=$((i+1)); echo '{{{{\"progress\": {{{{\"phase\": \"count\", \"current\": '$i', \"total\": {{n}}}}}}}}}}'; sleep 0.1; done; echo '{{{{\"result\": {{{{\"counted\": {{n}}}}}}}}}}'"]
+[ops.count.params.n]
+type = "integer"
+minimum = 1
+default = 3
+"#,
+            pids = pids.display()
+        ),
+    )
+    .unwrap();
+    let mut worker = crate::support::tasktape()
+        .args([
+            "worker",
+            "--url",
+            &server.base,
+            "--id",
+            "exec-worker",
+            "--config",
+        ])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let since = Instant::now();
+    while !client
+        .ops()
+        .await
+        .unwrap()
+        .iter()
+        .any(|op| op.name == "count")
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the worker registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let task = client
+        .submit(&Submission::new("count", json!({"n": 3})))
+        .await
+        .unwrap()
+        .task_id;
+    let row = wait_row(&client, task, Duration::from_secs(10), |row| {
+        row.status.is_terminal()
+    })
+    .await;
+    assert_eq!(row.status, Status::Succeeded, "{row:?}");
+    assert_eq!(row.result, Some(json!({"counted": 3})));
+    let kinds: Vec<String> = tape(&client, task)
+        .await
+        .iter()
+        .map(|event| event.body.kind().as_str().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["task_started", "progress", "progress", "progress", "final"]
+    );
+
+    // A cancel: the program is killed, the task ends cancelled.
+    let long = client
+        .submit(&Submission::new("count", json!({"n": 600})))
+        .await
+        .unwrap()
+        .task_id;
+    wait_row(&client, long, Duration::from_secs(10), |row| {
+        row.status == Status::Running
+    })
+    .await;
+    let pid = loop {
+        let found: Vec<_> = std::fs::read_dir(&pids).unwrap().collect();
+        if found.len() == 2 {
+            let names: Vec<String> = found
+                .into_iter()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect();
+            break names
+                .into_iter()
+                .map(|name| name.parse::<i32>().unwrap())
+                .max()
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    client.cancel(long).await.unwrap();
+    let row = wait_row(&client, long, Duration::from_secs(10), |row| {
+        row.status.is_terminal()
+    })
+    .await;
+    assert_eq!(row.status, Status::Cancelled);
+    let gone = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "the program {pid} was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // SIGTERM drains: the running task finishes, the worker exits 0.
+    let last = client
+        .submit(&Submission::new("count", json!({"n": 5})))
+        .await
+        .unwrap()
+        .task_id;
+    wait_row(&client, last, Duration::from_secs(10), |row| {
+        row.status == Status::Running
+    })
+    .await;
+    let exit = crate::support::terminate(
+        &mut worker,
+        Duration::from_secs(20),
+        "the worker drains and exits",
+    )
+    .await;
+    assert!(exit.success(), "{exit:?}");
+    let row = client.task(last).await.unwrap();
+    assert_eq!(row.status, Status::Succeeded, "{row:?}");
+    let workers = client.workers().await.unwrap();
+    assert_eq!(workers[0].state, WorkerState::Gone);
+}
