@@ -1,6 +1,6 @@
 // tasktape's dashboard: a task list with live progress, a task's detail
 // following its tape over SSE, a submit form built from the ops' params
-// schemas, and an activity chart. It reads only the public HTTP API (the
+// schemas, an activity chart, and the remote workers. It reads only the public HTTP API (the
 // same one curl, the CLI and dikw-core's client use); with a token it sends
 // `Authorization: Bearer` on every call, streams included (fetch, not
 // EventSource), and keeps the token in sessionStorage, never in a URL.
@@ -163,6 +163,7 @@ function route() {
   const match = path.match(/^\/tasks\/([^/]+)$/);
   if (match) view = detailPage(decodeURIComponent(match[1]));
   else if (path === "/submit") view = submitPage();
+  else if (path === "/workers") view = workersPage();
   else view = listPage();
   main.focus({ preventScroll: true });
 }
@@ -874,6 +875,65 @@ function submitPage() {
     drawFields();
   }).catch((error) => showError(error));
   return () => {};
+}
+
+// ---------------------------------------------------------------- workers
+
+const WORKERS_EVERY_MS = 2000;
+
+// Remote workers (GET /v1/workers): who serves which ops, how busy, when
+// last heard from; a live one can be asked to drain (admin token).
+function workersPage() {
+  const body = h("tbody");
+  const summary = h("p", { class: "muted", id: "workers-summary", role: "status" }, "Loading…");
+  const error = h("p", { class: "error", role: "alert" });
+  main.replaceChildren(
+    h("h1", {}, "Workers"),
+    summary,
+    error,
+    h("div", { class: "table-wrap" },
+      h("table", { id: "workers" },
+        h("thead", {}, h("tr", {},
+          h("th", { scope: "col" }, "Worker"),
+          h("th", { scope: "col" }, "State"),
+          h("th", { scope: "col" }, "Ops"),
+          h("th", { scope: "col" }, "Running"),
+          h("th", { scope: "col" }, "Host / pid"),
+          h("th", { scope: "col" }, "Version"),
+          h("th", { scope: "col" }, "Last heartbeat"),
+          h("th", { scope: "col" }, ""))),
+        body)));
+  const draw = (workers) => {
+    const live = workers.filter((worker) => worker.state !== "gone").length;
+    summary.textContent = workers.length
+      ? `${live} live or draining, ${workers.length - live} gone (seen in the last day)`
+      : "No remote worker has registered in the last day. Start one with `tasktape worker` or the Python package.";
+    body.replaceChildren(...workers.map((worker) => h("tr", { "data-worker": worker.worker_id },
+      h("td", {}, h("code", {}, worker.worker_id)),
+      h("td", {}, h("span", { class: `badge ${worker.state === "live" ? "running" : worker.state === "draining" ? "pending" : "cancelled"}`, "data-state": worker.state }, worker.state)),
+      h("td", {}, worker.ops.join(", ")),
+      h("td", { "data-running": worker.running }, `${worker.running} / ${worker.capacity}`),
+      h("td", {}, `${worker.host} / ${worker.pid}`),
+      h("td", {}, worker.version),
+      h("td", {}, when(worker.last_heartbeat)),
+      h("td", {}, worker.state === "live"
+        ? h("button", {
+          type: "button",
+          "data-drain": worker.worker_id,
+          onclick: async (event) => {
+            event.target.disabled = true;
+            try {
+              await api(`/v1/workers/${encodeURIComponent(worker.worker_id)}/drain`, { method: "POST" });
+              error.textContent = "";
+            } catch (failure) {
+              error.textContent = failure.message;
+              event.target.disabled = false;
+            }
+          },
+        }, "Drain")
+        : ""))));
+  };
+  return every(WORKERS_EVERY_MS, async () => draw((await api("/v1/workers")).workers));
 }
 
 // ---------------------------------------------------------------- start

@@ -1,6 +1,6 @@
 //! The web dashboard: an HTML page, a script and a stylesheet embedded at
 //! compile time (no Node in the build, no CDN, nothing leaves the page's
-//! origin), served at `/`, `/tasks/{id}` and `/submit` (the script routes
+//! origin), served at `/`, `/tasks/{id}`, `/submit` and `/workers` (the script routes
 //! by path). The assets need no token; every task datum the page shows it
 //! reads through the public API with the token, like any other client.
 

@@ -54,7 +54,7 @@ const ADMIN: Access = Access::Token(Scope::Admin);
 const WORKER: Access = Access::Token(Scope::Worker);
 
 /// Every route the server serves.
-pub(crate) const TABLE: [Route; 34] = [
+pub(crate) const TABLE: [Route; 35] = [
     route("GET", "/v1/healthz", Access::Probe, || get(api::healthz)),
     route("GET", "/v1/readyz", Access::Probe, || get(api::readyz)),
     route("GET", "/v1/info", READ, || get(api::info)),
@@ -109,6 +109,7 @@ pub(crate) const TABLE: [Route; 34] = [
     route("GET", "/openapi.json", Access::Open, || get(openapi::serve)),
     route("GET", "/", Access::Page, || get(dashboard::page)),
     route("GET", "/submit", Access::Page, || get(dashboard::page)),
+    route("GET", "/workers", Access::Page, || get(dashboard::page)),
     route("GET", "/tasks/{task_id}", Access::Page, || {
         get(dashboard::page)
     }),

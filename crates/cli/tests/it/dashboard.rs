@@ -643,3 +643,101 @@ secret = true
     browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
+
+/// The Workers page lists remote workers live (state, ops, running tasks)
+/// and its Drain button pushes `drain` to a live worker's signal stream;
+/// it fits 400 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_lists_workers_live_and_drains_one() {
+    use futures::StreamExt as _;
+    use tasktape_client::protocol::{ClaimRequest, Registration, WorkerOp};
+    use tasktape_client::{Client, Submission, WorkerSignal};
+
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    let client = Client::new(&server.base, None).unwrap();
+    let registration = |id: &str| Registration {
+        worker_id: id.to_owned(),
+        host: "gpu-box".to_owned(),
+        pid: 4242,
+        version: "test 1".to_owned(),
+        capacity: 4,
+        ops: vec![WorkerOp {
+            name: "render".to_owned(),
+            description: "renders".to_owned(),
+            params_schema: json!({"type": "object"}),
+            concurrency: None,
+            retry: None,
+            idempotent: false,
+            timeout_ms: None,
+        }],
+    };
+    let session = client
+        .register_worker(&registration("render-1"))
+        .await
+        .unwrap()
+        .session;
+    let gone = client
+        .register_worker(&registration("render-0"))
+        .await
+        .unwrap()
+        .session;
+    client.deregister(&gone).await.unwrap();
+    let mut signals = Box::pin(client.worker_signals(&session).await.unwrap());
+    assert_eq!(signals.next().await.unwrap().unwrap(), WorkerSignal::Ready);
+
+    let browser = Browser::start().await;
+    browser.resize(400, 800).await;
+    browser.goto(&format!("{}/workers", server.base)).await;
+    browser
+        .wait_for(
+            "const row = document.querySelector('tr[data-worker=\"render-1\"] [data-state]'); return row && row.dataset.state === 'live';",
+            "the live worker listed",
+        )
+        .await;
+    let gone_state = browser
+        .eval("return document.querySelector('tr[data-worker=\"render-0\"] [data-state]').dataset.state;")
+        .await;
+    assert_eq!(gone_state, json!("gone"));
+    // A claimed task shows as running, without a reload.
+    client
+        .submit(&Submission::new("render", json!({})))
+        .await
+        .unwrap();
+    let claimed = client
+        .claim(&ClaimRequest {
+            session: session.clone(),
+            max: 1,
+            ops: [("render".to_owned(), 1)].into_iter().collect(),
+            wait_ms: 5000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    browser
+        .wait_for(
+            "const cell = document.querySelector('tr[data-worker=\"render-1\"] [data-running]'); return cell && cell.dataset.running === '1';",
+            "one running task shown",
+        )
+        .await;
+    let wide = browser
+        .eval("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(wide, json!(true), "the page fits 400 px");
+    browser.screenshot(&screenshots().join("workers.png")).await;
+    browser.click("button[data-drain=\"render-1\"]").await;
+    let signal = tokio::time::timeout(Duration::from_secs(5), signals.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(signal, WorkerSignal::Drain);
+    browser
+        .wait_for(
+            "const row = document.querySelector('tr[data-worker=\"render-1\"] [data-state]'); return row && row.dataset.state === 'draining';",
+            "the worker shown draining",
+        )
+        .await;
+    browser.assert_no_console_errors(&[]).await;
+    browser.close().await;
+}
