@@ -64,7 +64,7 @@ fn serve(extra: &str) -> Server {
         .arg(dir.path())
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "warn,tasktape_server=info")
+        .env("RUST_LOG", "warn,tasktape=info")
         .env("NO_COLOR", "1")
         .env_remove("TASKTAPE_STORE")
         .stdout(Stdio::null())

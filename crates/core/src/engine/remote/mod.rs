@@ -91,6 +91,8 @@ struct Session {
     stream: Option<(u64, mpsc::UnboundedSender<Signal>)>,
     /// Wakes its claim when work may wait (or it must answer at once).
     wake: Arc<Notify>,
+    /// Whether its claim is parked, waiting for work.
+    waiting: bool,
     /// Last heartbeat, by the engine's clock.
     last_heartbeat: Timestamp,
 }
@@ -114,6 +116,8 @@ struct State {
     runs: HashMap<TaskId, Run>,
     draining: bool,
     streams: u64,
+    /// Turns the kicks take among waiting claims.
+    kicks: usize,
 }
 
 /// Remote workers' sessions on this instance.
@@ -162,12 +166,24 @@ impl Remote {
         millis(self.settings.lease_ttl)
     }
 
-    /// Wakes the claims of every session serving `op` (work may wait).
+    /// Wakes one parked claim of a session serving `op` (work may wait),
+    /// taking turns among them.
     pub(crate) fn kick(&self, op: &str) {
-        for session in self.state().sessions.values() {
-            if session.caps.contains_key(op) {
-                session.wake.notify_one();
-            }
+        let mut state = self.state();
+        let waiting: Vec<&String> = state
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.waiting && session.caps.contains_key(op))
+            .map(|(id, _)| id)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let chosen = waiting[state.kicks % waiting.len()].clone();
+        state.kicks = state.kicks.wrapping_add(1);
+        if let Some(session) = state.sessions.get_mut(&chosen) {
+            session.waiting = false;
+            session.wake.notify_one();
         }
     }
 

@@ -223,6 +223,7 @@ impl Remote {
                     caps,
                     stream: None,
                     wake: Arc::new(Notify::new()),
+                    waiting: false,
                     last_heartbeat: now,
                 },
             );
@@ -312,30 +313,37 @@ impl Remote {
 
     /// A claim: waits up to `wait_ms` for due tasks of the session's ops,
     /// takes at most what it asks (and has room for), and hands them out.
+    /// While parked it is woken by a kick of one of its ops (one waiting
+    /// claim per kick, so a submit wakes one worker, not all); a claim that
+    /// took all it asked of an op passes the kick on (more may wait).
     pub(crate) async fn claim(
         &self,
         request: ClaimRequest,
     ) -> Result<Vec<Assignment>, WorkerCallError> {
+        /// However the claim ends (its caller gone too), it no longer waits.
+        struct Parked<'a>(&'a Remote, &'a str);
+        impl Drop for Parked<'_> {
+            fn drop(&mut self) {
+                self.0.not_waiting(self.1);
+            }
+        }
+        let _parked = Parked(self, &request.session);
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(request.wait_ms);
         loop {
-            let (wake, wants) = {
+            let (wake, wants, server_drains) = {
                 let mut state = self.state();
-                let stopping = state.draining || self.life.is_stopping();
-                let mut running: BTreeMap<&str, u32> = BTreeMap::new();
+                let server_drains = state.draining || self.life.is_stopping();
+                let mut running: BTreeMap<String, u32> = BTreeMap::new();
                 let mut total = 0u32;
                 for run in state
                     .runs
                     .values()
                     .filter(|run| run.session == request.session)
                 {
-                    *running.entry(run.op.as_str()).or_default() += 1;
+                    *running.entry(run.op.clone()).or_default() += 1;
                     total += 1;
                 }
-                let running: BTreeMap<String, u32> = running
-                    .into_iter()
-                    .map(|(op, count)| (op.to_owned(), count))
-                    .collect();
                 let session = Self::session_mut(&mut state, &request.session)?;
                 if let Some(op) = request
                     .ops
@@ -347,37 +355,56 @@ impl Remote {
                         message: format!("op {op:?} is not one this worker registered"),
                     });
                 }
-                if stopping || session.record.state != WorkerState::Live {
+                if session.record.state != WorkerState::Live {
                     return Ok(Vec::new());
                 }
+                // What the worker says is free, and what the server counts.
                 let mut room = request
                     .max
-                    .min(session.record.capacity)
-                    .saturating_sub(total);
+                    .min(session.record.capacity.saturating_sub(total));
                 let mut wants = Vec::new();
-                for (op, &asked) in &request.ops {
-                    let cap = session.caps.get(op).copied().flatten().unwrap_or(u32::MAX);
-                    let free = cap.saturating_sub(running.get(op).copied().unwrap_or(0));
-                    let take = asked.min(free).min(room);
-                    if take > 0 {
-                        room -= take;
-                        wants.push((op.clone(), take as usize));
+                if !server_drains {
+                    for (op, &asked) in &request.ops {
+                        let cap = session.caps.get(op).copied().flatten().unwrap_or(u32::MAX);
+                        let free = cap.saturating_sub(running.get(op).copied().unwrap_or(0));
+                        let take = asked.min(free).min(room);
+                        if take > 0 {
+                            room -= take;
+                            wants.push((op.clone(), take as usize));
+                        }
                     }
                 }
-                (Arc::clone(&session.wake), wants)
+                // Waiting from before the store is asked: a kick meanwhile
+                // leaves a permit, so the wait below returns at once.
+                session.waiting = true;
+                (Arc::clone(&session.wake), wants, server_drains)
             };
             let mut assignments = Vec::new();
             for (op, take) in wants {
-                assignments.extend(self.claim_op(&request.session, &op, take).await?);
+                let got = self.claim_op(&request.session, &op, take).await?;
+                if got.len() == take {
+                    // It may have left more behind: wake another claim.
+                    self.kick(&op);
+                }
+                assignments.extend(got);
             }
             if !assignments.is_empty() {
                 return Ok(assignments);
             }
+            // A draining server has nothing to hand out: the claim waits its
+            // time (a worker's loop does not spin) unless the worker drains.
+            let _ = server_drains;
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 () = self.life.stopping.cancelled() => return Ok(Vec::new()),
             }
+        }
+    }
+
+    fn not_waiting(&self, session: &str) {
+        if let Some(session) = self.state().sessions.get_mut(session) {
+            session.waiting = false;
         }
     }
 
@@ -494,7 +521,12 @@ impl Remote {
                 }
                 Pending::Look(task_id) => match self.store.get(task_id).await? {
                     None => ItemAnswer::stop(task_id, "unknown_task", "no task has this id"),
-                    Some(_) => ended(task_id),
+                    Some(task) if task.status.is_terminal() => ended(task_id),
+                    Some(_) => ItemAnswer::stop(
+                        task_id,
+                        "lease_lost",
+                        "this worker does not hold the task; stop it",
+                    ),
                 },
             });
         }
