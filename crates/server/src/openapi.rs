@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod jobs;
+mod shape;
 mod workers;
 
 use axum::Json;
@@ -132,9 +133,15 @@ enum OpenErrors {
     Unavailable(ErrorEnvelope),
 }
 
+/// The description as served: derived, then shaped for generators
+/// (`shape.rs`).
+pub(crate) fn document() -> serde_json::Value {
+    shape::shape(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
+}
+
 /// `GET /openapi.json`.
 pub(crate) async fn serve() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(document())
 }
 
 #[utoipa::path(

@@ -71,14 +71,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn info(State(state): State<AppState>) -> Json<ServerInfo> {
-    let mut extra = serde_json::Map::new();
-    extra.insert("engine".into(), json!("tasktape"));
     Json(ServerInfo {
         tasktape_version: env!("CARGO_PKG_VERSION").to_owned(),
         engine_version: state.config().compat_engine_version.clone(),
         storage_backend: state.manager().backend().to_owned(),
         auth_required: state.config().token.is_some() || !state.config().tokens.is_empty(),
-        extra,
+        engine: "tasktape".to_owned(),
+        extra: serde_json::Map::new(),
     })
 }
 

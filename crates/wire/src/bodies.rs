@@ -206,6 +206,9 @@ pub struct ServerInfo {
     pub storage_backend: String,
     /// Whether requests need a token.
     pub auth_required: bool,
+    /// The engine's name (`tasktape`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
     /// Everything else the server says.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,

@@ -11,6 +11,7 @@ mod disk;
 mod drain;
 mod exec;
 mod fuzz;
+mod generated;
 mod ids;
 mod jobs;
 mod jobs_pg;
