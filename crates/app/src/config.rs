@@ -190,12 +190,29 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
     };
     // An empty value (e.g. `TASKTAPE_TOKEN=`) is no value.
     let token = file.token.filter(|token| !token.is_empty());
+    // A token a client could never present (the server trims what it is
+    // sent; headers carry no control characters) would refuse everyone.
+    let presentable = |token: &str| token.bytes().all(|byte| (0x21..=0x7e).contains(&byte));
+    if let Some(token) = &token
+        && !presentable(token)
+    {
+        return bail(
+            "token: must be printable ASCII without spaces (a blank or spaced token would refuse every client)"
+                .to_owned(),
+        );
+    }
     let mut names = std::collections::HashSet::new();
     for named in &file.tokens {
         if named.name.is_empty() || named.token.is_empty() {
             return bail(
                 "tokens: every [[tokens]] entry needs a non-empty name and token".to_owned(),
             );
+        }
+        if !presentable(&named.token) {
+            return bail(format!(
+                "tokens: the token of {:?} must be printable ASCII without spaces",
+                named.name
+            ));
         }
         if !names.insert(named.name.as_str()) {
             return bail(format!(

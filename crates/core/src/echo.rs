@@ -116,12 +116,17 @@ fn integer(value: &Value, field: &str) -> Result<i64, ParamsError> {
             if let Some(int) = number.as_i64() {
                 Ok(int)
             } else if let Some(float) = number.as_f64() {
-                if float.fract() == 0.0 && float.abs() < 9.0e15 {
-                    Ok(float as i64)
-                } else {
+                if float.fract() != 0.0 {
                     Err(bad(
                         "int_from_float",
                         "input should be a valid integer, got a number with a fractional part",
+                    ))
+                } else if float.abs() < 9.0e15 {
+                    Ok(float as i64)
+                } else {
+                    Err(bad(
+                        "int_parsing_size",
+                        "input should be a valid integer, the number is too large",
                     ))
                 }
             } else {
@@ -190,6 +195,12 @@ mod tests {
         );
         let error = echo.prepare(json!({"delay_ms":-1})).unwrap_err();
         assert_eq!(error.field, "delay_ms");
+        // A huge whole number is too large, not "fractional".
+        let error = echo.prepare(json!({"count": 1e23})).unwrap_err();
+        assert_eq!(error.kind, "int_parsing_size");
+        assert!(error.message.contains("too large"), "{}", error.message);
+        let error = echo.prepare(json!({"count": 2.5})).unwrap_err();
+        assert_eq!(error.kind, "int_from_float");
         let error = echo.prepare(json!({"count":null})).unwrap_err();
         assert_eq!(error.kind, "int_type");
         assert_eq!(

@@ -367,6 +367,11 @@ impl Checker<'_> {
                     && float.abs() < 9.0e15
                 {
                     Ok(float as i64)
+                } else if number.as_f64().is_some_and(|float| float.fract() == 0.0) {
+                    Err(self.bad(
+                        "int_parsing_size",
+                        "input should be a valid integer, the number is too large",
+                    ))
                 } else {
                     Err(self.bad(
                         "int_from_float",

@@ -115,9 +115,9 @@ pub(crate) async fn require_token(state: &AppState, mut request: Request, next: 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
+            // The scheme is case-insensitive (RFC 9110, 11.1).
+            let (scheme, token) = value.split_at_checked(7)?;
+            scheme.eq_ignore_ascii_case("bearer ").then_some(token)
         })
         .map(str::trim);
     let Some(presented) = presented else {

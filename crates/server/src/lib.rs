@@ -19,6 +19,7 @@ mod origin;
 mod params;
 mod routes;
 mod stream;
+mod strict_json;
 mod table;
 pub use table::{reserved_op_names, routes};
 
@@ -61,6 +62,9 @@ pub struct ServerConfig {
     /// Whether the server listens on a loopback address (then `Host` must
     /// be a loopback name or listed). [`serve`] sets it from its listener.
     pub loopback: bool,
+    /// The port the server listens on ([`serve`] sets it): a loopback
+    /// `Host` naming another port is refused like a foreign name.
+    pub port: Option<u16>,
     /// How long a client may take to send a request's headers; a keep-alive
     /// connection with no next request for as long is closed too.
     pub header_read_timeout: Duration,
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             compat_engine_version: None,
             loopback: false,
+            port: None,
             header_read_timeout: Duration::from_secs(30),
             max_connections: 20_000,
             tls: None,
@@ -283,6 +288,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut config = config;
     config.loopback = listener.local_addr()?.ip().is_loopback();
+    config.port = Some(listener.local_addr()?.port());
     // Fired when the drain ends: ends long-polls and streams, and the listener.
     let shutdown = CancellationToken::new();
     let limits = listen::Limits {

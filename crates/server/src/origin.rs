@@ -43,9 +43,16 @@ pub(crate) fn verdict(
         ));
     }
     if let Some(origin) = origin.as_deref() {
-        let same = host.as_deref().is_some_and(|host| {
-            origin_authority(origin).is_some_and(|authority| same_authority(&authority, host))
-        });
+        // Same scheme (this server's own), same host and port.
+        let scheme = if config.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
+        let same = origin.starts_with(scheme)
+            && host.as_deref().is_some_and(|host| {
+                origin_authority(origin).is_some_and(|authority| same_authority(&authority, host))
+            });
         if !listed && !same {
             return Err(forbidden(format!(
                 "requests from origin {origin} are refused: it is not this server's origin; list it in allowed_origins to allow it"
@@ -134,8 +141,13 @@ fn split_host(authority: &str) -> (&str, Option<&str>) {
 }
 
 fn host_allowed(config: &crate::ServerConfig, host: &str) -> bool {
-    let (name, _) = split_host(host);
-    if config.loopback && matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+    let (name, port) = split_host(host);
+    // A loopback name with another port is another server's.
+    let our_port = match (port, config.port) {
+        (Some(port), Some(ours)) => port.parse::<u16>().ok() == Some(ours),
+        _ => true,
+    };
+    if config.loopback && our_port && matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
         return true;
     }
     config
@@ -164,5 +176,45 @@ mod tests {
         assert!(!same_authority("evil.test:8765", "localhost:8765"));
         assert!(same_authority("x.test:80", "x.test"));
         assert_eq!(split_host("[::1]:9"), ("[::1]", Some("9")));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_origin_s_scheme_and_the_host_s_port_count() {
+        let config = crate::ServerConfig {
+            loopback: true,
+            port: Some(8765),
+            ..crate::ServerConfig::default()
+        };
+        let uri: axum::http::Uri = "/v1/tasks".parse().unwrap();
+        let ok = |pairs: &[(&'static str, &str)]| verdict(&config, &headers(pairs), &uri).is_ok();
+        assert!(ok(&[("host", "localhost:8765")]));
+        assert!(
+            ok(&[("host", "localhost")]),
+            "no port: the default route to us"
+        );
+        assert!(!ok(&[("host", "localhost:9999")]), "another port");
+        assert!(ok(&[
+            ("host", "localhost:8765"),
+            ("origin", "http://localhost:8765")
+        ]));
+        assert!(
+            !ok(&[
+                ("host", "localhost:8765"),
+                ("origin", "https://localhost:8765")
+            ]),
+            "https is another origin than this http server"
+        );
+        let status = verdict(&config, &headers(&[("host", "127.0.0.1:1")]), &uri)
+            .unwrap_err()
+            .status();
+        assert_eq!(status.as_u16(), 421);
     }
 }

@@ -124,7 +124,7 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError>
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).map_err(ApiError::invalid_json)
+    crate::strict_json::from_slice(&bytes).map_err(ApiError::invalid_json)
 }
 
 /// The one path parameter of a route (a task id or an op name). A segment

@@ -185,6 +185,11 @@ default = "fast"
             "width",
             "int_from_float",
         ),
+        (
+            json!({"src": "/x", "width": 1e23}),
+            "width",
+            "int_parsing_size",
+        ),
         (json!({"src": "/x", "mode": "slow"}), "mode", "enum"),
         (
             json!({"src": "/x", "colour": "red"}),

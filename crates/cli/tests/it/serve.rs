@@ -46,6 +46,31 @@ fn refuses_a_public_address_without_a_token() {
 }
 
 #[test]
+fn a_blank_or_spaced_token_is_refused_at_start() {
+    for token in ["   ", "two words", "tab\there"] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = tasktape()
+            .args([
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--token",
+                token,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{token:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("printable ASCII without spaces"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_config_file_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasktape.toml");

@@ -443,6 +443,41 @@ async fn a_token_guards_everything_but_the_probes() {
         )
         .await;
     assert_eq!(ok.json()["auth_required"], true);
+    // The scheme is case-insensitive; the token is not.
+    for scheme in ["BEARER", "BeArEr", "bearer"] {
+        let ok = app
+            .call(
+                "GET",
+                "/v1/info",
+                None,
+                &[("Authorization", &format!("{scheme} s3cret"))],
+            )
+            .await;
+        assert_eq!(ok.status.as_u16(), 200, "{scheme}");
+    }
+    app.call(
+        "GET",
+        "/v1/info",
+        None,
+        &[("Authorization", "Bearer S3CRET")],
+    )
+    .await
+    .error(401, "unauthorized");
+    // A key given twice in a body is refused, naming it (never last-wins).
+    let twice = app
+        .call(
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"op":"echo","op":"sleep"}"#),
+            &[("Authorization", "Bearer s3cret")],
+        )
+        .await;
+    twice.error(400, "invalid_json");
+    assert!(
+        twice.text.contains(r#"key \"op\" is given twice"#),
+        "{}",
+        twice.text
+    );
     // An unknown route behind auth is still an envelope (401 first, never a bare 404).
     app.get("/v1/no-such-route")
         .await
