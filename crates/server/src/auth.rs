@@ -120,13 +120,27 @@ pub(crate) async fn require_token(state: &AppState, mut request: Request, next: 
             scheme.eq_ignore_ascii_case("bearer ").then_some(token)
         })
         .map(str::trim);
+    let peer = request.extensions().get::<crate::refusals::Peer>().copied();
+    let refuse = |error: ApiError, token: Option<&str>| {
+        state.refusals().refused(
+            peer,
+            token,
+            request.method(),
+            path,
+            error.status(),
+            error.message(),
+        );
+        error.into_response()
+    };
     let Some(presented) = presented else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing bearer token: send Authorization: Bearer <token>",
-        )
-        .into_response();
+        return refuse(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing bearer token: send Authorization: Bearer <token>",
+            ),
+            None,
+        );
     };
     // Every token is compared (no early exit reveals which one matched).
     let mut found: Option<(&str, Scope, Option<&Vec<String>>)> = None;
@@ -141,32 +155,30 @@ pub(crate) async fn require_token(state: &AppState, mut request: Request, next: 
         }
     }
     let Some((name, scope, ops)) = found else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "invalid bearer token",
-        )
-        .into_response();
+        return refuse(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid bearer token",
+            ),
+            None,
+        );
     };
     if !scope.allows(need) {
-        tracing::info!(
-            token = %name,
-            method = %request.method(),
-            %path,
-            "audit: refused, outside the token's scope"
+        return refuse(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {name:?} has scope {}; {} {path} needs {}",
+                    scope.as_str(),
+                    request.method(),
+                    need.as_str()
+                ),
+            )
+            .with_detail(serde_json::json!({"scope": scope.as_str(), "needed": need.as_str()})),
+            Some(name),
         );
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token {name:?} has scope {}; {} {path} needs {}",
-                scope.as_str(),
-                request.method(),
-                need.as_str()
-            ),
-        )
-        .with_detail(serde_json::json!({"scope": scope.as_str(), "needed": need.as_str()}))
-        .into_response();
     }
     let ops = ops.cloned();
     request

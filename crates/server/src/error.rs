@@ -76,6 +76,11 @@ impl ApiError {
         )
     }
 
+    /// The one-line message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -17,6 +17,7 @@ mod observe;
 mod openapi;
 mod origin;
 mod params;
+mod refusals;
 mod routes;
 mod stream;
 mod strict_json;
@@ -103,6 +104,7 @@ pub struct AppState {
 
 struct StateInner {
     metrics: observe::ServerMetrics,
+    refusals: refusals::RefusalLog,
     manager: Manager,
     config: ServerConfig,
     shutdown: CancellationToken,
@@ -116,12 +118,17 @@ impl AppState {
         AppState {
             inner: Arc::new(StateInner {
                 metrics: observe::ServerMetrics::default(),
+                refusals: refusals::RefusalLog::default(),
                 manager,
                 config,
                 shutdown,
                 ready: tokio::sync::Mutex::new(None),
             }),
         }
+    }
+
+    pub(crate) fn refusals(&self) -> &refusals::RefusalLog {
+        &self.inner.refusals
     }
 
     pub(crate) fn manager(&self) -> &Manager {
@@ -211,11 +218,22 @@ async fn gate(
             .headers()
             .contains_key(axum::http::header::TRANSFER_ENCODING);
     let refused = |response: Response| close_if(has_body, response);
-    if let Err(error) = origin::verdict(state.config(), request.headers(), request.uri()) {
-        return refused(error.into_response());
-    }
     let route = observe::route(&request);
     let started = std::time::Instant::now();
+    if let Err(error) = origin::verdict(state.config(), request.headers(), request.uri()) {
+        let why = error.message().to_owned();
+        let response = error.into_response();
+        observe::count(&state, &route, &response, started);
+        state.refusals().refused(
+            request.extensions().get::<refusals::Peer>().copied(),
+            None,
+            request.method(),
+            request.uri().path(),
+            response.status(),
+            &why,
+        );
+        return refused(response);
+    }
     let response = auth::require_token(&state, request, next).await;
     observe::count(&state, &route, &response, started);
     match response.status() {

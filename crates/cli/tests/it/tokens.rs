@@ -228,3 +228,111 @@ async fn a_post_refused_before_its_body_says_the_connection_closes() {
     assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     assert!(answer.contains("unauthorized"), "{answer}");
 }
+
+/// Refused changes are on the record: a POST refused 401 (no token, a
+/// wrong one), 403 (a foreign `Origin`) or 421 (a foreign `Host`) logs one
+/// `audit: refused` line with the peer, method, path, status and why, at
+/// most 20 a minute per peer (the rest counted, then said); every refusal
+/// is counted in `tasktape_http_requests_total` with its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_changes_are_logged_per_peer_within_a_rate_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasktape.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let mut server = serve(dir.path(), &["--config", path.to_str().unwrap()]);
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    let post = |headers: &[(&str, &str)]| {
+        let mut request = client.post(format!("{base}/v1/echo")).body("{}");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    assert_eq!(post(&[]).await.unwrap().status(), 401);
+    assert_eq!(
+        post(&[("authorization", "Bearer guess-1")])
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let origin = post(&[
+        ("authorization", "Bearer root-secret-0"),
+        ("origin", "http://evil.test"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(origin.status(), 403);
+    let host = post(&[
+        ("authorization", "Bearer root-secret-0"),
+        ("host", &format!("rebound.test:{port}")),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(host.status(), 421);
+    // A flood of guesses: 30 more from the same peer.
+    for n in 0..30 {
+        let guess = format!("Bearer guess-{n}");
+        assert_eq!(
+            post(&[("authorization", &guess)]).await.unwrap().status(),
+            401
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = server.log_lines();
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("audit: refused"))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        20,
+        "20 lines a minute for one peer: {refused:#?}"
+    );
+    for (status, why) in [
+        ("401", "missing bearer token"),
+        ("401", "invalid bearer token"),
+        ("403", "evil.test"),
+        ("421", "rebound.test"),
+    ] {
+        assert!(
+            refused
+                .iter()
+                .any(|line| line.contains(&format!("status={status}"))
+                    && line.contains(why)
+                    && line.contains("peer=127.0.0.1")),
+            "{status} {why}: {refused:#?}"
+        );
+    }
+    for line in &lines {
+        assert!(
+            !line.contains("guess-") && !line.contains("secret-"),
+            "a token in the log: {line}"
+        );
+    }
+    // Counted, every one, with its status.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth("root-secret-0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |status: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("tasktape_http_requests_total")
+                    && line.contains(&format!("status=\"{status}\""))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(count("401"), 32.0, "{metrics}");
+    assert_eq!(count("403"), 1.0, "{metrics}");
+    assert_eq!(count("421"), 1.0, "{metrics}");
+}
