@@ -171,7 +171,9 @@ impl Reporter {
                 full: AtomicBool::new(false),
                 ack: Arc::new(AppendAck::default()),
                 closed: AtomicBool::new(false),
-                last_ts: tokio::sync::Mutex::new(i64::MIN),
+                // Never before the reporter was made (after its run's start
+                // was written): a remote worker's clock may lag.
+                last_ts: tokio::sync::Mutex::new(Timestamp::now().as_millis()),
                 retry_for,
             }),
         }

@@ -141,13 +141,11 @@ fn split_host(authority: &str) -> (&str, Option<&str>) {
 }
 
 fn host_allowed(config: &crate::ServerConfig, host: &str) -> bool {
-    let (name, port) = split_host(host);
-    // A loopback name with another port is another server's.
-    let our_port = match (port, config.port) {
-        (Some(port), Some(ours)) => port.parse::<u16>().ok() == Some(ours),
-        _ => true,
-    };
-    if config.loopback && our_port && matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
+    // The port is not compared with the one listened on: an SSH tunnel
+    // (`ssh -L 9000:localhost:8765`) or a local proxy brings requests for
+    // `localhost:9000`; the name is what DNS rebinding changes.
+    let (name, _) = split_host(host);
+    if config.loopback && matches!(name, "localhost" | "127.0.0.1" | "[::1]") {
         return true;
     }
     config
@@ -187,10 +185,9 @@ mod tests {
     }
 
     #[test]
-    fn the_origin_s_scheme_and_the_host_s_port_count() {
+    fn the_origin_s_scheme_and_port_count_and_the_host_s_name() {
         let config = crate::ServerConfig {
             loopback: true,
-            port: Some(8765),
             ..crate::ServerConfig::default()
         };
         let uri: axum::http::Uri = "/v1/tasks".parse().unwrap();
@@ -200,7 +197,17 @@ mod tests {
             ok(&[("host", "localhost")]),
             "no port: the default route to us"
         );
-        assert!(!ok(&[("host", "localhost:9999")]), "another port");
+        assert!(
+            ok(&[("host", "localhost:9000")]),
+            "a tunnel's or a proxy's port"
+        );
+        assert!(
+            !ok(&[
+                ("host", "localhost:9000"),
+                ("origin", "http://localhost:8765")
+            ]),
+            "the origin's port is compared with the Host's"
+        );
         assert!(ok(&[
             ("host", "localhost:8765"),
             ("origin", "http://localhost:8765")
@@ -212,7 +219,7 @@ mod tests {
             ]),
             "https is another origin than this http server"
         );
-        let status = verdict(&config, &headers(&[("host", "127.0.0.1:1")]), &uri)
+        let status = verdict(&config, &headers(&[("host", "rebound.test:8765")]), &uri)
             .unwrap_err()
             .status();
         assert_eq!(status.as_u16(), 421);

@@ -27,7 +27,23 @@ use crate::params::{Body, BodyType, Segment, query_map, refused};
 
 impl BodyType for Registration {
     fn from_value(body: Value) -> Result<Self, FieldError> {
-        Registration::from_value(body)
+        let registration = Registration::from_value(body)?;
+        let reserved = crate::table::reserved_op_names();
+        for (i, op) in registration.ops.iter().enumerate() {
+            if reserved.contains(&op.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("ops[{i}].name"),
+                    "value_error",
+                    format!(
+                        "{:?} is the name of a server route (/v1/{}); reserved: {}",
+                        op.name,
+                        op.name,
+                        reserved.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(registration)
     }
 }
 

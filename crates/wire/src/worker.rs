@@ -34,8 +34,12 @@ pub fn from_value<T: DeserializeOwned>(body: Value) -> Result<T, FieldError> {
     }
     serde_path_to_error::deserialize(body).map_err(|error| {
         let path = error.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
         let message = error.into_inner().to_string();
+        let mut field = if path == "." { "body".to_owned() } else { path };
+        // An event's body is told apart by its `type`: name it.
+        if message.starts_with("unknown variant") || message.starts_with("missing field `type`") {
+            field.push_str(".type");
+        }
         let kind = if message.starts_with("missing field") {
             "missing"
         } else {
@@ -393,6 +397,22 @@ pub struct ReportRequest {
 impl ReportRequest {
     /// Reads and checks a whole report before anything is written.
     pub fn from_value(body: Value) -> Result<Self, FieldError> {
+        // A finish says what ended the run: `{"result": …}` (null is a
+        // result) or `{"error": …}`; one with neither is a mistake.
+        if let Some(items) = body.get("items").and_then(Value::as_array) {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(finish) = item.get("finish").and_then(Value::as_object)
+                    && !finish.contains_key("result")
+                    && !finish.contains_key("error")
+                {
+                    return Err(FieldError::new(
+                        format!("items[{i}].finish"),
+                        "missing",
+                        "must hold a result or an error",
+                    ));
+                }
+            }
+        }
         let report: ReportRequest = from_value(body)?;
         if report.items.len() > MAX_BATCH {
             return Err(FieldError::new(

@@ -19,6 +19,7 @@ mod multi;
 mod otlp;
 mod outage;
 mod pty;
+mod python;
 mod serve;
 mod slow;
 mod support;

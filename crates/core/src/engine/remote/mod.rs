@@ -222,13 +222,15 @@ impl Remote {
         }
     }
 
-    /// Stops every session's claims and tells every worker to drain (the
-    /// server drains).
+    /// Stops handing out tasks (the server drains): parked claims wait out
+    /// their time with nothing; runs go on to their ends. Workers are not
+    /// told to drain (they would exit): when this instance is gone their
+    /// calls fail and they register again, here after its restart or with
+    /// another instance.
     pub(crate) fn drain_all(&self) {
         let mut state = self.state();
         state.draining = true;
         for session in state.sessions.values_mut() {
-            session.push(Signal::Drain);
             session.wake.notify_one();
         }
     }

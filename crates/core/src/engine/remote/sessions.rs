@@ -331,7 +331,7 @@ impl Remote {
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(request.wait_ms);
         loop {
-            let (wake, wants, server_drains) = {
+            let (wake, wants, room) = {
                 let mut state = self.state();
                 let server_drains = state.draining || self.life.is_stopping();
                 let mut running: BTreeMap<String, u32> = BTreeMap::new();
@@ -359,7 +359,7 @@ impl Remote {
                     return Ok(Vec::new());
                 }
                 // What the worker says is free, and what the server counts.
-                let mut room = request
+                let room = request
                     .max
                     .min(session.record.capacity.saturating_sub(total));
                 let mut wants = Vec::new();
@@ -367,21 +367,34 @@ impl Remote {
                     for (op, &asked) in &request.ops {
                         let cap = session.caps.get(op).copied().flatten().unwrap_or(u32::MAX);
                         let free = cap.saturating_sub(running.get(op).copied().unwrap_or(0));
-                        let take = asked.min(free).min(room);
-                        if take > 0 {
-                            room -= take;
-                            wants.push((op.clone(), take as usize));
+                        let most = asked.min(free);
+                        if most > 0 {
+                            wants.push((op.clone(), most as usize));
                         }
                     }
+                    // Each claim starts at another op: none is always last.
+                    if !wants.is_empty() {
+                        state.kicks = state.kicks.wrapping_add(1);
+                        let turn = state.kicks % wants.len();
+                        wants.rotate_left(turn);
+                    }
                 }
+                let session = Self::session_mut(&mut state, &request.session)?;
                 // Waiting from before the store is asked: a kick meanwhile
                 // leaves a permit, so the wait below returns at once.
                 session.waiting = true;
-                (Arc::clone(&session.wake), wants, server_drains)
+                (Arc::clone(&session.wake), wants, room as usize)
             };
             let mut assignments = Vec::new();
-            for (op, take) in wants {
+            let mut room = room;
+            // The room goes to the ops that have due tasks, one after another.
+            for (op, most) in wants {
+                if room == 0 {
+                    break;
+                }
+                let take = most.min(room);
                 let got = self.claim_op(&request.session, &op, take).await?;
+                room -= got.len();
                 if got.len() == take {
                     // It may have left more behind: wake another claim.
                     self.kick(&op);
@@ -393,7 +406,6 @@ impl Remote {
             }
             // A draining server has nothing to hand out: the claim waits its
             // time (a worker's loop does not spin) unless the worker drains.
-            let _ = server_drains;
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
