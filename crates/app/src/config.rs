@@ -85,9 +85,15 @@ pub struct Config {
     /// How long a client may take to send a request's headers, and how long
     /// a keep-alive connection may sit idle (default 30; 1–300).
     pub header_read_timeout_secs: Option<u64>,
+    /// How long a request's whole body may take to arrive after its
+    /// headers (default 30; 1–300); past it the connection is closed.
+    pub body_read_timeout_secs: Option<u64>,
     /// Most HTTP connections open at once (default 20,000); past it new
     /// ones wait until one closes.
     pub max_connections: Option<usize>,
+    /// Most streams and long-polls one token may hold open (default a
+    /// quarter of `max_connections`); counted only with tokens.
+    pub max_streams_per_token: Option<usize>,
     /// Exec ops, by name.
     #[serde(default)]
     pub ops: BTreeMap<String, ExecOpSpec>,
@@ -346,8 +352,17 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
             "header_read_timeout_secs must be between 1 and 300 (got {header_read_timeout})"
         ));
     }
+    let body_read_timeout = file.body_read_timeout_secs.unwrap_or(30);
+    if !(1..=300).contains(&body_read_timeout) {
+        return bail(format!(
+            "body_read_timeout_secs must be between 1 and 300 (got {body_read_timeout})"
+        ));
+    }
     if file.max_connections == Some(0) {
         return bail("max_connections must be at least 1".to_owned());
+    }
+    if file.max_streams_per_token == Some(0) {
+        return bail("max_streams_per_token must be at least 1".to_owned());
     }
     let tls = match (&file.tls_cert, &file.tls_key) {
         (None, None) => None,
@@ -366,9 +381,17 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         tls,
         tokens: file.tokens,
         header_read_timeout: Duration::from_secs(header_read_timeout),
+        body_read_timeout: Duration::from_secs(body_read_timeout),
         max_connections: file
             .max_connections
             .unwrap_or(ServerConfig::default().max_connections),
+        max_streams_per_token: file.max_streams_per_token.unwrap_or_else(|| {
+            (file
+                .max_connections
+                .unwrap_or(ServerConfig::default().max_connections)
+                / 4)
+            .max(1)
+        }),
         body_limit: file
             .body_limit_bytes
             .unwrap_or(ServerConfig::default().body_limit),

@@ -89,6 +89,13 @@ pub(crate) struct WorkerOps(pub(crate) Option<Vec<String>>);
 #[derive(Clone, Debug)]
 pub(crate) struct Caller(Option<String>);
 
+impl Caller {
+    /// The token's name (`None` when the server has no tokens).
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
 /// A task a state-changing response created or acted on, for the audit line.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AuditTask(pub(crate) TaskId);

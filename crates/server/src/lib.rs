@@ -7,6 +7,7 @@
 mod auth;
 pub use auth::{NamedToken, Scope};
 mod dashboard;
+mod deadline;
 pub mod error;
 mod jobs;
 mod listen;
@@ -19,6 +20,7 @@ mod origin;
 mod params;
 mod refusals;
 mod routes;
+mod slots;
 mod stream;
 mod strict_json;
 mod table;
@@ -63,15 +65,18 @@ pub struct ServerConfig {
     /// Whether the server listens on a loopback address (then `Host` must
     /// be a loopback name or listed). [`serve`] sets it from its listener.
     pub loopback: bool,
-    /// The port the server listens on ([`serve`] sets it): a loopback
-    /// `Host` naming another port is refused like a foreign name.
-    pub port: Option<u16>,
+    /// How long a request's whole body may take to arrive after its
+    /// headers; past it the connection is closed (408).
+    pub body_read_timeout: Duration,
     /// How long a client may take to send a request's headers; a keep-alive
     /// connection with no next request for as long is closed too.
     pub header_read_timeout: Duration,
     /// Most connections open at once; past it new ones wait (in the
     /// kernel's backlog) until one closes.
     pub max_connections: usize,
+    /// Most streams and long-polls one token may hold open at once (past
+    /// it: 429); counted only when the server has tokens.
+    pub max_streams_per_token: usize,
     /// Serve HTTPS with this certificate and key (see [`tls_config`]);
     /// `None` = plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -88,9 +93,10 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             compat_engine_version: None,
             loopback: false,
-            port: None,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
             max_connections: 20_000,
+            max_streams_per_token: 5_000,
             tls: None,
         }
     }
@@ -105,6 +111,7 @@ pub struct AppState {
 struct StateInner {
     metrics: observe::ServerMetrics,
     refusals: refusals::RefusalLog,
+    slots: Arc<slots::Slots>,
     manager: Manager,
     config: ServerConfig,
     shutdown: CancellationToken,
@@ -119,12 +126,17 @@ impl AppState {
             inner: Arc::new(StateInner {
                 metrics: observe::ServerMetrics::default(),
                 refusals: refusals::RefusalLog::default(),
+                slots: Arc::default(),
                 manager,
                 config,
                 shutdown,
                 ready: tokio::sync::Mutex::new(None),
             }),
         }
+    }
+
+    pub(crate) fn slots(&self) -> &Arc<slots::Slots> {
+        &self.inner.slots
     }
 
     pub(crate) fn refusals(&self) -> &refusals::RefusalLog {
@@ -204,7 +216,7 @@ pub fn router(state: AppState) -> Router {
 /// then the token and its scope (`auth`).
 async fn gate(
     axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     // A request refused here never has its body read: its answer says the
@@ -220,6 +232,42 @@ async fn gate(
     let refused = |response: Response| close_if(has_body, response);
     let route = observe::route(&request);
     let started = std::time::Instant::now();
+    if request.extensions().get::<listen::ProbesOnly>().is_some()
+        && !origin::is_probe(request.uri().path())
+    {
+        let response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the server is at its connection limit (max_connections); only the health probes are answered on this connection",
+        )
+        .into_response();
+        observe::count(&state, &route, &response, started);
+        return close_if(true, response);
+    }
+    // A body over the limit is refused before a byte of it is read.
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.config().body_limit as u64) {
+        let response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "request body is larger than the server's limit ({} bytes)",
+                state.config().body_limit
+            ),
+        )
+        .into_response();
+        observe::count(&state, &route, &response, started);
+        return close_if(true, response);
+    }
+    let timed_out = deadline::TimedOut::default();
+    if has_body {
+        let body = std::mem::take(request.body_mut());
+        *request.body_mut() =
+            deadline::with_deadline(body, state.config().body_read_timeout, timed_out.clone());
+    }
     if let Err(error) = origin::verdict(state.config(), request.headers(), request.uri()) {
         let why = error.message().to_owned();
         let response = error.into_response();
@@ -234,7 +282,19 @@ async fn gate(
         );
         return refused(response);
     }
-    let response = auth::require_token(&state, request, next).await;
+    let mut response = auth::require_token(&state, request, next).await;
+    if timed_out.is_set() {
+        response = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                state.config().body_read_timeout.as_secs()
+            ),
+        )
+        .into_response();
+        response = close_if(true, response);
+    }
     observe::count(&state, &route, &response, started);
     match response.status() {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => refused(response),
@@ -306,7 +366,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut config = config;
     config.loopback = listener.local_addr()?.ip().is_loopback();
-    config.port = Some(listener.local_addr()?.port());
     // Fired when the drain ends: ends long-polls and streams, and the listener.
     let shutdown = CancellationToken::new();
     let limits = listen::Limits {

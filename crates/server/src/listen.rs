@@ -2,8 +2,9 @@
 //! header-read timeout (which also closes connections that send nothing and
 //! keep-alive connections left idle that long),
 //! at most `max_connections` open at once (past it, new connections wait in
-//! the kernel's backlog until one closes), and a graceful stop that lets
-//! each connection finish its request in flight.
+//! the kernel's backlog until one closes, except [`PROBE_SLOTS`] more on
+//! which only the health probes are answered), and a graceful stop that
+//! lets each connection finish its request in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+/// Connections taken past `max_connections` for the health probes alone.
+pub(crate) const PROBE_SLOTS: usize = 16;
+
+/// Marks a request that came on a probes-only connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ProbesOnly;
 
 /// Connection limits and TLS (see [`crate::ServerConfig`]).
 #[derive(Clone)]
@@ -38,22 +46,27 @@ pub(crate) async fn serve(
     open: Arc<Gauge>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Past the limit, a few more connections are taken for the health
+    // probes alone (anything else on them: 503), so a full server still
+    // tells its load balancer it is alive.
+    let probe_permits = Arc::new(Semaphore::new(PROBE_SLOTS));
     // Dropped to tell connections to close; each holds a receiver until done.
     let (closing, _) = watch::channel(());
     let (done_tx, mut done_rx) = watch::channel(());
     let mut warned_full = false;
     loop {
-        let permit = match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => permit,
+        let (permit, probes_only) = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => (permit, false),
             Err(_) => {
                 if !std::mem::replace(&mut warned_full, true) {
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        "connection limit reached; new connections wait until one closes"
+                        "connection limit reached; new connections wait until one closes (the health probes are still answered)"
                     );
                 }
                 tokio::select! {
-                    permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
+                    permit = Arc::clone(&permits).acquire_owned() => (permit.expect("never closed"), false),
+                    permit = Arc::clone(&probe_permits).acquire_owned() => (permit.expect("never closed"), true),
                     () = shutdown.cancelled() => break,
                 }
             }
@@ -88,6 +101,9 @@ pub(crate) async fn serve(
                 request
                     .extensions_mut()
                     .insert(crate::refusals::Peer(peer.ip()));
+                if probes_only {
+                    request.extensions_mut().insert(ProbesOnly);
+                }
                 request
             },
         ));

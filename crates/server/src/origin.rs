@@ -88,7 +88,7 @@ pub(crate) fn verdict(
 /// Whether `path` is a health probe (a load balancer sends whatever
 /// `Host` it likes): the table's probes are literal paths, compared as
 /// they are (this runs for every request).
-fn is_probe(path: &str) -> bool {
+pub(crate) fn is_probe(path: &str) -> bool {
     crate::table::TABLE
         .iter()
         .any(|route| route.access == crate::table::Access::Probe && route.path == path)

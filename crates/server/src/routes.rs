@@ -362,6 +362,7 @@ fn task_not_terminal(task: &Task, hint: &str) -> ApiError {
 
 pub(crate) async fn get_events(
     State(state): State<AppState>,
+    crate::slots::StreamSlot(_slot): crate::slots::StreamSlot,
     Segment(task_id): Segment,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {

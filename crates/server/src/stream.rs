@@ -35,10 +35,13 @@ struct StreamState {
     buffered: VecDeque<StoredEvent>,
     /// Counts this stream among the connected followers while it lives.
     _follower: crate::observe::FollowerGuard,
+    /// Its token's stream slot, held while it lives.
+    _slot: crate::slots::Slot,
 }
 
 pub(crate) async fn stream_events(
     State(state): State<AppState>,
+    crate::slots::StreamSlot(slot): crate::slots::StreamSlot,
     Segment(task_id): Segment,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -77,6 +80,7 @@ pub(crate) async fn stream_events(
     let heartbeat = state.config().heartbeat;
     let stream = StreamState {
         _follower: state.metrics().follower("sse"),
+        _slot: slot,
         state,
         task_id: id,
         follower,

@@ -24,6 +24,7 @@ use crate::AppState;
 use crate::auth::WorkerOps;
 use crate::error::ApiError;
 use crate::params::{Body, BodyType, Segment, query_map, refused};
+use crate::slots::StreamSlot;
 
 impl BodyType for Registration {
     fn from_value(body: Value) -> Result<Self, FieldError> {
@@ -117,6 +118,7 @@ pub(crate) async fn register(
 
 pub(crate) async fn claim(
     State(state): State<AppState>,
+    StreamSlot(_slot): StreamSlot,
     Body(request): Body<ClaimRequest>,
 ) -> Result<Response, ApiError> {
     let tasks = state.manager().worker_claim(request).await?;
@@ -157,6 +159,7 @@ pub(crate) async fn deregister(
 
 pub(crate) async fn signals(
     State(state): State<AppState>,
+    StreamSlot(slot): StreamSlot,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query_map(raw.as_deref());
@@ -177,7 +180,7 @@ pub(crate) async fn signals(
                 .min(std::time::Duration::from_secs(15)),
         )
         .text("ping");
-    Ok(Sse::new(signal_events(stream, state))
+    Ok(Sse::new(signal_events(stream, state, slot))
         .keep_alive(keep_alive)
         .into_response())
 }
@@ -185,22 +188,26 @@ pub(crate) async fn signals(
 fn signal_events(
     stream: SignalStream,
     state: AppState,
+    slot: crate::slots::Slot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold((stream, state), |(mut stream, state)| async move {
-        let signal = tokio::select! {
-            signal = stream.next() => signal?,
-            () = state.shutdown().cancelled() => return None,
-        };
-        let (name, data) = match signal {
-            Signal::Ready => ("ready", json!({})),
-            Signal::Cancel(task_id) => ("cancel", json!({"task_id": task_id})),
-            Signal::Stop(task_id, code) => ("stop", json!({"task_id": task_id, "code": code})),
-            Signal::Drain => ("drain", json!({})),
-            _ => ("unknown", json!({})),
-        };
-        let event = Event::default().event(name).data(data.to_string());
-        Some((Ok(event), (stream, state)))
-    })
+    futures::stream::unfold(
+        (stream, state, slot),
+        |(mut stream, state, slot)| async move {
+            let signal = tokio::select! {
+                signal = stream.next() => signal?,
+                () = state.shutdown().cancelled() => return None,
+            };
+            let (name, data) = match signal {
+                Signal::Ready => ("ready", json!({})),
+                Signal::Cancel(task_id) => ("cancel", json!({"task_id": task_id})),
+                Signal::Stop(task_id, code) => ("stop", json!({"task_id": task_id, "code": code})),
+                Signal::Drain => ("drain", json!({})),
+                _ => ("unknown", json!({})),
+            };
+            let event = Event::default().event(name).data(data.to_string());
+            Some((Ok(event), (stream, state, slot)))
+        },
+    )
 }
 
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -164,3 +164,55 @@ async fn postgres_connections_honour_sslmode() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
+
+/// Over TLS too, a body that stalls is cut off after
+/// `body_read_timeout_secs` (408, then the connection closes): openssl
+/// s_client sends the headers and part of the body, then nothing.
+#[test]
+fn over_tls_a_stalled_body_is_cut_off() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let config = dir.path().join("t.toml");
+    std::fs::write(&config, "body_read_timeout_secs = 2\n").unwrap();
+    let server = serve(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let address = server.base.trim_start_matches("https://").to_owned();
+    let mut tls = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = tls.stdin.take().unwrap();
+    stdin
+        .write_all(b"POST /v1/tasks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"op\":")
+        .unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    let mut text = String::new();
+    tls.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let took = started.elapsed();
+    drop(stdin);
+    let _ = tls.kill();
+    let _ = tls.wait();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+}

@@ -107,11 +107,17 @@ async fn a_failed_attempt_waits_its_backoff_on_the_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_op_past_its_time_limit_is_stopped_then_aborted_after_its_grace() {
     let mut ops = OpRegistry::new();
+    let began = Arc::new(tokio::sync::Notify::new());
+    let begins = Arc::clone(&began);
     ops.register(
-        FnOp::new("stubborn", "", |_params, _reporter| async {
-            // Ignores its token: only the abort ends it.
-            std::future::pending::<()>().await;
-            Ok(Value::Null)
+        FnOp::new("stubborn", "", move |_params, _reporter| {
+            let begins = Arc::clone(&begins);
+            async move {
+                begins.notify_one();
+                // Ignores its token: only the abort ends it.
+                std::future::pending::<()>().await;
+                Ok(Value::Null)
+            }
         })
         .with_timeout(Duration::from_secs(600))
         .with_cancel_grace(Duration::from_secs(30)),
@@ -119,6 +125,8 @@ async fn an_op_past_its_time_limit_is_stopped_then_aborted_after_its_grace() {
     let (rig, clock) = rig(ops, |_| {}).await;
     let task = rig.submit("stubborn", json!({})).await;
     wait_status(&rig.store, task, Status::Running).await;
+    // The op runs (so its time limit counts): only now may the clock move.
+    began.notified().await;
     clock.advance(Duration::from_secs(599));
     settle().await;
     assert_eq!(status(&rig, task).await, Status::Running);
