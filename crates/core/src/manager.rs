@@ -156,6 +156,7 @@ impl Manager {
             claimer: Arc::clone(&claimer),
             tracing: Arc::clone(&config.task_tracing),
             retries: config.retries.clone(),
+            digest_key: std::sync::OnceLock::new(),
         });
         let scheduler = Arc::new(Scheduler {
             submitter: Arc::clone(&submitter),
@@ -171,6 +172,8 @@ impl Manager {
             sweep_wanted: tokio::sync::Notify::new(),
         });
         store.guard_instance(&config.instance_id).await?;
+        let key = crate::engine::submitter::digest_key(&*store).await?;
+        let _ = submitter.digest_key.set(key);
         // Remote ops first: their pending tasks are not ops this server lacks.
         remote.load().await?;
         leases.recover().await?;

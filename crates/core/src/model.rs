@@ -227,6 +227,48 @@ impl NewTask {
     }
 }
 
+/// The digest a server shows: the first 16 hex characters of an
+/// HMAC-SHA256 of the params' canonical JSON under `key` (a random key the
+/// store keeps, the same for every instance sharing it), `""` when there
+/// are no params. It still tells equal params apart from different ones
+/// (idempotency keys compare it), but reveals nothing of them: an unkeyed
+/// hash of a short secret could be guessed offline.
+pub fn keyed_params_digest(key: &[u8], params: &Value) -> String {
+    match params {
+        Value::Null => return String::new(),
+        Value::Object(map) if map.is_empty() => return String::new(),
+        _ => {}
+    }
+    let mut canonical = String::new();
+    write_canonical(params, &mut canonical);
+    hmac_sha256(key, canonical.as_bytes())
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// HMAC (RFC 2104) over SHA-256, whose block is 64 bytes.
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|k| k ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(data)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 /// WIRE.md's `params_digest`: the first 16 hex characters of the SHA-256 of
 /// the params as canonical JSON (keys sorted, no spaces); `""` when there are
 /// no params (`null` or `{}`).
@@ -288,6 +330,28 @@ mod tests {
             "9fbc57e71c2c80a0"
         );
         assert_eq!(params_digest(&json!({})), "");
+        // RFC 4231's test cases 2 (a short key) and 6 (a key over a block).
+        let hex = |bytes: [u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        assert_eq!(
+            keyed_params_digest(b"k", &json!({"b":1,"a":2})),
+            keyed_params_digest(b"k", &json!({"a":2,"b":1}))
+        );
+        assert_ne!(
+            keyed_params_digest(b"k", &json!({"a":1})),
+            keyed_params_digest(b"l", &json!({"a":1}))
+        );
+        assert_eq!(keyed_params_digest(b"k", &json!({})), "");
         assert_eq!(params_digest(&Value::Null), "");
     }
 

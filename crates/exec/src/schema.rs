@@ -29,7 +29,8 @@ pub(crate) fn schema(params: &BTreeMap<String, ParamSpec>) -> Value {
         if let Some(maximum) = &spec.maximum {
             property.insert("maximum".into(), Value::Number(maximum.clone()));
         }
-        if let Some(allowed) = &spec.allowed {
+        // Nor a secret's allowed values (they would be its candidates).
+        if let Some(allowed) = spec.allowed.as_ref().filter(|_| !spec.secret) {
             property.insert("enum".into(), Value::Array(allowed.clone()));
         }
         if spec.secret {

@@ -208,26 +208,38 @@ pub(crate) fn check_param(op: &str, name: &str, spec: &ParamSpec) -> Result<(), 
                 name,
             };
             if strict.check(value.clone()).ok().as_ref() != Some(value) {
+                // A secret's value is not printed, only where it is.
+                let shown = if spec.secret {
+                    "the value".to_owned()
+                } else {
+                    value.to_string()
+                };
                 return Err(ConfigError::new(
                     op,
                     format!("params.{name}.enum[{index}]"),
-                    format!("{value} is not a valid {}", spec.kind.as_str()),
+                    format!("{shown} is not a valid {}", spec.kind.as_str()),
                 ));
             }
         }
     }
     if let Some(default) = &spec.default {
         // Strict: the default is written as it will be used (800, not "800").
+        let shown = if spec.secret {
+            "the value".to_owned()
+        } else {
+            default.to_string()
+        };
         match (Checker { spec, name }).check(default.clone()) {
-            Err(error) => return Err(ConfigError::new(op, key("default"), error.message)),
+            Err(error) => {
+                // The checker's messages name no value but an enum's; a
+                // secret's enum is not said (see `check`).
+                return Err(ConfigError::new(op, key("default"), error.message));
+            }
             Ok(checked) if !same_value(&checked, default) => {
                 return Err(ConfigError::new(
                     op,
                     key("default"),
-                    format!(
-                        "{default} is not a {} (write it as one)",
-                        spec.kind.as_str()
-                    ),
+                    format!("{shown} is not a {} (write it as one)", spec.kind.as_str()),
                 ));
             }
             Ok(_) => {}
@@ -348,6 +360,13 @@ impl Checker<'_> {
         if let Some(allowed) = &self.spec.allowed
             && !allowed.iter().any(|choice| same_value(choice, &value))
         {
+            if self.spec.secret {
+                // A secret's allowed values are never said.
+                return Err(self.bad(
+                    "enum",
+                    "input is not one of the values this secret parameter allows",
+                ));
+            }
             let choices: Vec<String> = allowed.iter().map(Value::to_string).collect();
             return Err(self.bad(
                 "enum",

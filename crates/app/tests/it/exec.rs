@@ -520,3 +520,47 @@ async fn a_program_that_finishes_after_the_shutdown_s_sigterm_keeps_its_result()
     assert_eq!(row.status.as_str(), "succeeded", "{:?}", row.error);
     assert_eq!(row.result, Some(json!({"saved": true})));
 }
+
+/// A secret parameter's allowed values and default are never shown: not in
+/// `GET /v1/ops`, not in a 422, not in a start-up error (which names the
+/// parameter and where, not the value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_s_values_are_never_shown() {
+    let toml = r#"
+[ops.unlock]
+command = ["sh", "-c", "true"]
+env = { PIN = "{pin}" }
+[ops.unlock.params.pin]
+type = "string"
+secret = true
+enum = ["1111", "2222"]
+default = "1111"
+"#;
+    let app = Running::start(toml).await;
+    let (status, ops) = app.get("/v1/ops").await;
+    assert_eq!(status, 200);
+    let text = ops.to_string();
+    assert!(!text.contains("1111") && !text.contains("2222"), "{text}");
+    let (status, refused) = app.post("/v1/unlock", json!({"pin": "9999"})).await;
+    assert_eq!(status, 422, "{refused}");
+    let text = refused.to_string();
+    assert!(!text.contains("1111") && !text.contains("2222"), "{text}");
+    assert_eq!(refused["error"]["detail"]["field"], "pin");
+    // Start-up errors say where, not what.
+    for toml in [
+        "[ops.a]\ncommand = [\"sh\"]\nenv = { K = \"{k}\" }\n[ops.a.params.k]\ntype = \"integer\"\nsecret = true\ndefault = \"31337\"\n",
+        "[ops.a]\ncommand = [\"sh\"]\nenv = { K = \"{k}\" }\n[ops.a.params.k]\ntype = \"integer\"\nsecret = true\nenum = [\"31337\"]\n",
+        "[ops.a]\ncommand = [\"sh\"]\nenv = { K = \"{k}\" }\n[ops.a.params.k]\ntype = \"string\"\nsecret = true\nenum = [\"a\"]\ndefault = \"31337\"\n",
+    ] {
+        let error = match Running::try_start(toml).await {
+            Ok(_) => panic!("started with {toml}"),
+            Err(error) => error,
+        };
+        let text = error.to_string();
+        assert!(text.contains("params.k"), "{text}");
+        assert!(
+            !text.contains("31337"),
+            "a secret's value in an error: {text}"
+        );
+    }
+}

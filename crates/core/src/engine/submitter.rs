@@ -104,6 +104,36 @@ pub(crate) struct Submitter {
     pub(crate) tracing: Arc<dyn crate::observe::TaskTracing>,
     /// Retry plans by op name from the config.
     pub(crate) retries: HashMap<String, RetryPlan>,
+    /// The store's key for `params_digest` (set at start, before any submit).
+    pub(crate) digest_key: std::sync::OnceLock<Vec<u8>>,
+}
+
+/// Where the store keeps the digest key.
+const DIGEST_KEY: (&str, &str) = ("secret", "params_digest_key");
+
+/// The store's key for `params_digest`: made at random by the first
+/// instance that needs it, then the same for every instance sharing the store.
+pub(crate) async fn digest_key(store: &dyn crate::store::Store) -> Result<Vec<u8>, StoreError> {
+    let (kind, key) = DIGEST_KEY;
+    loop {
+        let stored = store.records(kind).await?;
+        if let Some((_, hex)) = stored.iter().find(|(name, _)| name == key) {
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect();
+            return bytes.filter(|bytes| bytes.len() >= 16).ok_or_else(|| {
+                StoreError::backend(
+                    "reading the params digest key",
+                    "not hex of 16 bytes or more",
+                )
+            });
+        }
+        let fresh: String = (0..2)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        store.swap_record(kind, key, None, Some(&fresh)).await?;
+    }
 }
 
 impl Submitter {
@@ -148,6 +178,12 @@ impl Submitter {
         new_task.run_at = options.run_at.filter(|at| *at > self.clock.now());
         new_task.retry = self.retry_plan(op, options.retry);
         new_task.retry_of = options.retry_of;
+        // Compared with the task a repeated key finds: keyed, or (a task
+        // made before digests were keyed) plain.
+        let plain = new_task.params_digest.clone();
+        if let Some(key) = self.digest_key.get() {
+            new_task.params_digest = crate::model::keyed_params_digest(key, &new_task.params);
+        }
         let digest = new_task.params_digest.clone();
         let this = Arc::clone(self);
         let created = tokio::spawn(async move {
@@ -170,7 +206,9 @@ impl Submitter {
                 )));
             }
         };
-        if !created.created && (created.task.params_digest != digest || created.task.op != op) {
+        let same_params =
+            created.task.params_digest == digest || created.task.params_digest == plain;
+        if !created.created && (!same_params || created.task.op != op) {
             return Err(SubmitError::IdempotencyConflict {
                 task_id: created.task.task_id,
             });

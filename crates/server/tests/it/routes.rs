@@ -65,7 +65,17 @@ async fn echo_submit_follow_row_and_result_match_the_wire() {
     );
     assert_eq!(tape[5]["result"], json!({"echoed": 3}));
     let row = app.get(&format!("/v1/tasks/{id}")).await.json();
-    assert_eq!(row["params_digest"], "9fbc57e71c2c80a0");
+    // Keyed (issue 27): 16 hex characters, not the plain SHA-256 a read
+    // token could test guesses against; equal params give equal digests.
+    let digest = row["params_digest"].as_str().unwrap().to_owned();
+    assert_eq!(digest.len(), 16);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{digest}");
+    assert_ne!(digest, "9fbc57e71c2c80a0");
+    let again = app.echo(r#"{"count":3,"delay_ms":200}"#).await;
+    assert_eq!(
+        app.get(&format!("/v1/tasks/{again}")).await.json()["params_digest"],
+        digest.as_str()
+    );
     assert_eq!(row["status"], "succeeded");
     assert_eq!(row["result"], json!({"echoed": 3}));
     assert_eq!(row["error"], Value::Null);
@@ -138,9 +148,12 @@ async fn echo_accepts_what_dikw_accepts_and_names_the_bad_field() {
         assert_eq!(answer.status.as_u16(), 200, "{body:?}: {}", answer.text);
     }
     let id = app.echo("").await;
+    let defaulted = app.get(&format!("/v1/tasks/{id}")).await.json()["params_digest"].clone();
+    let explicit = app.echo(r#"{"count":5,"delay_ms":0}"#).await;
     assert_eq!(
-        app.get(&format!("/v1/tasks/{id}")).await.json()["params_digest"],
-        tasktape_core::model::params_digest(&json!({"count":5,"delay_ms":0}))
+        app.get(&format!("/v1/tasks/{explicit}")).await.json()["params_digest"],
+        defaulted,
+        "the digest is of the prepared params (defaults filled in)"
     );
     let error = app
         .post("/v1/echo", r#"{"count":1,"delay_ms":20000}"#)

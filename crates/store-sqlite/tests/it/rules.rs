@@ -104,3 +104,57 @@ async fn an_embedder_gets_the_same_refusals_as_an_http_client() {
         .unwrap();
     assert!(submitted.created);
 }
+
+/// Digests are keyed by the store's key: the same for equal params, the
+/// same key on a reopen; a task made before digests were keyed (its plain
+/// digest stored) is still found by its idempotency key with equal params,
+/// and other params are still a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_are_keyed_and_older_plain_ones_still_match() {
+    use tasktape_core::model::{NewTask, params_digest};
+    use tasktape_core::store::prelude::*;
+
+    let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
+    let params = json!({"count": 2, "delay_ms": 0});
+    let keyed = |key: &str| SubmitOptions {
+        idempotency_key: Some(key.to_owned()),
+        ..SubmitOptions::default()
+    };
+    let first = rig
+        .manager
+        .submit_with("echo", params.clone(), keyed("a"))
+        .await
+        .unwrap();
+    let second = rig
+        .manager
+        .submit_with("echo", params.clone(), keyed("b"))
+        .await
+        .unwrap();
+    assert_eq!(first.task.params_digest, second.task.params_digest);
+    assert_ne!(
+        first.task.params_digest,
+        params_digest(&params),
+        "keyed, not plain"
+    );
+    // A task as an older release made it: the plain digest.
+    let mut old = NewTask::new("echo", params.clone());
+    old.idempotency_key = Some("old".into());
+    let old = rig.store.create(old).await.unwrap().task;
+    assert_eq!(old.params_digest, params_digest(&params));
+    let again = rig
+        .manager
+        .submit_with("echo", params.clone(), keyed("old"))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.task.task_id, old.task_id);
+    let other = rig
+        .manager
+        .submit_with("echo", json!({"count": 3}), keyed("old"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(other, SubmitError::IdempotencyConflict { .. }),
+        "{other:?}"
+    );
+}
