@@ -112,7 +112,6 @@ async fn an_embedder_gets_the_same_refusals_as_an_http_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digests_are_keyed_and_older_plain_ones_still_match() {
     use tasktape_core::model::{NewTask, params_digest};
-    use tasktape_core::store::prelude::*;
 
     let rig = Rig::new(OpRegistry::with_builtins(), quick_config()).await;
     let params = json!({"count": 2, "delay_ms": 0});
