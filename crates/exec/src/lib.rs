@@ -25,6 +25,7 @@ pub mod retries;
 mod schema;
 pub mod spec;
 mod template;
+mod travel;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -302,7 +303,17 @@ impl Op for ExecOp {
     }
 
     fn prepare(&self, params: Value) -> Result<Value, ParamsError> {
-        spec::prepare(&self.params, params)
+        let params = spec::prepare(&self.params, params)?;
+        if let Value::Object(map) = &params {
+            // What the inherited variables take (as at the spawn, roughly).
+            let inherited: usize = self
+                .inherit_env
+                .iter()
+                .filter_map(|name| Some(name.len() + std::env::var_os(name)?.len() + 2 + 8))
+                .sum();
+            travel::check(map, &self.argv[1..], &self.env, inherited)?;
+        }
+        Ok(params)
     }
 
     fn timeout(&self) -> Option<Duration> {

@@ -154,6 +154,14 @@ impl Template {
 impl Template {
     /// One rendered string (an env value): `None` when it names an absent
     /// parameter; arrays render as compact JSON.
+    /// The parameters it names.
+    pub(crate) fn params(&self) -> impl Iterator<Item = &str> {
+        self.pieces.iter().filter_map(|piece| match piece {
+            Piece::Param(name) => Some(name.as_str()),
+            Piece::Text(_) => None,
+        })
+    }
+
     pub(crate) fn render_one(&self, params: &Map<String, Value>) -> Option<String> {
         let mut out = String::new();
         for piece in &self.pieces {

@@ -564,3 +564,53 @@ default = "1111"
         );
     }
 }
+
+/// Params are judged as the program will get them: two params that each
+/// fit but together overflow `TASKTAPE_PARAMS` (one environment string), an
+/// argument over the kernel's limit for one string, and a NUL byte in any
+/// string are 422s naming a param — never a task that fails to spawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_are_checked_as_they_travel_to_the_program() {
+    let toml = r#"
+[ops.pair]
+command = ["sh", "-c", "true", "sh", "--a={a}"]
+[ops.pair.params.a]
+type = "string"
+[ops.pair.params.b]
+type = "string"
+[ops.pair.params.list]
+type = "array"
+"#;
+    let app = Running::start(toml).await;
+    let big = "x".repeat(70 * 1024);
+    let (status, refused) = app.post("/v1/pair", json!({"a": big, "b": big})).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        ["a", "b"].contains(&refused["error"]["detail"]["field"].as_str().unwrap()),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TASKTAPE_PARAMS"),
+        "{refused}"
+    );
+    for params in [
+        json!({"a": "one\u{0}two"}),
+        json!({"list": ["ok", "no\u{0}"]}),
+    ] {
+        let (status, refused) = app.post("/v1/pair", params.clone()).await;
+        assert_eq!(status, 422, "{params}: {refused}");
+        assert_eq!(
+            refused["error"]["detail"]["type"], "string_nul",
+            "{refused}"
+        );
+    }
+    // One that fits runs.
+    let id = app
+        .submit("pair", json!({"a": "x".repeat(60 * 1024)}))
+        .await;
+    let row = app.finished(id, Duration::from_secs(10)).await;
+    assert_eq!(row["status"], "succeeded", "{row}");
+}
