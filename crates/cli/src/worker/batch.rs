@@ -18,6 +18,9 @@ use super::Shared;
 
 /// The most entries one report carries (the server's `max_batch`).
 const MAX_ENTRIES: usize = 1000;
+/// About how many bytes of events one report carries (half the server's
+/// default body limit; one refused 413 is sent in halves).
+const MAX_BYTES: usize = 512 * 1024;
 
 /// What a run queued.
 pub(super) enum Entry {
@@ -111,6 +114,7 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Entry>, 
     let mut entries = Vec::new();
     while rx.recv_many(&mut entries, MAX_ENTRIES).await > 0 {
         let mut flushes = Vec::new();
+        let mut bytes = 0usize;
         let mut items: Vec<ReportItem> = Vec::new();
         let mut acks: Vec<Vec<Arc<AppendAck>>> = Vec::new();
         // Consecutive entries of a task join one item; order is kept.
@@ -143,6 +147,7 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Entry>, 
             };
             match entry {
                 Entry::Event { body, at, ack, .. } => {
+                    bytes += serde_json::to_vec(&body).map_or(0, |text| text.len()) + 64;
                     items[index].events.push(WorkerEvent { body, ts: Some(at) });
                     acks[index].push(ack);
                 }
@@ -151,7 +156,15 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Entry>, 
             }
         }
         if !items.is_empty() {
-            send(&shared, items, acks, ttl).await;
+            // Batches of at most about half the default body limit.
+            if bytes > MAX_BYTES && items.len() > 1 {
+                let half = items.len() / 2;
+                let (rest, rest_acks) = (items.split_off(half), acks.split_off(half));
+                send(&shared, items, acks, ttl).await;
+                send(&shared, rest, rest_acks, ttl).await;
+            } else {
+                send(&shared, items, acks, ttl).await;
+            }
         }
         for done in flushes {
             let _ = done.send(());
@@ -173,6 +186,35 @@ async fn send(
     let answers = loop {
         match shared.client.report(&shared.session, items.clone()).await {
             Ok(answers) => break Some(answers),
+            // Over the server's body limit: in halves (a lone item keeps
+            // its finish and loses its events, said in a log line).
+            Err(ClientError::Api(error)) if error.status == 413 => {
+                if items.len() > 1 {
+                    let (mut left, mut left_acks) = (items, acks);
+                    let right = left.split_off(left.len() / 2);
+                    let right_acks = left_acks.split_off(left_acks.len() / 2);
+                    Box::pin(send(shared, left, left_acks, ttl)).await;
+                    Box::pin(send(shared, right, right_acks, ttl)).await;
+                    return;
+                }
+                let mut item = items[0].clone();
+                if item.events.is_empty() {
+                    eprintln!("the server refused a report: {error}");
+                    break None;
+                }
+                let dropped = item.events.len();
+                item.events = vec![WorkerEvent {
+                    body: EventBody::Log {
+                        level: "warning".to_owned(),
+                        message: format!(
+                            "{dropped} events were too large to send and were left out"
+                        ),
+                    },
+                    ts: None,
+                }];
+                Box::pin(send(shared, vec![item], acks, ttl)).await;
+                return;
+            }
             Err(ClientError::Api(error)) if error.status < 500 => {
                 eprintln!("the server refused a report: {error}");
                 break None;

@@ -261,7 +261,7 @@ async fn higher_priority_runs_first_fifo_within_a_priority() {
     let blocker = client
         .submit(&Submission::new(
             "echo",
-            json!({"count": 1, "delay_ms": 800}),
+            json!({"count": 1, "delay_ms": 10000}),
         ))
         .await
         .unwrap();
@@ -275,6 +275,9 @@ async fn higher_priority_runs_first_fifo_within_a_priority() {
         submission.priority = Some(priority);
         ids.push((priority, client.submit(&submission).await.unwrap().task_id));
     }
+    // Every one is pending behind the blocker: now let them run (not a
+    // race against the blocker's own time, which a loaded machine loses).
+    client.cancel(blocker.task_id).await.unwrap();
     let mut rows = Vec::new();
     for (priority, id) in &ids {
         rows.push((*priority, ended(&client, *id).await));

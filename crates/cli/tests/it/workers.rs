@@ -872,3 +872,69 @@ default = 3
     let workers = client.workers().await.unwrap();
     assert_eq!(workers[0].state, WorkerState::Gone);
 }
+
+/// A worker's heartbeats must name what it runs: a task it acknowledged
+/// (a report) and then leaves out of two heartbeats in a row ends
+/// `owner_lost` (the worker gave it up); a secret param of a remote op
+/// shows neither its allowed values nor its default, and a 422 for it does
+/// not say the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reconcile_runs_and_remote_secrets_stay_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let client = Client::new(&server.base, None).unwrap();
+    let mut secret = op("unlock");
+    secret.params_schema = json!({
+        "type": "object",
+        "properties": {"pin": {"type": "string", "writeOnly": true, "enum": ["1111", "2222"], "default": "1111"}},
+        "additionalProperties": false
+    });
+    let session = client
+        .register_worker(&registration("w-reconcile", vec![op("kept"), secret]))
+        .await
+        .unwrap()
+        .session;
+    let ops = client.ops().await.unwrap();
+    let shown = serde_json::to_string(&ops).unwrap();
+    assert!(
+        !shown.contains("1111") && !shown.contains("2222"),
+        "{shown}"
+    );
+    let refused = client
+        .submit(&Submission::new("unlock", json!({"pin": "9999"})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        api_code(&refused),
+        Some((422, "invalid_request".to_owned()))
+    );
+    let text = refused.to_string();
+    assert!(!text.contains("9999") && !text.contains("1111"), "{text}");
+
+    let task = submit(&client, "kept", 1).await;
+    let claimed = client
+        .claim(&claim(&session, "kept", 1, 5000))
+        .await
+        .unwrap();
+    let answers = client
+        .report(
+            &session,
+            vec![item(task, &claimed[0].lease, vec![progress(1)], None)],
+        )
+        .await
+        .unwrap();
+    assert!(answers[0].ok);
+    client.heartbeat(&session, vec![]).await.unwrap();
+    assert_eq!(
+        client.task(task).await.unwrap().status,
+        Status::Running,
+        "one miss is not enough"
+    );
+    client.heartbeat(&session, vec![]).await.unwrap();
+    let row = wait_row(&client, task, Duration::from_secs(5), |row| {
+        row.status.is_terminal()
+    })
+    .await;
+    assert_eq!(row.status, Status::Failed);
+    assert_eq!(row.error.unwrap().code, "owner_lost");
+}

@@ -286,6 +286,7 @@ impl Claimer {
             claimer: Arc<Claimer>,
             task_id: TaskId,
             op: String,
+            attempt: u32,
         }
         impl Drop for Slot {
             fn drop(&mut self) {
@@ -302,6 +303,9 @@ impl Claimer {
                     });
                 }
                 self.claimer.runs.forget(self.task_id);
+                // A remote run whose op never started (a cancel or shutdown
+                // came first) is forgotten here, and its worker told.
+                self.claimer.remote.forget(self.task_id, self.attempt, true);
                 self.claimer.kick(&self.op);
             }
         }
@@ -311,6 +315,7 @@ impl Claimer {
             claimer,
             task_id: task.task_id,
             op: task.op.clone(),
+            attempt: task.attempt,
         };
         let span = self.tracing.run_span(&task);
         self.runner.life.tracker.spawn(

@@ -69,6 +69,10 @@ struct Run {
     session: String,
     lease: String,
     op: String,
+    /// The task's attempt this run is (a later attempt is another run).
+    attempt: u32,
+    /// Heartbeats in a row that did not name it, once acknowledged.
+    missed: u8,
     /// What the report route sends the run.
     outbox: mpsc::UnboundedSender<Msg>,
     /// The run's end of it, until its run starts.
@@ -93,6 +97,8 @@ struct Session {
     wake: Arc<Notify>,
     /// Whether its claim is parked, waiting for work.
     waiting: bool,
+    /// The ops its parked claim has room for.
+    wanted: Vec<String>,
     /// Last heartbeat, by the engine's clock.
     last_heartbeat: Timestamp,
 }
@@ -118,6 +124,8 @@ struct State {
     streams: u64,
     /// Turns the kicks take among waiting claims.
     kicks: usize,
+    /// Ticks so far (the hourly purge counts them).
+    ticks: u64,
 }
 
 /// Remote workers' sessions on this instance.
@@ -162,8 +170,17 @@ impl Remote {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// A session's lease: the store lease less one renewal interval, so a
+    /// worker that stops its runs when its session lapses has stopped them
+    /// before a peer may reap the tasks (the instance renews the store
+    /// lease every interval).
     fn ttl_ms(&self) -> i64 {
-        millis(self.settings.lease_ttl)
+        millis(
+            self.settings
+                .lease_ttl
+                .saturating_sub(self.settings.lease_interval),
+        )
+        .max(1)
     }
 
     /// Wakes one parked claim of a session serving `op` (work may wait),
@@ -173,7 +190,7 @@ impl Remote {
         let waiting: Vec<&String> = state
             .sessions
             .iter()
-            .filter(|(_, session)| session.waiting && session.caps.contains_key(op))
+            .filter(|(_, session)| session.waiting && session.wanted.iter().any(|name| name == op))
             .map(|(id, _)| id)
             .collect();
         if waiting.is_empty() {
@@ -187,16 +204,26 @@ impl Remote {
         }
     }
 
-    /// The run's inbox, taken when its run starts; `None` when its session
-    /// ended before.
-    fn attach(&self, task_id: TaskId) -> Option<op::Inbox> {
-        self.state().runs.get_mut(&task_id)?.inbox.take()
+    /// The run's inbox and attempt, taken when its run starts; `None` when
+    /// its session ended before.
+    fn attach(&self, task_id: TaskId) -> Option<(op::Inbox, u32)> {
+        let mut state = self.state();
+        let run = state.runs.get_mut(&task_id)?;
+        Some((run.inbox.take()?, run.attempt))
     }
 
-    /// Forgets a run that ended; `stopped`: the engine ended it before the
+    /// Forgets attempt `attempt`'s run of `task_id` once it ended (a later
+    /// attempt's run stays); `stopped`: the engine ended it before the
     /// worker finished (the worker is told to stop).
-    fn forget(&self, task_id: TaskId, stopped: bool) {
+    pub(crate) fn forget(&self, task_id: TaskId, attempt: u32, stopped: bool) {
         let mut state = self.state();
+        if state
+            .runs
+            .get(&task_id)
+            .is_none_or(|run| run.attempt != attempt)
+        {
+            return;
+        }
         let Some(run) = state.runs.remove(&task_id) else {
             return;
         };

@@ -22,7 +22,39 @@ use crate::retry::RetryPolicy;
 pub(crate) struct RemoteOp {
     pub(crate) decl: WorkerOp,
     validator: jsonschema::Validator,
+    /// The schema as shown (`GET /v1/ops`): a secret (`writeOnly`)
+    /// property's allowed values and default left out.
+    shown: Value,
     remote: Weak<Remote>,
+}
+
+/// The names of the secret (`writeOnly`) top-level params.
+fn secrets(schema: &Value) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, property)| property.get("writeOnly") == Some(&Value::Bool(true)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// `schema` without what would show a secret's values.
+pub(crate) fn redacted(schema: &Value) -> Value {
+    let mut shown = schema.clone();
+    for name in secrets(schema) {
+        if let Some(property) = shown
+            .get_mut("properties")
+            .and_then(|properties| properties.get_mut(&name))
+            .and_then(Value::as_object_mut)
+        {
+            for key in ["enum", "const", "default", "examples"] {
+                property.remove(key);
+            }
+        }
+    }
+    shown
 }
 
 impl RemoteOp {
@@ -31,9 +63,11 @@ impl RemoteOp {
     pub(crate) fn new(decl: WorkerOp, remote: Weak<Remote>) -> Result<RemoteOp, String> {
         let validator = jsonschema::validator_for(&decl.params_schema)
             .map_err(|error| format!("params_schema is not a valid JSON Schema: {error}"))?;
+        let shown = redacted(&decl.params_schema);
         Ok(RemoteOp {
             decl,
             validator,
+            shown,
             remote,
         })
     }
@@ -55,7 +89,7 @@ impl Op for RemoteOp {
     }
 
     fn params_schema(&self) -> Value {
-        self.decl.params_schema.clone()
+        self.shown.clone()
     }
 
     fn prepare(&self, params: Value) -> Result<Value, ParamsError> {
@@ -73,7 +107,16 @@ impl Op for RemoteOp {
                     format!("{field}.{name}")
                 };
             }
-            return Err(ParamsError::new(field, "value_error", error.to_string()));
+            // A secret's value (and what it may be) is never said back.
+            let secret = secrets(&self.decl.params_schema)
+                .iter()
+                .any(|name| field == *name || field.starts_with(&format!("{name}.")));
+            let message = if secret {
+                "is not a value this secret parameter takes".to_owned()
+            } else {
+                error.to_string()
+            };
+            return Err(ParamsError::new(field, "value_error", message));
         }
         Ok(params)
     }
@@ -110,12 +153,14 @@ impl Op for RemoteOp {
 struct Forget {
     remote: Arc<Remote>,
     task_id: crate::model::TaskId,
+    attempt: u32,
     finished: bool,
 }
 
 impl Drop for Forget {
     fn drop(&mut self) {
-        self.remote.forget(self.task_id, !self.finished);
+        self.remote
+            .forget(self.task_id, self.attempt, !self.finished);
     }
 }
 
@@ -123,14 +168,14 @@ impl Remote {
     /// Relays one claimed task's run between the worker and the engine.
     pub(crate) async fn serve_run(self: &Arc<Self>, reporter: Reporter) -> OpResult {
         let task_id = reporter.task_id();
+        let Some((mut inbox, attempt)) = self.attach(task_id) else {
+            return Err(lost("owner_lost", "the worker that claimed it is gone"));
+        };
         let mut guard = Forget {
             remote: Arc::clone(self),
             task_id,
+            attempt,
             finished: false,
-        };
-        let Some(mut inbox) = self.attach(task_id) else {
-            guard.finished = true;
-            return Err(lost("owner_lost", "the worker that claimed it is gone"));
         };
         let mut stop_sent = false;
         loop {
@@ -139,9 +184,20 @@ impl Remote {
                     let outcome = match message {
                         Some(Msg::Item { events, finish, answer }) => {
                             match relay(&reporter, events, finish).await {
-                                Relayed::Answer(reply) => {
+                                Relayed::Answer(reply) if reply.ok => {
                                     let _ = answer.send(reply);
                                     continue;
+                                }
+                                Relayed::Answer(reply) => {
+                                    // The worker is told to stop: the run ends
+                                    // here too (a full tape already stopped it).
+                                    let code = reply.code.clone().unwrap_or_default();
+                                    let message = reply.message.clone().unwrap_or_default();
+                                    let _ = answer.send(reply);
+                                    if code == "tape_full" {
+                                        continue;
+                                    }
+                                    Err(OpError(ErrorInfo::new(code, message)))
                                 }
                                 Relayed::Finished(reply, outcome) => {
                                     let _ = answer.send(reply);

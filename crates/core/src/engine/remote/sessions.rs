@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::records::{self, OpRecord, WorkerRecord};
-use super::{Msg, Remote, RemoteOp, Run, Session, Signal};
+use super::{Msg, Remote, RemoteOp, Run, Session, Signal, op};
 use crate::clock::millis;
 use crate::manager::WorkerCallError;
 use crate::model::{Task, TaskId};
@@ -79,7 +79,10 @@ impl Remote {
                 warn!(op = %decl.name, "a remote worker declared an op this server runs itself; ignored");
                 return Ok(false);
             }
-            Some(op) if op.params_schema() == decl.params_schema && same_settings(&*op, &decl) => {
+            Some(op)
+                if op.params_schema() == op::redacted(&decl.params_schema)
+                    && same_settings(&*op, &decl) =>
+            {
                 return Ok(false);
             }
             _ => {}
@@ -195,9 +198,9 @@ impl Remote {
                     let now_stored =
                         records::one::<WorkerRecord>(&*self.store, records::WORKER, &worker_id)
                             .await?;
+                    // Another registration of the id won the race: it is live.
                     if let Some((other, _)) = &now_stored
                         && other.alive(now, ttl)
-                        && other.connected
                     {
                         return Err(WorkerCallError::IdInUse { worker_id });
                     }
@@ -224,6 +227,7 @@ impl Remote {
                     stream: None,
                     wake: Arc::new(Notify::new()),
                     waiting: false,
+                    wanted: Vec::new(),
                     last_heartbeat: now,
                 },
             );
@@ -232,7 +236,7 @@ impl Remote {
         Ok(Registered {
             worker_id,
             session: session_id,
-            lease_ttl_ms: self.settings.lease_ttl.as_millis() as u64,
+            lease_ttl_ms: self.ttl_ms() as u64,
             lease_interval_ms: self.settings.lease_interval.as_millis() as u64,
             cancel_grace_ms: self.settings.cancel_grace.as_millis() as u64,
             max_batch: MAX_BATCH as u64,
@@ -381,8 +385,10 @@ impl Remote {
                 }
                 let session = Self::session_mut(&mut state, &request.session)?;
                 // Waiting from before the store is asked: a kick meanwhile
-                // leaves a permit, so the wait below returns at once.
+                // leaves a permit, so the wait below returns at once. Kicks
+                // of the ops it has room for only.
                 session.waiting = true;
+                session.wanted = wants.iter().map(|(op, _)| op.clone()).collect();
                 (Arc::clone(&session.wake), wants, room as usize)
             };
             let mut assignments = Vec::new();
@@ -393,7 +399,15 @@ impl Remote {
                     break;
                 }
                 let take = most.min(room);
-                let got = self.claim_op(&request.session, &op, take).await?;
+                let got = match self.claim_op(&request.session, &op, take).await {
+                    Ok(got) => got,
+                    // What was claimed already goes out; the error waits.
+                    Err(error) if !assignments.is_empty() => {
+                        warn!(%error, op, "a claim failed after others succeeded");
+                        break;
+                    }
+                    Err(error) => return Err(error),
+                };
                 room -= got.len();
                 if got.len() == take {
                     // It may have left more behind: wake another claim.
@@ -458,12 +472,22 @@ impl Remote {
         let lease = random_token();
         let (outbox, inbox) = mpsc::unbounded_channel();
         let now = self.clock.now();
-        self.state().runs.insert(
+        let mut state = self.state();
+        if !state.sessions.contains_key(session) {
+            // The session ended while the claim ran: the run ends at once.
+            let _ = outbox.send(Msg::Lost(
+                "owner_lost",
+                "the worker's session ended while the task was claimed".to_owned(),
+            ));
+        }
+        state.runs.insert(
             task.task_id,
             Run {
                 session: session.to_owned(),
                 lease: lease.clone(),
                 op: task.op.clone(),
+                attempt: task.attempt,
+                missed: 0,
                 outbox,
                 inbox: Some(inbox),
                 acked: false,
@@ -471,6 +495,7 @@ impl Remote {
                 cancel_pushed: false,
             },
         );
+        drop(state);
         Assignment {
             task_id: task.task_id,
             op: task.op.clone(),
@@ -529,7 +554,12 @@ impl Remote {
             answers.push(match item {
                 Pending::Ready(answer) => answer,
                 Pending::Waiting(task_id, answered) => {
-                    answered.await.unwrap_or_else(|_| ended(task_id))
+                    // A run answers as soon as its events are queued; should
+                    // it never (it ended meanwhile), the worker stops it.
+                    match tokio::time::timeout(std::time::Duration::from_secs(60), answered).await {
+                        Ok(Ok(answer)) => answer,
+                        _ => ended(task_id),
+                    }
                 }
                 Pending::Look(task_id) => match self.store.get(task_id).await? {
                     None => ItemAnswer::stop(task_id, "unknown_task", "no task has this id"),
@@ -554,17 +584,34 @@ impl Remote {
         let now = self.clock.now();
         let (stop, record, expected) = {
             let mut state = self.state();
+            Self::session_mut(&mut state, session)?;
             let mut running = 0;
             let mut stop = Vec::new();
             for task_id in tasks {
                 match state.runs.get_mut(task_id) {
-                    Some(run) if run.session == session => run.acked = true,
+                    Some(run) if run.session == session => {
+                        run.acked = true;
+                        run.missed = 0;
+                    }
                     _ => stop.push(*task_id),
                 }
             }
-            for run in state.runs.values() {
-                if run.session == session {
-                    running += 1;
+            let named: std::collections::HashSet<&TaskId> = tasks.iter().collect();
+            for (task_id, run) in state.runs.iter_mut() {
+                if run.session != session {
+                    continue;
+                }
+                running += 1;
+                // Acknowledged once, then left out of two heartbeats in a
+                // row: the worker no longer runs it (a report it gave up on).
+                if run.acked && !named.contains(task_id) {
+                    run.missed += 1;
+                    if run.missed >= 2 {
+                        let _ = run.outbox.send(Msg::Lost(
+                            "owner_lost",
+                            "the worker no longer names the task in its heartbeats".to_owned(),
+                        ));
+                    }
                 }
             }
             let entry = Self::session_mut(&mut state, session)?;
@@ -787,7 +834,10 @@ impl Remote {
             let unacked: Vec<TaskId> = state
                 .runs
                 .iter()
-                .filter(|(_, run)| !run.acked && now.as_millis() - run.claimed_at.as_millis() > ttl)
+                .filter(|(_, run)| {
+                    (!run.acked && now.as_millis() - run.claimed_at.as_millis() > ttl)
+                        || !state.sessions.contains_key(&run.session)
+                })
                 .map(|(task_id, _)| *task_id)
                 .collect();
             (lapsed, unacked)
@@ -810,6 +860,32 @@ impl Remote {
         }
         if let Err(error) = self.load().await {
             warn!(%error, "could not read the remote ops' declarations");
+        }
+        if self.purge_due() {
+            self.purge_gone(now).await;
+        }
+    }
+
+    /// Whether an hourly purge of long-gone workers is due.
+    fn purge_due(&self) -> bool {
+        let mut state = self.state();
+        state.ticks = state.ticks.wrapping_add(1);
+        state.ticks % 3600 == 1
+    }
+
+    /// Deletes the records of workers not heard from for a day.
+    async fn purge_gone(&self, now: crate::time::Timestamp) {
+        let day = 24 * 3600 * 1000;
+        let Ok(workers) = records::all::<WorkerRecord>(&*self.store, records::WORKER).await else {
+            return;
+        };
+        for (record, text) in workers {
+            if now.as_millis() - record.last_heartbeat.as_millis() > day {
+                let _ = self
+                    .store
+                    .swap_record(records::WORKER, &record.worker_id, Some(&text), None)
+                    .await;
+            }
         }
     }
 
