@@ -271,7 +271,9 @@ async fn higher_priority_runs_first_fifo_within_a_priority() {
     .await;
     let mut ids = Vec::new();
     for priority in [0, 5, 0, 5, 9] {
-        let mut submission = Submission::new("echo", json!({"count": 1}));
+        // Each runs 50 ms: one at a time, their start times differ (they
+        // are compared below at millisecond resolution).
+        let mut submission = Submission::new("echo", json!({"count": 1, "delay_ms": 50}));
         submission.priority = Some(priority);
         ids.push((priority, client.submit(&submission).await.unwrap().task_id));
     }
