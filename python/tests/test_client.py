@@ -26,7 +26,8 @@ def test_submit_wait_and_row(client: Client) -> None:
     assert row.result == {"echoed": 3}
     assert row.error is None
     # Keyed by the server (16 hex characters), not the plain SHA-256.
-    assert len(row.params_digest) == 16 and row.params_digest != "9fbc57e71c2c80a0"
+    assert len(row.params_digest) == 16
+    assert row.params_digest != "9fbc57e71c2c80a0"
     assert row.started_at is not None
     assert row.finished_at is not None
     assert row.created_at <= row.started_at <= row.finished_at
