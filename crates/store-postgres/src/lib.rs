@@ -49,8 +49,8 @@ use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
     AppendAck, AppendOutcome, CancelOutcome, Coordination, Created, DeleteOutcome, FinishOutcome,
-    Lease, ListPage, ListQuery, LostRun, Maintenance, MinuteCount, Reads, Result, StartOutcome,
-    StatusCounts, StoreError, StoreSignal, TapePage, Transitions,
+    Lease, ListPage, ListQuery, LostRun, MinuteCount, Reads, Result, StartOutcome, StatusCounts,
+    StoreError, StoreSignal, TapePage, Transitions,
 };
 use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
@@ -483,17 +483,6 @@ impl Reads for PostgresStore {
 
     async fn pending_ops(&self) -> Result<Vec<(String, u64)>> {
         self.pending_op_counts().await
-    }
-}
-
-#[async_trait]
-impl Maintenance for PostgresStore {
-    async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
-        self.purge_finished(finished_before, limit).await
-    }
-
-    async fn sweep(&self, limit: usize) -> Result<u64> {
-        self.sweep_tapes(limit).await
     }
 }
 

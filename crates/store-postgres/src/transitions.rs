@@ -427,3 +427,15 @@ impl Shared {
 fn lease_length(lease: &Lease) -> i64 {
     lease.until.as_millis() - Timestamp::now().as_millis()
 }
+
+/// Deleting old finished tasks and sweeping deleted tapes, in batches.
+#[async_trait::async_trait]
+impl tasktape_core::store::Maintenance for PostgresStore {
+    async fn purge(&self, finished_before: Timestamp, limit: usize) -> Result<u64> {
+        self.purge_finished(finished_before, limit).await
+    }
+
+    async fn sweep(&self, limit: usize) -> Result<u64> {
+        self.sweep_tapes(limit).await
+    }
+}

@@ -57,7 +57,10 @@ fn venv() -> PathBuf {
 }
 
 fn run(venv: &Path, tool: &str, args: &[&str]) {
-    let output = Command::new(venv.join("bin").join(tool))
+    // `python -m TOOL`: needs no console script (an install cut short can
+    // leave a package without its script).
+    let output = Command::new(venv.join("bin/python"))
+        .args(["-m", tool])
         .args(args)
         .current_dir(repo().join("python"))
         .env("TASKTAPE_BIN", env!("CARGO_BIN_EXE_tasktape"))

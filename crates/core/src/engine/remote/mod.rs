@@ -7,9 +7,12 @@
 //! for the lease's length its runs end `owner_lost` (retried when the op is
 //! idempotent).
 
+mod claims;
 mod op;
 mod records;
+mod register;
 mod sessions;
+mod tick;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
