@@ -15,6 +15,10 @@ use tasktape_exec::ExecOpSpec;
 use tasktape_server::ServerConfig;
 use tasktape_store_postgres::PostgresConfig;
 
+/// The smallest `max_tape_bytes`: room for one of the longest lines an
+/// exec op writes (64 KiB).
+const MIN_TAPE_BYTES: u64 = 64 * 1024;
+
 /// The config file's keys; all optional.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +79,10 @@ pub struct Config {
     /// Most events one task's tape may hold (default 1,000,000); past it the
     /// op is stopped and the task ends `failed` `tape_full`.
     pub max_events_per_task: Option<u64>,
+    /// Most bytes of event JSON one task's tape may hold (default 1 GiB,
+    /// at least 65,536); past it the op is stopped and the task ends
+    /// `failed` `tape_full`.
+    pub max_tape_bytes: Option<u64>,
     /// Serve HTTPS with this PEM certificate chain (needs `tls_key`).
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of `tls_cert`.
@@ -313,6 +321,11 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
                 .to_owned(),
         );
     }
+    if file.max_tape_bytes.is_some_and(|cap| cap < MIN_TAPE_BYTES) {
+        return bail(format!(
+            "max_tape_bytes must be at least {MIN_TAPE_BYTES} (one event of the largest size a log line may have)"
+        ));
+    }
     for origin in &file.allowed_origins {
         if !origin.contains("://") {
             return bail(format!(
@@ -336,6 +349,7 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         max_events_per_task: file
             .max_events_per_task
             .unwrap_or(defaults.max_events_per_task),
+        max_tape_bytes: file.max_tape_bytes.unwrap_or(defaults.max_tape_bytes),
         retention: match file.retention_days {
             None => defaults.retention,
             Some(0) => None,

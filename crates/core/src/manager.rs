@@ -114,6 +114,7 @@ impl Manager {
             life: life.clone(),
             settings: RunSettings {
                 max_events_per_task: config.max_events_per_task,
+                max_tape_bytes: config.max_tape_bytes,
                 cancel_grace: config.cancel_grace,
                 lease_ttl: config.lease_ttl,
             },

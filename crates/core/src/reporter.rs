@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Life;
-use crate::engine::runs::{CancelCause, RunControl};
+use crate::engine::runs::{CancelCause, RunControl, TapeCap};
 use crate::event::EventBody;
 use crate::model::TaskId;
 use crate::store::{AppendAck, Store, TRANSIENT_RETRY};
@@ -41,6 +41,52 @@ pub enum ReportError {
         /// The cap.
         limit: u64,
     },
+    /// The task's tape reached its size cap (`max_tape_bytes`, counting
+    /// the events' JSON): nothing written, and the task ends `failed` with
+    /// code `tape_full`.
+    #[error("the task's tape is full ({max_bytes} bytes); nothing more is written")]
+    TapeTooLarge {
+        /// The cap, in bytes.
+        max_bytes: u64,
+    },
+}
+
+/// Room left on a run's tape, and its caps: (room, cap) in events and in
+/// bytes of event JSON.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TapeRoom {
+    pub(crate) events: (u64, u64),
+    pub(crate) bytes: (u64, u64),
+}
+
+impl TapeRoom {
+    /// No cap (a bare reporter's).
+    const UNLIMITED: TapeRoom = TapeRoom {
+        events: (u64::MAX, u64::MAX),
+        bytes: (u64::MAX, u64::MAX),
+    };
+}
+
+/// What `seq` and `ts` add to a body's JSON when it is stored
+/// (`,"seq":N,"ts":"2026-12-07T11:00:00.000Z"`, for seqs of up to 7 digits).
+const SEAL_BYTES: u64 = 46;
+
+/// Bytes of `body`'s JSON, counted without building it.
+fn json_len(body: &EventBody) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Counting cannot fail; a body that cannot be encoded is refused by the store.
+    let _ = serde_json::to_writer(&mut count, body);
+    count.0 + SEAL_BYTES
 }
 
 /// Where a reporter's events go when not to a store: a remote worker's
@@ -79,16 +125,16 @@ struct Inner {
     stopping: CancellationToken,
     /// Fires at the shutdown deadline.
     hard_stop: CancellationToken,
-    /// Most events this reporter may still queue (the final one is
-    /// written past it).
-    limit: u64,
-    /// The run this reporter belongs to (none for a bare reporter), and
-    /// the tape's cap it names when it stops the run for a full tape.
-    run: Option<(Arc<RunControl>, u64)>,
+    /// Room and caps of the tape (the final event is written past them).
+    room: TapeRoom,
+    /// The run this reporter belongs to (none for a bare reporter).
+    run: Option<Arc<RunControl>>,
     /// Events this reporter queued.
     reported: std::sync::atomic::AtomicU64,
-    /// Set when the cap was reached.
-    full: AtomicBool,
+    /// Bytes of event JSON this reporter queued.
+    bytes: std::sync::atomic::AtomicU64,
+    /// The cap reached, once one was.
+    full: std::sync::OnceLock<TapeCap>,
     ack: Arc<AppendAck>,
     closed: AtomicBool,
     /// The last event's time (ms); held while an event is stamped and
@@ -108,7 +154,7 @@ impl Reporter {
             token,
             None,
             &Life::default(),
-            u64::MAX,
+            TapeRoom::UNLIMITED,
             TRANSIENT_RETRY,
         )
     }
@@ -121,20 +167,19 @@ impl Reporter {
             token,
             None,
             &Life::default(),
-            u64::MAX,
+            TapeRoom::UNLIMITED,
             TRANSIENT_RETRY,
         )
     }
 
     /// The reporter of a run: it stops `control` when the tape is full
-    /// (`room` events left of the tape's `cap`) and knows the manager's
-    /// shutdown.
+    /// (past `room`) and knows the manager's shutdown.
     pub(crate) fn for_run(
         store: Arc<dyn Store>,
         task_id: TaskId,
         control: Arc<RunControl>,
         life: &Life,
-        (room, cap): (u64, u64),
+        room: TapeRoom,
         retry_for: Duration,
     ) -> Self {
         let token = control.token().clone();
@@ -142,7 +187,7 @@ impl Reporter {
             Sink::Store(store),
             task_id,
             token,
-            Some((control, cap)),
+            Some(control),
             life,
             room,
             retry_for,
@@ -153,9 +198,9 @@ impl Reporter {
         sink: Sink,
         task_id: TaskId,
         token: CancellationToken,
-        run: Option<(Arc<RunControl>, u64)>,
+        run: Option<Arc<RunControl>>,
         life: &Life,
-        limit: u64,
+        room: TapeRoom,
         retry_for: Duration,
     ) -> Self {
         Reporter {
@@ -165,10 +210,11 @@ impl Reporter {
                 token,
                 stopping: life.stopping.clone(),
                 hard_stop: life.hard_stop.clone(),
-                limit,
+                room,
                 run,
                 reported: std::sync::atomic::AtomicU64::new(0),
-                full: AtomicBool::new(false),
+                bytes: std::sync::atomic::AtomicU64::new(0),
+                full: std::sync::OnceLock::new(),
                 ack: Arc::new(AppendAck::default()),
                 closed: AtomicBool::new(false),
                 // Never before the reporter was made (after its run's start
@@ -286,13 +332,19 @@ impl Reporter {
             .map_err(|error| ReportError::Store(error.to_string()))?;
         // `task_started` is on the tape already: seq 1.
         let reported = inner.reported.fetch_add(1, Ordering::AcqRel);
-        if reported.saturating_add(1) >= inner.limit {
-            if !inner.full.swap(true, Ordering::AcqRel)
-                && let Some((control, cap)) = &inner.run
-            {
-                control.stop(CancelCause::TapeFull(*cap));
+        let (room, cap) = inner.room.events;
+        if reported.saturating_add(1) >= room {
+            self.fill(TapeCap::Events(cap));
+            return Err(ReportError::TapeFull { limit: room });
+        }
+        let (room, cap) = inner.room.bytes;
+        if room != u64::MAX {
+            let size = json_len(&body);
+            let before = inner.bytes.fetch_add(size, Ordering::AcqRel);
+            if before.saturating_add(size) > room {
+                self.fill(TapeCap::Bytes(cap));
+                return Err(ReportError::TapeTooLarge { max_bytes: cap });
             }
-            return Err(ReportError::TapeFull { limit: inner.limit });
         }
         let mut last_ts = inner.last_ts.lock().await;
         let now = Timestamp::now().as_millis();
@@ -325,9 +377,19 @@ impl Reporter {
         }
     }
 
-    /// Whether the task's tape reached its cap.
-    pub(crate) fn is_full(&self) -> bool {
-        self.inner.full.load(Ordering::Acquire)
+    /// Records the first cap reached and stops the run for it.
+    fn fill(&self, cap: TapeCap) {
+        let inner = &self.inner;
+        if inner.full.set(cap).is_ok()
+            && let Some(control) = &inner.run
+        {
+            control.stop(CancelCause::TapeFull(cap));
+        }
+    }
+
+    /// The cap the task's tape reached, if it did.
+    pub(crate) fn full_cap(&self) -> Option<TapeCap> {
+        self.inner.full.get().copied()
     }
 
     /// Stops further writes: called by the manager before it finishes the task.

@@ -3,7 +3,8 @@
 //! Run: `cargo bench -p tasktape-store-sqlite --bench engine` (release build).
 //! Prints one line per figure with the median of several runs; set
 //! `TASKTAPE_BENCH_RUNS` to change how many (default 5) and
-//! `TASKTAPE_BENCH_ONLY` to a set of letters (`ac`) to run only those figures.
+//! `TASKTAPE_BENCH_ONLY` to a set of letters (`ac`) to run only those figures,
+//! `TASKTAPE_BENCH_PAGE_SIZE` to a page size other than the default.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,11 @@ struct Bench {
 
 fn fresh() -> Bench {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("bench.db"))).expect("open");
+    let mut config = SqliteConfig::new(dir.path().join("bench.db"));
+    if let Ok(page) = std::env::var("TASKTAPE_BENCH_PAGE_SIZE") {
+        config.page_size = page.parse().expect("a page size in bytes");
+    }
+    let store = SqliteStore::open(config).expect("open");
     Bench {
         store: Arc::new(store),
         _dir: dir,

@@ -32,6 +32,12 @@ pub(crate) fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Con
 
 pub(crate) fn configure_writer(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // A new file takes the configured page size; it must be set before
+    // the first write (WAL mode fixes it from then on).
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+    if pages == 0 {
+        conn.pragma_update(None, "page_size", config.page_size)?;
+    }
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::SqliteFailure(

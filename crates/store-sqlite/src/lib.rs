@@ -64,6 +64,11 @@ pub enum Durability {
     Full,
 }
 
+/// The page size of new files (see [`SqliteConfig::page_size`]): an event
+/// of up to nearly 16 KiB is stored whole in one page, and 1–3 KB events
+/// pack several to a page (`benches/storage.rs`).
+pub const DEFAULT_PAGE_SIZE: u32 = 16_384;
+
 /// Where and how to open the store.
 #[derive(Clone, Debug)]
 pub struct SqliteConfig {
@@ -79,6 +84,9 @@ pub struct SqliteConfig {
     pub batch_max: usize,
     /// Commands queued for the writer before senders wait.
     pub queue_capacity: usize,
+    /// The page size of a new file, in bytes (a power of two from 512 to
+    /// 65,536); a file that exists keeps the size it was made with.
+    pub page_size: u32,
 }
 
 impl SqliteConfig {
@@ -91,6 +99,7 @@ impl SqliteConfig {
             max_size_bytes: None,
             batch_max: 2048,
             queue_capacity: 16_384,
+            page_size: DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -175,6 +184,12 @@ impl SqliteStore {
                     parent.display()
                 ))
             })?;
+        }
+        if !(512..=65_536).contains(&config.page_size) || !config.page_size.is_power_of_two() {
+            return Err(open_error(format!(
+                "page size {} is not a power of two from 512 to 65536",
+                config.page_size
+            )));
         }
         probe_directory(&config.path, &path)?;
         let lock = lock_file(&config.path).map_err(open_error)?;

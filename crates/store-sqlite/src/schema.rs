@@ -107,6 +107,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // declarations, remote workers), JSON texts.
     "CREATE TABLE records (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
         PRIMARY KEY (kind, key)) WITHOUT ROWID;",
+    // 9: events in a rowid table with a `(task_id, seq)` index. In the
+    // `WITHOUT ROWID` table of migration 1 a row lives in the key's b-tree,
+    // which keeps about a quarter page of it locally: on 4 KiB pages an
+    // event of 1–3 KB took a 4 KiB overflow page of its own (2–5x its
+    // size). A rowid table keeps rows up to nearly a page whole, appended
+    // in order (`benches/storage.rs` measures both, by event size).
+    "CREATE TABLE events_by_rowid (
+        task_id BLOB NOT NULL,
+        seq     INTEGER NOT NULL,
+        json    TEXT NOT NULL
+    );
+    INSERT INTO events_by_rowid (task_id, seq, json)
+        SELECT task_id, seq, json FROM events ORDER BY task_id, seq;
+    DROP TABLE events;
+    ALTER TABLE events_by_rowid RENAME TO events;
+    CREATE UNIQUE INDEX events_by_task ON events (task_id, seq);",
 ];
 
 /// The schema version this build writes.
@@ -129,10 +145,69 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
         return Ok(Migrated::TooNew(current));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        if current > 0 {
+            // Some rebuild a table: on a large file that takes a while.
+            tracing::info!(migration = index + 1, "upgrading the store's schema (once)");
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
     Ok(Migrated::Current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_9_moves_a_tape_into_the_rowid_table_whole_and_in_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A file as schema 8 left it, with two interleaved tapes.
+        for (index, sql) in MIGRATIONS.iter().take(8).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+        }
+        for seq in 1..=300_i64 {
+            for task in [[1_u8; 16], [2_u8; 16]] {
+                conn.execute(
+                    "INSERT INTO events (task_id, seq, json) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![task.as_slice(), seq, format!("{{\"n\":{seq}}}").repeat(50)],
+                )
+                .unwrap();
+            }
+        }
+        assert!(matches!(migrate(&mut conn).unwrap(), Migrated::Current));
+        let table: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'events'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(!table.contains("WITHOUT ROWID"), "{table}");
+        let mut select = conn
+            .prepare("SELECT seq, json FROM events WHERE task_id = ?1 ORDER BY seq")
+            .unwrap();
+        for task in [[1_u8; 16], [2_u8; 16]] {
+            let rows: Vec<(i64, String)> = select
+                .query_map([task.as_slice()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(rows.len(), 300);
+            for (index, (seq, json)) in rows.iter().enumerate() {
+                assert_eq!(*seq, index as i64 + 1);
+                assert_eq!(*json, format!("{{\"n\":{seq}}}").repeat(50));
+            }
+        }
+        // The index keeps one event per (task, seq).
+        let again = conn.execute(
+            "INSERT INTO events (task_id, seq, json) VALUES (?1, 1, '{}')",
+            [[1_u8; 16].as_slice()],
+        );
+        assert!(again.is_err(), "a second event at seq 1 was accepted");
+    }
 }

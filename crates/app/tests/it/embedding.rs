@@ -214,3 +214,85 @@ async fn an_op_reporting_past_the_tape_cap_is_stopped_and_ends_tape_full() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tape_past_max_tape_bytes_ends_tape_full_counting_every_attempt() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tasktape_core::ReportError;
+    use tasktape_core::retry::{Backoff, RetryPolicy};
+    // Lines the second attempt wrote before the cap refused one.
+    static SECOND: AtomicU64 = AtomicU64::new(0);
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let op = FnOp::new("big", "writes kilobyte lines", |_, reporter| async move {
+        let first = CALLS.fetch_add(1, Ordering::SeqCst) == 0;
+        let line = "x".repeat(1000);
+        let mut written = 0_u64;
+        loop {
+            if first && written == 20 {
+                return Err(tasktape_core::OpError::new("flaky", "try again"));
+            }
+            match reporter.log("info", line.as_str()).await {
+                Ok(()) => written += 1,
+                Err(ReportError::TapeTooLarge { max_bytes }) => {
+                    SECOND.store(written, Ordering::SeqCst);
+                    return Ok(json!({"written": written, "max_bytes": max_bytes}));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    })
+    .with_retry(RetryPolicy {
+        max_attempts: 2,
+        backoff: Backoff::Fixed,
+        initial_ms: 10,
+        max_ms: 10,
+        jitter: false,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.listen = Some("127.0.0.1:0".into());
+    config.data_dir = Some(dir.path().to_path_buf());
+    config.max_tape_bytes = Some(65_536);
+    let app = Builder::new(config).op(op).start().await.unwrap();
+    let manager = app.manager().clone();
+    let task = manager.submit("big", json!({}), None).await.unwrap().task;
+    let row = manager
+        .wait(task.task_id, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    assert_eq!(row.attempt, 2, "the first attempt failed and was retried");
+    let error = row.error.unwrap();
+    assert_eq!(error.code, "tape_full");
+    assert!(
+        error.message.contains("max_tape_bytes"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.extra["max_tape_bytes"], 65_536);
+    // The tape before its `final` holds at most the cap, and the cap was
+    // reached: a line more (about 1,050 bytes, each counted a few bytes
+    // over) would not have fit.
+    let mut events = manager.events(task.task_id, 1);
+    let (mut bytes, mut lines) = (0, 0);
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        if event.body.kind().as_str() != "final" {
+            bytes += serde_json::to_string(&event).unwrap().len();
+        }
+        if matches!(&event.body, EventBody::Log { message, .. } if message.len() == 1000) {
+            lines += 1;
+        }
+    }
+    assert!(bytes <= 65_536, "{bytes} bytes");
+    assert!(
+        bytes + 1500 > 65_536,
+        "{bytes} bytes: the cap was not reached"
+    );
+    // The second attempt had only what the first left: fewer lines than
+    // an empty tape takes.
+    let second = SECOND.load(Ordering::SeqCst);
+    assert_eq!(lines, 20 + second);
+    assert!(second < 50, "the second attempt wrote {second} lines");
+}

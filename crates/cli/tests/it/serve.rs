@@ -84,6 +84,26 @@ fn a_bad_config_file_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid config file"));
 }
 
+#[test]
+fn a_tape_size_cap_below_one_long_line_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tasktape.toml");
+    std::fs::write(&config, "max_tape_bytes = 1000\n").unwrap();
+    let output = tasktape()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("max_tape_bytes must be at least 65536"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_finishes_running_tasks_as_server_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,12 +9,12 @@ use serde_json::Value;
 use tracing::{debug, error, info, warn};
 
 use super::Life;
-use super::runs::{CancelCause, RunControl};
+use super::runs::{CancelCause, RunControl, TapeCap};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::{ErrorInfo, Outcome, Status, Task, TaskId};
 use crate::op::{Op, OpRegistry};
-use crate::reporter::Reporter;
+use crate::reporter::{Reporter, TapeRoom};
 use crate::retry::attempt_outcome;
 use crate::store::{AppendAck, FinishOutcome, Store};
 
@@ -27,6 +27,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) struct RunSettings {
     /// Most events one tape may hold.
     pub(crate) max_events_per_task: u64,
+    /// Most bytes of event JSON one tape may hold.
+    pub(crate) max_tape_bytes: u64,
     /// How long a stopped op may take to return (unless the op says).
     pub(crate) cancel_grace: Duration,
     /// How long a failing store is retried for an event (the lease's length).
@@ -64,21 +66,32 @@ impl Runner {
                 .await;
             return None;
         };
-        let limit = self.settings.max_events_per_task;
-        // The cap is the tape's, not an attempt's: a later attempt has what
-        // the earlier ones left (one store read, for retried tasks only).
-        let used = if task.attempt > 1 {
+        let (limit, max_bytes) = (
+            self.settings.max_events_per_task,
+            self.settings.max_tape_bytes,
+        );
+        // The caps are the tape's, not an attempt's: a later attempt has
+        // what the earlier ones left (store reads, for retried tasks only).
+        let (used, used_bytes) = if task.attempt > 1 {
             let last = self.store.last_seq(task_id).await;
-            last.ok().flatten().unwrap_or(0).saturating_sub(1)
+            let bytes = self.store.tape_bytes(task_id).await;
+            (
+                last.ok().flatten().unwrap_or(0).saturating_sub(1),
+                bytes.unwrap_or(0),
+            )
         } else {
-            0
+            (0, 0)
+        };
+        let room = TapeRoom {
+            events: (limit.saturating_sub(used).max(1), limit),
+            bytes: (max_bytes.saturating_sub(used_bytes), max_bytes),
         };
         let reporter = Reporter::for_run(
             Arc::clone(&self.store),
             task_id,
             Arc::clone(&control),
             &self.life,
-            (limit.saturating_sub(used).max(1), limit),
+            room,
             self.settings.lease_ttl,
         );
         let started = std::time::Instant::now();
@@ -93,13 +106,12 @@ impl Runner {
         reporter.close();
         // Past its tape's cap the task ends `tape_full`, whatever it returned
         // (unless something else stopped it first: that cause stands).
-        let outcome = if reporter.is_full() {
-            match control.cause() {
-                Some(CancelCause::TapeFull(_)) | None => Outcome::Failed(tape_full(limit)),
+        let outcome = match reporter.full_cap() {
+            Some(cap) => match control.cause() {
+                Some(CancelCause::TapeFull(_)) | None => Outcome::Failed(tape_full(cap)),
                 cause => stopped_outcome(cause),
-            }
-        } else {
-            outcome
+            },
+            None => outcome,
         };
         let outcome = attempt_outcome(&task, outcome, Some(attempt_started), self.clock.now());
         let retry_at = match &outcome {
@@ -285,7 +297,7 @@ impl Runner {
 fn stopped_outcome(cause: Option<CancelCause>) -> Outcome {
     match cause {
         Some(CancelCause::User) => Outcome::Cancelled,
-        Some(CancelCause::TapeFull(limit)) => Outcome::Failed(tape_full(limit)),
+        Some(CancelCause::TapeFull(cap)) => Outcome::Failed(tape_full(cap)),
         Some(CancelCause::Timeout(limit)) => Outcome::Failed(
             ErrorInfo::new(
                 "timeout",
@@ -307,15 +319,24 @@ fn stopped_outcome(cause: Option<CancelCause>) -> Outcome {
     }
 }
 
-/// The error of a task whose tape reached `max_events_per_task`.
-fn tape_full(limit: u64) -> ErrorInfo {
-    ErrorInfo::new(
-        "tape_full",
-        format!(
-            "the task reported more than {limit} events, the cap of one tape; it was stopped. Raise max_events_per_task in the config file (or ManagerConfig) for longer tapes"
-        ),
-    )
-    .with("max_events_per_task", limit)
+/// The error of a task whose tape reached one of its caps.
+fn tape_full(cap: TapeCap) -> ErrorInfo {
+    match cap {
+        TapeCap::Events(limit) => ErrorInfo::new(
+            "tape_full",
+            format!(
+                "the task reported more than {limit} events, the cap of one tape; it was stopped. Raise max_events_per_task in the config file (or ManagerConfig) for longer tapes"
+            ),
+        )
+        .with("max_events_per_task", limit),
+        TapeCap::Bytes(max_bytes) => ErrorInfo::new(
+            "tape_full",
+            format!(
+                "the task's events came to more than {max_bytes} bytes, the size cap of one tape; it was stopped. Raise max_tape_bytes in the config file (or ManagerConfig) for larger tapes"
+            ),
+        )
+        .with("max_tape_bytes", max_bytes),
+    }
 }
 
 /// `90 s`, `1.5 s`, `250 ms`.

@@ -19,8 +19,17 @@ pub(crate) enum CancelCause {
     Shutdown,
     /// The op ran past its [`crate::Op::timeout`] (this one).
     Timeout(Duration),
-    /// The op reported past `max_events_per_task` (this many).
-    TapeFull(u64),
+    /// The op reported past one of its tape's caps.
+    TapeFull(TapeCap),
+}
+
+/// A tape's cap that a run reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TapeCap {
+    /// `max_events_per_task`: this many events.
+    Events(u64),
+    /// `max_tape_bytes`: this many bytes of event JSON.
+    Bytes(u64),
 }
 
 /// One run's stop: the token its op watches and the cause, set once by

@@ -36,6 +36,11 @@ pub struct ManagerConfig {
     /// stopped and its task ends `failed` with code `tape_full` (the `final`
     /// event is written past the cap).
     pub max_events_per_task: u64,
+    /// Most bytes of event JSON one task's tape may hold (each event
+    /// counted as stored, with its `seq` and `ts`); past it the op is
+    /// stopped and its task ends `failed` with code `tape_full`, as for
+    /// `max_events_per_task`.
+    pub max_tape_bytes: u64,
     /// How long finished tasks are kept; older ones are deleted in the
     /// background, in small batches. `None` keeps everything.
     pub retention: Option<Duration>,
@@ -66,6 +71,7 @@ impl Default for ManagerConfig {
             task_tracing: Arc::new(PlainTaskTracing),
             worker: true,
             max_events_per_task: 1_000_000,
+            max_tape_bytes: 1 << 30,
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             retention_interval: Duration::from_secs(60),
             retries: HashMap::new(),

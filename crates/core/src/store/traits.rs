@@ -248,6 +248,25 @@ pub trait Reads: Send + Sync + 'static {
     /// The tape's highest seq (0 when empty); `None` for an unknown task.
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>>;
 
+    /// Bytes of the JSON of the tape's events (0 for an unknown task). Read
+    /// when a retried task starts again, since a tape's size cap counts
+    /// every attempt's events; reads the tape in pages.
+    async fn tape_bytes(&self, task_id: TaskId) -> Result<u64> {
+        let (mut from, mut bytes) = (1, 0);
+        while let Some(page) = self.events(task_id, from, 1000).await? {
+            let Some(last) = page.events.last() else {
+                break;
+            };
+            from = last.seq + 1;
+            bytes += page
+                .events
+                .iter()
+                .map(|event| event.json.len() as u64)
+                .sum::<u64>();
+        }
+        Ok(bytes)
+    }
+
     /// The earliest `run_at` after `after` of a pending task of `op`;
     /// `None` when there is none. The manager sleeps until then (tasks due
     /// already are the claim's).

@@ -99,7 +99,7 @@ async fn a_full_disk_fails_the_write_and_leaves_no_half_written_task() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasktape.db");
     let mut config = SqliteConfig::new(&path);
-    config.max_size_bytes = Some(256 * 1024);
+    config.max_size_bytes = Some(1024 * 1024);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(config).unwrap());
     let task_id = running_task(&*store).await;
     let chunk = json!("x".repeat(16 * 1024));
@@ -169,6 +169,57 @@ fn a_schema_from_a_newer_build_is_refused() {
         StoreError::SchemaTooNew { found, .. } => assert_eq!(found, 99),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_new_file_takes_the_page_size_an_old_one_keeps_its_own_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |path: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap()
+    };
+    // The default, on a new file.
+    let path = dir.path().join("default.db");
+    drop(open_at(&path).unwrap());
+    assert_eq!(
+        page_size(&path),
+        i64::from(tasktape_store_sqlite::DEFAULT_PAGE_SIZE)
+    );
+    // Another size, kept when the file is opened with a different one.
+    let path = dir.path().join("small.db");
+    let mut config = SqliteConfig::new(&path);
+    config.page_size = 1024;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(config).unwrap());
+    let task = store
+        .create(NewTask::new("echo", json!({})))
+        .await
+        .unwrap()
+        .task;
+    drop(store);
+    assert_eq!(page_size(&path), 1024);
+    let mut config = SqliteConfig::new(&path);
+    config.page_size = 65_536;
+    let store = SqliteStore::open(config).unwrap();
+    assert!(store.get(task.task_id).await.unwrap().is_some());
+    drop(store);
+    assert_eq!(page_size(&path), 1024);
+    // Not a power of two, or out of SQLite's range: refused, naming it.
+    for bad in [3000, 256, 131_072] {
+        let mut config = SqliteConfig::new(dir.path().join("bad.db"));
+        config.page_size = bad;
+        let Err(error) = SqliteStore::open(config) else {
+            panic!("page size {bad} was accepted");
+        };
+        assert!(
+            error.to_string().contains(&format!("page size {bad}")),
+            "{error}"
+        );
+    }
+    assert!(
+        !dir.path().join("bad.db").exists(),
+        "nothing made for a bad size"
+    );
 }
 
 #[tokio::test]

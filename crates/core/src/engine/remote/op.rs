@@ -258,6 +258,13 @@ async fn relay(
                     format!("the task's tape is full ({limit} events); it ends failed"),
                 ));
             }
+            Err(ReportError::TapeTooLarge { max_bytes }) => {
+                return Relayed::Answer(ItemAnswer::stop(
+                    task_id,
+                    "tape_full",
+                    format!("the task's tape is full ({max_bytes} bytes); it ends failed"),
+                ));
+            }
             Err(ReportError::Store(error)) => {
                 return Relayed::Answer(ItemAnswer::stop(task_id, "store_error", error));
             }
