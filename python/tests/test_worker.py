@@ -626,3 +626,44 @@ def test_events_are_batched_and_progress_never_waits(
         reports = sum("route=/v1/worker/report" in line for line in worker_server.lines)
         assert reports - reports_before < steps / 20, "sent in batches"
         assert spent[0] < 1.0, "progress calls only queue"
+
+
+def test_a_report_whose_answer_was_lost_is_sent_again_and_written_once(
+    workers: WorkerFactory, worker_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasktape import _engine
+
+    original = _engine.Engine.call
+    lost: list[int] = []
+
+    async def lose_an_answer(
+        self: _engine.Engine, path: str, body: dict[str, Any], **kwargs: Any
+    ) -> Any:
+        answer = await original(self, path, body, **kwargs)
+        # The server wrote the report; its answer never arrives.
+        if path == "/v1/worker/report" and not lost:
+            events = sum(len(item.get("events", [])) for item in body["items"])
+            if events:
+                lost.append(events)
+                raise TasktapeError("transport_error", "the answer was lost (test)")
+        return answer
+
+    monkeypatch.setattr(_engine.Engine, "call", lose_an_answer)
+    worker = workers()
+
+    @worker.op("steps")
+    def steps(task: Task) -> int:
+        for i in range(1, 6):
+            task.progress("steps", i, 5)
+            time.sleep(0.01)
+        return 5
+
+    with Client(worker_server.url) as client:
+        worker.start()
+        handle = client.submit("steps", {})
+        row = client.wait(handle.task_id, timeout=30)
+        assert row.status == "succeeded"
+        assert lost, "an answer was lost"
+        page = client.events(handle.task_id, 0, limit=1000)
+        currents = [event.current for event in page.events if event.type == "progress"]
+        assert currents == [1, 2, 3, 4, 5], "each event once, in order"

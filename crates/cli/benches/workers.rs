@@ -185,6 +185,7 @@ async fn drain(server: &Server) -> f64 {
             .map(|task| ReportItem {
                 task_id: task.task_id,
                 lease: task.lease,
+                offset: None,
                 events: Vec::new(),
                 finish: Some(WorkerFinish {
                     result: Some(json!(null)),
@@ -231,6 +232,7 @@ async fn cancel_latency(server: &Server) -> Vec<f64> {
         let finish = ReportItem {
             task_id: task,
             lease: claimed[0].lease.clone(),
+            offset: None,
             events: Vec::new(),
             finish: Some(WorkerFinish {
                 result: None,

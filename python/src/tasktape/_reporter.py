@@ -4,7 +4,9 @@ batches, to `POST /v1/worker/report`.
 Entries wait in `outbox` in the order they were made. The sender takes a
 prefix as a batch (one item per task: that task's events in order, then its
 finish), within `max_batch` items, `max_batch` events and a byte budget;
-retries a batch that got no answer (the same batch first, so order holds);
+retries a batch that got no answer (the same batch first, so order holds;
+each item's `offset`, its first event's number in the run, lets the server
+skip what it wrote from a batch whose answer was lost);
 on a 413 splits it (a lone event too large becomes a warning log line); on
 a 422 gives up the item the server names; and stops a run whose item is
 refused (`ok: false`: `lease_lost`, `task_ended`, `unknown_task`).
@@ -44,6 +46,8 @@ class _Entry:
     event: dict[str, Any] | None = None
     finish: dict[str, Any] | None = None
     size: int = 0
+    #: The event's number among its run's events, from 0.
+    ordinal: int = 0
 
 
 class Reporter:
@@ -57,7 +61,9 @@ class Reporter:
         self._in_flight = 0
 
     def add_event(self, run: Run, body: dict[str, Any]) -> None:
-        self._add(_Entry(run, event=body, size=len(json.dumps(body)) + 1))
+        ordinal = run.events_queued
+        run.events_queued += 1
+        self._add(_Entry(run, event=body, size=len(json.dumps(body)) + 1, ordinal=ordinal))
 
     def add_finish(self, run: Run, finish: dict[str, Any]) -> None:
         self._add(_Entry(run, finish=finish, size=len(json.dumps(finish)) + 64))
@@ -110,6 +116,7 @@ class Reporter:
                 item = {"task_id": entry.run.task_id, "lease": entry.run.lease, "events": []}
                 items[entry.run.task_id] = item
             if entry.event is not None:
+                item.setdefault("offset", entry.ordinal)
                 item["events"].append(entry.event)
             if entry.finish is not None:
                 item["finish"] = entry.finish
@@ -175,7 +182,7 @@ class Reporter:
                 "message": f"tasktape: an event of {entry.size} bytes was too large; dropped",
                 "ts": entry.event.get("ts"),
             }
-            return [_Entry(entry.run, event=note, size=200)]
+            return [_Entry(entry.run, event=note, size=200, ordinal=entry.ordinal)]
         error = {"code": "result_too_large", "message": "the op's result was too large to report"}
         return [_Entry(entry.run, finish={"error": error}, size=200)]
 

@@ -77,6 +77,8 @@ class Run:
         deadline = claimed.get("deadline")
         self.deadline: datetime | None = parse_time(deadline) if isinstance(deadline, str) else None
         self.state = "running"
+        #: Events queued for the server so far (the next one's number).
+        self.events_queued = 0
         self.reason: str | None = None
         self.cancel_flag = threading.Event()
         self._loop = loop

@@ -27,6 +27,8 @@ pub(super) enum Entry {
     Event {
         task_id: TaskId,
         lease: String,
+        /// The event's number in its run, from 0 (`ReportItem::offset`).
+        ordinal: u64,
         body: EventBody,
         at: Timestamp,
         ack: Arc<AppendAck>,
@@ -60,6 +62,8 @@ pub(super) struct Batcher {
 struct Sink {
     tx: mpsc::UnboundedSender<Entry>,
     lease: String,
+    /// Events this run queued.
+    queued: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -71,10 +75,14 @@ impl EventSink for Sink {
         at: Timestamp,
         ack: Arc<AppendAck>,
     ) -> Result<(), StoreError> {
+        let ordinal = self
+            .queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.tx
             .send(Entry::Event {
                 task_id,
                 lease: self.lease.clone(),
+                ordinal,
                 body: body.clone(),
                 at,
                 ack,
@@ -94,6 +102,7 @@ impl Batcher {
         Arc::new(Sink {
             tx: self.tx.clone(),
             lease,
+            queued: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -137,6 +146,7 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Entry>, 
                     items.push(ReportItem {
                         task_id,
                         lease,
+                        offset: None,
                         events: Vec::new(),
                         finish: None,
                     });
@@ -146,8 +156,15 @@ async fn send_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Entry>, 
                 }
             };
             match entry {
-                Entry::Event { body, at, ack, .. } => {
+                Entry::Event {
+                    ordinal,
+                    body,
+                    at,
+                    ack,
+                    ..
+                } => {
                     bytes += serde_json::to_vec(&body).map_or(0, |text| text.len()) + 64;
+                    items[index].offset.get_or_insert(ordinal);
                     items[index].events.push(WorkerEvent { body, ts: Some(at) });
                     acks[index].push(ack);
                 }

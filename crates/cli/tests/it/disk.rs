@@ -58,10 +58,14 @@ impl SmallDisk {
     }
 
     fn fill(&self) {
-        // Writes until the disk is full (the write's error is expected).
+        self.fill_with("filler");
+    }
+
+    /// Writes `name` until the disk is full (the write's error is expected).
+    fn fill_with(&self, name: &str) {
         let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=64k"])
-            .arg(format!("of={}", self.0.path().join("filler").display()))
+            .args(["if=/dev/zero", "bs=4k"])
+            .arg(format!("of={}", self.0.path().join(name).display()))
             .stderr(std::process::Stdio::null())
             .status();
     }
@@ -96,8 +100,9 @@ fn a_full_disk_at_start_is_one_clear_line() {
     disk.fill();
     let (code, lines) = start(&data);
     assert_one_line(code, &lines, &data.join("tasktape.db"), "full");
-    // No store yet and no room to make one.
+    // No store yet and no room to make one (the old store's room taken too).
     std::fs::remove_dir_all(&data).unwrap();
+    disk.fill_with("filler-2");
     let (code, lines) = start(&data);
     assert_one_line(code, &lines, &data.join("tasktape.db"), "full");
 }

@@ -61,6 +61,7 @@ fn item(
     ReportItem {
         task_id,
         lease: lease.to_owned(),
+        offset: None,
         events: events
             .into_iter()
             .map(|body| WorkerEvent { body, ts: None })
@@ -937,4 +938,58 @@ async fn heartbeats_reconcile_runs_and_remote_secrets_stay_hidden() {
     .await;
     assert_eq!(row.status, Status::Failed);
     assert_eq!(row.error.unwrap().code, "owner_lost");
+}
+
+/// A report sent again after its answer was lost (the worker cannot know
+/// whether it was written) writes nothing twice when its items say where
+/// they start; one that leaves events out (too large to send) goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_sent_again_writes_its_events_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let client = Client::new(&server.base, None).unwrap();
+    let registered = client
+        .register_worker(&registration("w-resend", vec![op("square")]))
+        .await
+        .unwrap();
+    let session = registered.session.clone();
+    let task_id = submit(&client, "square", 4).await;
+    let claimed = client
+        .claim(&claim(&session, "square", 1, 5000))
+        .await
+        .unwrap();
+    let lease = claimed[0].lease.clone();
+    let at = |offset: u64, events: Vec<EventBody>, finish| {
+        let mut item = item(task_id, &lease, events, finish);
+        item.offset = Some(offset);
+        item
+    };
+    let send = |item: ReportItem| {
+        let (client, session) = (client.clone(), session.clone());
+        async move {
+            let answers = client.report(&session, vec![item]).await.unwrap();
+            assert!(answers[0].ok, "{answers:?}");
+        }
+    };
+    // Events 0–2, then the same report again, then one holding 1–4 (its
+    // first two written already).
+    send(at(0, vec![progress(0), progress(1), progress(2)], None)).await;
+    send(at(0, vec![progress(0), progress(1), progress(2)], None)).await;
+    send(at(1, (1..=4).map(progress).collect(), None)).await;
+    // Event 5 was left out by the worker: 6 is written after 4.
+    send(at(6, vec![progress(6)], result(json!({"sq": 16})))).await;
+    let row = wait_row(&client, task_id, Duration::from_secs(10), |row| {
+        row.status.is_terminal()
+    })
+    .await;
+    assert_eq!(row.status, Status::Succeeded);
+    let currents: Vec<u64> = tape(&client, task_id)
+        .await
+        .iter()
+        .filter_map(|event| match &event.body {
+            EventBody::Progress { current, .. } => Some(*current),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(currents, vec![0, 1, 2, 3, 4, 6]);
 }

@@ -59,6 +59,12 @@ pub struct ReportItem {
     pub task_id: TaskId,
     /// Its run's lease token (from the claim).
     pub lease: String,
+    /// The number of this item's first event among the run's events, as
+    /// the worker counts them from 0. With it, a report sent again after
+    /// its answer was lost writes nothing twice: the server skips the
+    /// events it already wrote. Without it, every event is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// Events, in order.
     #[serde(default)]
     pub events: Vec<WorkerEvent>,

@@ -59,6 +59,7 @@ pub enum Signal {
 pub(crate) enum Msg {
     /// Events, then maybe the finish; the answer goes back to the worker.
     Item {
+        offset: Option<u64>,
         events: Vec<WorkerEvent>,
         finish: Option<WorkerFinish>,
         answer: oneshot::Sender<ItemAnswer>,

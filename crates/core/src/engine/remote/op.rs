@@ -178,12 +178,15 @@ impl Remote {
             finished: false,
         };
         let mut stop_sent = false;
+        // The worker's number of the next event to write (see
+        // `ReportItem::offset`).
+        let mut written = 0_u64;
         loop {
             tokio::select! {
                 message = inbox.recv() => {
                     let outcome = match message {
-                        Some(Msg::Item { events, finish, answer }) => {
-                            match relay(&reporter, events, finish).await {
+                        Some(Msg::Item { offset, events, finish, answer }) => {
+                            match relay(&reporter, (offset, &mut written), events, finish).await {
                                 Relayed::Answer(reply) if reply.ok => {
                                     let _ = answer.send(reply);
                                     continue;
@@ -230,20 +233,36 @@ enum Relayed {
     Finished(ItemAnswer, OpResult),
 }
 
-/// Writes an item's events in order, then takes its finish.
+/// Writes an item's events in order, then takes its finish. An item that
+/// says where it starts (its `offset` in the worker's numbering of the
+/// run's events) skips those before `written`, the next one due: they were
+/// written from a report the worker sent again after losing its answer.
+/// An offset past `written` is taken as it is (the worker left events out,
+/// say too large to send).
 async fn relay(
     reporter: &Reporter,
+    (offset, written): (Option<u64>, &mut u64),
     events: Vec<tasktape_wire::worker::WorkerEvent>,
     finish: Option<WorkerFinish>,
 ) -> Relayed {
     let task_id = reporter.task_id();
-    for event in events {
-        let written = match event.ts {
+    let skip = match offset {
+        None => 0,
+        Some(offset) if offset < *written => {
+            usize::try_from(*written - offset).unwrap_or(usize::MAX)
+        }
+        Some(offset) => {
+            *written = offset;
+            0
+        }
+    };
+    for event in events.into_iter().skip(skip) {
+        let written_now = match event.ts {
             Some(at) => reporter.event_at(event.body, at).await,
             None => reporter.event(event.body).await,
         };
-        match written {
-            Ok(()) => {}
+        match written_now {
+            Ok(()) => *written += 1,
             Err(ReportError::Dropped) => {
                 return Relayed::Answer(ItemAnswer::stop(
                     task_id,

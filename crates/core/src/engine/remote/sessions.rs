@@ -92,6 +92,7 @@ impl Remote {
                 run.acked = true;
                 let (answer, answered) = oneshot::channel();
                 let sent = run.outbox.send(Msg::Item {
+                    offset: item.offset,
                     events: item.events,
                     finish: item.finish,
                     answer,
