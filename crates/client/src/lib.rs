@@ -52,10 +52,10 @@ pub use error::{ClientError, Result, ServerError};
 pub use follow::{FollowMode, Follower};
 pub use tasktape_wire::worker as protocol;
 pub use tasktape_wire::{
-    BulkCancelAnswer, BulkRetryAnswer, CancelAnswer, ErrorInfo, Event, EventBody, EventKind,
-    EventsPage, Links, OpInfo, OpsList, RetryPolicy, ScheduleInfo, ScheduleList, ServerInfo,
-    Status, StatusFilter, TaskFilter, TaskHandle, TaskId, TaskPage, TaskResult, TaskRow,
-    TaskSummary, Timestamp,
+    BatchResult, BulkCancelAnswer, BulkRetryAnswer, CancelAnswer, ErrorInfo, Event, EventBody,
+    EventKind, EventsPage, Links, OpInfo, OpsList, RetryPolicy, ScheduleInfo, ScheduleList,
+    ServerInfo, Status, StatusFilter, TaskFilter, TaskHandle, TaskId, TaskPage, TaskResult,
+    TaskRow, TaskSummary, Timestamp,
 };
 pub use tasktape_wire::{Health, ListQuery, Ready, Submission};
 pub use worker::WorkerSignal;
@@ -163,6 +163,16 @@ impl Client {
     pub async fn submit(&self, submission: &Submission) -> Result<TaskHandle> {
         let body = serde_json::to_value(submission).expect("a submission serializes");
         self.call(Method::POST, "/v1/tasks", Some(body)).await
+    }
+
+    /// `POST /v1/tasks/batch`: up to 10,000 submissions at once; one result
+    /// per submission, in order (a handle, or that submission's error).
+    pub async fn submit_batch(&self, submissions: &[Submission]) -> Result<Vec<BatchResult>> {
+        let body = serde_json::json!({ "tasks": submissions });
+        let answer: tasktape_wire::BatchResults = self
+            .call(Method::POST, "/v1/tasks/batch", Some(body))
+            .await?;
+        Ok(answer.results)
     }
 
     /// `POST /v1/echo`: dikw's echo op.

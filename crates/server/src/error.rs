@@ -29,6 +29,17 @@ impl ApiError {
         }
     }
 
+    /// The envelope alone (a bulk submit's refused entry).
+    pub fn envelope(self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                detail: self.detail,
+            },
+        }
+    }
+
     /// Adds the `detail` object.
     pub fn with_detail(mut self, detail: Value) -> Self {
         self.detail = Some(detail);
@@ -118,14 +129,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let envelope = ErrorEnvelope {
-            error: ErrorBody {
-                code: self.code.to_owned(),
-                message: self.message,
-                detail: self.detail,
-            },
-        };
-        (self.status, axum::Json(envelope)).into_response()
+        let status = self.status;
+        (status, axum::Json(self.envelope())).into_response()
     }
 }
 

@@ -1,5 +1,6 @@
 //! The job-system routes and submit options: `run_at`, `priority` and
-//! `retry` of a submit (read here; their rules are core's), the bulk actions (`POST /v1/tasks/cancel`,
+//! `retry` of a submit (read here; their rules are core's), bulk submit
+//! (`POST /v1/tasks/batch`), the bulk actions (`POST /v1/tasks/cancel`,
 //! `POST /v1/tasks/retry`) and `GET /v1/schedules`.
 
 use axum::Json;
@@ -7,11 +8,67 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use tasktape_core::Timestamp;
 use tasktape_core::manager::SubmitOptions;
-use tasktape_wire::{BulkCancelAnswer, BulkRetryAnswer, ScheduleList, Submission, TaskFilter};
+use tasktape_wire::{
+    BatchResult, BatchResults, BulkCancelAnswer, BulkRetryAnswer, ScheduleList, Submission,
+    TaskFilter,
+};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::params::Body;
+use crate::params::{BatchBody, Body, refused};
+use crate::routes::{OptionsIn, handle, refused_submit};
+
+/// The body limit of `POST /v1/tasks/batch`: 10,000 submissions of up to
+/// 6 KiB each (other routes keep `body_limit`).
+pub const BATCH_BODY_LIMIT: usize = 64 << 20;
+
+/// `POST /v1/tasks/batch {"tasks": [submission, …]}`: one result per
+/// submission, in order (a refused one does not stop the others), all
+/// written together.
+pub(crate) async fn submit_batch(
+    State(state): State<AppState>,
+    Body(BatchBody(entries)): Body<BatchBody>,
+) -> Result<Response, ApiError> {
+    let mut refusals = Vec::with_capacity(entries.len());
+    let mut accepted = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match Submission::from_value(entry) {
+            Ok(submission) => {
+                let options = submission_options(&submission);
+                accepted.push((submission.op, submission.params, options));
+                refusals.push(None);
+            }
+            Err(error) => refusals.push(Some(refused("body", &error))),
+        }
+    }
+    let mut answers = state
+        .manager()
+        .submit_many(accepted)
+        .await
+        .map_err(|error| refused_submit(error, OptionsIn::Body))?
+        .into_iter();
+    let results = refusals
+        .into_iter()
+        .map(|refusal| {
+            let answer = match refusal {
+                Some(error) => Err(error),
+                None => match answers.next() {
+                    Some(Ok(submitted)) => Ok(handle(&submitted.task)),
+                    Some(Err(error)) => Err(refused_submit(error, OptionsIn::Body)),
+                    None => Err(ApiError::internal(
+                        "bulk submit",
+                        &"fewer answers than submissions",
+                    )),
+                },
+            };
+            match answer {
+                Ok(handle) => BatchResult::Submitted(handle),
+                Err(error) => BatchResult::Refused(error.envelope()),
+            }
+        })
+        .collect();
+    Ok(Json(BatchResults { results }).into_response())
+}
 
 /// `run_at` from its text in the query; how far ahead it may be is
 /// core's rule (`SubmitOptions::check`).

@@ -249,14 +249,16 @@ async fn gate(
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|length| length.to_str().ok()?.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > state.config().body_limit as u64) {
+    let body_limit = if request.uri().path() == "/v1/tasks/batch" {
+        jobs::BATCH_BODY_LIMIT
+    } else {
+        state.config().body_limit
+    };
+    if declared.is_some_and(|length| length > body_limit as u64) {
         let response = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!(
-                "request body is larger than the server's limit ({} bytes)",
-                state.config().body_limit
-            ),
+            format!("request body is larger than the server's limit ({body_limit} bytes)"),
         )
         .into_response();
         observe::count(&state, &route, &response, started);

@@ -40,7 +40,7 @@ use utoipa::OpenApi;
     paths(
         healthz, readyz, info, list_ops, stats, list_tasks, submit_task, get_task, delete_task,
         get_result, get_events, stream_events, cancel_task, submit_named, metrics, openapi_json,
-        jobs::bulk_cancel, jobs::bulk_retry, jobs::schedules,
+        jobs::submit_batch, jobs::bulk_cancel, jobs::bulk_retry, jobs::schedules,
         workers::register, workers::claim, workers::report, workers::heartbeat, workers::drain,
         workers::deregister, workers::signals, workers::list, workers::drain_worker,
     ),

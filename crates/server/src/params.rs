@@ -53,6 +53,46 @@ impl BodyType for Submission {
     }
 }
 
+/// `POST /v1/tasks/batch`'s body: its 1 to 10,000 entries, each read on
+/// its own (a bad one is refused alone).
+pub struct BatchBody(pub Vec<Value>);
+
+impl BodyType for BatchBody {
+    fn from_value(body: Value) -> Result<Self, FieldError> {
+        let max = tasktape_wire::MAX_BATCH_SUBMISSIONS;
+        let tasks = match body {
+            Value::Object(mut body) => body.remove("tasks"),
+            _ => None,
+        };
+        match tasks {
+            None => Err(FieldError::new(
+                "tasks",
+                "missing",
+                "body must be an object with tasks, a list of submissions",
+            )),
+            Some(Value::Array(tasks)) if tasks.is_empty() => Err(FieldError::new(
+                "tasks",
+                "too_short",
+                "must hold at least one submission",
+            )),
+            Some(Value::Array(tasks)) if tasks.len() > max => Err(FieldError::new(
+                "tasks",
+                "too_long",
+                format!(
+                    "must hold at most {max} submissions ({} given)",
+                    tasks.len()
+                ),
+            )),
+            Some(Value::Array(tasks)) => Ok(BatchBody(tasks)),
+            Some(_) => Err(FieldError::new(
+                "tasks",
+                "list_type",
+                "must be a list of submissions",
+            )),
+        }
+    }
+}
+
 impl BodyType for TaskFilter {
     fn from_value(body: Value) -> Result<Self, FieldError> {
         TaskFilter::from_value(body)

@@ -25,7 +25,7 @@ use crate::error::{ApiError, parse_task_id};
 use crate::params::{Body, ListParams, Segment, int_param, json_body, query_map};
 
 /// WIRE.md's task handle.
-fn handle(task: &Task) -> TaskHandle {
+pub(crate) fn handle(task: &Task) -> TaskHandle {
     TaskHandle {
         task_id: task.task_id,
         op: task.op.clone(),
@@ -159,7 +159,7 @@ pub(crate) async fn list_ops(State(state): State<AppState>) -> Result<Json<OpsLi
 /// Where a submit's options came from: `query` for `run_at` and
 /// `priority` of `POST /v1/{op}`, else the body.
 #[derive(Clone, Copy)]
-enum OptionsIn {
+pub(crate) enum OptionsIn {
     Body,
     Query,
 }
@@ -184,7 +184,7 @@ async fn submit(
 }
 
 /// A refused submit in the envelope.
-fn refused_submit(error: SubmitError, options_in: OptionsIn) -> ApiError {
+pub(crate) fn refused_submit(error: SubmitError, options_in: OptionsIn) -> ApiError {
     match error {
         SubmitError::UnknownOp { name, known } => ApiError::new(
             StatusCode::NOT_FOUND,

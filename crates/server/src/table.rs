@@ -54,7 +54,7 @@ const ADMIN: Access = Access::Token(Scope::Admin);
 const WORKER: Access = Access::Token(Scope::Worker);
 
 /// Every route the server serves.
-pub(crate) const TABLE: [Route; 35] = [
+pub(crate) const TABLE: [Route; 36] = [
     route("GET", "/v1/healthz", Access::Probe, || get(api::healthz)),
     route("GET", "/v1/readyz", Access::Probe, || get(api::readyz)),
     route("GET", "/v1/info", READ, || get(api::info)),
@@ -82,6 +82,9 @@ pub(crate) const TABLE: [Route; 35] = [
         post(jobs::bulk_cancel)
     }),
     route("POST", "/v1/tasks/retry", ADMIN, || post(jobs::bulk_retry)),
+    route("POST", "/v1/tasks/batch", SUBMIT, || {
+        post(jobs::submit_batch).layer(axum::extract::DefaultBodyLimit::max(jobs::BATCH_BODY_LIMIT))
+    }),
     route("GET", "/v1/schedules", READ, || get(jobs::schedules)),
     route("GET", "/v1/workers", READ, || get(workers::list)),
     route("POST", "/v1/workers/{worker_id}/drain", ADMIN, || {

@@ -368,6 +368,13 @@ impl Transitions for PostgresStore {
         self.create_task(task).await
     }
 
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.create_tasks(tasks).await
+    }
+
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
         self.start_task(task_id, lease).await
     }

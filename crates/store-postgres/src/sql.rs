@@ -17,6 +17,7 @@ pub(crate) struct Sql {
     pub(crate) finish: String,
     pub(crate) cancel: String,
     pub(crate) create: String,
+    pub(crate) create_many: String,
     pub(crate) delete: String,
     pub(crate) get: String,
     pub(crate) list: String,
@@ -85,6 +86,10 @@ impl Sql {
             ),
             create: format!(
                 "SELECT out_created, out_id FROM {s}.create_task_at($1, $2, $3, $4, $5, $6, $7, $8, \
+                 $9, $10, $11, $12)"
+            ),
+            create_many: format!(
+                "SELECT out_created, out_id FROM {s}.create_tasks($1, $2, $3, $4, $5, $6, $7, $8, \
                  $9, $10, $11, $12)"
             ),
             // $2, $3: the partial and history record (`texts::requeue_texts`);

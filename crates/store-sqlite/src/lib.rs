@@ -313,6 +313,10 @@ impl Transitions for SqliteStore {
             .await
     }
 
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        self.call(|reply| Command::CreateMany(tasks, reply)).await
+    }
+
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
         self.call(|reply| Command::Start(task_id, lease, reply))
             .await

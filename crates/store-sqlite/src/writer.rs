@@ -47,6 +47,7 @@ pub(crate) enum AppendReply {
 /// One write. A `Finish` with an ack is checked against it in queue order.
 pub(crate) enum Command {
     Create(Box<NewTask>, Reply<Created>),
+    CreateMany(Vec<NewTask>, Reply<Vec<Created>>),
     Start(TaskId, Lease, Reply<StartOutcome>),
     /// op, limit, take, lease, due by.
     Claim(String, usize, usize, Lease, Timestamp, Reply<Vec<Task>>),
@@ -71,6 +72,7 @@ pub(crate) enum Command {
 /// A command's result inside the transaction, sent once it commits.
 enum Done {
     Created(Box<Created>),
+    CreatedMany(Vec<Created>),
     Start(StartOutcome),
     Claimed(Vec<Task>),
     Append(AppendOutcome),
@@ -275,6 +277,12 @@ impl Writer {
         let now = Timestamp::now();
         Ok(match command {
             Command::Create(task, _) => Done::Created(Box::new(self.create(task)?)),
+            Command::CreateMany(tasks, _) => Done::CreatedMany(
+                tasks
+                    .iter()
+                    .map(|task| self.create(task))
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
             Command::Start(task_id, lease, _) => Done::Start(self.start(*task_id, lease, now)?),
             Command::Claim(op, limit, take, lease, due_by, _) => {
                 Done::Claimed(self.claim(op, (*limit, *take), lease, *due_by, now)?)
@@ -330,6 +338,9 @@ impl Command {
     fn answer(self, done: Done) {
         match (self, done) {
             (Command::Create(_, reply), Done::Created(created)) => drop(reply.send(Ok(*created))),
+            (Command::CreateMany(_, reply), Done::CreatedMany(created)) => {
+                drop(reply.send(Ok(created)))
+            }
             (Command::Start(_, _, reply), Done::Start(outcome)) => drop(reply.send(Ok(outcome))),
             (Command::SwapRecord(_, _, _, _, reply), Done::Swapped(swapped)) => {
                 drop(reply.send(Ok(swapped)))
@@ -365,6 +376,7 @@ impl Command {
     fn fail(self, error: StoreError) {
         match self {
             Command::Create(_, reply) => drop(reply.send(Err(error))),
+            Command::CreateMany(_, reply) => drop(reply.send(Err(error))),
             Command::Start(_, _, reply) => drop(reply.send(Err(error))),
             Command::Claim(_, _, _, _, _, reply) => drop(reply.send(Err(error))),
             Command::SwapRecord(_, _, _, _, reply) => drop(reply.send(Err(error))),

@@ -10,10 +10,12 @@
 //! - [`model`]: [`TaskId`], [`Status`], [`ErrorInfo`].
 //! - [`event`]: [`EventBody`] (the `type` tag) and [`Event`].
 //! - [`bodies`]: the routes' response bodies and the error envelope.
+//! - [`batch`]: bulk submit's body and answer.
 //! - [`jobs`]: retry policies, bulk-action filters and answers, schedules.
 //! - [`requests`]: what clients send (the submit body, the list query)
 //!   and the probes' answers, read the same way by the server.
 
+pub mod batch;
 pub mod bodies;
 pub mod event;
 pub mod jobs;
@@ -22,6 +24,7 @@ pub mod requests;
 pub mod time;
 pub mod worker;
 
+pub use batch::{BatchResult, BatchResults, BatchSubmission, MAX_BATCH_SUBMISSIONS};
 pub use bodies::{
     CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, Links, MinuteStats, OpInfo, OpsList,
     ServerInfo, Stats, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,

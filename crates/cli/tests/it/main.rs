@@ -1,6 +1,7 @@
 //! The `tasktape` binary, run as a process: `serve`, the client verbs, and
 //! the live display under a pseudo-terminal.
 
+mod batch;
 mod blackhole;
 mod browser;
 mod clocks;

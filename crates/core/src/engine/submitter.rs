@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::model::NewTask;
 use crate::op::OpRegistry;
 use crate::retry::{RetryPlan, RetryPolicy};
-use crate::store::{Store, StoreError};
+use crate::store::{Created, Store, StoreError};
 use crate::time::Timestamp;
 
 /// The priorities a submit may ask for.
@@ -149,17 +149,15 @@ impl Submitter {
         Some(RetryPlan { policy, idempotent })
     }
 
-    /// Creates a task for `op` (options already checked, or the
-    /// schedules' own) and wakes a claim or a timer. Cancel-safe: the
-    /// creation goes on if the caller stops waiting.
-    #[tracing::instrument(name = "manager.submit", level = "debug", skip_all, fields(op = %op), err(level = "debug"))]
-    pub(crate) async fn submit(
-        self: &Arc<Self>,
+    /// A submit checked and made a row, not yet written: the op's check
+    /// of the params, the retry plan, the keyed digest.
+    fn prepare(
+        &self,
         op: &str,
         params: Value,
         options: SubmitOptions,
         trace_parent: Option<String>,
-    ) -> Result<Submitted, SubmitError> {
+    ) -> Result<Prepared, SubmitError> {
         if self.life.is_stopping() {
             return Err(SubmitError::ShuttingDown);
         }
@@ -170,53 +168,179 @@ impl Submitter {
             });
         };
         let params = handler.prepare(params)?;
-        let mut new_task = NewTask::new(op, params);
-        new_task.idempotency_key = options.idempotency_key;
-        new_task.trace_parent = trace_parent;
-        new_task.priority = options.priority;
+        let mut task = NewTask::new(op, params);
+        task.idempotency_key = options.idempotency_key;
+        task.trace_parent = trace_parent;
+        task.priority = options.priority;
         // A time already past is due now.
-        new_task.run_at = options.run_at.filter(|at| *at > self.clock.now());
-        new_task.retry = self.retry_plan(op, options.retry);
-        new_task.retry_of = options.retry_of;
+        task.run_at = options.run_at.filter(|at| *at > self.clock.now());
+        task.retry = self.retry_plan(op, options.retry);
+        task.retry_of = options.retry_of;
         // Compared with the task a repeated key finds: keyed, or (a task
         // made before digests were keyed) plain.
-        let plain = new_task.params_digest.clone();
+        let plain = task.params_digest.clone();
         if let Some(key) = self.digest_key.get() {
-            new_task.params_digest = crate::model::keyed_params_digest(key, &new_task.params);
+            task.params_digest = crate::model::keyed_params_digest(key, &task.params);
         }
-        let digest = new_task.params_digest.clone();
+        Ok(Prepared { task, plain })
+    }
+
+    /// Creates and schedules a task (see [`crate::Manager::submit_with`]).
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        op: &str,
+        params: Value,
+        options: SubmitOptions,
+        trace_parent: Option<String>,
+    ) -> Result<Submitted, SubmitError> {
+        let prepared = self.prepare(op, params, options, trace_parent)?;
+        let digests = prepared.digests();
+        let mut created = self.create(vec![prepared.task]).await?;
+        let created = created
+            .pop()
+            .ok_or_else(|| SubmitError::Store(StoreError::backend("submit", "no answer")))?;
+        answer(op, &digests, created)
+    }
+
+    /// Creates and schedules many tasks in one write: one answer per entry,
+    /// in order (a refused entry does not stop the others). A key given
+    /// twice finds the first entry's task. A failed write fails them all.
+    pub(crate) async fn submit_many(
+        self: &Arc<Self>,
+        entries: Vec<(String, Value, SubmitOptions)>,
+        trace_parent: Option<String>,
+    ) -> Result<Vec<Result<Submitted, SubmitError>>, SubmitError> {
+        // Per entry: refused, written as row `n`, or the same key as row `n`.
+        enum Slot {
+            Refused(SubmitError),
+            /// Row `n`; `false`: an earlier entry gave the same key.
+            Row(usize, Digests, bool),
+        }
+        let mut slots = Vec::with_capacity(entries.len());
+        let mut rows = Vec::new();
+        let mut keys: HashMap<String, usize> = HashMap::new();
+        for (op, params, options) in entries {
+            let prepared = options
+                .check(self.clock.now())
+                .and_then(|()| self.prepare(&op, params, options, trace_parent.clone()));
+            slots.push(match prepared {
+                Err(SubmitError::ShuttingDown) => return Err(SubmitError::ShuttingDown),
+                Err(error) => Slot::Refused(error),
+                Ok(prepared) => {
+                    let digests = prepared.digests();
+                    let seen = (prepared.task.idempotency_key.as_ref())
+                        .and_then(|key| keys.get(key).copied());
+                    match seen {
+                        Some(row) => Slot::Row(row, digests, false),
+                        None => {
+                            if let Some(key) = &prepared.task.idempotency_key {
+                                keys.insert(key.clone(), rows.len());
+                            }
+                            rows.push(prepared.task);
+                            Slot::Row(rows.len() - 1, digests, true)
+                        }
+                    }
+                }
+            });
+        }
+        let created = self.create(rows).await?;
+        Ok(slots
+            .into_iter()
+            .map(|slot| match slot {
+                Slot::Refused(error) => Err(error),
+                Slot::Row(row, digests, first) => {
+                    let mut created = created[row].clone();
+                    // A later entry with an earlier one's key finds its task.
+                    created.created &= first;
+                    answer(&digests.op, &digests, created)
+                }
+            })
+            .collect())
+    }
+
+    /// Writes the rows and wakes what runs them. Cancel-safe: spawned, so
+    /// a caller that stops waiting leaves the tasks written and scheduled.
+    async fn create(self: &Arc<Self>, rows: Vec<NewTask>) -> Result<Vec<Created>, SubmitError> {
         let this = Arc::clone(self);
         let created = tokio::spawn(async move {
-            let run_at = new_task.run_at;
-            let created = this.store.create(new_task).await?;
-            if created.created {
-                this.metrics.submitted.with(&[&created.task.op]).inc();
-                match run_at {
-                    Some(at) => this.claimer.arm_due(&created.task.op, at),
-                    None => this.claimer.kick(&created.task.op),
+            let created = match rows.len() {
+                0 => Vec::new(),
+                1 => {
+                    let row = rows.into_iter().next().unwrap_or_else(|| unreachable!());
+                    vec![this.store.create(row).await?]
                 }
+                _ => this.store.create_many(rows).await?,
+            };
+            // One wake-up per op: a claim for tasks due now, a timer for
+            // the earliest delayed one.
+            let mut kicks = std::collections::HashSet::new();
+            let mut timers: HashMap<&str, Timestamp> = HashMap::new();
+            for made in created.iter().filter(|made| made.created) {
+                let task = &made.task;
+                this.metrics.submitted.with(&[&task.op]).inc();
+                match task.run_at {
+                    None => {
+                        kicks.insert(task.op.as_str());
+                    }
+                    Some(at) => {
+                        let earliest = timers.entry(task.op.as_str()).or_insert(at);
+                        *earliest = (*earliest).min(at);
+                    }
+                }
+            }
+            for op in kicks {
+                this.claimer.kick(op);
+            }
+            for (op, at) in timers {
+                this.claimer.arm_due(op, at);
             }
             Ok::<_, StoreError>(created)
         });
-        let created = match created.await {
-            Ok(created) => created?,
-            Err(join_error) => {
-                return Err(SubmitError::Store(StoreError::backend(
-                    "submit", join_error,
-                )));
-            }
-        };
-        let same_params =
-            created.task.params_digest == digest || created.task.params_digest == plain;
-        if !created.created && (!same_params || created.task.op != op) {
-            return Err(SubmitError::IdempotencyConflict {
-                task_id: created.task.task_id,
-            });
+        match created.await {
+            Ok(created) => Ok(created?),
+            Err(join_error) => Err(SubmitError::Store(StoreError::backend(
+                "submit", join_error,
+            ))),
         }
-        debug!(task_id = %created.task.task_id, created = created.created, "submitted");
-        Ok(Submitted {
-            created: created.created,
-            task: created.task,
-        })
     }
+}
+
+/// A row ready for the store, with the plain digest its key also matches.
+struct Prepared {
+    task: NewTask,
+    plain: String,
+}
+
+impl Prepared {
+    fn digests(&self) -> Digests {
+        Digests {
+            op: self.task.op.clone(),
+            digest: self.task.params_digest.clone(),
+            plain: self.plain.clone(),
+        }
+    }
+}
+
+/// What a submit compares with the task its key finds.
+struct Digests {
+    op: String,
+    digest: String,
+    plain: String,
+}
+
+/// A submit's answer: its task, or a conflict when the key found a task of
+/// other params or another op.
+fn answer(op: &str, digests: &Digests, created: Created) -> Result<Submitted, SubmitError> {
+    let same_params =
+        created.task.params_digest == digests.digest || created.task.params_digest == digests.plain;
+    if !created.created && (!same_params || created.task.op != op) {
+        return Err(SubmitError::IdempotencyConflict {
+            task_id: created.task.task_id,
+        });
+    }
+    debug!(task_id = %created.task.task_id, created = created.created, "submitted");
+    Ok(Submitted {
+        created: created.created,
+        task: created.task,
+    })
 }

@@ -64,4 +64,26 @@ impl Manager {
         }
         submitter.submit(op, params, options, trace_parent).await
     }
+
+    /// Many submits at once, written together (on both stores: one
+    /// transaction; PostgreSQL: one statement). One answer per entry, in
+    /// order, as [`Manager::submit_with`] would give it: a refused entry
+    /// does not stop the others, and an idempotency key given twice finds
+    /// the task of its first entry. A store error fails the whole call and
+    /// writes nothing.
+    pub async fn submit_many(
+        &self,
+        entries: Vec<(String, Value, SubmitOptions)>,
+    ) -> Result<Vec<Result<Submitted, SubmitError>>, SubmitError> {
+        let submitter = &self.inner.submitter;
+        let trace_parent = self.inner.config.task_tracing.capture();
+        if entries
+            .iter()
+            .any(|(op, ..)| submitter.ops.get(op).is_none())
+            && self.inner.remote.load().await?
+        {
+            tracing::debug!("loaded remote ops declared elsewhere");
+        }
+        submitter.submit_many(entries, trace_parent).await
+    }
 }

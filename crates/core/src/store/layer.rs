@@ -149,6 +149,11 @@ impl<L: StoreLayer> Transitions for Layered<L> {
             .await
     }
 
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        self.through(StoreOperation::Create, self.inner.create_many(tasks))
+            .await
+    }
+
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {
         let call = self.inner.start(task_id, lease);
         self.through(StoreOperation::Start, call).await

@@ -98,6 +98,18 @@ pub trait Transitions: Send + Sync + 'static {
     /// nothing and returns the existing task (`created: false`).
     async fn create(&self, task: NewTask) -> Result<Created>;
 
+    /// Creates many pending tasks, answering one [`Created`] per task in
+    /// order, as [`Transitions::create`] would; the stores write them in
+    /// one transaction (all or, on an error, none). The caller gives each
+    /// idempotency key at most once.
+    async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        let mut created = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            created.push(self.create(task).await?);
+        }
+        Ok(created)
+    }
+
     /// Pending → running, writing `task_started` as seq 1, owned under `lease`.
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome>;
 

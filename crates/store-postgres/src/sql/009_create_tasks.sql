@@ -1,0 +1,54 @@
+-- 9: many tasks created in one statement (`POST /v1/tasks/batch`): one
+-- INSERT of all rows (a repeated idempotency key finds its task instead),
+-- one NOTIFY per op. Answers one row per input, in input order: whether it
+-- was created, and the task's id (the existing task's, for a key in use).
+-- The caller gives each key at most once.
+
+CREATE FUNCTION {s}.create_tasks(p_ids uuid[], p_ops text[], p_created bigint[], p_params text[],
+                                 p_digests text[], p_keys text[], p_traces text[],
+                                 p_priorities integer[], p_run_ats bigint[],
+                                 p_max_attempts integer[], p_retries text[], p_retry_ofs uuid[])
+RETURNS TABLE (out_created boolean, out_id uuid) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_inserted uuid[];
+    v_op record;
+BEGIN
+    WITH inserted AS (
+        INSERT INTO {s}.tasks (task_id, op, status, created_at, params, params_digest,
+                               idempotency_key, trace_parent, priority, run_at, max_attempts,
+                               retry, retry_of)
+        SELECT i.id, i.op, 'pending', i.created, i.params, i.digest, i.key, i.trace, i.priority,
+               i.run_at, i.max_attempts, i.retry, i.retry_of
+          FROM unnest(p_ids, p_ops, p_created, p_params, p_digests, p_keys, p_traces,
+                      p_priorities, p_run_ats, p_max_attempts, p_retries, p_retry_ofs)
+               WITH ORDINALITY AS i(id, op, created, params, digest, key, trace, priority,
+                                    run_at, max_attempts, retry, retry_of, n)
+         ORDER BY i.n
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING task_id
+    )
+    SELECT coalesce(array_agg(task_id), '{}') INTO v_inserted FROM inserted;
+    -- One wake-up per op: tasks due now, and the earliest delayed one.
+    FOR v_op IN
+        SELECT i.op, bool_or(i.run_at IS NULL) AS due_now, min(i.run_at) AS first_run_at
+          FROM unnest(p_ids, p_ops, p_run_ats) AS i(id, op, run_at)
+          JOIN unnest(v_inserted) AS c(id) ON c.id = i.id
+         GROUP BY i.op
+    LOOP
+        IF v_op.due_now THEN
+            PERFORM pg_notify({chan}, 'p ' || v_op.op);
+        END IF;
+        IF v_op.first_run_at IS NOT NULL THEN
+            PERFORM pg_notify({chan}, 'd ' || v_op.first_run_at || ' ' || v_op.op);
+        END IF;
+    END LOOP;
+    -- A new statement: sees a task another transaction made with a key
+    -- since the INSERT began.
+    RETURN QUERY
+    SELECT c.id IS NOT NULL, coalesce(c.id, existing.task_id)
+      FROM unnest(p_ids, p_keys) WITH ORDINALITY AS i(id, key, n)
+      LEFT JOIN unnest(v_inserted) AS c(id) ON c.id = i.id
+      LEFT JOIN {s}.tasks existing ON c.id IS NULL AND existing.idempotency_key = i.key
+     ORDER BY i.n;
+END
+$fn$;
