@@ -15,9 +15,9 @@ use tasktape_exec::ExecOpSpec;
 use tasktape_server::ServerConfig;
 use tasktape_store_postgres::PostgresConfig;
 
-/// The smallest `max_tape_bytes`: room for one of the longest lines an
-/// exec op writes (64 KiB).
-const MIN_TAPE_BYTES: u64 = 64 * 1024;
+/// The smallest `max_tape_bytes`: room for many of the longest lines an
+/// exec op writes (64 KiB, longer once escaped in JSON).
+const MIN_TAPE_BYTES: u64 = 1 << 20;
 
 /// The config file's keys; all optional.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -80,7 +80,7 @@ pub struct Config {
     /// op is stopped and the task ends `failed` `tape_full`.
     pub max_events_per_task: Option<u64>,
     /// Most bytes of event JSON one task's tape may hold (default 1 GiB,
-    /// at least 65,536); past it the op is stopped and the task ends
+    /// at least 1 MiB); past it the op is stopped and the task ends
     /// `failed` `tape_full`.
     pub max_tape_bytes: Option<u64>,
     /// Serve HTTPS with this PEM certificate chain (needs `tls_key`).
@@ -323,7 +323,7 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
     }
     if file.max_tape_bytes.is_some_and(|cap| cap < MIN_TAPE_BYTES) {
         return bail(format!(
-            "max_tape_bytes must be at least {MIN_TAPE_BYTES} (one event of the largest size a log line may have)"
+            "max_tape_bytes must be at least {MIN_TAPE_BYTES} (1 MiB: room for the longest lines an op may write)"
         ));
     }
     for origin in &file.allowed_origins {

@@ -255,6 +255,7 @@ mod tests {
         assert_eq!(scope(Method::POST, "/v1/echo"), SUBMIT);
         assert_eq!(scope(Method::POST, "/v1/tasks/x/cancel"), SUBMIT);
         assert_eq!(scope(Method::POST, "/v1/tasks/cancel"), ADMIN);
+        assert_eq!(scope(Method::POST, "/v1/tasks/batch"), SUBMIT);
         assert_eq!(scope(Method::GET, "/v1/tasks/cancel"), READ);
         assert_eq!(scope(Method::DELETE, "/v1/tasks/x"), ADMIN);
         assert_eq!(scope(Method::PUT, "/v1/tasks"), ADMIN);

@@ -25,6 +25,7 @@
 
 mod codes;
 mod config;
+mod coordination;
 mod guard;
 mod listener;
 mod migrations;
@@ -48,8 +49,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, CancelOutcome, Coordination, Created, DeleteOutcome, FinishOutcome,
-    Lease, ListPage, ListQuery, LostRun, MinuteCount, Reads, Result, StartOutcome, StatusCounts,
+    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
+    ListPage, ListQuery, LostRun, MinuteCount, Reads, Result, StartOutcome, StatusCounts,
     StoreError, StoreSignal, TapePage, Transitions,
 };
 use tasktape_core::time::Timestamp;
@@ -299,79 +300,12 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Coordination for PostgresStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn ready(&self) -> Result<()> {
-        self.query("checking the database", "SELECT 1", &[])
-            .await
-            .map(|_| ())
-    }
-
-    fn wake_hub(&self) -> &Arc<WakeHub> {
-        &self.shared.hub
-    }
-
-    async fn guard_instance(&self, instance_id: &str) -> Result<()> {
-        let held = guard::take(
-            self.connect.clone(),
-            self.shared.tls.clone(),
-            self.schema.clone(),
-            instance_id.to_owned(),
-            &self.target,
-        )
-        .await?;
-        let previous = self
-            .guard
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .replace(held);
-        if let Some(previous) = previous {
-            previous.abort();
-        }
-        let _ = self.shared.owner.set(instance_id.to_owned());
-        Ok(())
-    }
-
-    async fn check_schema(&self) -> Result<()> {
-        self.schema_is_known().await
-    }
-
-    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>> {
-        self.records_of(kind).await
-    }
-
-    async fn swap_record(
-        &self,
-        kind: &str,
-        key: &str,
-        expected: Option<&str>,
-        value: Option<&str>,
-    ) -> Result<bool> {
-        self.swap_record_with(kind, key, expected, value).await
-    }
-
-    fn shared(&self) -> bool {
-        true
-    }
-
-    fn signals(&self) -> Option<broadcast::Receiver<StoreSignal>> {
-        Some(self.shared.signals.subscribe())
-    }
-}
-
-#[async_trait]
 impl Transitions for PostgresStore {
     async fn create(&self, task: NewTask) -> Result<Created> {
         self.create_task(task).await
     }
 
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
         self.create_tasks(tasks).await
     }
 
@@ -470,6 +404,10 @@ impl Reads for PostgresStore {
 
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
         self.read_last_seq(task_id).await
+    }
+
+    async fn tape_bytes(&self, task_id: TaskId) -> Result<u64> {
+        self.read_tape_bytes(task_id).await
     }
 
     async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {

@@ -140,6 +140,19 @@ impl PostgresStore {
         }))
     }
 
+    /// Bytes of the tape's events' JSON (`Reads::tape_bytes`).
+    pub(crate) async fn read_tape_bytes(&self, task_id: TaskId) -> Result<u64> {
+        let row = self
+            .query_one(
+                "reading a tape's size",
+                &self.shared.sql.tape_bytes,
+                &[&uuid(task_id)],
+            )
+            .await?;
+        let bytes: i64 = row.try_get(0).map_err(driver("reading a tape's size"))?;
+        Ok(bytes.max(0) as u64)
+    }
+
     pub(crate) async fn read_last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
         let rows = self
             .query(

@@ -25,6 +25,7 @@ pub(crate) struct Sql {
     pub(crate) finished_per_minute: String,
     pub(crate) events: String,
     pub(crate) last_seq: String,
+    pub(crate) tape_bytes: String,
     pub(crate) last_seqs: String,
     pub(crate) renew: String,
     pub(crate) expired: String,
@@ -130,6 +131,9 @@ impl Sql {
                  WHERE t.task_id = $1 ORDER BY e.seq"
             ),
             last_seq: format!("SELECT last_seq FROM {s}.tasks WHERE task_id = $1"),
+            tape_bytes: format!(
+                "SELECT coalesce(sum(octet_length(json)), 0)::bigint FROM {s}.events WHERE task_id = $1"
+            ),
             last_seqs: format!("SELECT task_id, last_seq FROM {s}.tasks WHERE task_id = ANY ($1)"),
             // Rows are locked in id order, like the writer's batches: no deadlock.
             renew: format!(

@@ -72,6 +72,9 @@ impl PostgresStore {
     /// Many creates in one statement (`create_tasks`, migration 9).
     pub(crate) async fn create_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
         const CONTEXT: &str = "creating tasks";
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
         let retries: Vec<Option<String>> = tasks
             .iter()
             .map(|task| {

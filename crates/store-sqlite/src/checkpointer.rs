@@ -6,7 +6,7 @@
 //! catches up with the writer, so the log could only restart from its
 //! beginning when the writer pauses; the writer therefore finishes the job
 //! itself between two transactions once the log is longer than
-//! [`RESTART_FRAMES`] (see `writer.rs`). At close this thread runs a
+//! [`RESTART_BYTES`] (see `writer.rs`). At close this thread runs a
 //! TRUNCATE checkpoint.
 
 use std::path::Path;
@@ -18,9 +18,9 @@ use rusqlite::Connection;
 /// How often the WAL is checkpointed.
 const INTERVAL: Duration = Duration::from_millis(100);
 
-/// Log length (in pages) past which the writer checkpoints between two
-/// transactions so that the next one restarts the log (64 MiB at 4 KiB pages).
-pub(crate) const RESTART_FRAMES: i32 = 16_384;
+/// Log length past which the writer checkpoints between two transactions
+/// so that the next one restarts the log (in frames: this over the page size).
+pub(crate) const RESTART_BYTES: i64 = 64 << 20;
 
 /// Keeps the checkpointer running; [`Handle::stop`] ends it.
 pub(crate) struct Handle {

@@ -431,6 +431,11 @@ impl Reads for SqliteStore {
             .await
     }
 
+    async fn tape_bytes(&self, task_id: TaskId) -> Result<u64> {
+        let read = move |conn: &mut _| reader::tape_bytes(conn, task_id);
+        self.readers.with(read).await
+    }
+
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
         if let Some(last_seq) = self.tails.last_seq(task_id) {
             return Ok(Some(last_seq));

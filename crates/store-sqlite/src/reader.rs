@@ -299,6 +299,15 @@ pub(crate) fn latest_key(conn: &mut Connection, prefix: &str) -> rusqlite::Resul
         .optional()
 }
 
+/// Bytes of the tape's events' JSON (`Reads::tape_bytes`).
+pub(crate) fn tape_bytes(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<u64> {
+    let mut statement = conn.prepare_cached(
+        "SELECT COALESCE(SUM(length(CAST(json AS BLOB))), 0) FROM events WHERE task_id = ?1",
+    )?;
+    let bytes: i64 = statement.query_row([task_id.as_bytes().as_slice()], |row| row.get(0))?;
+    Ok(bytes.max(0) as u64)
+}
+
 pub(crate) fn last_seq(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Option<u64>> {
     Ok(status_and_last_seq(conn, &task_id)?.map(|(_, last_seq)| last_seq))
 }

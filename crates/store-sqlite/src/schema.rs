@@ -154,6 +154,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
+    if current > 0 && current < latest() {
+        // A migration that rebuilt a table left it in the log: into the
+        // file, and the log back to nothing, before serving.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
     Ok(Migrated::Current)
 }
 

@@ -28,7 +28,7 @@ use tasktape_core::time::Timestamp;
 use tasktape_core::wake::WakeHub;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpointer::{RESTART_FRAMES, checkpoint};
+use crate::checkpointer::{RESTART_BYTES, checkpoint};
 use crate::counters::Counters;
 use crate::rows::classify;
 use crate::tail::{Change, Tails};
@@ -98,6 +98,8 @@ pub(crate) struct Writer {
     batch_max: usize,
     /// Frames in the WAL after the last commit (set by the WAL hook).
     wal_frames: Arc<AtomicI32>,
+    /// [`RESTART_BYTES`] in frames of this file's page size.
+    restart_frames: i32,
     pub(crate) live: HashMap<TaskId, Live>,
     /// Highest seq written per task in the open transaction.
     pub(crate) woken: HashMap<TaskId, u64>,
@@ -125,6 +127,8 @@ impl Writer {
         tails: Arc<Tails>,
         batch_max: usize,
     ) -> rusqlite::Result<Self> {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let restart_frames = i32::try_from(RESTART_BYTES / page_size.max(512)).unwrap_or(i32::MAX);
         let wal_frames = Arc::new(AtomicI32::new(0));
         let frames = Arc::clone(&wal_frames);
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
@@ -137,6 +141,7 @@ impl Writer {
             hub,
             batch_max,
             wal_frames,
+            restart_frames,
             live: HashMap::new(),
             woken: HashMap::new(),
             tails,
@@ -171,7 +176,7 @@ impl Writer {
                 }
             }
             self.commit_batch(&mut batch);
-            if self.wal_frames.load(Ordering::Relaxed) > RESTART_FRAMES {
+            if self.wal_frames.load(Ordering::Relaxed) > self.restart_frames {
                 // Between transactions: finish what the checkpointer copied so
                 // that the next transaction starts the log from its beginning.
                 if let Err(error) = checkpoint(&self.conn, "PASSIVE") {

@@ -228,7 +228,7 @@ async fn a_tape_past_max_tape_bytes_ends_tape_full_counting_every_attempt() {
         let line = "x".repeat(1000);
         let mut written = 0_u64;
         loop {
-            if first && written == 20 {
+            if first && written == 500 {
                 return Err(tasktape_core::OpError::new("flaky", "try again"));
             }
             match reporter.log("info", line.as_str()).await {
@@ -252,7 +252,7 @@ async fn a_tape_past_max_tape_bytes_ends_tape_full_counting_every_attempt() {
     let mut config = Config::default();
     config.listen = Some("127.0.0.1:0".into());
     config.data_dir = Some(dir.path().to_path_buf());
-    config.max_tape_bytes = Some(65_536);
+    config.max_tape_bytes = Some(1 << 20);
     let app = Builder::new(config).op(op).start().await.unwrap();
     let manager = app.manager().clone();
     let task = manager.submit("big", json!({}), None).await.unwrap().task;
@@ -270,14 +270,15 @@ async fn a_tape_past_max_tape_bytes_ends_tape_full_counting_every_attempt() {
         "{}",
         error.message
     );
-    assert_eq!(error.extra["max_tape_bytes"], 65_536);
+    assert_eq!(error.extra["max_tape_bytes"], 1 << 20);
     // The tape before its `final` holds at most the cap, and the cap was
-    // reached: a line more (about 1,050 bytes, each counted a few bytes
-    // over) would not have fit.
+    // reached: a line more (about 1,050 bytes) would not have fit, each
+    // event counted up to 7 bytes over (`seq` taken as 7 digits).
     let mut events = manager.events(task.task_id, 1);
-    let (mut bytes, mut lines) = (0, 0);
+    let (mut bytes, mut lines, mut count) = (0, 0, 0);
     while let Some(event) = events.next().await {
         let event = event.unwrap();
+        count += 1;
         if event.body.kind().as_str() != "final" {
             bytes += serde_json::to_string(&event).unwrap().len();
         }
@@ -285,14 +286,14 @@ async fn a_tape_past_max_tape_bytes_ends_tape_full_counting_every_attempt() {
             lines += 1;
         }
     }
-    assert!(bytes <= 65_536, "{bytes} bytes");
+    assert!(bytes <= 1 << 20, "{bytes} bytes");
     assert!(
-        bytes + 1500 > 65_536,
+        bytes + 1100 + 7 * count > 1 << 20,
         "{bytes} bytes: the cap was not reached"
     );
     // The second attempt had only what the first left: fewer lines than
     // an empty tape takes.
     let second = SECOND.load(Ordering::SeqCst);
-    assert_eq!(lines, 20 + second);
-    assert!(second < 50, "the second attempt wrote {second} lines");
+    assert_eq!(lines, 500 + second);
+    assert!(second < 600, "the second attempt wrote {second} lines");
 }

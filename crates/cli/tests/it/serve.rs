@@ -88,7 +88,7 @@ fn a_bad_config_file_is_a_usage_error() {
 fn a_tape_size_cap_below_one_long_line_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasktape.toml");
-    std::fs::write(&config, "max_tape_bytes = 1000\n").unwrap();
+    std::fs::write(&config, "max_tape_bytes = 65536\n").unwrap();
     let output = tasktape()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
@@ -99,7 +99,7 @@ fn a_tape_size_cap_below_one_long_line_is_refused_naming_the_key() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("max_tape_bytes must be at least 65536"),
+        stderr.contains("max_tape_bytes must be at least 1048576"),
         "{stderr}"
     );
 }

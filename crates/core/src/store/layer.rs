@@ -271,6 +271,11 @@ impl<L: StoreLayer> Reads for Layered<L> {
         self.through(StoreOperation::Events, call).await
     }
 
+    async fn tape_bytes(&self, task_id: TaskId) -> Result<u64> {
+        self.through(StoreOperation::Events, self.inner.tape_bytes(task_id))
+            .await
+    }
+
     async fn last_seq(&self, task_id: TaskId) -> Result<Option<u64>> {
         self.through(StoreOperation::LastSeq, self.inner.last_seq(task_id))
             .await

@@ -81,6 +81,8 @@ macro_rules! __store_contract_checks {
             list_orders_filters_and_pages,
             cursor_walk_over_equal_created_at_yields_each_row_once,
             events_pages_by_from_seq_and_limit,
+            tape_bytes_sums_the_stored_events,
+            create_many_answers_each_task_in_order,
             one_megabyte_result_round_trips,
             unicode_and_odd_json_round_trip,
             leases_renew_expire_and_leftovers,

@@ -177,6 +177,70 @@ pub async fn events_pages_by_from_seq_and_limit(h: Harness) {
     }
 }
 
+/// `tape_bytes` is the sum of the stored events' JSON, 0 for an unknown task.
+pub async fn tape_bytes_sums_the_stored_events(h: Harness) {
+    let store = &*h.store;
+    let task_id = running_task(store).await;
+    for current in 1..=5 {
+        store.append(task_id, progress(current)).await.unwrap();
+    }
+    store
+        .append(
+            task_id,
+            EventBody::Log {
+                level: "info".into(),
+                message: "é".repeat(300),
+            },
+        )
+        .await
+        .unwrap();
+    let page = store.events(task_id, 0, 100).await.unwrap().unwrap();
+    let stored: usize = page.events.iter().map(|event| event.json.len()).sum();
+    assert_eq!(store.tape_bytes(task_id).await.unwrap(), stored as u64);
+    assert_eq!(store.tape_bytes(TaskId::new()).await.unwrap(), 0);
+}
+
+/// `create_many` answers one `Created` per task in order: new ones
+/// created and pending, a key in use finding its task.
+pub async fn create_many_answers_each_task_in_order(h: Harness) {
+    let store = &*h.store;
+    let mut keyed = new_task("echo");
+    keyed.idempotency_key = Some("many-1".into());
+    let existing = store.create(keyed).await.unwrap().task.task_id;
+    let mut again = new_task("echo");
+    again.idempotency_key = Some("many-1".into());
+    let mut fresh_key = new_task("other");
+    fresh_key.idempotency_key = Some("many-2".into());
+    let mut delayed = new_task("echo");
+    delayed.run_at = Some(Timestamp::from_millis(
+        Timestamp::now().as_millis() + 60_000,
+    ));
+    let tasks = vec![new_task("echo"), again, fresh_key, delayed];
+    let ids: Vec<TaskId> = tasks.iter().map(|task| task.task_id).collect();
+    let created = store.create_many(tasks).await.unwrap();
+    let answers: Vec<(TaskId, bool)> = created
+        .iter()
+        .map(|made| (made.task.task_id, made.created))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (ids[0], true),
+            (existing, false),
+            (ids[2], true),
+            (ids[3], true)
+        ]
+    );
+    for made in &created {
+        let stored = row(store, made.task.task_id).await;
+        assert_eq!(stored.status, Status::Pending);
+        assert_eq!(stored.op, made.task.op);
+    }
+    assert!(row(store, ids[3]).await.run_at.is_some());
+    assert!(store.get(ids[1]).await.unwrap().is_none(), "no second row");
+    assert!(store.create_many(Vec::new()).await.unwrap().is_empty());
+}
+
 /// A 1 MB result is stored and read back whole, in the row and in `final`.
 pub async fn one_megabyte_result_round_trips(h: Harness) {
     let store = &*h.store;
