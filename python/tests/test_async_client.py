@@ -90,3 +90,15 @@ async def test_many_followers_at_once(server: Server) -> None:
 
         tapes = await asyncio.gather(*(follow(handle.task_id) for handle in handles))
         assert all(tape == list(range(1, 9)) for tape in tapes)
+
+
+async def test_submit_many(server: Server) -> None:
+    async with AsyncClient(server.url, timeout=10) as client:
+        results = await client.submit_many(
+            [{"op": "echo", "params": {"count": 1}}, {"op": "no_such_op"}]
+        )
+        handle, refused = results
+        assert not isinstance(handle, TasktapeError)
+        assert (await client.wait(handle.task_id, timeout=30)).status == "succeeded"
+        assert isinstance(refused, TasktapeError)
+        assert refused.code == "op_not_found"

@@ -12,7 +12,7 @@ from _proxy import Relay
 from conftest import Server, ServerFactory, free_port
 
 import tasktape
-from tasktape import Client, TasktapeError
+from tasktape import Client, TaskHandle, TasktapeError
 
 
 def test_submit_wait_and_row(client: Client) -> None:
@@ -312,3 +312,32 @@ def test_public_names_are_documented() -> None:
         value = getattr(tasktape, name)
         if name != "__version__":
             assert value.__doc__, f"{name} has a docstring"
+
+
+def test_submit_many_answers_each_submission_in_order(client: Client) -> None:
+    results = client.submit_many(
+        [
+            {"op": "echo", "params": {"count": 1}},
+            {"op": "no_such_op", "params": {}},
+            {"op": "echo", "params": {"count": "three"}},
+            {"op": "echo", "params": {"count": 2}, "idempotency_key": "many-a"},
+            {"op": "echo", "params": {"count": 2}, "idempotency_key": "many-a"},
+            {"op": "echo", "params": {"count": 1}, "run_at": datetime.now(timezone.utc)},
+        ]
+    )
+    assert len(results) == 6
+    first, unknown, bad, keyed, again, timed = results
+    assert isinstance(first, TaskHandle)
+    assert isinstance(unknown, TasktapeError)
+    assert unknown.code == "op_not_found"
+    assert isinstance(bad, TasktapeError)
+    assert bad.code == "invalid_request"
+    assert bad.detail["field"] == "count"
+    assert isinstance(keyed, TaskHandle)
+    assert isinstance(again, TaskHandle)
+    assert again.task_id == keyed.task_id
+    assert isinstance(timed, TaskHandle)
+    assert client.wait(first.task_id, timeout=30).status == "succeeded"
+    with pytest.raises(TasktapeError) as refused:
+        client.submit_many([])
+    assert refused.value.status == 422

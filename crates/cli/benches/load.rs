@@ -1,8 +1,8 @@
 //! The HTTP load benchmark: starts the release `tasktape serve` on a fresh
 //! data dir and drives it over loopback, printing one line per figure.
 //!
-//! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdef`
-//! picks figures; `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
+//! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdefi`
+//! picks figures ((i): bulk submit of 10,000 in one request); `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
 //! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
 //! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
 //! `TASKTAPE_LOAD_BIN` runs another build's `tasktape` binary (to compare
@@ -441,13 +441,36 @@ async fn cancel_to_final(server: &Server) -> f64 {
     percentile(&samples, 50)
 }
 
+/// (i) bulk submit: 10,000 `echo(0)` tasks in one `POST /v1/tasks/batch`,
+/// tasks/s from sending the body to reading the answer.
+async fn bulk_submit(server: &Server) -> f64 {
+    const TASKS: usize = 10_000;
+    let tasks = vec![json!({"op": "echo", "params": {"count": 0}}); TASKS];
+    let body = serde_json::to_vec(&json!({ "tasks": tasks })).unwrap();
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/tasks/batch", server.base))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let answer: Value = response.json().await.unwrap();
+    let took = started.elapsed();
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), TASKS);
+    assert!(results.iter().all(|result| result["task_id"].is_string()));
+    TASKS as f64 / took.as_secs_f64()
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let only = std::env::var("TASKTAPE_LOAD_ONLY").unwrap_or_else(|_| "abcdef".into());
+    let only = std::env::var("TASKTAPE_LOAD_ONLY").unwrap_or_else(|_| "abcdefi".into());
     let followers: usize = std::env::var("TASKTAPE_LOAD_FOLLOWERS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -581,6 +604,14 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
             let samples =
                 each_run(runs, |server| async move { cancel_to_final(&server).await }).await;
             row("(f) cancel -> final p50 (ms)", median(samples, 2), "<= 2");
+        }
+        if only.contains('i') {
+            let rates = each_run(runs, |server| async move { bulk_submit(&server).await }).await;
+            row(
+                "(i) bulk submit of 10,000, tasks/s",
+                median(rates, 0),
+                ">= 50000",
+            );
         }
     });
 }

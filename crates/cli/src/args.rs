@@ -104,7 +104,14 @@ pub struct FollowArgs {
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
     /// The op to run (`tasktape ops` lists them)
-    pub(crate) op: String,
+    #[arg(required_unless_present = "batch")]
+    pub(crate) op: Option<String>,
+    /// Submit every line of FILE instead (`-`: standard input): JSON lines,
+    /// each as `POST /v1/tasks` takes one, e.g. {"op": "echo", "params":
+    /// {"count": 3}}; prints one line per submission (its task id, or why it
+    /// was refused); exit 1 when any was refused
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["op", "param", "params", "idempotency_key", "at", "in_", "priority", "wait"])]
+    pub(crate) batch: Option<String>,
     /// A param as KEY=VALUE; VALUE is read as JSON when it parses (5, true,
     /// [1,2]), else as a string; repeatable, wins over --params
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]

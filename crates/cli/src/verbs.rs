@@ -125,9 +125,15 @@ pub(crate) fn print_json(value: &impl serde::Serialize) {
 }
 
 async fn submit(args: SubmitArgs) -> Result<Exit, Failure> {
+    let (op, batch) = (args.op.clone(), args.batch.clone());
+    let op = match (op, batch) {
+        (_, Some(path)) => return crate::batch::submit(args, &path).await,
+        (Some(op), None) => op,
+        (None, None) => return Err(Failure::usage("give an op, or --batch FILE")),
+    };
     let params = build_params(args.params.as_deref(), &args.param)?;
     let remote = args.remote.connect()?;
-    let mut submission = Submission::new(&args.op, params);
+    let mut submission = Submission::new(&op, params);
     submission.idempotency_key = args.idempotency_key.clone();
     submission.priority = args.priority.map(i64::from);
     submission.run_at = args.at.or_else(|| {

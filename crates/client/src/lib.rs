@@ -57,7 +57,7 @@ pub use tasktape_wire::{
     ServerInfo, Status, StatusFilter, TaskFilter, TaskHandle, TaskId, TaskPage, TaskResult,
     TaskRow, TaskSummary, Timestamp,
 };
-pub use tasktape_wire::{Health, ListQuery, Ready, Submission};
+pub use tasktape_wire::{Health, ListQuery, MAX_BATCH_SUBMISSIONS, Ready, Submission};
 pub use worker::WorkerSignal;
 
 /// How long an ordinary call may take (long-polls get their wait on top).

@@ -362,6 +362,10 @@ impl Transitions for PostgresStore {
         self.reap_task(task_id, lost).await
     }
 
+    async fn request_cancels(&self, ids: Vec<TaskId>) -> Result<Vec<CancelOutcome>> {
+        self.cancel_tasks(ids).await
+    }
+
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome> {
         self.cancel_task(task_id).await
     }

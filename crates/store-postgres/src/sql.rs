@@ -16,6 +16,7 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     pub(crate) finish: String,
     pub(crate) cancel: String,
+    pub(crate) cancel_many: String,
     pub(crate) create: String,
     pub(crate) create_many: String,
     pub(crate) delete: String,
@@ -84,6 +85,12 @@ impl Sql {
             ),
             cancel: format!(
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
+            ),
+            // One statement for many: each task's cancel as above, in input order.
+            cancel_many: format!(
+                "SELECT c.out_code, c.out_status, c.out_seq, c.out_owner \
+                 FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n), \
+                 LATERAL {s}.request_cancel(i.id, $2, $3, $4) AS c ORDER BY i.n"
             ),
             create: format!(
                 "SELECT out_created, out_id FROM {s}.create_task_at($1, $2, $3, $4, $5, $6, $7, $8, \

@@ -300,6 +300,50 @@ impl PostgresStore {
                 ],
             )
             .await?;
+        self.cancel_outcome(task_id, &row, context)
+    }
+
+    /// Many cancels in one statement (`request_cancel` per task, in id
+    /// order so that two of them never wait on each other's rows).
+    pub(crate) async fn cancel_tasks(&self, ids: Vec<TaskId>) -> Result<Vec<CancelOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Timestamp::now();
+        let cancel_body = Outcome::Cancelled.final_body().encode();
+        let context = "cancelling tasks";
+        let mut sorted: Vec<(usize, TaskId)> = ids.iter().copied().enumerate().collect();
+        sorted.sort_by_key(|(_, id)| *id);
+        let rows = self
+            .query(
+                context,
+                &self.shared.sql.cancel_many,
+                &[
+                    &sorted.iter().map(|(_, id)| uuid(*id)).collect::<Vec<_>>(),
+                    &cancel_body.open_json(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                ],
+            )
+            .await?;
+        if rows.len() != ids.len() {
+            return Err(StoreError::backend(context, "one answer per task expected"));
+        }
+        let mut outcomes = vec![CancelOutcome::NotFound; ids.len()];
+        for ((index, task_id), row) in sorted.into_iter().zip(rows) {
+            outcomes[index] = self.cancel_outcome(task_id, &row, context)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// A `request_cancel` row as the caller's outcome (waking followers of
+    /// a task it ended).
+    fn cancel_outcome(
+        &self,
+        task_id: TaskId,
+        row: &tokio_postgres::Row,
+        context: &'static str,
+    ) -> Result<CancelOutcome> {
         let code: i16 = row.try_get(0).map_err(driver(context))?;
         Ok(match code {
             cancel::CANCELLED => {

@@ -39,8 +39,8 @@ use async_trait::async_trait;
 use tasktape_core::event::EventBody;
 use tasktape_core::model::{NewTask, Outcome, Task, TaskId};
 use tasktape_core::store::{
-    AppendAck, AppendOutcome, CancelOutcome, Coordination, Created, DeleteOutcome, FinishOutcome,
-    Lease, ListPage, ListQuery, LostRun, Maintenance, MinuteCount, Reads, Result, StartOutcome,
+    AppendAck, AppendOutcome, CancelOutcome, Created, DeleteOutcome, FinishOutcome, Lease,
+    ListPage, ListQuery, LostRun, Maintenance, MinuteCount, Reads, Result, StartOutcome,
     StatusCounts, StoreError, TapePage, Transitions,
 };
 use tasktape_core::time::Timestamp;
@@ -276,37 +276,6 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Coordination for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn wake_hub(&self) -> &Arc<WakeHub> {
-        &self.hub
-    }
-
-    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>> {
-        let kind = kind.to_owned();
-        self.readers
-            .with(move |conn| records::records(conn, &kind))
-            .await
-    }
-
-    async fn swap_record(
-        &self,
-        kind: &str,
-        key: &str,
-        expected: Option<&str>,
-        value: Option<&str>,
-    ) -> Result<bool> {
-        let (kind, key) = (kind.to_owned(), key.to_owned());
-        let (expected, value) = (expected.map(str::to_owned), value.map(str::to_owned));
-        self.call(|reply| Command::SwapRecord(kind, key, expected, value, reply))
-            .await
-    }
-}
-
-#[async_trait]
 impl Transitions for SqliteStore {
     async fn create(&self, task: NewTask) -> Result<Created> {
         self.call(|reply| Command::Create(Box::new(task), reply))
@@ -315,6 +284,10 @@ impl Transitions for SqliteStore {
 
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
         self.call(|reply| Command::CreateMany(tasks, reply)).await
+    }
+
+    async fn request_cancels(&self, ids: Vec<TaskId>) -> Result<Vec<CancelOutcome>> {
+        self.call(|reply| Command::CancelMany(ids, reply)).await
     }
 
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {

@@ -1,10 +1,16 @@
 //! Records the engine keeps by kind and key (remote ops' declarations,
 //! remote workers): a compare-and-swap through the writer, a read through
-//! the readers.
+//! the readers; and the store's `Coordination` (with its wake hub).
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use tasktape_core::store::{Coordination, Result};
+use tasktape_core::wake::WakeHub;
 
-use crate::writer::Writer;
+use crate::SqliteStore;
+use crate::writer::{Command, Writer};
 
 impl Writer {
     /// Writes `value` (or deletes, for `None`) when the record is
@@ -53,4 +59,33 @@ pub(crate) fn records(
     statement
         .query_map([kind], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect()
+}
+
+#[async_trait]
+impl Coordination for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn wake_hub(&self) -> &Arc<WakeHub> {
+        &self.hub
+    }
+
+    async fn records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let kind = kind.to_owned();
+        self.readers.with(move |conn| records(conn, &kind)).await
+    }
+
+    async fn swap_record(
+        &self,
+        kind: &str,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<bool> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        let (expected, value) = (expected.map(str::to_owned), value.map(str::to_owned));
+        self.call(|reply| Command::SwapRecord(kind, key, expected, value, reply))
+            .await
+    }
 }

@@ -60,6 +60,7 @@ pub(crate) enum Command {
         Reply<FinishOutcome>,
     ),
     RequestCancel(TaskId, Reply<CancelOutcome>),
+    CancelMany(Vec<TaskId>, Reply<Vec<CancelOutcome>>),
     RenewLease(String, Timestamp, Reply<u64>),
     Reap(TaskId, LostRun, Reply<Option<FinishOutcome>>),
     Delete(TaskId, Reply<DeleteOutcome>),
@@ -78,6 +79,7 @@ enum Done {
     Append(AppendOutcome),
     Finish(FinishOutcome),
     Cancel(CancelOutcome),
+    CancelledMany(Vec<CancelOutcome>),
     Count(u64),
     Delete(DeleteOutcome),
     Reaped(Option<FinishOutcome>),
@@ -304,6 +306,11 @@ impl Writer {
                 Done::Finish(self.finish(*task_id, &outcome, now)?)
             }
             Command::RequestCancel(task_id, _) => Done::Cancel(self.request_cancel(*task_id, now)?),
+            Command::CancelMany(ids, _) => Done::CancelledMany(
+                ids.iter()
+                    .map(|task_id| self.request_cancel(*task_id, now))
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
             Command::RenewLease(owner, until, _) => {
                 let mut renew = self.conn.prepare_cached(
                     "UPDATE tasks SET lease_until = ?1 WHERE owner = ?2 AND status = 'running'",
@@ -360,6 +367,9 @@ impl Command {
             (Command::RequestCancel(_, reply), Done::Cancel(outcome)) => {
                 drop(reply.send(Ok(outcome)))
             }
+            (Command::CancelMany(_, reply), Done::CancelledMany(outcomes)) => {
+                drop(reply.send(Ok(outcomes)))
+            }
             (
                 Command::RenewLease(_, _, reply)
                 | Command::Purge(_, _, reply)
@@ -388,6 +398,7 @@ impl Command {
             Command::Append(_, _, _, reply) => reply.send(Err(error)),
             Command::Finish(_, _, _, reply) => drop(reply.send(Err(error))),
             Command::RequestCancel(_, reply) => drop(reply.send(Err(error))),
+            Command::CancelMany(_, reply) => drop(reply.send(Err(error))),
             Command::RenewLease(_, _, reply)
             | Command::Purge(_, _, reply)
             | Command::Sweep(_, reply) => drop(reply.send(Err(error))),

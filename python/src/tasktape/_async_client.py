@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from ._calls import STREAM_IDLE_S, Call, FollowState, WaitState, calls
+from ._calls import STREAM_IDLE_S, Call, FollowState, WaitState, batch_results, calls
 from ._client import (
     DEFAULT_URL,
     _body,
@@ -93,6 +93,14 @@ class AsyncClient:
         call = calls.submit(op, params, idempotency_key, run_at, priority, retry)
         response, body = await self._send(call)
         return _parse(response, TaskHandle.from_json, body)
+
+    async def submit_many(
+        self, submissions: Iterable[Mapping[str, Any]]
+    ) -> builtins.list[TaskHandle | TasktapeError]:
+        """See `Client.submit_many`."""
+        call = calls.submit_batch(submissions)
+        response, body = await self._send(call)
+        return _parse(response, batch_results, body)
 
     async def get(self, task_id: str) -> TaskRow:
         """See `Client.get`."""

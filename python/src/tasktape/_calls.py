@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from ._errors import TasktapeError
-from ._models import Event, RetryPolicy, format_time
+from ._models import Event, RetryPolicy, TaskHandle, format_time
 
 __all__ = ["Call", "FollowState", "WaitState", "calls"]
 
@@ -98,6 +98,18 @@ class calls:
         if retry is not None:
             body["retry"] = dict(retry)
         return Call("POST", "/v1/tasks", json=body, what=f"submit {op}")
+
+    @staticmethod
+    def submit_batch(submissions: Iterable[Mapping[str, Any]]) -> Call:
+        tasks: list[dict[str, Any]] = []
+        for submission in submissions:
+            body = dict(submission)
+            if isinstance(body.get("run_at"), datetime):
+                body["run_at"] = _time(body["run_at"])
+            if isinstance(body.get("retry"), Mapping):
+                body["retry"] = dict(body["retry"])
+            tasks.append(body)
+        return Call("POST", "/v1/tasks/batch", json={"tasks": tasks}, what="submit a batch")
 
     @staticmethod
     def get(task_id: str) -> Call:
@@ -271,3 +283,17 @@ class WaitState:
 
 def decode_json(text: str) -> Any:
     return json.loads(text)
+
+
+def batch_results(body: Any) -> list[TaskHandle | TasktapeError]:
+    """`POST /v1/tasks/batch`'s answer: a handle, or that submission's error."""
+    results: list[TaskHandle | TasktapeError] = []
+    for result in body["results"]:
+        error = result.get("error")
+        if error is None:
+            results.append(TaskHandle.from_json(result))
+        else:
+            results.append(
+                TasktapeError(error["code"], error["message"], detail=error.get("detail"))
+            )
+    return results

@@ -15,13 +15,13 @@ import builtins
 import json
 import ssl
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 
-from ._calls import STREAM_IDLE_S, Call, FollowState, WaitState, calls
+from ._calls import STREAM_IDLE_S, Call, FollowState, WaitState, batch_results, calls
 from ._errors import TasktapeError
 from ._models import (
     BulkResult,
@@ -177,6 +177,23 @@ class Client:
         call = calls.submit(op, params, idempotency_key, run_at, priority, retry)
         response, body = self._send(call)
         return _parse(response, TaskHandle.from_json, body)
+
+    def submit_many(
+        self, submissions: Iterable[Mapping[str, Any]]
+    ) -> builtins.list[TaskHandle | TasktapeError]:
+        """Submits up to 10,000 tasks in one request (`POST /v1/tasks/batch`).
+
+        Each submission is a mapping as `POST /v1/tasks` takes one (`op`,
+        `params`, and optionally `idempotency_key`, `run_at`, `priority`,
+        `retry`). Answers one entry per submission, in order: its task's
+        handle, or the `TasktapeError` that submission alone got (an unknown
+        op, bad params, a key used with other params). A key given twice
+        gives the first one's task to both. None, or more than 10,000, raises
+        a 422 `TasktapeError` and nothing is written.
+        """
+        call = calls.submit_batch(submissions)
+        response, body = self._send(call)
+        return _parse(response, batch_results, body)
 
     def get(self, task_id: str) -> TaskRow:
         """The task's row (with `result`, `error`, `params`)."""

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tasktape_client::{BatchResult, Client, Status, Submission, TaskId};
 
 use crate::multi::{instance, schema, test_url, wait_row};
-use crate::support::serve;
+use crate::support::{run, serve};
 
 async fn post_batch(base: &str, tasks: Vec<Value>) -> (u16, Value) {
     let response = reqwest::Client::new()
@@ -166,4 +166,48 @@ async fn bulk_submit_on_postgres_answers_each_submission_in_order() {
     let existing = one.client.submit(&before).await.unwrap().task_id;
     a_mixed_batch_answers_each_entry(&one.server.base, &one.client, existing).await;
     the_bounds_hold(&two.server.base, &two.client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasktape_submit_batch_sends_json_lines_and_prints_a_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let client = Client::new(&server.base, None).unwrap();
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"op\": \"echo\", \"params\": {\"count\": 1}}\n\n\
+         {\"op\": \"no_such_op\"}\n\
+         {\"op\": \"echo\", \"params\": {\"count\": 2}, \"priority\": 5}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let done = run(&server, dir.path(), &["submit", "--batch", path]);
+    assert_eq!(done.code, 1, "one was refused: {done:?}");
+    let lines = done.lines();
+    assert_eq!(lines.len(), 3, "{done:?}");
+    let first: TaskId = lines[0].parse().unwrap();
+    assert!(lines[1].starts_with("error op_not_found: "), "{done:?}");
+    let third: TaskId = lines[2].parse().unwrap();
+    assert!(
+        done.stderr.contains("submitted 2 of 3 (1 refused)"),
+        "{done:?}"
+    );
+    assert_eq!(finished(&client, first).await, Status::Succeeded);
+    assert_eq!(client.task(third).await.unwrap().priority, 5);
+    // --json: the results as JSON lines; all taken: exit 0.
+    std::fs::write(&file, "{\"op\": \"echo\", \"params\": {}}\n").unwrap();
+    let done = run(&server, dir.path(), &["submit", "--batch", path, "--json"]);
+    assert_eq!(done.code, 0, "{done:?}");
+    let result: Value = serde_json::from_str(done.lines()[0]).unwrap();
+    assert_eq!(result["op"], "echo");
+    // A line that is not a submission: a usage error naming it, nothing sent.
+    std::fs::write(&file, "{\"op\": \"echo\"}\n{\"params\": {}}\n").unwrap();
+    let done = run(&server, dir.path(), &["submit", "--batch", path]);
+    assert_eq!(done.code, 2, "{done:?}");
+    assert!(done.stderr.contains("tasks.jsonl:2: op"), "{done:?}");
+    assert!(done.stdout.is_empty(), "{done:?}");
+    // An op and --batch together: refused by the parser.
+    let done = run(&server, dir.path(), &["submit", "echo", "--batch", path]);
+    assert_eq!(done.code, 2, "{done:?}");
 }

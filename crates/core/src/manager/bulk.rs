@@ -1,17 +1,16 @@
 //! Bulk actions: cancel or retry every task a filter matches
 //! (`POST /v1/tasks/cancel`, `POST /v1/tasks/retry`). The matching tasks
-//! are walked page by page through the list order and acted on one by one
-//! with the single-task operations (at most [`IN_FLIGHT`] at a time), so
-//! every promise of those holds: a pending task ends `cancelled` with its
+//! are walked page by page through the list order. A page's cancels are
+//! one store write (`Store::request_cancels`: each task judged as a single
+//! cancel is, in one transaction); retries go one by one through the
+//! submitter (at most [`IN_FLIGHT`] at a time). Every promise of the
+//! single-task operations holds: a pending task ends `cancelled` with its
 //! `final` at once, a running one is stopped by its owner.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::task::JoinSet;
 
 use super::{Manager, SubmitError, SubmitOptions};
-use crate::model::{Task, TaskId};
+use crate::model::{Status, Task, TaskId};
 use crate::store::{CancelOutcome, ListQuery, StoreError};
 use tasktape_wire::jobs::TaskFilter;
 
@@ -55,81 +54,111 @@ impl Manager {
     }
 
     async fn cancel_matching_now(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
-        let acted = Arc::new(AtomicU64::new(0));
-        let matched = self
-            .for_each_match(filter, |manager, task| {
-                let acted = Arc::clone(&acted);
-                async move {
-                    if task.status.is_terminal() {
-                        return Ok(());
-                    }
-                    match manager.cancel(task.task_id).await? {
-                        CancelOutcome::Cancelled { .. } | CancelOutcome::Requested { .. } => {
-                            acted.fetch_add(1, Ordering::Relaxed);
-                        }
-                        CancelOutcome::AlreadyTerminal { .. } | CancelOutcome::NotFound => {}
-                    }
-                    Ok(())
-                }
-            })
-            .await?;
+        let mut pages = Pages::new(self, filter)?;
+        let mut acted = 0;
+        while let Some(tasks) = pages.next().await? {
+            acted += self.cancel_page(tasks).await?;
+        }
         Ok(BulkCount {
-            matched,
-            acted: acted.load(Ordering::Relaxed),
+            matched: pages.matched,
+            acted,
         })
+    }
+
+    /// Cancels a page's live tasks in one store write; how many it acted on.
+    async fn cancel_page(&self, tasks: Vec<Task>) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let live: Vec<Task> = tasks
+            .into_iter()
+            .filter(|task| !task.status.is_terminal())
+            .collect();
+        let ids = live.iter().map(|task| task.task_id).collect();
+        let outcomes = inner.store.request_cancels(ids).await?;
+        let mut acted = 0;
+        for (task, outcome) in live.iter().zip(outcomes) {
+            match outcome {
+                CancelOutcome::Requested { owner } => {
+                    let ours = owner.as_deref() == Some(&*inner.config.instance_id);
+                    inner.runs.cancel(task.task_id, ours);
+                    acted += 1;
+                }
+                CancelOutcome::Cancelled { .. } => {
+                    let labels = [task.op.as_str(), Status::Cancelled.as_str()];
+                    inner.metrics.finished.with(&labels).inc();
+                    acted += 1;
+                }
+                CancelOutcome::AlreadyTerminal { .. } | CancelOutcome::NotFound => {}
+            }
+        }
+        Ok(acted)
     }
 
     async fn retry_matching_now(&self, filter: &TaskFilter) -> Result<BulkCount, StoreError> {
-        let acted = Arc::new(AtomicU64::new(0));
-        let matched = self
-            .for_each_match(filter, |manager, task| {
-                let acted = Arc::clone(&acted);
-                async move {
-                    if !task.status.is_terminal() {
-                        return Ok(());
-                    }
-                    let options = SubmitOptions {
-                        priority: task.priority,
-                        retry: task.retry.map(|plan| plan.policy),
-                        retry_of: Some(task.task_id),
-                        ..SubmitOptions::default()
-                    };
-                    // As the task was: the submit rules judged its first
-                    // submit (its plan may be the op's own, which they
-                    // never judged), so the submitter takes it as it is.
-                    let trace_parent = manager.inner.config.task_tracing.capture();
-                    let submitter = &manager.inner.submitter;
-                    match submitter
-                        .submit(&task.op, task.params, options, trace_parent)
-                        .await
-                    {
-                        Ok(_) => {
-                            acted.fetch_add(1, Ordering::Relaxed);
-                            Ok(())
-                        }
-                        Err(SubmitError::Store(error)) => Err(error),
-                        // An op no longer registered, params it now refuses:
-                        // that task is not retried; the others go on.
-                        Err(error) => {
-                            tracing::warn!(task_id = %task.task_id, %error, "not retried");
-                            Ok(())
-                        }
+        let mut pages = Pages::new(self, filter)?;
+        let mut acted = 0;
+        let mut running: JoinSet<Result<bool, StoreError>> = JoinSet::new();
+        while let Some(tasks) = pages.next().await? {
+            for task in tasks.into_iter().filter(|task| task.status.is_terminal()) {
+                while running.len() >= IN_FLIGHT {
+                    if let Some(done) = running.join_next().await {
+                        acted += u64::from(joined(done)?);
                     }
                 }
-            })
-            .await?;
+                running.spawn(self.clone().retry_one(task));
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            acted += u64::from(joined(done)?);
+        }
         Ok(BulkCount {
-            matched,
-            acted: acted.load(Ordering::Relaxed),
+            matched: pages.matched,
+            acted,
         })
     }
 
-    /// Calls `act` on every task `filter` matches; returns how many matched.
-    async fn for_each_match<F, Fut>(&self, filter: &TaskFilter, act: F) -> Result<u64, StoreError>
-    where
-        F: Fn(Manager, Task) -> Fut,
-        Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
-    {
+    /// A new task for finished `task`; whether one was made.
+    async fn retry_one(self, task: Task) -> Result<bool, StoreError> {
+        let options = SubmitOptions {
+            priority: task.priority,
+            retry: task.retry.map(|plan| plan.policy),
+            retry_of: Some(task.task_id),
+            ..SubmitOptions::default()
+        };
+        // As the task was: the submit rules judged its first submit (its
+        // plan may be the op's own, which they never judged), so the
+        // submitter takes it as it is.
+        let trace_parent = self.inner.config.task_tracing.capture();
+        let submitter = &self.inner.submitter;
+        match submitter
+            .submit(&task.op, task.params, options, trace_parent)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SubmitError::Store(error)) => Err(error),
+            // An op no longer registered, params it now refuses: that task
+            // is not retried; the others go on.
+            Err(error) => {
+                tracing::warn!(task_id = %task.task_id, %error, "not retried");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The tasks a filter matches, a page (up to [`PAGE`]) at a time.
+struct Pages<'a> {
+    manager: &'a Manager,
+    filter: &'a TaskFilter,
+    /// By ids: the ids not yet read.
+    ids: Option<std::vec::IntoIter<TaskId>>,
+    /// By list: the next page's query, until the last page was read.
+    query: Option<ListQuery>,
+    /// Tasks matched so far.
+    matched: u64,
+}
+
+impl<'a> Pages<'a> {
+    fn new(manager: &'a Manager, filter: &'a TaskFilter) -> Result<Self, StoreError> {
         if let Err((field, message)) = filter.check() {
             // An empty filter would act on every task: never by accident.
             return Err(StoreError::backend(
@@ -137,56 +166,66 @@ impl Manager {
                 format!("refused filter ({field}): {message}"),
             ));
         }
-        let mut running = JoinSet::new();
-        let mut matched = 0u64;
-        let launch = async |task: Task, running: &mut JoinSet<Result<(), StoreError>>| {
-            while running.len() >= IN_FLIGHT {
-                if let Some(done) = running.join_next().await {
-                    done.map_err(|error| StoreError::backend("bulk action", error))??;
-                }
-            }
-            running.spawn(act(self.clone(), task));
-            Ok::<_, StoreError>(())
-        };
-        if let Some(ids) = &filter.ids {
+        let ids = filter.ids.as_ref().map(|ids| {
             let mut seen = std::collections::HashSet::<TaskId>::new();
-            for id in ids {
-                if !seen.insert(*id) {
-                    continue;
-                }
-                if let Some(task) = self.inner.store.get(*id).await?
-                    && matches(filter, &task)
-                {
-                    matched += 1;
-                    launch(task, &mut running).await?;
-                }
-            }
-        } else {
-            let mut query = ListQuery {
-                statuses: filter.statuses(),
-                op: filter.op.clone(),
-                created_after: filter.created_after,
-                created_before: filter.created_before,
-                limit: PAGE,
-                ..ListQuery::default()
-            };
-            loop {
-                let page = self.inner.store.list(query.clone()).await?;
-                for task in page.tasks {
-                    matched += 1;
-                    launch(task, &mut running).await?;
-                }
-                match page.next_cursor {
-                    Some(cursor) if page.has_more => query.after = Some(cursor),
-                    _ => break,
-                }
-            }
-        }
-        while let Some(done) = running.join_next().await {
-            done.map_err(|error| StoreError::backend("bulk action", error))??;
-        }
-        Ok(matched)
+            let unique: Vec<TaskId> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
+            unique.into_iter()
+        });
+        let query = ids.is_none().then(|| ListQuery {
+            statuses: filter.statuses(),
+            op: filter.op.clone(),
+            created_after: filter.created_after,
+            created_before: filter.created_before,
+            limit: PAGE,
+            ..ListQuery::default()
+        });
+        Ok(Pages {
+            manager,
+            filter,
+            ids,
+            query,
+            matched: 0,
+        })
     }
+
+    /// The next page of matches; `None` after the last.
+    async fn next(&mut self) -> Result<Option<Vec<Task>>, StoreError> {
+        let store = &self.manager.inner.store;
+        let page = if let Some(ids) = &mut self.ids {
+            let mut page = Vec::new();
+            for id in ids.by_ref() {
+                if let Some(task) = store.get(id).await?
+                    && matches(self.filter, &task)
+                {
+                    page.push(task);
+                    if page.len() == PAGE {
+                        break;
+                    }
+                }
+            }
+            page
+        } else if let Some(query) = self.query.take() {
+            let page = store.list(query.clone()).await?;
+            if let Some(cursor) = page.next_cursor.filter(|_| page.has_more) {
+                self.query = Some(ListQuery {
+                    after: Some(cursor),
+                    ..query
+                });
+            }
+            page.tasks
+        } else {
+            Vec::new()
+        };
+        self.matched += page.len() as u64;
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
+/// A joined bulk step's result.
+fn joined(
+    done: Result<Result<bool, StoreError>, tokio::task::JoinError>,
+) -> Result<bool, StoreError> {
+    done.map_err(|error| StoreError::backend("bulk action", error))?
 }
 
 /// Whether `task` passes every filter but `ids`.

@@ -149,6 +149,14 @@ impl<L: StoreLayer> Transitions for Layered<L> {
             .await
     }
 
+    async fn request_cancels(&self, ids: Vec<TaskId>) -> Result<Vec<CancelOutcome>> {
+        self.through(
+            StoreOperation::RequestCancel,
+            self.inner.request_cancels(ids),
+        )
+        .await
+    }
+
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
         self.through(StoreOperation::Create, self.inner.create_many(tasks))
             .await

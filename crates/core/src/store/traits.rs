@@ -214,6 +214,16 @@ pub trait Transitions: Send + Sync + 'static {
     /// Records a cancel request; a pending task is finished `cancelled` at once.
     async fn request_cancel(&self, task_id: TaskId) -> Result<CancelOutcome>;
 
+    /// [`Transitions::request_cancel`] for many tasks, written together
+    /// (the stores: one transaction); one outcome per id, in order.
+    async fn request_cancels(&self, ids: Vec<TaskId>) -> Result<Vec<CancelOutcome>> {
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for task_id in ids {
+            outcomes.push(self.request_cancel(task_id).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Extends the lease of every running task `owner` holds; returns how many.
     ///
     /// Lease times: a store that several machines share judges leases by

@@ -98,6 +98,7 @@ macro_rules! __store_contract_checks {
             append_racing_finish_leaves_final_last_and_alone,
             finish_racing_finish_has_one_winner,
             cancel_racing_success_leaves_one_final_matching_the_row,
+            request_cancels_answers_each_task_in_order,
             claim_starts_the_oldest_pending_tasks_up_to_the_limit,
             claim_some_takes_at_most_what_it_asks,
             records_swap_only_over_what_was_expected,

@@ -290,3 +290,43 @@ pub async fn event_times_are_report_times_under_write_load(h: Harness) {
     }
     manager.shutdown(Duration::from_secs(2)).await;
 }
+
+/// `request_cancels` judges each task as `request_cancel` does, in one
+/// write, answering in the order asked: pending ends `cancelled` with its
+/// `final`, running is asked to stop (its owner named), finished and
+/// unknown are left alone.
+pub async fn request_cancels_answers_each_task_in_order(h: Harness) {
+    let store = &*h.store;
+    let pending = store.create(new_task("test")).await.unwrap().task.task_id;
+    let running = running_task(store).await;
+    let finished = running_task(store).await;
+    store
+        .finish(finished, Outcome::Succeeded(json!(1)))
+        .await
+        .unwrap();
+    let unknown = crate::model::TaskId::new();
+    let outcomes = store
+        .request_cancels(vec![running, unknown, pending, finished])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            CancelOutcome::Requested {
+                owner: Some("owner-a".into())
+            },
+            CancelOutcome::NotFound,
+            CancelOutcome::Cancelled { seq: 1 },
+            CancelOutcome::AlreadyTerminal {
+                status: Status::Succeeded
+            },
+        ]
+    );
+    let (row, _) = assert_row_and_tape_agree(store, pending).await;
+    assert_eq!(row.status, Status::Cancelled);
+    assert_eq!(
+        store.get(running).await.unwrap().unwrap().status,
+        Status::Running
+    );
+    assert!(store.request_cancels(Vec::new()).await.unwrap().is_empty());
+}

@@ -1,0 +1,90 @@
+//! `tasktape submit --batch FILE`: many submissions from JSON lines (each
+//! line as `POST /v1/tasks` takes one; `-` reads standard input), sent
+//! `POST /v1/tasks/batch` 10,000 at a time. Prints one line per
+//! submission, in order: the task's id, or why it was refused.
+
+use std::io::{BufRead, BufReader, IsTerminal as _};
+
+use serde_json::Value;
+use tasktape_client::{BatchResult, MAX_BATCH_SUBMISSIONS, Submission};
+
+use crate::args::SubmitArgs;
+use crate::display::Mode;
+use crate::exit::{Exit, Failure};
+
+/// Reads every line first: a line that is not a submission is a usage
+/// error naming it, and nothing is sent.
+fn read_lines(path: &str) -> Result<Vec<Submission>, Failure> {
+    let reader: Box<dyn BufRead> = if path == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|error| Failure::usage(format!("--batch {path}: {error}")))?;
+        Box::new(BufReader::new(file))
+    };
+    let mut submissions = Vec::new();
+    for (index, line) in reader.lines().enumerate() {
+        let number = index + 1;
+        let line =
+            line.map_err(|error| Failure::usage(format!("--batch {path}:{number}: {error}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).map_err(|error| {
+            Failure::usage(format!("--batch {path}:{number}: not JSON: {error}"))
+        })?;
+        let submission = Submission::from_value(value).map_err(|error| {
+            Failure::usage(format!(
+                "--batch {path}:{number}: {}: {}",
+                error.field, error.message
+            ))
+        })?;
+        submissions.push(submission);
+    }
+    if submissions.is_empty() {
+        return Err(Failure::usage(format!("--batch {path}: no submissions")));
+    }
+    Ok(submissions)
+}
+
+/// `tasktape submit --batch FILE`: exit 0 when every submission made (or
+/// found) a task, 1 when any was refused.
+pub async fn submit(args: SubmitArgs, path: &str) -> Result<Exit, Failure> {
+    let submissions = read_lines(path)?;
+    let remote = args.remote.connect()?;
+    let mode = Mode::pick(args.output.json, args.output.plain);
+    let total = submissions.len();
+    let (mut sent, mut refused) = (0, 0);
+    for chunk in submissions.chunks(MAX_BATCH_SUBMISSIONS) {
+        let results = remote.call(remote.client.submit_batch(chunk)).await?;
+        for result in &results {
+            sent += 1;
+            match (mode, result) {
+                (Mode::Json, result) => {
+                    println!("{}", serde_json::to_string(result).expect("serializes"));
+                }
+                (_, BatchResult::Submitted(handle)) => println!("{}", handle.task_id),
+                (_, BatchResult::Refused(envelope)) => {
+                    println!("error {}: {}", envelope.error.code, envelope.error.message);
+                }
+            }
+            if matches!(result, BatchResult::Refused(_)) {
+                refused += 1;
+            }
+        }
+        if total > MAX_BATCH_SUBMISSIONS && std::io::stderr().is_terminal() {
+            eprintln!("sent {sent} of {total}");
+        }
+    }
+    if mode == Mode::Live || refused > 0 {
+        eprintln!(
+            "submitted {} of {total} ({refused} refused)",
+            total - refused
+        );
+    }
+    Ok(if refused == 0 {
+        Exit::Succeeded
+    } else {
+        Exit::Failed
+    })
+}
