@@ -26,6 +26,7 @@
 mod codes;
 mod config;
 mod coordination;
+mod creates;
 mod guard;
 mod listener;
 mod migrations;
