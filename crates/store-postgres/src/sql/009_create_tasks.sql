@@ -52,3 +52,22 @@ BEGIN
      ORDER BY i.n;
 END
 $fn$;
+
+-- New rows are counted once per statement, summed by status: a bulk
+-- submit of 10,000 rows made 10,000 upserts of the counter rows. Deletes
+-- and status changes stay counted per row (`count_tasks`).
+DROP TRIGGER tasks_counted ON {s}.tasks;
+CREATE TRIGGER tasks_counted AFTER DELETE OR UPDATE OF status ON {s}.tasks
+    FOR EACH ROW EXECUTE FUNCTION {s}.count_tasks();
+CREATE FUNCTION {s}.count_inserted_tasks() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO {s}.task_counts AS c (status, shard, n)
+        SELECT i.status, (pg_backend_pid() % 16)::smallint, count(*)
+          FROM inserted i GROUP BY i.status
+        ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER tasks_counted_in AFTER INSERT ON {s}.tasks
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_inserted_tasks();
