@@ -22,13 +22,24 @@ use crate::routes::{OptionsIn, handle, refused_submit};
 /// 6 KiB each (other routes keep `body_limit`).
 pub const BATCH_BODY_LIMIT: usize = 64 << 20;
 
+/// Bulk submits read and judged at once: each body may be 64 MiB, and
+/// its parsed form several times that.
+static BATCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// `POST /v1/tasks/batch {"tasks": [submission, …]}`: one result per
 /// submission, in order (a refused one does not stop the others), all
 /// written together.
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
-    Body(BatchBody(entries)): Body<BatchBody>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let _turn = BATCHES
+        .acquire()
+        .await
+        .map_err(|error| ApiError::internal("bulk submit", &error))?;
+    let Body(BatchBody(entries)) =
+        <Body<BatchBody> as axum::extract::FromRequest<AppState>>::from_request(request, &state)
+            .await?;
     let mut refusals = Vec::with_capacity(entries.len());
     let mut accepted = Vec::with_capacity(entries.len());
     for entry in entries {

@@ -6,7 +6,7 @@ use tasktape_core::store::{Created, Reads as _, Result, StoreError};
 use tasktape_core::time::Timestamp;
 
 use crate::PostgresStore;
-use crate::rows::{driver, task_id, uuid};
+use crate::rows::{driver, task_from_row, task_id, uuid};
 
 impl PostgresStore {
     pub(crate) async fn create_task(&self, task: NewTask) -> Result<Created> {
@@ -122,9 +122,30 @@ impl PostgresStore {
                 format!("{} answers for {} tasks", rows.len(), tasks.len()),
             ));
         }
-        let mut created = Vec::with_capacity(tasks.len());
-        for (task, row) in tasks.into_iter().zip(rows) {
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in &rows {
             let made: bool = row.try_get(0).map_err(driver(CONTEXT))?;
+            let id: Option<uuid::Uuid> = row.try_get(1).map_err(driver(CONTEXT))?;
+            answers.push((made, id));
+        }
+        // The tasks keys in use found, read at once.
+        let found: Vec<uuid::Uuid> = answers
+            .iter()
+            .filter(|(made, _)| !made)
+            .filter_map(|(_, id)| *id)
+            .collect();
+        let mut existing = std::collections::HashMap::new();
+        if !found.is_empty() {
+            let rows = self
+                .query(CONTEXT, &self.shared.sql.get_many, &[&found])
+                .await?;
+            for row in &rows {
+                let task = task_from_row(row)?;
+                existing.insert(task.task_id, task);
+            }
+        }
+        let mut created = Vec::with_capacity(tasks.len());
+        for (task, (made, id)) in tasks.into_iter().zip(answers) {
             if made {
                 created.push(Created {
                     task: Task::pending(task),
@@ -132,14 +153,11 @@ impl PostgresStore {
                 });
                 continue;
             }
-            let existing: Option<uuid::Uuid> = row.try_get(1).map_err(driver(CONTEXT))?;
-            let existing = match existing {
-                Some(id) => self.get(task_id(id)).await?,
-                None => None,
-            };
-            let task = existing.ok_or_else(|| {
-                StoreError::backend(CONTEXT, "the idempotency key's task vanished")
-            })?;
+            let task = id
+                .and_then(|id| existing.get(&task_id(id)).cloned())
+                .ok_or_else(|| {
+                    StoreError::backend(CONTEXT, "the idempotency key's task vanished")
+                })?;
             created.push(Created {
                 task,
                 created: false,

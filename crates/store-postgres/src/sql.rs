@@ -17,10 +17,12 @@ pub(crate) struct Sql {
     pub(crate) finish: String,
     pub(crate) cancel: String,
     pub(crate) cancel_many: String,
+    pub(crate) lock_many: String,
     pub(crate) create: String,
     pub(crate) create_many: String,
     pub(crate) delete: String,
     pub(crate) get: String,
+    pub(crate) get_many: String,
     pub(crate) list: String,
     pub(crate) counts: String,
     pub(crate) finished_per_minute: String,
@@ -86,6 +88,9 @@ impl Sql {
             cancel: format!(
                 "SELECT out_code, out_status, out_seq, out_owner FROM {s}.request_cancel($1, $2, $3, $4)"
             ),
+            lock_many: format!(
+                "SELECT 1 FROM {s}.tasks WHERE task_id = ANY ($1) ORDER BY task_id FOR UPDATE"
+            ),
             // One statement for many: each task's cancel as above, in input order.
             cancel_many: format!(
                 "SELECT c.out_code, c.out_status, c.out_seq, c.out_owner \
@@ -124,6 +129,7 @@ impl Sql {
             start_texts: StartTexts::new(),
             delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
             get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
+            get_many: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = ANY ($1)"),
             list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE true"),
             counts: format!("SELECT status, sum(n)::bigint FROM {s}.task_counts GROUP BY status"),
             finished_per_minute: format!(

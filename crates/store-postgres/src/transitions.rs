@@ -164,8 +164,11 @@ impl PostgresStore {
         self.cancel_outcome(task_id, &row, context)
     }
 
-    /// Many cancels in one statement (`request_cancel` per task, in id
-    /// order so that two of them never wait on each other's rows).
+    /// Many cancels in one transaction: every row locked first, in id order,
+    /// then one statement (`request_cancel` per task). Locked first: a
+    /// cancel's UPDATE takes the counter rows, and a bulk cancel holding
+    /// them while it waited for a task row a claim holds (which then waits
+    /// for the counters) would deadlock.
     pub(crate) async fn cancel_tasks(&self, ids: Vec<TaskId>) -> Result<Vec<CancelOutcome>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -175,17 +178,32 @@ impl PostgresStore {
         let context = "cancelling tasks";
         let mut sorted: Vec<(usize, TaskId)> = ids.iter().copied().enumerate().collect();
         sorted.sort_by_key(|(_, id)| *id);
-        let rows = self
-            .query(
-                context,
-                &self.shared.sql.cancel_many,
-                &[
-                    &sorted.iter().map(|(_, id)| uuid(*id)).collect::<Vec<_>>(),
-                    &cancel_body.open_json(),
-                    &now.as_millis(),
-                    &now.to_string(),
-                ],
-            )
+        let ids_sorted: Vec<uuid::Uuid> = sorted.iter().map(|(_, id)| uuid(*id)).collect();
+        let (open, millis, ts) = (cancel_body.open_json(), now.as_millis(), now.to_string());
+        let shared = &self.shared;
+        let rows = shared
+            .bounded(context, async {
+                let mut client = self.client().await?;
+                let transaction = client.transaction().await.map_err(driver(context))?;
+                let lock = transaction
+                    .prepare_cached(&shared.sql.lock_many)
+                    .await
+                    .map_err(driver(context))?;
+                transaction
+                    .execute(&lock, &[&ids_sorted])
+                    .await
+                    .map_err(driver(context))?;
+                let cancel = transaction
+                    .prepare_cached(&shared.sql.cancel_many)
+                    .await
+                    .map_err(driver(context))?;
+                let rows = transaction
+                    .query(&cancel, &[&ids_sorted, &open, &millis, &ts])
+                    .await
+                    .map_err(driver(context))?;
+                transaction.commit().await.map_err(driver(context))?;
+                Ok(rows)
+            })
             .await?;
         if rows.len() != ids.len() {
             return Err(StoreError::backend(context, "one answer per task expected"));

@@ -143,7 +143,7 @@ impl Writer {
         let changed = self
             .conn
             .prepare_cached(
-                "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?2), \
+                "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, MAX(?2, created_at)), \
                  owner = ?3, lease_until = ?4, attempt = attempt + 1, run_at = NULL \
                  WHERE task_id = ?1 AND status = 'pending'",
             )?

@@ -289,6 +289,8 @@ def batch_results(body: Any) -> list[TaskHandle | TasktapeError]:
     """`POST /v1/tasks/batch`'s answer: a handle, or that submission's error."""
     results: list[TaskHandle | TasktapeError] = []
     for result in body["results"]:
+        if not isinstance(result, dict):
+            raise TypeError(f"a result is not an object: {result!r}")
         error = result.get("error")
         if error is None:
             results.append(TaskHandle.from_json(result))

@@ -186,6 +186,7 @@ impl Submitter {
     }
 
     /// Creates and schedules a task (see [`crate::Manager::submit_with`]).
+    #[tracing::instrument(name = "manager.submit", level = "debug", skip_all, fields(op = %op), err(level = "debug"))]
     pub(crate) async fn submit(
         self: &Arc<Self>,
         op: &str,
@@ -205,6 +206,7 @@ impl Submitter {
     /// Creates and schedules many tasks in one write: one answer per entry,
     /// in order (a refused entry does not stop the others). A key given
     /// twice finds the first entry's task. A failed write fails them all.
+    #[tracing::instrument(name = "manager.submit_many", level = "debug", skip_all, fields(entries = entries.len()))]
     pub(crate) async fn submit_many(
         self: &Arc<Self>,
         entries: Vec<(String, Value, SubmitOptions)>,

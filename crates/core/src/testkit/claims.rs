@@ -235,3 +235,25 @@ pub async fn records_swap_only_over_what_was_expected(h: Harness) {
         vec![("a".to_owned(), "w".to_owned())]
     );
 }
+
+/// A start is never before its task's creation, even when the claim's
+/// time was read before the task was made (a claim that waited on a lock)
+/// or the submitting instance's clock runs ahead.
+pub async fn a_start_is_never_before_the_creation(h: Harness) {
+    let store = &*h.store;
+    let mut task = new_task("ahead");
+    task.created_at = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+    let task_id = store.create(task).await.unwrap().task.task_id;
+    let claimed = store
+        .claim("ahead", 10, lease("owner-a"), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let row = store.get(task_id).await.unwrap().unwrap();
+    assert!(
+        row.started_at.unwrap() >= row.created_at,
+        "started {:?}, created {:?}",
+        row.started_at,
+        row.created_at
+    );
+}

@@ -101,6 +101,7 @@ macro_rules! __store_contract_checks {
             request_cancels_answers_each_task_in_order,
             claim_starts_the_oldest_pending_tasks_up_to_the_limit,
             claim_some_takes_at_most_what_it_asks,
+            a_start_is_never_before_the_creation,
             records_swap_only_over_what_was_expected,
             concurrent_claims_never_exceed_the_limit_or_start_a_task_twice,
             reap_checks_the_lease_again,

@@ -217,7 +217,14 @@ pub async fn create_many_answers_each_task_in_order(h: Harness) {
     ));
     let tasks = vec![new_task("echo"), again, fresh_key, delayed];
     let ids: Vec<TaskId> = tasks.iter().map(|task| task.task_id).collect();
+    let pending = async || {
+        let counts = store.counts().await.unwrap();
+        counts.get(&Status::Pending).copied().unwrap_or(0)
+    };
+    let pending_before = pending().await;
     let created = store.create_many(tasks).await.unwrap();
+    // Counted once per task made, not for the key in use.
+    assert_eq!(pending().await, pending_before + 3);
     let answers: Vec<(TaskId, bool)> = created
         .iter()
         .map(|made| (made.task.task_id, made.created))

@@ -23,7 +23,9 @@ BEGIN
                       p_priorities, p_run_ats, p_max_attempts, p_retries, p_retry_ofs)
                WITH ORDINALITY AS i(id, op, created, params, digest, key, trace, priority,
                                     run_at, max_attempts, retry, retry_of, n)
-         ORDER BY i.n
+         -- Keys in one order in every batch: two batches sharing keys
+         -- never wait on each other's in turn.
+         ORDER BY i.key NULLS LAST, i.n
         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING task_id
     )
@@ -71,3 +73,35 @@ $fn$;
 CREATE TRIGGER tasks_counted_in AFTER INSERT ON {s}.tasks
     REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.count_inserted_tasks();
+
+-- A claim's `p_now` is read before its statement runs, and the statement
+-- may take a task created after that (a claim waiting on a lock): a start
+-- is never before the task's creation.
+CREATE OR REPLACE FUNCTION {s}.start_one(p_id uuid, p_op text, p_owner text, p_until bigint, p_now bigint, p_ts text,
+                                         p_started text, p_attempt text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_seq bigint;
+    v_attempt integer;
+    v_max integer;
+BEGIN
+    UPDATE {s}.tasks t
+       SET status = 'running', started_at = coalesce(t.started_at, greatest(p_now, t.created_at)),
+           owner = p_owner, lease_until = p_until, last_seq = t.last_seq + 1,
+           attempt = t.attempt + 1, run_at = NULL
+     WHERE t.task_id = p_id
+     RETURNING t.last_seq, t.attempt, t.max_attempts INTO v_seq, v_attempt, v_max;
+    IF v_seq = 1 THEN
+        INSERT INTO {s}.events (task_id, seq, json)
+        VALUES (p_id, 1, replace(replace(p_started, '{mark.task_id}', '"' || p_id || '"'),
+                                 '{mark.op}', to_json(p_op)::text)
+                         || ',"seq":1,"ts":"' || p_ts || '"}');
+    ELSE
+        INSERT INTO {s}.events (task_id, seq, json)
+        VALUES (p_id, v_seq, replace(replace(p_attempt, '{mark.attempt}', v_attempt::text),
+                                     '{mark.max_attempts}', v_max::text)
+                             || ',"seq":' || v_seq || ',"ts":"' || p_ts || '"}');
+    END IF;
+    PERFORM pg_notify({chan}, 'e ' || p_id || ' ' || v_seq);
+END
+$fn$;
