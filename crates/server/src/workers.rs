@@ -185,17 +185,29 @@ pub(crate) async fn signals(
         .into_response())
 }
 
+/// The signal stream's events. At the server's shutdown it goes on for
+/// [`crate::WIND_DOWN`]: the manager then stops the worker's runs, and
+/// those cancels must still reach it.
 fn signal_events(
     stream: SignalStream,
     state: AppState,
     slot: crate::slots::Slot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(
-        (stream, state, slot),
-        |(mut stream, state, slot)| async move {
-            let signal = tokio::select! {
-                signal = stream.next() => signal?,
-                () = state.shutdown().cancelled() => return None,
+        (stream, state, slot, None),
+        |(mut stream, state, slot, mut closing): (_, _, _, Option<tokio::time::Instant>)| async move {
+            let signal = loop {
+                match closing {
+                    None => tokio::select! {
+                        signal = stream.next() => break signal?,
+                        () = state.shutdown().cancelled() => {
+                            closing = Some(tokio::time::Instant::now() + crate::WIND_DOWN);
+                        }
+                    },
+                    Some(until) => {
+                        break tokio::time::timeout_at(until, stream.next()).await.ok()??;
+                    }
+                }
             };
             let (name, data) = match signal {
                 Signal::Ready => ("ready", json!({})),
@@ -205,7 +217,7 @@ fn signal_events(
                 _ => ("unknown", json!({})),
             };
             let event = Event::default().event(name).data(data.to_string());
-            Some((Ok(event), (stream, state, slot)))
+            Some((Ok(event), (stream, state, slot, closing)))
         },
     )
 }

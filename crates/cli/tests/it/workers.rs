@@ -993,3 +993,45 @@ async fn a_report_sent_again_writes_its_events_once() {
         .collect();
     assert_eq!(currents, vec![0, 1, 2, 3, 4, 6]);
 }
+
+/// At the server's shutdown the runs it stops are cancelled on the worker
+/// too: the signal stream stays open long enough to carry the cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_pushes_cancels_before_the_signal_stream_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("t.toml");
+    std::fs::write(&config, "shutdown_timeout_secs = 1\n").unwrap();
+    let server = serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let client = Client::new(&server.base, None).unwrap();
+    let session = client
+        .register_worker(&registration("w-shutdown", vec![op("slow")]))
+        .await
+        .unwrap()
+        .session;
+    let mut signals = Box::pin(client.worker_signals(&session).await.unwrap());
+    assert_eq!(signals.next().await.unwrap().unwrap(), WorkerSignal::Ready);
+    let task = submit(&client, "slow", 1).await;
+    let claimed = client
+        .claim(&claim(&session, "slow", 1, 5000))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    // The drain waits a second for the run, then the shutdown stops it.
+    let mut seen = Vec::new();
+    while let Ok(Some(signal)) = tokio::time::timeout(Duration::from_secs(5), signals.next()).await
+    {
+        match signal {
+            Ok(signal) => seen.push(signal),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        seen.contains(&WorkerSignal::Cancel(task)),
+        "the worker heard {seen:?}"
+    );
+}
