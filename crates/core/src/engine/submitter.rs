@@ -265,13 +265,14 @@ impl Submitter {
     async fn create(self: &Arc<Self>, rows: Vec<NewTask>) -> Result<Vec<Created>, SubmitError> {
         let this = Arc::clone(self);
         let created = tokio::spawn(async move {
-            let created = match rows.len() {
-                0 => Vec::new(),
-                1 => {
-                    let row = rows.into_iter().next().unwrap_or_else(|| unreachable!());
-                    vec![this.store.create(row).await?]
+            let created = if rows.len() > 1 {
+                this.store.create_many(rows).await?
+            } else {
+                let mut created = Vec::with_capacity(1);
+                for row in rows {
+                    created.push(this.store.create(row).await?);
                 }
-                _ => this.store.create_many(rows).await?,
+                created
             };
             // One wake-up per op: a claim for tasks due now, a timer for
             // the earliest delayed one.
