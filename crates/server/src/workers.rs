@@ -21,7 +21,7 @@ use tasktape_core::tasktape_wire::worker::{
 };
 
 use crate::AppState;
-use crate::auth::WorkerOps;
+use crate::auth::{Caller, WorkerOps};
 use crate::error::ApiError;
 use crate::params::{Body, BodyType, Segment, query_map, refused};
 use crate::slots::StreamSlot;
@@ -87,6 +87,10 @@ impl From<WorkerCallError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "op_conflict", message)
                     .with_detail(json!({"op": op, "fields": fields}))
             }
+            WorkerCallError::IdOwned { worker_id, token } => {
+                ApiError::new(StatusCode::FORBIDDEN, "worker_id_taken", message)
+                    .with_detail(json!({"worker_id": worker_id, "token": token}))
+            }
             WorkerCallError::OpNotAllowed { op } => {
                 ApiError::new(StatusCode::FORBIDDEN, "op_not_allowed", message)
                     .with_detail(json!({"op": op}))
@@ -106,12 +110,14 @@ impl From<WorkerCallError> for ApiError {
 pub(crate) async fn register(
     State(state): State<AppState>,
     ops: Option<Extension<WorkerOps>>,
+    caller: Option<Extension<Caller>>,
     Body(registration): Body<Registration>,
 ) -> Result<Response, ApiError> {
     let allowed = ops.and_then(|Extension(WorkerOps(ops))| ops);
+    let token = caller.as_ref().and_then(|Extension(caller)| caller.name());
     let registered = state
         .manager()
-        .register_worker(registration, allowed.as_deref())
+        .register_worker_as(registration, allowed.as_deref(), token)
         .await?;
     Ok(Json(registered).into_response())
 }

@@ -603,6 +603,7 @@ async fn a_worker_token_may_only_serve_its_ops() {
     std::fs::write(
         dir.path().join("t.toml"),
         "[[tokens]]\nname = \"w\"\ntoken = \"worker-secret\"\nscope = \"worker\"\nops = [\"mine\"]\n\
+         [[tokens]]\nname = \"w2\"\ntoken = \"worker-secret-2\"\nscope = \"worker\"\n\
          [[tokens]]\nname = \"s\"\ntoken = \"submit-secret\"\nscope = \"submit\"\n",
     )
     .unwrap();
@@ -639,6 +640,20 @@ async fn a_worker_token_may_only_serve_its_ops() {
         .unwrap();
     assert_eq!(tasks[0].task_id, task);
     assert_eq!(tasks[0].params, json!({"n": 5}));
+    // The id is token w's: another worker token cannot take it over, even
+    // once its process is gone; w can.
+    worker.deregister(&session).await.unwrap();
+    let other_token = Client::new(&server.base, Some("worker-secret-2")).unwrap();
+    let taken = other_token
+        .register_worker(&registration("w", vec![op("mine")]))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&taken), Some((403, "worker_id_taken".to_owned())));
+    assert!(taken.to_string().contains("\"w\""), "{taken}");
+    worker
+        .register_worker(&registration("w", vec![op("mine")]))
+        .await
+        .unwrap();
 }
 
 /// Two instances on PostgreSQL: a worker on each shares the op's global

@@ -76,6 +76,17 @@ pub enum WorkerCallError {
         /// The id.
         worker_id: String,
     },
+    /// The worker id was registered with another token; only that token
+    /// may register it again (take it over).
+    #[error(
+        "worker id {worker_id:?} belongs to token {token:?}: register it with that token, or use another id"
+    )]
+    IdOwned {
+        /// The id.
+        worker_id: String,
+        /// The name of the token that registered it.
+        token: String,
+    },
     /// A live worker serves the op with another declaration (or the server
     /// runs an op of that name itself).
     #[error("{message}")]

@@ -23,7 +23,22 @@ impl Manager {
         registration: Registration,
         allowed_ops: Option<&[String]>,
     ) -> Result<Registered, WorkerCallError> {
-        self.inner.remote.register(registration, allowed_ops).await
+        self.register_worker_as(registration, allowed_ops, None)
+            .await
+    }
+
+    /// [`Manager::register_worker`] for the token named `token`: an id
+    /// registered with a token may be registered again only with it.
+    pub async fn register_worker_as(
+        &self,
+        registration: Registration,
+        allowed_ops: Option<&[String]>,
+        token: Option<&str>,
+    ) -> Result<Registered, WorkerCallError> {
+        self.inner
+            .remote
+            .register(registration, allowed_ops, token)
+            .await
     }
 
     /// A worker's claim (a long-poll up to its `wait_ms`).

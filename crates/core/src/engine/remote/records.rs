@@ -31,6 +31,10 @@ pub(crate) struct WorkerRecord {
     pub(crate) state: WorkerState,
     /// Whether its signal stream is open.
     pub(crate) connected: bool,
+    /// The name of the token it registered with (none without tokens);
+    /// only that token may register the id again.
+    #[serde(default)]
+    pub(crate) token: Option<String>,
 }
 
 impl WorkerRecord {

@@ -66,6 +66,7 @@ impl Remote {
         &self,
         registration: Registration,
         allowed: Option<&[String]>,
+        token: Option<&str>,
     ) -> Result<Registered, WorkerCallError> {
         if let Some(allowed) = allowed
             && let Some(op) = registration
@@ -112,6 +113,17 @@ impl Remote {
         }
         let stored =
             records::one::<WorkerRecord>(&*self.store, records::WORKER, &worker_id).await?;
+        // An id registered with a token stays that token's (until its
+        // record is purged): no other token takes its tasks over.
+        if let Some((record, _)) = &stored
+            && let Some(owner) = &record.token
+            && token != Some(owner.as_str())
+        {
+            return Err(WorkerCallError::IdOwned {
+                worker_id,
+                token: owner.clone(),
+            });
+        }
         if let Some((record, _)) = &stored
             && record.instance != self.settings.instance_id
             && record.alive(now, ttl)
@@ -139,6 +151,7 @@ impl Remote {
             registered_at: now,
             state: WorkerState::Live,
             connected: false,
+            token: token.map(str::to_owned),
         };
         // Over whatever is stored (a gone process's record, or one of
         // another instance whose process is gone).
