@@ -262,7 +262,7 @@ async fn relay(
             None => reporter.event(event.body).await,
         };
         match written_now {
-            Ok(()) => *written += 1,
+            Ok(()) => *written = written.saturating_add(1),
             Err(ReportError::Dropped) => {
                 return Relayed::Answer(ItemAnswer::stop(
                     task_id,
