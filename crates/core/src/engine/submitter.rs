@@ -200,7 +200,7 @@ impl Submitter {
         let created = created
             .pop()
             .ok_or_else(|| SubmitError::Store(StoreError::backend("submit", "no answer")))?;
-        answer(op, &digests, created)
+        answer(&digests, created)
     }
 
     /// Creates and schedules many tasks in one write: one answer per entry,
@@ -254,7 +254,7 @@ impl Submitter {
                     let mut created = created[row].clone();
                     // A later entry with an earlier one's key finds its task.
                     created.created &= first;
-                    answer(&digests.op, &digests, created)
+                    answer(&digests, created)
                 }
             })
             .collect())
@@ -333,10 +333,10 @@ struct Digests {
 
 /// A submit's answer: its task, or a conflict when the key found a task of
 /// other params or another op.
-fn answer(op: &str, digests: &Digests, created: Created) -> Result<Submitted, SubmitError> {
+fn answer(digests: &Digests, created: Created) -> Result<Submitted, SubmitError> {
     let same_params =
         created.task.params_digest == digests.digest || created.task.params_digest == digests.plain;
-    if !created.created && (!same_params || created.task.op != op) {
+    if !created.created && (!same_params || created.task.op != digests.op) {
         return Err(SubmitError::IdempotencyConflict {
             task_id: created.task.task_id,
         });
