@@ -408,6 +408,7 @@ class Options:
     process_tries: int
     concurrency: int
     profile_to: str | None
+    open_batch: int = 10
 
 
 @contextlib.contextmanager
@@ -480,6 +481,17 @@ def cpu_per_task(before: dict[str, float], after: dict[str, float], tasks: int) 
     return {name: (after[name] - before[name]) / tasks * 1e6 for name in before}
 
 
+def wait_all_succeeded(http: httpx.Client, total: int, started: float, what: str) -> float:
+    """Waits until `total` tasks succeeded (polled every 10 ms); answers
+    the seconds since `started`; raises when any failed or was cancelled."""
+    wait_until(lambda: counts(http)["succeeded"] >= total, 600, what)
+    elapsed = time.perf_counter() - started
+    left = counts(http)
+    if left["failed"] or left["cancelled"]:
+        raise RuntimeError(f"tasks did not all succeed: {left}")
+    return elapsed
+
+
 def fig_drain(options: Options) -> Sample:
     with fresh_server(options) as (server, work), httpx.Client(base_url=server.url) as http:
         worker = WorkerProcess("drain", server.url, options.concurrency, work, options.profile_to)
@@ -492,12 +504,8 @@ def fig_drain(options: Options) -> Sample:
             cpu0 = cpu_now(options, server, worker)
             started = time.perf_counter()
             worker.go()
-            wait_until(lambda: counts(http)["succeeded"] >= options.tasks, 600, "the drain")
-            elapsed = time.perf_counter() - started
+            elapsed = wait_all_succeeded(http, options.tasks, started, "the drain")
             cpu1 = cpu_now(options, server, worker)
-            left = counts(http)
-            if left["failed"] or left["cancelled"]:
-                raise RuntimeError(f"tasks did not all succeed: {left}")
         finally:
             worker.stop()
         report_worker_log(worker)
@@ -564,6 +572,59 @@ def fig_e2e(options: Options, op: str) -> Sample:
     return Sample([total / elapsed], cpu_per_task(cpu0, cpu1, total), total)
 
 
+def produce_open(url: str, op: str, total: int, producers: int, batch: int) -> None:
+    """`producers` threads, each with its own `Client`, submitting `batch`
+    tasks a call (`submit_many`) as fast as they can, without waiting."""
+    left = total
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        nonlocal left
+        try:
+            with Client(url) as client:
+                while True:
+                    with lock:
+                        take = min(batch, left)
+                        left -= take
+                    if take <= 0:
+                        return
+                    answers = client.submit_many([{"op": op, "params": {}}] * take)
+                    refused = [a for a in answers if isinstance(a, TasktapeError)]
+                    if refused:
+                        raise refused[0]
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=producer, daemon=True) for _ in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def fig_e2e_open(options: Options, op: str) -> Sample:
+    with fresh_server(options) as (server, work), httpx.Client(base_url=server.url) as http:
+        worker = WorkerProcess("e2e", server.url, options.concurrency, work, options.profile_to)
+        try:
+            wait_until(lambda: worker_live(http, "bench-e2e"), 30, "the worker", 0.02)
+            produce_open(server.url, op, 200, PRODUCERS, options.open_batch)  # warm-up
+            wait_until(lambda: counts(http)["succeeded"] >= 200, 60, "the warm-up")
+            total = 200 + options.e2e_tasks
+            cpu0 = cpu_now(options, server, worker)
+            started = time.perf_counter()
+            produce_open(server.url, op, options.e2e_tasks, PRODUCERS, options.open_batch)
+            elapsed = wait_all_succeeded(http, total, started, "the finals")
+            cpu1 = cpu_now(options, server, worker)
+        finally:
+            worker.stop()
+        report_worker_log(worker)
+    tasks = options.e2e_tasks
+    return Sample([tasks / elapsed], cpu_per_task(cpu0, cpu1, tasks), tasks)
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -623,6 +684,16 @@ FIGURES = [
         f"end to end, {PRODUCERS} producers, 5 progress events a task, tasks/s",
         lambda o: fig_e2e(o, "noop_progress"),
     ),
+    Figure(
+        "p2o",
+        f"end to end, open loop, {PRODUCERS} producers, no-op, tasks/s",
+        lambda o: fig_e2e_open(o, "noop"),
+    ),
+    Figure(
+        "p3o",
+        f"end to end, open loop, {PRODUCERS} producers, 5 progress events a task, tasks/s",
+        lambda o: fig_e2e_open(o, "noop_progress"),
+    ),
     Figure("p4", "cancel -> thread op sees it, ms", lambda o: fig_cancel(o, "spin"), True),
     Figure("p5", "cancel -> async op sees it, ms", lambda o: fig_cancel(o, "spin_async"), True),
     Figure(
@@ -666,10 +737,12 @@ def context_line(options: Options, store: str, runs: int) -> str:
     with fresh_server(options) as (server, _), Client(server.url) as client:
         info = client.info()
     cores = os.cpu_count() or 0
-    if importlib.util.find_spec("sniffio") is not None:
+    if sys.modules.get("sniffio", False) is None:
+        sniff = "no sniffio (its import made to fail at once: tasktape._compat)"
+    elif importlib.util.find_spec("sniffio") is not None:
         sniff = "sniffio installed"
     else:
-        sniff = "no sniffio (httpcore retries importing it on every request)"
+        sniff = "no sniffio"
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
         f"store {store} ({info.storage_backend}) | tasktape {info.tasktape_version} | "
@@ -689,6 +762,9 @@ def main() -> int:
     parser.add_argument("--tries", type=int, default=200, help="p4 and p5's tries")
     parser.add_argument("--process-tries", type=int, default=200, help="p6's tries")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument(
+        "--open-batch", type=int, default=10, help="p2o and p3o's tasks per submit call"
+    )
     parser.add_argument("--cpu", action="store_true", help="print CPU time per task")
     parser.add_argument("--profile-worker", metavar="FILE", help="cProfile the worker's loop")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "URL"), help=argparse.SUPPRESS)
@@ -718,6 +794,7 @@ def main() -> int:
         process_tries=args.process_tries,
         concurrency=args.concurrency,
         profile_to=args.profile_worker,
+        open_batch=max(1, args.open_batch),
     )
     wanted = {key.strip() for key in args.figures.split(",") if key.strip()}
     print(context_line(options, args.store, args.runs), flush=True)

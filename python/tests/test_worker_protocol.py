@@ -61,6 +61,7 @@ class RawWorker:
         self.signals: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self._stream: httpx.Response | None = None
         self._beating = threading.Event()
+        self._beater: threading.Thread | None = None
         #: Claimed tasks not finished yet: the heartbeats name them.
         self.held: set[str] = set()
 
@@ -100,7 +101,8 @@ class RawWorker:
             while not self._beating.wait(interval):
                 self.heartbeat(*sorted(self.held))
 
-        threading.Thread(target=beat, daemon=True).start()
+        self._beater = threading.Thread(target=beat, daemon=True)
+        self._beater.start()
 
     def open_signals(self) -> None:
         """Reads the signal stream in a thread into `signals`."""
@@ -139,6 +141,9 @@ class RawWorker:
 
     def close(self) -> None:
         self._beating.set()
+        if self._beater is not None:
+            # A heartbeat in flight finishes before the client closes.
+            self._beater.join(timeout=45)
         if self._stream is not None:
             self._stream.close()
         self.http.close()

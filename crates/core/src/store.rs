@@ -236,6 +236,16 @@ pub enum StoreSignal {
         /// The instance running it.
         owner: String,
     },
+    /// A record (`Coordination::swap_record`) was written by instance
+    /// `by`: a worker's session taken over or drained elsewhere.
+    RecordChanged {
+        /// The record's kind.
+        kind: String,
+        /// Its key.
+        key: String,
+        /// The instance that wrote it (empty when unknown).
+        by: String,
+    },
     /// Signals may have been missed (the listener reconnected): re-check
     /// everything.
     Resync,

@@ -179,6 +179,18 @@ fn dispatch(shared: &Shared, payload: &str) {
                 });
             }
         }
+        "r" => {
+            // "r KIND\tWRITER\tKEY": the key may hold anything but a tab.
+            let mut fields = payload.get(2..).unwrap_or("").splitn(3, '\t');
+            if let (Some(kind), Some(by), Some(key)) = (fields.next(), fields.next(), fields.next())
+            {
+                let _ = shared.signals.send(StoreSignal::RecordChanged {
+                    kind: kind.to_owned(),
+                    key: key.to_owned(),
+                    by: by.to_owned(),
+                });
+            }
+        }
         _ => tracing::debug!(payload, "unknown notification"),
     }
 }

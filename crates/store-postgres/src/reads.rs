@@ -283,25 +283,26 @@ impl PostgresStore {
     ) -> Result<bool> {
         let context = "writing a record";
         let sql = &self.shared.sql;
+        let by = self.shared.owner.get().map_or("", String::as_str);
         let rows = match (expected, value) {
             (None, None) => {
                 let all = self.records_of(kind).await?;
                 return Ok(!all.iter().any(|(k, _)| k == key));
             }
             (None, Some(value)) => {
-                self.query(context, &sql.record_insert, &[&kind, &key, &value])
+                self.query(context, &sql.record_insert, &[&kind, &key, &value, &by])
                     .await?
             }
             (Some(expected), Some(value)) => {
                 self.query(
                     context,
                     &sql.record_update,
-                    &[&kind, &key, &expected, &value],
+                    &[&kind, &key, &expected, &value, &by],
                 )
                 .await?
             }
             (Some(expected), None) => {
-                self.query(context, &sql.record_delete, &[&kind, &key, &expected])
+                self.query(context, &sql.record_delete, &[&kind, &key, &expected, &by])
                     .await?
             }
         };

@@ -15,6 +15,7 @@ pub(crate) struct Sql {
     pub(crate) start: String,
     pub(crate) claim: String,
     pub(crate) finish: String,
+    pub(crate) finish_many: String,
     pub(crate) cancel: String,
     pub(crate) cancel_many: String,
     pub(crate) lock_many: String,
@@ -52,6 +53,7 @@ pub(crate) struct Sql {
 impl Sql {
     pub(crate) fn new(schema: &str) -> Sql {
         let s = schema::quoted(schema);
+        let chan = format!("'{}'", schema::channel(schema));
         Sql {
             // $4: this instance's id (the tasks' owner), or NULL.
             append: format!(
@@ -69,18 +71,28 @@ impl Sql {
                 "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9)"
             ),
             records: format!("SELECT key, value FROM {s}.records WHERE kind = $1 ORDER BY key"),
+            // Each write NOTIFYs "r KIND\tWRITER\tKEY" ($4 or $5: this
+            // instance's id), so other instances hear of takeovers and drains.
             record_insert: format!(
-                "INSERT INTO {s}.records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1"
+                "WITH w AS (INSERT INTO {s}.records (kind, key, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1) \
+                 SELECT pg_notify({chan}, 'r ' || $1 || E'\\t' || $4 || E'\\t' || $2) FROM w"
             ),
             record_update: format!(
-                "UPDATE {s}.records SET value = $4 WHERE kind = $1 AND key = $2 AND value = $3 RETURNING 1"
+                "WITH w AS (UPDATE {s}.records SET value = $4 WHERE kind = $1 AND key = $2 AND value = $3 RETURNING 1) \
+                 SELECT pg_notify({chan}, 'r ' || $1 || E'\\t' || $5 || E'\\t' || $2) FROM w"
             ),
             record_delete: format!(
-                "DELETE FROM {s}.records WHERE kind = $1 AND key = $2 AND value = $3 RETURNING 1"
+                "WITH w AS (DELETE FROM {s}.records WHERE kind = $1 AND key = $2 AND value = $3 RETURNING 1) \
+                 SELECT pg_notify({chan}, 'r ' || $1 || E'\\t' || $4 || E'\\t' || $2) FROM w"
             ),
             // $9: whether this is a reap (then only a lease over by the
             // database's clock may be finished); $10: this instance's id, or
             // NULL (a running task another instance holds is not finished).
+            // Many finishes in one statement (`finish_tasks`, ids distinct);
+            // $9: this instance's id, or NULL.
+            finish_many: format!(
+                "SELECT out_id, out_code, out_status, out_seq FROM {s}.finish_tasks($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
             finish: format!(
                 "SELECT out_code, out_status, out_seq FROM {s}.finish_owned($1, $2, $3, $4, $5, $6, $7, $8, \
                  CASE WHEN $9::boolean THEN {DB_MS} END, $10)"

@@ -23,6 +23,7 @@ from ._client import (
     _settings,
     _timeout,
 )
+from ._compat import quiet_missing_sniffio
 from ._errors import TasktapeError
 from ._models import (
     BulkResult,
@@ -37,6 +38,8 @@ from ._models import (
     TaskRow,
 )
 from ._sse import SseDecoder
+
+quiet_missing_sniffio()
 
 __all__ = ["AsyncClient"]
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from ._compat import quiet_missing_sniffio
 from ._errors import TasktapeError
 from ._ops import OpSpec
 from ._reporter import Reporter
@@ -43,6 +44,8 @@ from ._runs import Outcome, Run
 from ._session import Backoff, Session
 from ._sse import SseDecoder
 from ._version import WORKER_VERSION
+
+quiet_missing_sniffio()
 
 __all__ = ["Engine", "EngineConfig"]
 

@@ -29,8 +29,12 @@ from typing import Any
 from ._models import parse_time
 from ._ops import OpSpec
 from ._task import Cancelled, Task, error_from_exception
+from ._threads import Threads
 
 __all__ = ["Outcome", "Run"]
+
+#: Where thread ops run and process-isolated runs are watched.
+_THREADS = Threads()
 
 Outcome = tuple[str, Any]
 """`("result", value)`, `("error", {code, message, detail, permanent})` or
@@ -123,11 +127,9 @@ class Run:
         if self.spec.runner == "async":
             self._coroutine = self._loop.create_task(self._run_coroutine())
         elif self.spec.runner == "thread":
-            name = f"tasktape-op-{self.spec.name}-{self.task_id[:8]}"
-            threading.Thread(target=self._run_thread, name=name, daemon=True).start()
+            _THREADS.submit(self._run_thread)
         else:
-            name = f"tasktape-proc-{self.spec.name}-{self.task_id[:8]}"
-            threading.Thread(target=self._run_process, name=name, daemon=True).start()
+            _THREADS.submit(self._run_process)
 
     async def _run_coroutine(self) -> None:
         try:

@@ -28,3 +28,4 @@ mod tls;
 mod tokens;
 mod verbs;
 mod workers;
+mod workers_pg;

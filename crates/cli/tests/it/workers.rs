@@ -15,7 +15,7 @@ use tasktape_client::{Client, ClientError, EventBody, Status, Submission, TaskId
 use crate::multi::{instance, schema, tape, test_url, wait_row};
 use crate::support::serve;
 
-fn op(name: &str) -> WorkerOp {
+pub(crate) fn op(name: &str) -> WorkerOp {
     WorkerOp {
         name: name.to_owned(),
         description: format!("{name}, remotely"),
@@ -32,7 +32,7 @@ fn op(name: &str) -> WorkerOp {
     }
 }
 
-fn registration(id: &str, ops: Vec<WorkerOp>) -> Registration {
+pub(crate) fn registration(id: &str, ops: Vec<WorkerOp>) -> Registration {
     Registration {
         worker_id: id.to_owned(),
         host: "test-host".to_owned(),
@@ -43,7 +43,7 @@ fn registration(id: &str, ops: Vec<WorkerOp>) -> Registration {
     }
 }
 
-fn claim(session: &str, op: &str, max: u32, wait_ms: u64) -> ClaimRequest {
+pub(crate) fn claim(session: &str, op: &str, max: u32, wait_ms: u64) -> ClaimRequest {
     ClaimRequest {
         session: session.to_owned(),
         max,
@@ -86,7 +86,7 @@ fn progress(current: u64) -> EventBody {
     }
 }
 
-async fn submit(client: &Client, op: &str, n: i64) -> TaskId {
+pub(crate) async fn submit(client: &Client, op: &str, n: i64) -> TaskId {
     client
         .submit(&Submission::new(op, json!({"n": n})))
         .await

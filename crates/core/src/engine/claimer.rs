@@ -91,6 +91,11 @@ impl Drop for InFlight<'_> {
 }
 
 impl Claimer {
+    /// The remote workers' sessions.
+    pub(crate) fn remote(&self) -> &Arc<Remote> {
+        &self.remote
+    }
+
     pub(crate) fn new(
         runner: Runner,
         runs: Arc<Runs>,

@@ -25,9 +25,17 @@ pub(crate) async fn follow(leases: Arc<Leases>, mut signals: Receiver<StoreSigna
                     leases.runs.cancel(task_id, true);
                 }
             }
+            Ok(StoreSignal::RecordChanged { kind, key, by }) => {
+                if by != leases.settings.instance_id {
+                    let remote = Arc::clone(claimer.remote());
+                    tokio::spawn(async move { remote.record_changed(&kind, &key).await });
+                }
+            }
             Ok(StoreSignal::Resync) | Err(RecvError::Lagged(_)) => {
                 claimer.kick_all();
                 claimer.rearm_all();
+                let remote = Arc::clone(claimer.remote());
+                tokio::spawn(async move { remote.resync().await });
                 // Polled aside, so signals keep flowing meanwhile.
                 Arc::clone(&leases).spawn_cancel_poll();
             }

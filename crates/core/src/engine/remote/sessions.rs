@@ -32,15 +32,31 @@ impl SignalStream {
 
 impl Drop for SignalStream {
     fn drop(&mut self) {
-        let mut state = self.remote.state();
-        if let Some(session) = state.sessions.get_mut(&self.session)
-            && session
+        let written = {
+            let mut state = self.remote.state();
+            let Some(session) = state.sessions.get_mut(&self.session) else {
+                return;
+            };
+            if session
                 .stream
                 .as_ref()
-                .is_some_and(|(generation, _)| *generation == self.generation)
-        {
+                .is_none_or(|(generation, _)| *generation != self.generation)
+            {
+                return;
+            }
             session.stream = None;
             session.record.connected = false;
+            (session.record.clone(), session.written.clone())
+        };
+        // Stored at once, so a registration of the id on another instance
+        // may take over without waiting for the lease to run out.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let remote = Arc::clone(&self.remote);
+            let session = self.session.clone();
+            runtime.spawn(async move {
+                let (record, expected) = written;
+                let _ = remote.write_record(&session, &record, expected).await;
+            });
         }
     }
 }
@@ -227,7 +243,7 @@ impl Remote {
         Ok(())
     }
 
-    fn mark_draining(&self, session: &str) {
+    pub(super) fn mark_draining(&self, session: &str) {
         let mut state = self.state();
         if let Some(entry) = state.sessions.get_mut(session)
             && entry.record.state == WorkerState::Live

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tasktape_wire::worker::WorkerInfo;
+use tasktape_wire::worker::{WorkerInfo, WorkerState};
 use tracing::warn;
 
 use super::records::{self, WorkerRecord};
@@ -59,6 +59,78 @@ impl Remote {
         }
         if self.purge_due() {
             self.purge_gone(now).await;
+        }
+    }
+
+    /// Another instance wrote a record: a worker's (a registration of an
+    /// id whose session is here takes it over at once; a drain asked there
+    /// reaches the worker here) or an op's declaration (loaded).
+    pub(crate) async fn record_changed(&self, kind: &str, key: &str) {
+        if kind == records::OP {
+            if let Err(error) = self.load().await {
+                warn!(%error, "could not read the remote ops' declarations");
+            }
+            return;
+        }
+        if kind != records::WORKER || !self.state().by_worker.contains_key(key) {
+            return;
+        }
+        match records::one::<WorkerRecord>(&*self.store, records::WORKER, key).await {
+            Ok(stored) => {
+                let replaced = self.follow_record(key, stored.map(|(record, _)| record));
+                self.end_replaced(replaced.into_iter().collect()).await;
+            }
+            Err(error) => warn!(%error, "could not read a remote worker's record"),
+        }
+    }
+
+    /// After signals may have been missed: every session here checked
+    /// against its stored record.
+    pub(crate) async fn resync(&self) {
+        if self.state().by_worker.is_empty() {
+            return;
+        }
+        match records::all::<WorkerRecord>(&*self.store, records::WORKER).await {
+            Ok(stored) => {
+                let local: Vec<String> = self.state().by_worker.keys().cloned().collect();
+                let mut replaced = Vec::new();
+                for worker_id in local {
+                    let record = stored
+                        .iter()
+                        .find(|(record, _)| record.worker_id == worker_id)
+                        .map(|(record, _)| record.clone());
+                    replaced.extend(self.follow_record(&worker_id, record));
+                }
+                self.end_replaced(replaced).await;
+            }
+            Err(error) => warn!(%error, "could not read the remote workers' records"),
+        }
+    }
+
+    /// Acts on `worker_id`'s stored record for its session here: answers
+    /// the session when another session holds the id now (it is to end);
+    /// drains it when the record says so.
+    fn follow_record(&self, worker_id: &str, stored: Option<WorkerRecord>) -> Option<String> {
+        let stored = stored?;
+        let session = self.state().by_worker.get(worker_id).cloned()?;
+        if stored.session != session {
+            return Some(session);
+        }
+        if stored.state == WorkerState::Draining {
+            self.mark_draining(&session);
+        }
+        None
+    }
+
+    /// Ends the sessions another registration of their id replaced.
+    async fn end_replaced(&self, replaced: Vec<String>) {
+        for session in replaced {
+            self.end_session(
+                &session,
+                "server_restart",
+                "the worker registered again on another instance",
+            )
+            .await;
         }
     }
 
