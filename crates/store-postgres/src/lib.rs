@@ -27,6 +27,7 @@ mod codes;
 mod config;
 mod coordination;
 mod creates;
+mod finishes;
 mod guard;
 mod listener;
 mod migrations;

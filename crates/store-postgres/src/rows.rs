@@ -113,7 +113,8 @@ pub(crate) fn classify(context: &str, error: tokio_postgres::Error) -> StoreErro
             message: format!("{context}: {}", with_causes(&error)),
         }
     } else {
-        StoreError::backend(context.to_owned(), error)
+        // The server's own message (`db error` alone says nothing).
+        StoreError::backend(context.to_owned(), with_causes(&error))
     }
 }
 

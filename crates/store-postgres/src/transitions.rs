@@ -375,18 +375,30 @@ impl Shared {
         expired_before: Option<Timestamp>,
         context: &str,
     ) -> Result<Option<FinishOutcome>> {
-        let code: i16 = row.try_get(0).map_err(driver(context))?;
-        let seq =
-            || -> Result<u64> { Ok(row.try_get::<_, i64>(2).map_err(driver(context))? as u64) };
+        self.finish_answer_at(row, 0, expired_before, context)
+    }
+
+    /// [`Self::finish_answer`] of a row whose code is column `at` (then
+    /// status, then seq).
+    pub(crate) fn finish_answer_at(
+        &self,
+        row: &tokio_postgres::Row,
+        at: usize,
+        expired_before: Option<Timestamp>,
+        context: &str,
+    ) -> Result<Option<FinishOutcome>> {
+        let code: i16 = row.try_get(at).map_err(driver(context))?;
+        let seq = || -> Result<u64> {
+            Ok(row.try_get::<_, i64>(at + 2).map_err(driver(context))? as u64)
+        };
+        let status = || rows::status(row.try_get(at + 1).map_err(driver(context))?);
         Ok(Some(match code {
             finish::FINISHED => FinishOutcome::Finished {
                 seq: seq()?,
-                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
+                status: status()?,
             },
             finish::REQUEUED => FinishOutcome::Requeued { seq: seq()? },
-            finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished {
-                status: rows::status(row.try_get(1).map_err(driver(context))?)?,
-            },
+            finish::ALREADY_FINISHED => FinishOutcome::AlreadyFinished { status: status()? },
             finish::NOT_STARTED => FinishOutcome::NotStarted,
             finish::NOT_OWNER => FinishOutcome::NotOwner,
             // A reap of a task that is not running (or not there) reaps nothing.

@@ -122,8 +122,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>,
         }
         write_appends(&shared, appends).await;
         // Every append an ack covers has been answered now: settle the
-        // outcomes, then send the finishes together (pipelined on one
-        // connection, so one round trip for all of them).
+        // outcomes, then write the finishes together (one statement for the
+        // plain ones, `finishes.rs`).
         let finishes: Vec<_> = finishes
             .into_iter()
             .map(|(task_id, outcome, ack, reply)| {
@@ -138,8 +138,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<WriteJob>,
     }
 }
 
-/// Sends `finishes` together (pipelined on one connection, so one round
-/// trip for all of them), retrying those that fail transiently.
+/// Writes `finishes` together (set-based, `finishes.rs`), retrying those
+/// that fail transiently.
 async fn write_finishes(
     shared: &Shared,
     mut finishes: Vec<(TaskId, Outcome, oneshot::Sender<Result<FinishOutcome>>)>,
@@ -148,12 +148,11 @@ async fn write_finishes(
     while !finishes.is_empty() {
         let pipelined = async {
             let client = shared.pool.get().await.map_err(rows::pool)?;
-            Ok(futures::future::join_all(
-                finishes
-                    .iter()
-                    .map(|(task_id, outcome, _)| shared.finish_on(&client, *task_id, outcome)),
-            )
-            .await)
+            let batch: Vec<(TaskId, &Outcome)> = finishes
+                .iter()
+                .map(|(task_id, outcome, _)| (*task_id, outcome))
+                .collect();
+            Ok(shared.finish_batch(&client, &batch).await)
         };
         let answers = match shared.bounded("finishing tasks", pipelined).await {
             Ok(answers) => answers,

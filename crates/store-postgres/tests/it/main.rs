@@ -3,5 +3,6 @@
 //! fail: they never pass by skipping.
 
 mod contract;
+mod finishes;
 mod postgres;
 mod support;

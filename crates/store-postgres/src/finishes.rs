@@ -1,0 +1,164 @@
+//! A writer batch's finishes, set-based: the plain finishes of one round
+//! (distinct task ids) in one `finish_tasks` call, one transaction for them
+//! all; retries (requeues) one call each, pipelined on the same connection.
+//! A task finished twice in one batch has its later finishes in the next
+//! round, so the first finish wins as it would one by one. A round whose
+//! statement fails for another reason than an outage is written again one
+//! task at a time, so a bad row fails alone.
+
+use std::collections::HashSet;
+
+use tasktape_core::BodyExt as _;
+use tasktape_core::model::{Outcome, TaskId};
+use tasktape_core::store::{FinishOutcome, Result, StoreError};
+use tasktape_core::time::Timestamp;
+
+use crate::Shared;
+use crate::rows::{driver, uuid};
+use crate::writer;
+
+impl Shared {
+    /// Writes `finishes` on `client`; one answer each, in order.
+    pub(crate) async fn finish_batch(
+        &self,
+        client: &deadpool_postgres::Object,
+        finishes: &[(TaskId, &Outcome)],
+    ) -> Vec<Result<FinishOutcome>> {
+        let mut answers: Vec<Option<Result<FinishOutcome>>> = vec![None; finishes.len()];
+        let mut pending: Vec<usize> = (0..finishes.len()).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) = pending
+                .into_iter()
+                .partition(|&index| seen.insert(finishes[index].0));
+            pending = later;
+            let (plain, retries): (Vec<usize>, Vec<usize>) = round
+                .into_iter()
+                .partition(|&index| !matches!(finishes[index].1, Outcome::Retry(_)));
+            let one_by_one = futures::future::join_all(retries.iter().map(|&index| {
+                let (task_id, outcome) = finishes[index];
+                self.finish_on(client, task_id, outcome)
+            }));
+            let set = self.finish_set(client, &plain, finishes);
+            let (set_answers, retry_answers) = futures::join!(set, one_by_one);
+            for (index, answer) in plain.into_iter().zip(set_answers) {
+                answers[index] = Some(answer);
+            }
+            for (index, answer) in retries.into_iter().zip(retry_answers) {
+                answers[index] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| {
+                    Err(StoreError::backend(
+                        "finishing tasks",
+                        "a finish got no answer",
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The finishes at `indexes` (distinct tasks, none a retry) in one
+    /// `finish_tasks` call; one by one when that call fails on a statement
+    /// error.
+    async fn finish_set(
+        &self,
+        client: &deadpool_postgres::Object,
+        indexes: &[usize],
+        finishes: &[(TaskId, &Outcome)],
+    ) -> Vec<Result<FinishOutcome>> {
+        match indexes {
+            [] => return Vec::new(),
+            [index] => {
+                let (task_id, outcome) = finishes[*index];
+                return vec![self.finish_on(client, task_id, outcome).await];
+            }
+            _ => {}
+        }
+        let chosen: Vec<(TaskId, &Outcome)> =
+            indexes.iter().map(|&index| finishes[index]).collect();
+        match self.finish_tasks(client, &chosen).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(error) if error.is_transient() => vec![Err(error); chosen.len()],
+            Err(error) => {
+                tracing::warn!(%error, count = chosen.len(), "finish batch failed; writing one by one");
+                futures::future::join_all(
+                    chosen
+                        .iter()
+                        .map(|(task_id, outcome)| self.finish_on(client, *task_id, outcome)),
+                )
+                .await
+            }
+        }
+    }
+
+    /// One `finish_tasks` call; each finished task's followers woken.
+    async fn finish_tasks(
+        &self,
+        client: &deadpool_postgres::Object,
+        chosen: &[(TaskId, &Outcome)],
+    ) -> Result<Vec<FinishOutcome>> {
+        let context = "finishing tasks";
+        let ids: Vec<uuid::Uuid> = chosen.iter().map(|(task_id, _)| uuid(*task_id)).collect();
+        let statuses: Vec<&str> = chosen
+            .iter()
+            .map(|(_, outcome)| writer::status_text(outcome.status()))
+            .collect();
+        let (results, errors): (Vec<Option<String>>, Vec<Option<String>>) = chosen
+            .iter()
+            .map(|(_, outcome)| outcome.stored_texts())
+            .unzip();
+        let finals: Vec<_> = chosen
+            .iter()
+            .map(|(_, outcome)| outcome.final_body().encode())
+            .collect();
+        let finals: Vec<&str> = finals.iter().map(|body| body.open_json()).collect();
+        let cancel_body = Outcome::Cancelled.final_body().encode();
+        let now = Timestamp::now();
+        let statement = client
+            .prepare_cached(&self.sql.finish_many)
+            .await
+            .map_err(driver(context))?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &ids,
+                    &statuses,
+                    &results,
+                    &errors,
+                    &finals,
+                    &cancel_body.open_json(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                    &self.owner.get().map(String::as_str),
+                ],
+            )
+            .await
+            .map_err(driver(context))?;
+        if rows.len() != chosen.len() {
+            return Err(StoreError::backend(
+                context,
+                format!("{} answers for {} finishes", rows.len(), chosen.len()),
+            ));
+        }
+        let mut answers = Vec::with_capacity(rows.len());
+        for ((task_id, _), row) in chosen.iter().zip(&rows) {
+            let id: uuid::Uuid = row.try_get(0).map_err(driver(context))?;
+            if id != uuid(*task_id) {
+                return Err(StoreError::backend(context, "answers out of order"));
+            }
+            let answer = self
+                .finish_answer_at(row, 1, None, context)?
+                .unwrap_or(FinishOutcome::NotFound);
+            if let FinishOutcome::Finished { seq, .. } = answer {
+                self.hub.notify(*task_id, seq);
+            }
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+}

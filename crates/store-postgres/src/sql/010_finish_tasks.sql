@@ -1,0 +1,112 @@
+-- finish_tasks: the finishes of many tasks in one statement (the writer's
+-- batch: one transaction, one commit), each decided under its row lock as
+-- finish_owned decides one: no such task; already finished; not the owner
+-- (a running task another instance holds now; p_owner NULL skips the
+-- check); not started (a pending task cannot succeed); else finished, a
+-- recorded cancel winning over what was reported. The ids must be distinct
+-- (the writer sends a repeat in a later call, so the first finish wins).
+-- The counters are summed once for the statement: the per-row counting
+-- trigger stands aside while `tasktape.counted` is on.
+CREATE FUNCTION {s}.finish_tasks(p_ids uuid[], p_statuses text[], p_results text[], p_errors text[],
+                                 p_finals text[], p_cancel_final text, p_now bigint, p_ts text,
+                                 p_owner text)
+RETURNS TABLE (out_id uuid, out_code smallint, out_status text, out_seq bigint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+    v_shard smallint := (pg_backend_pid() % 16)::smallint;
+    v_old text[] := '{}';
+    v_new text[] := '{}';
+    v_fresh boolean;
+BEGIN
+    PERFORM set_config('tasktape.counted', 'on', true);
+    FOR r IN
+        WITH input AS (
+            SELECT i.id, i.status, i.result, i.error, i.final, i.n
+              FROM unnest(p_ids, p_statuses, p_results, p_errors, p_finals)
+                   WITH ORDINALITY AS i(id, status, result, error, final, n)
+        ),
+        locked AS (
+            SELECT t.task_id, t.status, t.cancel_requested, t.last_seq, t.op, t.owner
+              FROM {s}.tasks t
+             WHERE t.task_id = ANY (p_ids)
+             ORDER BY t.task_id
+               FOR UPDATE
+        ),
+        decided AS (
+            SELECT i.id, i.n, l.op, l.status AS old_status, l.last_seq + 1 AS seq,
+                   (CASE WHEN l.task_id IS NULL THEN {finish.not_found}
+                         WHEN l.status NOT IN ('pending', 'running') THEN {finish.already_finished}
+                         WHEN p_owner IS NOT NULL AND l.status = 'running'
+                              AND l.owner IS DISTINCT FROM p_owner THEN {finish.not_owner}
+                         WHEN l.status = 'pending' AND i.status = 'succeeded' THEN {finish.not_started}
+                         ELSE {finish.finished} END)::smallint AS code,
+                   CASE WHEN l.cancel_requested THEN 'cancelled' ELSE i.status END AS new_status,
+                   CASE WHEN l.cancel_requested THEN NULL ELSE i.result END AS result,
+                   CASE WHEN l.cancel_requested THEN NULL ELSE i.error END AS error,
+                   CASE WHEN l.cancel_requested THEN p_cancel_final ELSE i.final END AS final
+              FROM input i LEFT JOIN locked l ON l.task_id = i.id
+        ),
+        updated AS (
+            UPDATE {s}.tasks t
+               SET status = d.new_status, finished_at = p_now, result = d.result, error = d.error,
+                   owner = NULL, lease_until = NULL, last_seq = d.seq
+              FROM decided d
+             WHERE t.task_id = d.id AND d.code = {finish.finished}
+            RETURNING t.task_id
+        ),
+        written AS (
+            INSERT INTO {s}.events (task_id, seq, json)
+            SELECT d.id, d.seq, d.final || ',"seq":' || d.seq || ',"ts":"' || p_ts || '"}'
+              FROM decided d
+             WHERE d.code = {finish.finished}
+            RETURNING task_id
+        )
+        -- (`updated` and `written` run to completion, read or not.)
+        SELECT d.id, d.code, d.op, d.old_status, d.new_status, d.seq
+          FROM decided d
+         ORDER BY d.n
+    LOOP
+        out_id := r.id;
+        out_code := r.code;
+        IF r.code = {finish.finished} THEN
+            PERFORM pg_notify({chan}, 'f ' || r.id || ' ' || r.seq || ' ' || r.op);
+            v_old := v_old || r.old_status;
+            v_new := v_new || r.new_status;
+            out_status := r.new_status;
+            out_seq := r.seq;
+        ELSE
+            out_status := r.old_status;
+            out_seq := NULL;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF cardinality(v_new) > 0 THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n)
+            SELECT x.status, v_shard, sum(x.d)
+              FROM (SELECT unnest(v_old) AS status, -1 AS d
+                    UNION ALL SELECT unnest(v_new), 1) x
+             GROUP BY x.status
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+        WITH ins AS (
+            INSERT INTO {s}.finished_per_minute AS f (minute, status, shard, n)
+                SELECT p_now / 60000, x.status, v_shard, count(*)
+                  FROM unnest(v_new) AS x(status)
+                 GROUP BY x.status
+                ON CONFLICT (minute, status, shard) DO UPDATE SET n = f.n + excluded.n
+                RETURNING (xmax = 0) AS fresh
+        )
+        SELECT bool_or(ins.fresh) INTO v_fresh FROM ins;
+        IF v_fresh THEN
+            DELETE FROM {s}.finished_per_minute f
+             WHERE f.shard = v_shard AND f.minute < p_now / 60000 - 1440;
+        END IF;
+    END IF;
+    PERFORM set_config('tasktape.counted', 'off', true);
+END
+$fn$;
+
+-- The per-row counter stands aside for statements that count themselves.
+DROP TRIGGER tasks_counted ON {s}.tasks;
+CREATE TRIGGER tasks_counted AFTER DELETE OR UPDATE OF status ON {s}.tasks
+    FOR EACH ROW WHEN (current_setting('tasktape.counted', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION {s}.count_tasks();

@@ -1,0 +1,222 @@
+//! The writer's set-based finishes (`finish_tasks`): many finishes queued
+//! together are written in one statement, each caller told its own exact
+//! outcome, one `final` per tape, the counters exact; a row that fails the
+//! statement fails alone.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use tasktape_core::model::Retry;
+use tasktape_core::store::prelude::*;
+use tasktape_core::store::{FinishOutcome, Store};
+use tasktape_core::testkit::{assert_row_and_tape_agree, lease, new_task};
+use tasktape_core::{ErrorInfo, Outcome, Status, TaskId, Timestamp};
+
+use crate::support::{open_schema, test_url, unique_schema};
+
+async fn claimed(store: &dyn Store, op: &str, owner: &str, count: usize) -> Vec<TaskId> {
+    for _ in 0..count {
+        store.create(new_task(op)).await.unwrap();
+    }
+    let tasks = store
+        .claim(op, count, lease(owner), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), count);
+    tasks.into_iter().map(|task| task.task_id).collect()
+}
+
+/// Finishes queued together, racing each other and a cancel: plain ones,
+/// a task finished twice (first wins, the other told how it ended), a
+/// cancel recorded before the finish (it wins), a pending task told
+/// `NotStarted`, an unknown id, a task another instance holds (fenced:
+/// `NotOwner`), and a retry (requeued) — each answer exact, every tape
+/// whole with one `final`, and the counters equal to the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_finishes_answers_each_caller_exactly() {
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    let (b, _other) = open_schema(&schema).await;
+    a.guard_instance("node-a").await.unwrap();
+    b.guard_instance("node-b").await.unwrap();
+    let plain = claimed(&*a, "work", "node-a", 40).await;
+    let twice = claimed(&*a, "twice", "node-a", 1).await[0];
+    let cancelled = claimed(&*a, "cancelled", "node-a", 1).await[0];
+    a.request_cancel(cancelled).await.unwrap();
+    let pending = a.create(new_task("pending")).await.unwrap().task.task_id;
+    let foreign = claimed(&*b, "foreign", "node-b", 1).await[0];
+    let retried = claimed(&*a, "retried", "node-a", 1).await[0];
+    let unknown = TaskId::new();
+
+    let mut calls: Vec<(TaskId, Outcome)> = plain
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let outcome = if n % 3 == 0 {
+                Outcome::Failed(ErrorInfo::new("boom", format!("task {n}")))
+            } else {
+                Outcome::Succeeded(json!({"n": n}))
+            };
+            (*id, outcome)
+        })
+        .collect();
+    calls.push((twice, Outcome::Succeeded(json!("first"))));
+    calls.push((twice, Outcome::Failed(ErrorInfo::new("second", "too late"))));
+    calls.push((cancelled, Outcome::Succeeded(json!("ignored"))));
+    calls.push((pending, Outcome::Succeeded(json!(null))));
+    calls.push((unknown, Outcome::Succeeded(json!(null))));
+    calls.push((foreign, Outcome::Succeeded(json!(null))));
+    calls.push((
+        retried,
+        Outcome::Retry(Box::new(Retry {
+            error: ErrorInfo::new("flaky", "again"),
+            retry_at: Timestamp::now().add_millis(60_000),
+            started_at: None,
+        })),
+    ));
+    let answers = futures::future::join_all(
+        calls
+            .iter()
+            .map(|(task_id, outcome)| a.finish(*task_id, outcome.clone())),
+    )
+    .await;
+    let answers: Vec<FinishOutcome> = answers.into_iter().map(Result::unwrap).collect();
+    let by_call: Vec<(&TaskId, &Outcome, &FinishOutcome)> = calls
+        .iter()
+        .zip(&answers)
+        .map(|((id, outcome), answer)| (id, outcome, answer))
+        .collect();
+
+    for (id, outcome, answer) in by_call.iter().take(plain.len()) {
+        let status = outcome.status();
+        assert_eq!(
+            **answer,
+            FinishOutcome::Finished { status, seq: 2 },
+            "task {id}"
+        );
+    }
+    let (first, second) = (&answers[plain.len()], &answers[plain.len() + 1]);
+    assert_eq!(
+        *first,
+        FinishOutcome::Finished {
+            status: Status::Succeeded,
+            seq: 2
+        }
+    );
+    assert_eq!(
+        *second,
+        FinishOutcome::AlreadyFinished {
+            status: Status::Succeeded
+        }
+    );
+    assert_eq!(
+        answers[plain.len() + 2],
+        FinishOutcome::Finished {
+            status: Status::Cancelled,
+            seq: 2
+        }
+    );
+    assert_eq!(answers[plain.len() + 3], FinishOutcome::NotStarted);
+    assert_eq!(answers[plain.len() + 4], FinishOutcome::NotFound);
+    assert_eq!(answers[plain.len() + 5], FinishOutcome::NotOwner);
+    assert!(
+        matches!(answers[plain.len() + 6], FinishOutcome::Requeued { .. }),
+        "{:?}",
+        answers[plain.len() + 6]
+    );
+
+    for id in plain
+        .iter()
+        .chain([&twice, &cancelled, &foreign, &retried, &pending])
+    {
+        assert_row_and_tape_agree(&*a, *id).await;
+    }
+    assert_eq!(
+        a.get(twice).await.unwrap().unwrap().result,
+        Some(json!("first"))
+    );
+    assert_eq!(
+        a.get(foreign).await.unwrap().unwrap().status,
+        Status::Running
+    );
+    // The counters agree with the rows.
+    let counts = a.counts().await.unwrap();
+    let mut rows: HashMap<Status, u64> = HashMap::new();
+    for id in plain
+        .iter()
+        .chain([&twice, &cancelled, &foreign, &retried, &pending])
+    {
+        *rows
+            .entry(a.get(*id).await.unwrap().unwrap().status)
+            .or_default() += 1;
+    }
+    for status in [
+        Status::Pending,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+    ] {
+        assert_eq!(
+            counts.get(&status).copied().unwrap_or(0),
+            rows.get(&status).copied().unwrap_or(0),
+            "{status:?}"
+        );
+    }
+    let minutes: u64 = a
+        .finished_per_minute(Timestamp::now().add_millis(-120_000))
+        .await
+        .unwrap()
+        .iter()
+        .map(|minute| minute.count)
+        .sum();
+    assert_eq!(minutes, plain.len() as u64 + 2, "per-minute finish counts");
+}
+
+/// A row the statement cannot write (here a trigger refuses it) fails the
+/// set-based call: the batch is written again one task at a time, so that
+/// task alone gets the error and its neighbours are finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_row_fails_alone() {
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    a.guard_instance("node-a").await.unwrap();
+    let ids = claimed(&*a, "work", "node-a", 12).await;
+    let bad = ids[5];
+    let (client, connection) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse BEFORE UPDATE ON \"{schema}\".tasks FOR EACH ROW \
+             WHEN (NEW.task_id = '{bad}' AND NEW.status <> 'running') \
+             EXECUTE FUNCTION \"{schema}\".refuse();"
+        ))
+        .await
+        .unwrap();
+    let answers = futures::future::join_all(
+        ids.iter()
+            .map(|id| a.finish(*id, Outcome::Succeeded(json!("done")))),
+    )
+    .await;
+    for (id, answer) in ids.iter().zip(answers) {
+        if *id == bad {
+            let error = answer.unwrap_err();
+            assert!(error.to_string().contains("refused by the test"), "{error}");
+            assert_eq!(a.get(bad).await.unwrap().unwrap().status, Status::Running);
+        } else {
+            assert_eq!(
+                answer.unwrap(),
+                FinishOutcome::Finished {
+                    status: Status::Succeeded,
+                    seq: 2
+                },
+                "task {id}"
+            );
+        }
+        assert_row_and_tape_agree(&*a, *id).await;
+    }
+}
