@@ -1,8 +1,10 @@
 //! The HTTP load benchmark: starts the release `tasktape serve` on a fresh
 //! data dir and drives it over loopback, printing one line per figure.
 //!
-//! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdefi`
-//! picks figures ((i): bulk submit of 10,000 in one request); `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
+//! Run: `cargo bench -p tasktape --bench load`. `TASKTAPE_LOAD_ONLY=abcdefghi`
+//! picks figures ((g): drain a backlog of 20,000 no-op tasks, with CPU per
+//! task; (h): end to end, no-op; (i): bulk submit of 10,000 in one
+//! request); `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
 //! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
 //! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
 //! `TASKTAPE_LOAD_BIN` runs another build's `tasktape` binary (to compare
@@ -255,8 +257,9 @@ fn ts_ms(ts: &str) -> f64 {
     tasktape_core::Timestamp::parse(ts).unwrap().as_millis() as f64
 }
 
-/// (a) echo(count=5) tasks/s, submit → final seen, 16 closed-loop clients.
-async fn echo_tasks(server: &Server) -> f64 {
+/// (a) echo(count=5) tasks/s, submit → final seen, 16 closed-loop clients;
+/// (h) the same with echo(count=0), the no-op (echo runs one step).
+async fn echo_tasks(server: &Server, events: u64) -> f64 {
     let client = reqwest::Client::new();
     let per_client: usize = std::env::var("TASKTAPE_LOAD_TASKS")
         .ok()
@@ -271,8 +274,13 @@ async fn echo_tasks(server: &Server) -> f64 {
             let follow_base = server.bases[(index + 1) % count].clone();
             tokio::spawn(async move {
                 for _ in 0..per_client {
-                    let task_id = submit(&client, &submit_base, json!({"count": 5})).await;
-                    assert_eq!(follow(&client, &follow_base, &task_id).await, 8);
+                    let task_id = submit(&client, &submit_base, json!({ "count": events })).await;
+                    // task_started, the progress events (at least one),
+                    // the echo_done partial, final.
+                    assert_eq!(
+                        follow(&client, &follow_base, &task_id).await,
+                        events.max(1) as usize + 3
+                    );
                 }
             })
         })
@@ -441,6 +449,103 @@ async fn cancel_to_final(server: &Server) -> f64 {
     percentile(&samples, 50)
 }
 
+/// CPU seconds (user + system) used so far by process `pid`, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&index| fields.get(index).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// CPU seconds of every process named `postgres` (the server and its backends).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+/// How many tasks succeeded (`GET /v1/stats`).
+async fn succeeded(client: &reqwest::Client, base: &str) -> u64 {
+    let stats: Value = client
+        .get(format!("{base}/v1/stats?window=60"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["counts"]["succeeded"].as_u64().unwrap_or(0)
+}
+
+/// (g) drain: 20,000 `echo(0)` tasks submitted (in bulk) due 5 s ahead, so
+/// they wait `pending`; from their `run_at` until `GET /v1/stats` counts
+/// them all `succeeded` (polled every 5 ms): tasks/s, and the CPU per task
+/// of the servers and (on PostgreSQL) every `postgres` process.
+async fn drain_backlog(server: &Server) -> (f64, f64) {
+    const TASKS: usize = 20_000;
+    let client = reqwest::Client::new();
+    let due = SystemTime::now() + Duration::from_secs(5);
+    let due_ms = due.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let run_at = tasktape_core::Timestamp::from_millis(due_ms).to_string();
+    let task = json!({"op": "echo", "params": {"count": 0}, "run_at": run_at});
+    for _ in 0..TASKS / 10_000 {
+        let body = json!({ "tasks": vec![task.clone(); 10_000] });
+        let response = client
+            .post(format!("{}/v1/tasks/batch", server.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    assert!(
+        SystemTime::now() < due,
+        "submitting the backlog took past its run_at"
+    );
+    let cpu = || {
+        let servers: f64 = server
+            .children
+            .iter()
+            .map(|child| cpu_seconds(child.id()))
+            .sum();
+        let postgres = if store_url().is_some() {
+            postgres_cpu_seconds()
+        } else {
+            0.0
+        };
+        servers + postgres
+    };
+    tokio::time::sleep(due.duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let (started, cpu0) = (Instant::now(), cpu());
+    while succeeded(&client, &server.base).await < TASKS as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the drain stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu_ms = (cpu() - cpu0) * 1000.0 / TASKS as f64;
+    (TASKS as f64 / took, cpu_ms)
+}
+
 /// (i) bulk submit: 10,000 `echo(0)` tasks in one `POST /v1/tasks/batch`,
 /// tasks/s from sending the body to reading the answer.
 async fn bulk_submit(server: &Server) -> f64 {
@@ -470,7 +575,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let only = std::env::var("TASKTAPE_LOAD_ONLY").unwrap_or_else(|_| "abcdefi".into());
+    let only = std::env::var("TASKTAPE_LOAD_ONLY").unwrap_or_else(|_| "abcdefghi".into());
     let followers: usize = std::env::var("TASKTAPE_LOAD_FOLLOWERS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -538,7 +643,7 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
     let postgres = store_url().is_some();
     runtime.block_on(async {
         if only.contains('a') {
-            let rates = each_run(runs, |server| async move { echo_tasks(&server).await }).await;
+            let rates = each_run(runs, |server| async move { echo_tasks(&server, 5).await }).await;
             let target = if postgres && instances() > 1 {
                 ">= 2000 in total"
             } else if postgres {
@@ -604,6 +709,35 @@ fn figures(runtime: &tokio::runtime::Runtime, only: &str, followers: usize, runs
             let samples =
                 each_run(runs, |server| async move { cancel_to_final(&server).await }).await;
             row("(f) cancel -> final p50 (ms)", median(samples, 2), "<= 2");
+        }
+        if only.contains('g') {
+            let (rates, cpus): (Vec<_>, Vec<_>) =
+                each_run(runs, |server| async move { drain_backlog(&server).await })
+                    .await
+                    .into_iter()
+                    .unzip();
+            row(
+                "(g) drain 20,000 no-op tasks, tasks/s",
+                median(rates, 0),
+                if postgres { ">= 20000" } else { "" },
+            );
+            row(
+                if postgres {
+                    "(g) CPU ms per task, server + PostgreSQL"
+                } else {
+                    "(g) CPU ms per task, server"
+                },
+                median(cpus, 3),
+                if postgres { "<= 0.1" } else { "" },
+            );
+        }
+        if only.contains('h') {
+            let rates = each_run(runs, |server| async move { echo_tasks(&server, 0).await }).await;
+            row(
+                "(h) end to end, no-op, 16 clients, tasks/s",
+                median(rates, 0),
+                if postgres { ">= 4000" } else { "" },
+            );
         }
         if only.contains('i') {
             let rates = each_run(runs, |server| async move { bulk_submit(&server).await }).await;

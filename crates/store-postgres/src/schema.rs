@@ -391,7 +391,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
     include_str!("sql/007_event_texts.sql"),
     include_str!("sql/008_claim_some_records.sql"),
     include_str!("sql/009_create_tasks.sql"),
-    include_str!("sql/010_finish_tasks.sql"),
+    include_str!("sql/010_set_based_writes.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1,3 +1,6 @@
+-- 10: writes across tasks in one statement: finishes (finish_tasks) and
+-- the starts of a claim (claim_due).
+
 -- finish_tasks: the finishes of many tasks in one statement (the writer's
 -- batch: one transaction, one commit), each decided under its row lock as
 -- finish_owned decides one: no such task; already finished; not the owner
@@ -110,3 +113,86 @@ DROP TRIGGER tasks_counted ON {s}.tasks;
 CREATE TRIGGER tasks_counted AFTER DELETE OR UPDATE OF status ON {s}.tasks
     FOR EACH ROW WHEN (current_setting('tasktape.counted', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION {s}.count_tasks();
+
+-- claim_due starts the tasks it picked in one statement (row running and
+-- `task_started`, or the later attempt's log line, for each) instead of a
+-- start_one call each; the picking, the op's limit under its advisory lock
+-- and the answer (the started rows, in the picked order) are as before.
+-- Every picked task was pending: the counters move by the count, once.
+CREATE OR REPLACE FUNCTION {s}.claim_due(p_op text, p_limit integer, p_take integer, p_owner text, p_until bigint, p_now bigint, p_ts text,
+                                         p_started text, p_attempt text)
+RETURNS SETOF {s}.tasks LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_running integer;
+    v_ids uuid[];
+    v_count integer := 0;
+    v_shard smallint := (pg_backend_pid() % 16)::smallint;
+    r {s}.tasks%ROWTYPE;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext({lock} || p_op));
+    SELECT count(*) INTO v_running FROM {s}.tasks t WHERE t.op = p_op AND t.status = 'running';
+    IF v_running >= p_limit THEN
+        RETURN;
+    END IF;
+    -- Due now (tasks_claim_order) and delayed ones that came due
+    -- (tasks_due): never a walk past tasks delayed until later.
+    WITH ready AS (
+        SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
+         WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL
+         ORDER BY t.priority DESC, t.created_at, t.task_id
+         LIMIT LEAST(p_limit - v_running, p_take)
+         FOR UPDATE SKIP LOCKED),
+    came_due AS (
+        SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
+         WHERE t.op = p_op AND t.status = 'pending' AND t.run_at <= p_now
+         ORDER BY t.priority DESC, t.created_at, t.task_id
+         LIMIT LEAST(p_limit - v_running, p_take)
+         FOR UPDATE SKIP LOCKED)
+    SELECT array_agg(x.task_id ORDER BY x.priority DESC, x.created_at, x.task_id) INTO v_ids
+      FROM (SELECT * FROM ready UNION ALL SELECT * FROM came_due
+             ORDER BY priority DESC, created_at, task_id
+             LIMIT LEAST(p_limit - v_running, p_take)) x;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('tasktape.counted', 'on', true);
+    FOR r IN
+        WITH started AS (
+            UPDATE {s}.tasks t
+               SET status = 'running', started_at = coalesce(t.started_at, greatest(p_now, t.created_at)),
+                   owner = p_owner, lease_until = p_until, last_seq = t.last_seq + 1,
+                   attempt = t.attempt + 1, run_at = NULL
+             WHERE t.task_id = ANY (v_ids)
+            RETURNING t.*
+        ),
+        written AS (
+            INSERT INTO {s}.events (task_id, seq, json)
+            SELECT s.task_id, s.last_seq,
+                   CASE WHEN s.last_seq = 1 THEN
+                            replace(replace(p_started, '{mark.task_id}', '"' || s.task_id || '"'),
+                                    '{mark.op}', to_json(p_op)::text)
+                            || ',"seq":1,"ts":"' || p_ts || '"}'
+                        ELSE
+                            replace(replace(p_attempt, '{mark.attempt}', s.attempt::text),
+                                    '{mark.max_attempts}', s.max_attempts::text)
+                            || ',"seq":' || s.last_seq || ',"ts":"' || p_ts || '"}'
+                   END
+              FROM started s
+            RETURNING task_id
+        )
+        SELECT s.* FROM started s
+          JOIN unnest(v_ids) WITH ORDINALITY AS o(id, n) ON o.id = s.task_id
+         ORDER BY o.n
+    LOOP
+        PERFORM pg_notify({chan}, 'e ' || r.task_id || ' ' || r.last_seq);
+        v_count := v_count + 1;
+        RETURN NEXT r;
+    END LOOP;
+    IF v_count > 0 THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n)
+            VALUES ('pending', v_shard, -v_count), ('running', v_shard, v_count)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    PERFORM set_config('tasktape.counted', 'off', true);
+END
+$fn$;
