@@ -46,7 +46,9 @@ pub use tasktape_wire::time;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use engine::submitter::{MAX_DELAY_MS, MAX_KEY_LEN, PRIORITY_RANGE, SCHEDULE_KEY_PREFIX};
+pub use engine::submitter::{
+    MAX_DELAY_MS, MAX_KEY_LEN, PRIORITY_RANGE, SCHEDULE_KEY_PREFIX, SQL_SUBMIT_DIGEST,
+};
 pub use event::{BodyExt, Event, EventBody, EventKind, StoredEvent, validate_tape};
 pub use manager::{
     FollowError, Manager, ManagerConfig, SubmitError, Submitted, TaskEvents, WorkerCallError,

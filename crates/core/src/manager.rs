@@ -177,6 +177,7 @@ impl Manager {
         let _ = submitter.digest_key.set(key);
         // Remote ops first: their pending tasks are not ops this server lacks.
         remote.load().await?;
+        submitter.record_served().await?;
         leases.recover().await?;
         // Only once recovery has fully succeeded does anything start running.
         claimer.kick_all();

@@ -1,14 +1,124 @@
 //! Creating tasks: one (`create_task_at`) or many in one statement
 //! (`create_tasks`, migration 9); a key in use finds its task.
+//!
+//! Single creates (`Transitions::create`) are coalesced: a create joins a
+//! queue, and while fewer than [`WRITERS`] writers run, it starts one (a
+//! spawned task, so a caller that goes away strands nothing). A writer
+//! takes whatever queued and writes it, one `create_task_at` for a lone
+//! task (no wait when idle) and one `create_tasks` for more, until the
+//! queue is empty. A batch holds each idempotency key once (a repeat goes
+//! in the next round, where it finds the first one's task); a batch whose
+//! statement fails for another reason than an outage is written again one
+//! task at a time, so a bad row fails alone.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use tasktape_core::model::{NewTask, Task};
-use tasktape_core::store::{Created, Reads as _, Result, StoreError};
+use tasktape_core::store::{Created, Result, StoreError};
 use tasktape_core::time::Timestamp;
+use tokio::sync::oneshot;
 
-use crate::PostgresStore;
+use crate::Shared;
 use crate::rows::{driver, task_from_row, task_id, uuid};
 
-impl PostgresStore {
+/// How many batches of creates may be written at once.
+const WRITERS: usize = 4;
+
+/// The most creates one statement takes.
+const BATCH_MAX: usize = 1_000;
+
+type Reply = oneshot::Sender<Result<Created>>;
+
+/// Creates waiting for a writer, and how many writers run.
+#[derive(Default)]
+pub(crate) struct CreateQueue {
+    waiting: Vec<(NewTask, Reply)>,
+    writers: usize,
+}
+
+impl Shared {
+    /// Creates `task` in a batch with whatever other creates are waiting.
+    pub(crate) async fn create_coalesced(self: &Arc<Self>, task: NewTask) -> Result<Created> {
+        let (reply, answer) = oneshot::channel();
+        let start_writer = {
+            let mut queue = self
+                .creates
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            queue.waiting.push((task, reply));
+            let start = queue.writers < WRITERS;
+            if start {
+                queue.writers += 1;
+            }
+            start
+        };
+        if start_writer {
+            tokio::spawn(Arc::clone(self).write_creates());
+        }
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes queued creates until none wait.
+    async fn write_creates(self: Arc<Self>) {
+        loop {
+            let batch: Vec<(NewTask, Reply)> = {
+                let mut queue = self
+                    .creates
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.writers -= 1;
+                    return;
+                }
+                let take = queue.waiting.len().min(BATCH_MAX);
+                queue.waiting.drain(..take).collect()
+            };
+            self.write_create_batch(batch).await;
+        }
+    }
+
+    /// One batch of creates, in rounds of distinct idempotency keys.
+    async fn write_create_batch(&self, batch: Vec<(NewTask, Reply)>) {
+        let mut pending = batch;
+        while !pending.is_empty() {
+            let mut keys = HashSet::new();
+            let (round, later): (Vec<_>, Vec<_>) =
+                pending
+                    .into_iter()
+                    .partition(|(task, _)| match &task.idempotency_key {
+                        Some(key) => keys.insert(key.clone()),
+                        None => true,
+                    });
+            pending = later;
+            if round.len() == 1 {
+                for (task, reply) in round {
+                    let _ = reply.send(self.create_task(task).await);
+                }
+                continue;
+            }
+            let tasks: Vec<NewTask> = round.iter().map(|(task, _)| task.clone()).collect();
+            match self.create_tasks(tasks).await {
+                Ok(created) => {
+                    for ((_, reply), created) in round.into_iter().zip(created) {
+                        let _ = reply.send(Ok(created));
+                    }
+                }
+                Err(error) if error.is_transient() => {
+                    for (_, reply) in round {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, count = round.len(), "create batch failed; writing one by one");
+                    for (task, reply) in round {
+                        let _ = reply.send(self.create_task(task).await);
+                    }
+                }
+            }
+        }
+    }
+
     pub(crate) async fn create_task(&self, task: NewTask) -> Result<Created> {
         let params = task.params.to_string();
         let retry = task
@@ -22,7 +132,7 @@ impl PostgresStore {
         let rows = self
             .query(
                 "creating a task",
-                &self.shared.sql.create,
+                &self.sql.create,
                 &[
                     &uuid(task.task_id),
                     &task.op,
@@ -50,9 +160,18 @@ impl PostgresStore {
             });
         }
         let existing: uuid::Uuid = row.try_get(1).map_err(driver("creating a task"))?;
-        let task = self.get(task_id(existing)).await?.ok_or_else(|| {
-            StoreError::backend("creating a task", "the idempotency key's task vanished")
-        })?;
+        let rows = self
+            .query("creating a task", &self.sql.get_many, &[&vec![existing]])
+            .await?;
+        let task = match rows.first() {
+            Some(row) => task_from_row(row)?,
+            None => {
+                return Err(StoreError::backend(
+                    "creating a task",
+                    "the idempotency key's task vanished",
+                ));
+            }
+        };
         Ok(Created {
             task,
             created: false,
@@ -77,7 +196,7 @@ impl PostgresStore {
         let rows = self
             .query(
                 CONTEXT,
-                &self.shared.sql.create_many,
+                &self.sql.create_many,
                 &[
                     &tasks.iter().map(|t| uuid(t.task_id)).collect::<Vec<_>>(),
                     &column(&|t| t.op.clone()),
@@ -136,9 +255,7 @@ impl PostgresStore {
             .collect();
         let mut existing = std::collections::HashMap::new();
         if !found.is_empty() {
-            let rows = self
-                .query(CONTEXT, &self.shared.sql.get_many, &[&found])
-                .await?;
+            let rows = self.query(CONTEXT, &self.sql.get_many, &[&found]).await?;
             for row in &rows {
                 let task = task_from_row(row)?;
                 existing.insert(task.task_id, task);

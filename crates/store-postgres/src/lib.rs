@@ -83,9 +83,29 @@ pub(crate) struct Shared {
     /// writes are fenced by owner (a task taken again after its lease ran
     /// out no longer takes this instance's events or finish).
     pub(crate) owner: std::sync::OnceLock<String>,
+    /// Creates waiting to be written together (`creates.rs`).
+    pub(crate) creates: std::sync::Mutex<crate::creates::CreateQueue>,
 }
 
 impl Shared {
+    /// Runs `sql` with `params` on a pooled connection (a cached statement).
+    pub(crate) async fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.bounded(context, async {
+            let client = self.pool.get().await.map_err(rows::pool)?;
+            let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
+            client
+                .query(&statement, params)
+                .await
+                .map_err(driver(context))
+        })
+        .await
+    }
+
     /// `call`, given up as [`StoreError::Unavailable`] past the timeout (a
     /// dead or black-holed connection must not hang its caller).
     pub(crate) async fn bounded<T>(
@@ -190,6 +210,7 @@ impl PostgresStore {
             timeout: config.operation_timeout,
             tls,
             owner: std::sync::OnceLock::new(),
+            creates: std::sync::Mutex::default(),
         });
         let (writer, jobs) = mpsc::channel(16_384);
         tokio::spawn(writer::run(
@@ -230,10 +251,6 @@ impl PostgresStore {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.shared.pool.get().await.map_err(rows::pool)
-    }
-
     /// Runs `sql` with `params` on a pooled connection (a cached statement).
     async fn query(
         &self,
@@ -241,16 +258,7 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
-        self.shared
-            .bounded(context, async {
-                let client = self.client().await?;
-                let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
-                client
-                    .query(&statement, params)
-                    .await
-                    .map_err(driver(context))
-            })
-            .await
+        self.shared.query(context, sql, params).await
     }
 
     /// Runs `sql` expecting exactly one row (an error otherwise, never an
@@ -261,16 +269,14 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<tokio_postgres::Row> {
-        self.shared
-            .bounded(context, async {
-                let client = self.client().await?;
-                let statement = client.prepare_cached(sql).await.map_err(driver(context))?;
-                client
-                    .query_one(&statement, params)
-                    .await
-                    .map_err(driver(context))
-            })
-            .await
+        let rows = self.shared.query(context, sql, params).await?;
+        match <[tokio_postgres::Row; 1]>::try_from(rows) {
+            Ok([row]) => Ok(row),
+            Err(rows) => Err(StoreError::backend(
+                context.to_owned(),
+                format!("{} rows where one was expected", rows.len()),
+            )),
+        }
     }
 
     async fn write(&self, job: WriteJob) -> Result<()> {
@@ -304,11 +310,11 @@ impl PostgresStore {
 #[async_trait]
 impl Transitions for PostgresStore {
     async fn create(&self, task: NewTask) -> Result<Created> {
-        self.create_task(task).await
+        self.shared.create_coalesced(task).await
     }
 
     async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
-        self.create_tasks(tasks).await
+        self.shared.create_tasks(tasks).await
     }
 
     async fn start(&self, task_id: TaskId, lease: Lease) -> Result<StartOutcome> {

@@ -392,6 +392,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
     include_str!("sql/008_claim_some_records.sql"),
     include_str!("sql/009_create_tasks.sql"),
     include_str!("sql/010_set_based_writes.sql"),
+    include_str!("sql/011_sql_submit.sql"),
 ];
 
 /// The schema version this build writes.
@@ -410,6 +411,25 @@ pub(crate) fn render(sql: &str, schema: &str) -> String {
     }
     for (placeholder, text) in crate::texts::marks() {
         sql = sql.replace(placeholder, &text);
+    }
+    // The submit rules' limits (`submit()`, migration 11), from core's.
+    let limits = [
+        (
+            "{limit.priority_min}",
+            tasktape_core::PRIORITY_RANGE.start().to_string(),
+        ),
+        (
+            "{limit.priority_max}",
+            tasktape_core::PRIORITY_RANGE.end().to_string(),
+        ),
+        ("{limit.key_bytes}", tasktape_core::MAX_KEY_LEN.to_string()),
+        (
+            "{limit.max_delay_ms}",
+            tasktape_core::MAX_DELAY_MS.to_string(),
+        ),
+    ];
+    for (placeholder, value) in limits {
+        sql = sql.replace(placeholder, &value);
     }
     sql
 }

@@ -116,7 +116,7 @@ impl PostgresStore {
         let shared = &self.shared;
         let answer = shared
             .bounded(context, async {
-                let mut client = self.client().await?;
+                let mut client = self.shared.pool.get().await.map_err(rows::pool)?;
                 let transaction = client.transaction().await.map_err(driver(context))?;
                 let statement = transaction
                     .prepare_cached(&shared.sql.lock_running)
@@ -183,7 +183,7 @@ impl PostgresStore {
         let shared = &self.shared;
         let rows = shared
             .bounded(context, async {
-                let mut client = self.client().await?;
+                let mut client = self.shared.pool.get().await.map_err(rows::pool)?;
                 let transaction = client.transaction().await.map_err(driver(context))?;
                 let lock = transaction
                     .prepare_cached(&shared.sql.lock_many)
@@ -244,7 +244,7 @@ impl PostgresStore {
         let context = "renewing leases";
         self.shared
             .bounded(context, async {
-                let client = self.client().await?;
+                let client = self.shared.pool.get().await.map_err(rows::pool)?;
                 let statement = client
                     .prepare_cached(&self.shared.sql.renew)
                     .await

@@ -23,6 +23,7 @@ mod pty;
 mod python;
 mod serve;
 mod slow;
+mod sql_submit;
 mod support;
 mod tls;
 mod tokens;

@@ -30,7 +30,7 @@ fn python() -> PathBuf {
 /// The venv with the package (editable) and its dev tools.
 fn venv() -> PathBuf {
     let venv = repo().join("target/pyvenv");
-    let ready = venv.join(".tasktape-dev-installed");
+    let ready = venv.join(".tasktape-dev-installed-2");
     if ready.exists() {
         return venv;
     }

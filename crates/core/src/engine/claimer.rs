@@ -265,7 +265,21 @@ impl Claimer {
             .store
             .claim_some(op, self.limit(op), take, lease, self.runner.clock.now())
             .await?;
-        for task in claimed {
+        for mut task in claimed {
+            // A task submitted in SQL has its params checked now; a refused
+            // one is not handed out (its run fails it `invalid_request`).
+            if task.params_digest == crate::SQL_SUBMIT_DIGEST
+                && let Some(handler) = self.runner.ops.get(&task.op)
+            {
+                let mut checked = task.clone();
+                if let Ok(params) = super::runner::checked_params(&*handler, &mut checked) {
+                    task.params = params;
+                    task.params_digest.clear();
+                    hand_out(&task);
+                }
+                self.spawn_run(task);
+                continue;
+            }
             hand_out(&task);
             self.spawn_run(task);
         }

@@ -101,9 +101,13 @@ impl Runner {
         let outcome = if control.token().is_cancelled() {
             stopped_outcome(control.cause())
         } else {
-            let params = std::mem::take(&mut task.params);
-            self.drive(op, params, reporter.clone(), &control, task_id)
-                .await
+            match checked_params(&*op, &mut task) {
+                Ok(params) => {
+                    self.drive(op, params, reporter.clone(), &control, task_id)
+                        .await
+                }
+                Err(error) => Outcome::Failed(error),
+            }
         };
         reporter.close();
         // Past its tape's cap the task ends `tape_full`, whatever it returned
@@ -371,4 +375,26 @@ fn record_end(span: &tracing::Span, status: Status, error: Option<&ErrorInfo>) {
             span.record("otel.status_code", "OK");
         }
     }
+}
+
+/// The params the op runs with: a task submitted in SQL (its digest the
+/// mark [`crate::SQL_SUBMIT_DIGEST`]) has them checked by the op now, as
+/// any other submit had at its submit; a refusal fails the task
+/// `invalid_request` naming the field (permanent: no attempt fixes it).
+pub(crate) fn checked_params(op: &dyn Op, task: &mut Task) -> Result<Value, ErrorInfo> {
+    let params = std::mem::take(&mut task.params);
+    if task.params_digest != crate::SQL_SUBMIT_DIGEST {
+        return Ok(params);
+    }
+    op.prepare(params).map_err(|refusal| {
+        let message = if refusal.field.is_empty() {
+            refusal.message.clone()
+        } else {
+            format!("{}: {}", refusal.field, refusal.message)
+        };
+        ErrorInfo::new("invalid_request", message)
+            .with("field", refusal.field)
+            .with("kind", refusal.kind)
+            .with("permanent", true)
+    })
 }

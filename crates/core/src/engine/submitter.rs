@@ -32,6 +32,19 @@ pub const MAX_KEY_LEN: usize = 256;
 /// Idempotency keys with this prefix are the schedules' own.
 pub const SCHEDULE_KEY_PREFIX: &str = "schedule:";
 
+/// The `params_digest` of a task submitted in SQL (PostgreSQL's
+/// `submit()`): its params were not checked yet, so they are at its claim;
+/// a repeated key finds it whatever the params.
+pub const SQL_SUBMIT_DIGEST: &str = "sql";
+
+/// What the store records of an op an instance runs itself (kind
+/// `served`): that it is served, and the retry plan a task submitted in
+/// SQL takes.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Served {
+    retry: Option<RetryPlan>,
+}
+
 impl SubmitOptions {
     /// The rules every submit's options obey, judged at `now` (in this
     /// order): a `run_at` at most 10 years ahead, a priority in
@@ -147,6 +160,34 @@ impl Submitter {
             .or_else(|| configured.map(|plan| plan.policy.clone()))
             .or_else(|| handler.and_then(|handler| handler.retry()))?;
         Some(RetryPlan { policy, idempotent })
+    }
+
+    /// Records each op this instance runs itself (kind `served`, with its
+    /// retry plan), so a submit in SQL knows it is served and how it retries.
+    pub(crate) async fn record_served(&self) -> Result<(), StoreError> {
+        use super::remote::records;
+        for name in self.ops.names() {
+            if self.ops.get(&name).is_none_or(|op| op.is_remote()) {
+                continue;
+            }
+            let served = Served {
+                retry: self.retry_plan(&name, None),
+            };
+            for _ in 0..3 {
+                let stored = records::one::<Served>(&*self.store, records::SERVED, &name).await?;
+                if stored.as_ref().is_some_and(|(old, _)| *old == served) {
+                    break;
+                }
+                let expected = stored.as_ref().map(|(_, text)| text.as_str());
+                if records::swap(&*self.store, records::SERVED, &name, expected, &served)
+                    .await?
+                    .is_some()
+                {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A submit checked and made a row, not yet written: the op's check
@@ -334,8 +375,9 @@ struct Digests {
 /// A submit's answer: its task, or a conflict when the key found a task of
 /// other params or another op.
 fn answer(digests: &Digests, created: Created) -> Result<Submitted, SubmitError> {
+    let stored = &created.task.params_digest;
     let same_params =
-        created.task.params_digest == digests.digest || created.task.params_digest == digests.plain;
+        *stored == digests.digest || *stored == digests.plain || stored == SQL_SUBMIT_DIGEST;
     if !created.created && (!same_params || created.task.op != digests.op) {
         return Err(SubmitError::IdempotencyConflict {
             task_id: created.task.task_id,

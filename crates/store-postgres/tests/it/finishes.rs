@@ -12,7 +12,7 @@ use tasktape_core::store::{FinishOutcome, Store};
 use tasktape_core::testkit::{assert_row_and_tape_agree, lease, new_task};
 use tasktape_core::{ErrorInfo, Outcome, Status, TaskId, Timestamp};
 
-use crate::support::{open_schema, test_url, unique_schema};
+use crate::support::{open_schema, refuse_rows, unique_schema};
 
 async fn claimed(store: &dyn Store, op: &str, owner: &str, count: usize) -> Vec<TaskId> {
     for _ in 0..count {
@@ -183,20 +183,12 @@ async fn a_bad_row_fails_alone() {
     a.guard_instance("node-a").await.unwrap();
     let ids = claimed(&*a, "work", "node-a", 12).await;
     let bad = ids[5];
-    let (client, connection) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
-             BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
-             CREATE TRIGGER refuse BEFORE UPDATE ON \"{schema}\".tasks FOR EACH ROW \
-             WHEN (NEW.task_id = '{bad}' AND NEW.status <> 'running') \
-             EXECUTE FUNCTION \"{schema}\".refuse();"
-        ))
-        .await
-        .unwrap();
+    refuse_rows(
+        &schema,
+        "UPDATE",
+        &format!("NEW.task_id = '{bad}' AND NEW.status <> 'running'"),
+    )
+    .await;
     let answers = futures::future::join_all(
         ids.iter()
             .map(|id| a.finish(*id, Outcome::Succeeded(json!("done")))),

@@ -3,6 +3,7 @@
 //! fail: they never pass by skipping.
 
 mod contract;
+mod creates;
 mod finishes;
 mod postgres;
 mod support;

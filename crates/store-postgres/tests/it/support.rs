@@ -86,3 +86,22 @@ pub async fn wait_listening(stores: &[&PostgresStore]) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Makes the schema's `tasks` table refuse some rows (a `BEFORE {event}`
+/// trigger raising "refused by the test" `WHEN ({when})`): a row the
+/// store's statements cannot write.
+pub async fn refuse_rows(schema: &str, event: &str, when: &str) {
+    let (client, connection) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse BEFORE {event} ON \"{schema}\".tasks FOR EACH ROW \
+             WHEN ({when}) EXECUTE FUNCTION \"{schema}\".refuse();"
+        ))
+        .await
+        .unwrap();
+}

@@ -9,7 +9,7 @@
 
 mod claims;
 mod op;
-mod records;
+pub(crate) mod records;
 mod register;
 mod sessions;
 mod tick;

@@ -11,6 +11,8 @@ use crate::time::Timestamp;
 /// The records' kinds.
 pub(crate) const OP: &str = "op";
 pub(crate) const WORKER: &str = "worker";
+/// An op an instance runs itself, and its retry plan (for `submit()` in SQL).
+pub(crate) const SERVED: &str = "served";
 
 /// A worker as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
