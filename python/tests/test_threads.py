@@ -55,3 +55,48 @@ def test_idle_threads_exit() -> None:
         threading.Event().wait(0.01)
     assert not any(t.name.startswith("test-exit") for t in threading.enumerate())
     assert threads._idle == 0
+
+
+def test_a_job_that_raises_leaves_its_thread_serving() -> None:
+    threads = Threads(name="test-raise")
+
+    def boom() -> None:
+        raise OSError("no more descriptors")
+
+    threads.submit(boom)
+    for _ in range(500):
+        if threads._idle == 1:
+            break
+        threading.Event().wait(0.001)
+    ran = threading.Event()
+    threads.submit(ran.set)
+    assert ran.wait(5), "the next job never ran"
+
+
+def test_each_job_runs_in_a_fresh_context() -> None:
+    import contextvars
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+    threads = Threads(name="test-context")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def first() -> None:
+        marker.set("first run")
+        done.set()
+
+    threads.submit(first)
+    assert done.wait(5)
+    for _ in range(500):
+        if threads._idle == 1:
+            break
+        threading.Event().wait(0.001)
+    second_done = threading.Event()
+
+    def second() -> None:
+        seen.append(marker.get())
+        second_done.set()
+
+    threads.submit(second)
+    assert second_done.wait(5)
+    assert seen == ["unset"]

@@ -11,10 +11,10 @@
 //! statement fails for another reason than an outage is written again one
 //! task at a time, so a bad row fails alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tasktape_core::model::{NewTask, Task};
+use tasktape_core::model::{NewTask, Task, TaskId};
 use tasktape_core::store::{Created, Result, StoreError};
 use tasktape_core::time::Timestamp;
 use tokio::sync::oneshot;
@@ -97,11 +97,14 @@ impl Shared {
                 }
                 continue;
             }
-            let tasks: Vec<NewTask> = round.iter().map(|(task, _)| task.clone()).collect();
-            match self.create_tasks(tasks).await {
-                Ok(created) => {
-                    for ((_, reply), created) in round.into_iter().zip(created) {
-                        let _ = reply.send(Ok(created));
+            let tasks: Vec<&NewTask> = round.iter().map(|(task, _)| task).collect();
+            match self.insert_tasks(&tasks).await {
+                // Committed: every caller is answered from what the
+                // statement said (never written again).
+                Ok(answers) => {
+                    let found = self.found_tasks(&answers).await;
+                    for ((task, reply), (made, id)) in round.into_iter().zip(answers) {
+                        let _ = reply.send(created_answer(task, made, id, &found));
                     }
                 }
                 Err(error) if error.is_transient() => {
@@ -180,10 +183,22 @@ impl Shared {
 
     /// Many creates in one statement (`create_tasks`, migration 9).
     pub(crate) async fn create_tasks(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
-        const CONTEXT: &str = "creating tasks";
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
+        let answers = self.insert_tasks(&tasks.iter().collect::<Vec<_>>()).await?;
+        let found = self.found_tasks(&answers).await;
+        tasks
+            .into_iter()
+            .zip(answers)
+            .map(|(task, (made, id))| created_answer(task, made, id, &found))
+            .collect()
+    }
+
+    /// The `create_tasks` statement: per task, whether it was made, and
+    /// the id of the task its key found otherwise.
+    async fn insert_tasks(&self, tasks: &[&NewTask]) -> Result<Vec<(bool, Option<uuid::Uuid>)>> {
+        const CONTEXT: &str = "creating tasks";
         let retries: Vec<Option<String>> = tasks
             .iter()
             .map(|task| {
@@ -192,7 +207,8 @@ impl Shared {
                     .and_then(|plan| serde_json::to_string(plan).ok())
             })
             .collect();
-        let column = |f: &dyn Fn(&NewTask) -> String| tasks.iter().map(f).collect::<Vec<_>>();
+        let column =
+            |f: &dyn Fn(&NewTask) -> String| tasks.iter().map(|t| f(t)).collect::<Vec<_>>();
         let rows = self
             .query(
                 CONTEXT,
@@ -247,39 +263,56 @@ impl Shared {
             let id: Option<uuid::Uuid> = row.try_get(1).map_err(driver(CONTEXT))?;
             answers.push((made, id));
         }
-        // The tasks keys in use found, read at once.
+        Ok(answers)
+    }
+
+    /// The tasks that keys in use found (`answers` of `insert_tasks`), read
+    /// at once.
+    async fn found_tasks(
+        &self,
+        answers: &[(bool, Option<uuid::Uuid>)],
+    ) -> Result<HashMap<TaskId, Task>> {
         let found: Vec<uuid::Uuid> = answers
             .iter()
             .filter(|(made, _)| !made)
             .filter_map(|(_, id)| *id)
             .collect();
-        let mut existing = std::collections::HashMap::new();
+        let mut existing = HashMap::new();
         if !found.is_empty() {
-            let rows = self.query(CONTEXT, &self.sql.get_many, &[&found]).await?;
+            let rows = self
+                .query("creating tasks", &self.sql.get_many, &[&found])
+                .await?;
             for row in &rows {
                 let task = task_from_row(row)?;
                 existing.insert(task.task_id, task);
             }
         }
-        let mut created = Vec::with_capacity(tasks.len());
-        for (task, (made, id)) in tasks.into_iter().zip(answers) {
-            if made {
-                created.push(Created {
-                    task: Task::pending(task),
-                    created: true,
-                });
-                continue;
-            }
-            let task = id
-                .and_then(|id| existing.get(&task_id(id)).cloned())
-                .ok_or_else(|| {
-                    StoreError::backend(CONTEXT, "the idempotency key's task vanished")
-                })?;
-            created.push(Created {
-                task,
-                created: false,
-            });
-        }
-        Ok(created)
+        Ok(existing)
     }
+}
+
+/// One create's answer: its own task when made, else the task its key
+/// found (or the error reading it).
+fn created_answer(
+    task: NewTask,
+    made: bool,
+    id: Option<uuid::Uuid>,
+    found: &Result<HashMap<TaskId, Task>>,
+) -> Result<Created> {
+    if made {
+        return Ok(Created {
+            task: Task::pending(task),
+            created: true,
+        });
+    }
+    let existing = found.as_ref().map_err(Clone::clone)?;
+    let task = id
+        .and_then(|id| existing.get(&task_id(id)).cloned())
+        .ok_or_else(|| {
+            StoreError::backend("creating tasks", "the idempotency key's task vanished")
+        })?;
+    Ok(Created {
+        task,
+        created: false,
+    })
 }

@@ -81,7 +81,9 @@ impl Shared {
         let chosen: Vec<(TaskId, &Outcome)> =
             indexes.iter().map(|&index| finishes[index]).collect();
         match self.finish_tasks(client, &chosen).await {
-            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            // Committed: each caller answered from its row (never written
+            // again, which would tell a winner it lost).
+            Ok(answers) => answers,
             Err(error) if error.is_transient() => vec![Err(error); chosen.len()],
             Err(error) => {
                 tracing::warn!(%error, count = chosen.len(), "finish batch failed; writing one by one");
@@ -95,12 +97,14 @@ impl Shared {
         }
     }
 
-    /// One `finish_tasks` call; each finished task's followers woken.
+    /// One `finish_tasks` call; each finished task's followers woken. The
+    /// outer error: the statement failed (nothing written); the inner
+    /// ones: a committed row whose answer could not be read.
     async fn finish_tasks(
         &self,
         client: &deadpool_postgres::Object,
         chosen: &[(TaskId, &Outcome)],
-    ) -> Result<Vec<FinishOutcome>> {
+    ) -> Result<Vec<Result<FinishOutcome>>> {
         let context = "finishing tasks";
         let ids: Vec<uuid::Uuid> = chosen.iter().map(|(task_id, _)| uuid(*task_id)).collect();
         let statuses: Vec<&str> = chosen
@@ -139,22 +143,22 @@ impl Shared {
             )
             .await
             .map_err(driver(context))?;
-        if rows.len() != chosen.len() {
-            return Err(StoreError::backend(
-                context,
-                format!("{} answers for {} finishes", rows.len(), chosen.len()),
-            ));
-        }
-        let mut answers = Vec::with_capacity(rows.len());
-        for ((task_id, _), row) in chosen.iter().zip(&rows) {
-            let id: uuid::Uuid = row.try_get(0).map_err(driver(context))?;
-            if id != uuid(*task_id) {
-                return Err(StoreError::backend(context, "answers out of order"));
+        // Answered by task id (each id is in the batch once).
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            if let Ok(id) = row.try_get::<_, uuid::Uuid>(0) {
+                by_id.insert(id, row);
             }
-            let answer = self
-                .finish_answer_at(row, 1, None, context)?
-                .unwrap_or(FinishOutcome::NotFound);
-            if let FinishOutcome::Finished { seq, .. } = answer {
+        }
+        let mut answers = Vec::with_capacity(chosen.len());
+        for (task_id, _) in chosen {
+            let answer = match by_id.get(&uuid(*task_id)) {
+                Some(row) => self
+                    .finish_answer_at(row, 1, None, context)
+                    .map(|answer| answer.unwrap_or(FinishOutcome::NotFound)),
+                None => Err(StoreError::backend(context, "no answer for this task")),
+            };
+            if let Ok(FinishOutcome::Finished { seq, .. }) = answer {
                 self.hub.notify(*task_id, seq);
             }
             answers.push(answer);

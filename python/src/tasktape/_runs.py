@@ -154,7 +154,6 @@ class Run:
 
     def _run_process(self) -> None:
         context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe(duplex=True)
         function = self.spec.function
         info = {
             "task_id": self.task_id,
@@ -163,11 +162,16 @@ class Run:
             "max_attempts": self.task.max_attempts,
             "deadline": self.task.deadline,
         }
-        process = context.Process(
-            target=child_main,
-            args=(function.__module__, function.__qualname__, self.params, info, child),
-            name=f"tasktape-{self.spec.name}",
-        )
+        try:
+            parent, child = context.Pipe(duplex=True)
+            process = context.Process(
+                target=child_main,
+                args=(function.__module__, function.__qualname__, self.params, info, child),
+                name=f"tasktape-{self.spec.name}",
+            )
+        except Exception as error:  # no pipe or process (out of descriptors, say)
+            self._done_from_thread(("error", error_from_exception(error)))
+            return
         outcome: Outcome | None = None
         try:
             with self._process_lock:

@@ -10,6 +10,9 @@ for `idle_s` exits.
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -28,6 +31,8 @@ class Threads:
         self._idle = 0
         self._started = 0
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
 
     def submit(self, job: Callable[[], None]) -> None:
         """Runs `job` in an idle thread, or in a new one."""
@@ -55,7 +60,16 @@ class Threads:
                         return
                 continue
             try:
-                job()
-            finally:
-                with self._lock:
-                    self._idle += 1
+                # A fresh context per run: nothing one run set is seen by
+                # the next in this thread.
+                contextvars.Context().run(job)
+            except BaseException:  # the job's own handling failed: keep serving
+                logging.getLogger("tasktape").exception("a worker thread's job raised")
+            with self._lock:
+                self._idle += 1
+
+    def _after_fork(self) -> None:
+        """In a forked child: no thread of the parent's is there."""
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._jobs = queue.SimpleQueue()

@@ -44,7 +44,7 @@ async fn on_postgres_submit_in_sql_enqueues_inside_the_callers_transaction() {
         (fresh_database(&url), "tasktape".to_owned()),
         (url.clone(), schema()),
     ] {
-        let node = instance(&url, "a", &schema, "");
+        let node = instance(&url, "a", &schema, "[ops.other]\ncommand = [\"true\"]\n");
         let s = format!("\"{schema}\"");
 
         // Rolled back: no task.
@@ -112,6 +112,10 @@ async fn on_postgres_submit_in_sql_enqueues_inside_the_callers_transaction() {
             (
                 "'echo', '{}', 'schedule:x'",
                 "idempotency_key: keys starting with",
+            ),
+            (
+                "'other', '{}', 'order-1'",
+                "idempotency_key: already used by a task of op echo",
             ),
             (
                 "'echo', '{}', NULL, now() + interval '11 years'",

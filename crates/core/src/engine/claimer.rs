@@ -268,11 +268,12 @@ impl Claimer {
         for mut task in claimed {
             // A task submitted in SQL has its params checked now; a refused
             // one is not handed out (its run fails it `invalid_request`).
-            if task.params_digest == crate::SQL_SUBMIT_DIGEST
-                && let Some(handler) = self.runner.ops.get(&task.op)
-            {
+            if task.params_digest == crate::SQL_SUBMIT_DIGEST {
                 let mut checked = task.clone();
-                if let Ok(params) = super::runner::checked_params(&*handler, &mut checked) {
+                let params = self.runner.ops.get(&task.op).and_then(|handler| {
+                    super::runner::checked_params(&*handler, &mut checked).ok()
+                });
+                if let Some(params) = params {
                     task.params = params;
                     task.params_digest.clear();
                     hand_out(&task);

@@ -84,17 +84,21 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     IF cardinality(v_new) > 0 THEN
+        -- Counter rows locked in the order every transition locks them
+        -- (pending, running, then the terminal statuses): no deadlocks.
         INSERT INTO {s}.task_counts AS c (status, shard, n)
             SELECT x.status, v_shard, sum(x.d)
               FROM (SELECT unnest(v_old) AS status, -1 AS d
                     UNION ALL SELECT unnest(v_new), 1) x
              GROUP BY x.status
+             ORDER BY array_position(ARRAY['pending', 'running', 'succeeded', 'failed', 'cancelled'], x.status)
             ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
         WITH ins AS (
             INSERT INTO {s}.finished_per_minute AS f (minute, status, shard, n)
                 SELECT p_now / 60000, x.status, v_shard, count(*)
                   FROM unnest(v_new) AS x(status)
                  GROUP BY x.status
+                 ORDER BY array_position(ARRAY['succeeded', 'failed', 'cancelled'], x.status)
                 ON CONFLICT (minute, status, shard) DO UPDATE SET n = f.n + excluded.n
                 RETURNING (xmax = 0) AS fresh
         )

@@ -4,7 +4,8 @@
 -- other submit meets hold: the op must be served (an instance's own op,
 -- recorded at its start as kind 'served', or a remote worker's declaration,
 -- kind 'op'); the priority, run_at and idempotency key rules; a repeated
--- key answers the existing task's id. The params are checked against the
+-- key answers the existing task's id (a key another op's task holds is
+-- refused). The params are checked against the
 -- op's schema when the task is claimed (their digest is the mark 'sql'): a
 -- bad one ends `failed` `invalid_request` naming the field. The retry
 -- plan is the op's: what the serving instance recorded, or what the worker
@@ -20,6 +21,8 @@ DECLARE
     v_retry jsonb;
     v_max integer := 1;
     v_id uuid;
+    v_created boolean;
+    v_existing_op text;
 BEGIN
     IF op IS NULL OR op = '' THEN
         RAISE EXCEPTION 'op: an op name is required' USING ERRCODE = '22023';
@@ -67,10 +70,35 @@ BEGIN
     ELSE
         v_retry := NULL;
     END IF;
-    SELECT c.out_id INTO v_id
+    -- The new row's count goes to a shard the instances never use (16 and
+    -- up, by transaction): the caller's transaction holds that counter row
+    -- until it ends, and must not make the engine's own writes wait.
+    PERFORM set_config('tasktape.counted', 'on', true);
+    SELECT c.out_created, c.out_id INTO v_created, v_id
       FROM {s}.create_task_at(gen_random_uuid(), op, v_now, coalesce(params, 'null'::jsonb)::text,
                               'sql', idempotency_key, NULL, priority, v_run_at, v_max,
                               v_retry::text, NULL) c;
+    PERFORM set_config('tasktape.counted', 'off', true);
+    IF v_created THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n)
+            VALUES ('pending', (16 + txid_current() % 256)::smallint, 1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1;
+    ELSE
+        SELECT t.op INTO v_existing_op FROM {s}.tasks t WHERE t.task_id = v_id;
+        IF v_existing_op IS DISTINCT FROM op THEN
+            RAISE EXCEPTION 'idempotency_key: already used by a task of op %', v_existing_op
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
     RETURN v_id;
 END
 $fn$;
+
+-- Statements that count their own rows (submit() above) have the insert
+-- counter stand aside, as the per-row one does (migration 10).
+DROP TRIGGER tasks_counted_in ON {s}.tasks;
+CREATE TRIGGER tasks_counted_in AFTER INSERT ON {s}.tasks
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT
+    WHEN (current_setting('tasktape.counted', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION {s}.count_inserted_tasks();

@@ -2,6 +2,9 @@
 //! creates are written together, each caller answered for its own task; a
 //! repeated idempotency key gives one task to all; a row the statement
 //! cannot write fails alone.
+//!
+//! On one thread: every call is queued before the store's writer runs, so
+//! they are written as one batch (the set-based path, not the fallbacks).
 
 use std::collections::HashSet;
 
@@ -11,7 +14,7 @@ use tasktape_core::testkit::new_task;
 
 use crate::support::{open_schema, refuse_rows, unique_schema};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn concurrent_creates_each_get_their_task_and_a_key_gives_one() {
     let schema = unique_schema();
     let (store, _guard) = open_schema(&schema).await;
@@ -58,7 +61,7 @@ async fn concurrent_creates_each_get_their_task_and_a_key_gives_one() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_create_the_statement_refuses_fails_alone() {
     let schema = unique_schema();
     let (store, _guard) = open_schema(&schema).await;

@@ -2,6 +2,9 @@
 //! together are written in one statement, each caller told its own exact
 //! outcome, one `final` per tape, the counters exact; a row that fails the
 //! statement fails alone.
+//!
+//! On one thread: every call is queued before the store's writer runs, so
+//! they are written as one batch (the set-based path, not the fallbacks).
 
 use std::collections::HashMap;
 
@@ -32,7 +35,7 @@ async fn claimed(store: &dyn Store, op: &str, owner: &str, count: usize) -> Vec<
 /// `NotStarted`, an unknown id, a task another instance holds (fenced:
 /// `NotOwner`), and a retry (requeued) — each answer exact, every tape
 /// whole with one `final`, and the counters equal to the rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_batch_of_finishes_answers_each_caller_exactly() {
     let schema = unique_schema();
     let (a, _guard) = open_schema(&schema).await;
@@ -176,7 +179,7 @@ async fn a_batch_of_finishes_answers_each_caller_exactly() {
 /// A row the statement cannot write (here a trigger refuses it) fails the
 /// set-based call: the batch is written again one task at a time, so that
 /// task alone gets the error and its neighbours are finished.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_bad_row_fails_alone() {
     let schema = unique_schema();
     let (a, _guard) = open_schema(&schema).await;

@@ -32,7 +32,7 @@ impl SignalStream {
 
 impl Drop for SignalStream {
     fn drop(&mut self) {
-        let written = {
+        {
             let mut state = self.remote.state();
             let Some(session) = state.sessions.get_mut(&self.session) else {
                 return;
@@ -46,16 +46,25 @@ impl Drop for SignalStream {
             }
             session.stream = None;
             session.record.connected = false;
-            (session.record.clone(), session.written.clone())
-        };
+        }
         // Stored at once, so a registration of the id on another instance
-        // may take over without waiting for the lease to run out.
+        // may take over without waiting for the lease to run out (unless
+        // the worker reconnected meanwhile).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let remote = Arc::clone(&self.remote);
             let session = self.session.clone();
             runtime.spawn(async move {
-                let (record, expected) = written;
-                let _ = remote.write_record(&session, &record, expected).await;
+                let current = {
+                    let state = remote.state();
+                    state
+                        .sessions
+                        .get(&session)
+                        .filter(|entry| entry.stream.is_none())
+                        .map(|entry| (entry.record.clone(), entry.written.clone()))
+                };
+                if let Some((record, expected)) = current {
+                    let _ = remote.write_record(&session, &record, expected).await;
+                }
             });
         }
     }
@@ -231,6 +240,13 @@ impl Remote {
                     return Err(WorkerCallError::SessionUnknown);
                 }
                 Some((other, text)) => {
+                    // Written again from the session as it is now (another
+                    // write of this instance's may have gone first); not at
+                    // all once it ended (its record says gone).
+                    match self.state().sessions.get(session) {
+                        Some(entry) => record = entry.record.clone(),
+                        None => return Err(WorkerCallError::SessionUnknown),
+                    }
                     if other.state == WorkerState::Draining && record.state == WorkerState::Live {
                         record.state = WorkerState::Draining;
                         self.mark_draining(session);
@@ -372,18 +388,44 @@ impl Remote {
             (entry.record, entry.written)
         };
         info!(worker_id = %record.0.worker_id, code, "remote worker session ended");
-        let (record, expected) = record;
-        // Only over what this session wrote: a newer registration's stays.
-        if let Err(error) = records::swap(
-            &*self.store,
-            records::WORKER,
-            &record.worker_id,
-            expected.as_deref(),
-            &record,
-        )
-        .await
-        {
-            warn!(%error, "could not mark a remote worker gone");
+        let (record, mut expected) = record;
+        // Only over this session's record: a newer registration's stays. A
+        // write of this session's that went first (a heartbeat, a stream's
+        // close) is written over.
+        for _ in 0..3 {
+            match records::swap(
+                &*self.store,
+                records::WORKER,
+                &record.worker_id,
+                expected.as_deref(),
+                &record,
+            )
+            .await
+            {
+                Ok(Some(_)) => return,
+                Ok(None) => {
+                    match records::one::<WorkerRecord>(
+                        &*self.store,
+                        records::WORKER,
+                        &record.worker_id,
+                    )
+                    .await
+                    {
+                        Ok(Some((stored, text))) if stored.session == record.session => {
+                            expected = Some(text);
+                        }
+                        Ok(_) => return,
+                        Err(error) => {
+                            warn!(%error, "could not mark a remote worker gone");
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "could not mark a remote worker gone");
+                    return;
+                }
+            }
         }
     }
 }
