@@ -8,6 +8,14 @@ import threading
 from tasktape._threads import Threads
 
 
+def wait_idle(threads: Threads) -> None:
+    """Waits until a thread counts itself idle (just after its job returns)."""
+    for _ in range(500):
+        if threads._idle == 1:
+            return
+        threading.Event().wait(0.001)
+
+
 def test_an_idle_thread_is_reused() -> None:
     threads = Threads(name="test-reuse")
     names: list[str] = []
@@ -20,11 +28,7 @@ def test_an_idle_thread_is_reused() -> None:
 
         threads.submit(job)
         assert done.wait(5)
-        # The thread counts itself idle just after the job returns.
-        for _ in range(500):
-            if threads._idle == 1:
-                break
-            threading.Event().wait(0.001)
+        wait_idle(threads)
     assert len(set(names)) == 1, names
 
 
@@ -64,10 +68,7 @@ def test_a_job_that_raises_leaves_its_thread_serving() -> None:
         raise OSError("no more descriptors")
 
     threads.submit(boom)
-    for _ in range(500):
-        if threads._idle == 1:
-            break
-        threading.Event().wait(0.001)
+    wait_idle(threads)
     ran = threading.Event()
     threads.submit(ran.set)
     assert ran.wait(5), "the next job never ran"
@@ -87,10 +88,7 @@ def test_each_job_runs_in_a_fresh_context() -> None:
 
     threads.submit(first)
     assert done.wait(5)
-    for _ in range(500):
-        if threads._idle == 1:
-            break
-        threading.Event().wait(0.001)
+    wait_idle(threads)
     second_done = threading.Event()
 
     def second() -> None:
