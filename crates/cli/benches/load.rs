@@ -6,7 +6,8 @@
 //! task; (h): end to end, no-op; (i): bulk submit of 10,000 in one
 //! request); `TASKTAPE_LOAD_FOLLOWERS` sets (d)'s follower count
 //! (default 10000) and `TASKTAPE_LOAD_MODE=poll|sse` makes them all one kind;
-//! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250).
+//! `TASKTAPE_LOAD_TASKS` sets (a)'s tasks per client (default 250);
+//! `TASKTAPE_LOAD_CONCURRENCY` the servers' per-op limit (default 256).
 //! `TASKTAPE_LOAD_BIN` runs another build's `tasktape` binary (to compare
 //! two builds in one session). Every figure is the median of `TASKTAPE_LOAD_RUNS` runs (default 3),
 //! each on a fresh server, with the runs' range after the target.
@@ -159,7 +160,13 @@ fn start_one(
 ) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasktape.toml");
-    let mut text = "default_concurrency = 256\n".to_owned();
+    // `TASKTAPE_LOAD_CONCURRENCY`: the per-op limit (256 unless set; 1
+    // gives (g) at concurrency 1).
+    let concurrency: usize = std::env::var("TASKTAPE_LOAD_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256);
+    let mut text = format!("default_concurrency = {concurrency}\n");
     if store.is_some() {
         text.push_str(&format!(
             "pg_schema = \"{schema}\"\ninstance_id = \"bench-{index}\"\npg_pool_size = 32\n"
