@@ -41,6 +41,18 @@ Outcome = tuple[str, Any]
 `("cancelled", None)`."""
 
 
+#: What a run reports when even its error could not be described.
+_UNREPORTABLE: Outcome = (
+    "error",
+    {
+        "code": "op_error",
+        "message": "the op failed and its error could not be described",
+        "detail": {},
+        "permanent": False,
+    },
+)
+
+
 def _result_outcome(value: Any) -> Outcome:
     try:
         json.dumps(value, allow_nan=False)
@@ -144,13 +156,17 @@ class Run:
         self._on_done(self, outcome)
 
     def _run_thread(self) -> None:
+        outcome: Outcome = _UNREPORTABLE
         try:
             outcome = _result_outcome(self.spec.function(self.task, **self.params))
         except Cancelled:
             outcome = ("cancelled", None)
         except BaseException as error:
             outcome = ("error", error_from_exception(error))
-        self._done_from_thread(outcome)
+        finally:
+            # Reported whatever happened (an exception whose `str` raises
+            # included): a run never holds its task and slot unreported.
+            self._done_from_thread(outcome)
 
     def _run_process(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -164,12 +180,18 @@ class Run:
         }
         try:
             parent, child = context.Pipe(duplex=True)
+        except Exception as error:  # no pipe (out of descriptors, say)
+            self._done_from_thread(("error", error_from_exception(error)))
+            return
+        try:
             process = context.Process(
                 target=child_main,
                 args=(function.__module__, function.__qualname__, self.params, info, child),
                 name=f"tasktape-{self.spec.name}",
             )
-        except Exception as error:  # no pipe or process (out of descriptors, say)
+        except Exception as error:
+            parent.close()
+            child.close()
             self._done_from_thread(("error", error_from_exception(error)))
             return
         outcome: Outcome | None = None
@@ -195,6 +217,7 @@ class Run:
             outcome = ("error", error_from_exception(error))
         finally:
             parent.close()
+            child.close()  # idempotent; open still when the start failed
         if outcome is None:
             if self.cancel_flag.is_set():
                 outcome = ("cancelled", None)

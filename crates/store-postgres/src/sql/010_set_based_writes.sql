@@ -144,8 +144,17 @@ BEGIN
     -- (run_at NULL: due), so a claim reads one ordered range of
     -- tasks_claim_order instead of sorting every task that came due (with
     -- 20,000 due at once, each claim of one task sorted all of them).
+    -- Rows another transaction holds are skipped (the next claim takes
+    -- them), the others locked in task-id order, as bulk cancels lock
+    -- theirs: no waits, no deadlocks. Due by the database's clock too, so
+    -- an instance whose clock runs ahead makes nothing due early.
     UPDATE {s}.tasks t SET run_at = NULL
-     WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NOT NULL AND t.run_at <= p_now;
+     WHERE t.task_id IN (
+        SELECT d.task_id FROM {s}.tasks d
+         WHERE d.op = p_op AND d.status = 'pending' AND d.run_at IS NOT NULL
+           AND d.run_at <= LEAST(p_now, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+         ORDER BY d.task_id
+           FOR UPDATE SKIP LOCKED);
     SELECT array_agg(x.task_id ORDER BY x.priority DESC, x.created_at, x.task_id) INTO v_ids
       FROM (SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
              WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL
@@ -194,5 +203,44 @@ BEGIN
             ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
     END IF;
     PERFORM set_config('tasktape.counted', 'off', true);
+END
+$fn$;
+
+-- The per-row counter locks its two rows in status order (pending,
+-- running, then the terminal ones), as the statements that count
+-- themselves do: a requeue (running -> pending) and a claim on one shard
+-- cannot deadlock.
+CREATE OR REPLACE FUNCTION {s}.count_tasks() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_shard smallint := (pg_backend_pid() % 16)::smallint;
+    v_minute bigint;
+    v_new boolean;
+    v_order text[] := ARRAY['pending', 'running', 'succeeded', 'failed', 'cancelled'];
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES (NEW.status, v_shard, 1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES (OLD.status, v_shard, -1)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n - 1;
+    ELSIF OLD.status IS DISTINCT FROM NEW.status THEN
+        INSERT INTO {s}.task_counts AS c (status, shard, n)
+            SELECT x.status, v_shard, x.d
+              FROM (VALUES (OLD.status, -1), (NEW.status, 1)) AS x(status, d)
+             ORDER BY array_position(v_order, x.status)
+            ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
+        IF NEW.status IN ('succeeded', 'failed', 'cancelled') AND NEW.finished_at IS NOT NULL THEN
+            v_minute := NEW.finished_at / 60000;
+            INSERT INTO {s}.finished_per_minute AS f (minute, status, shard, n)
+                VALUES (v_minute, NEW.status, v_shard, 1)
+                ON CONFLICT (minute, status, shard) DO UPDATE SET n = f.n + 1
+                RETURNING (xmax = 0) INTO v_new;
+            IF v_new THEN
+                DELETE FROM {s}.finished_per_minute f
+                 WHERE f.shard = v_shard AND f.minute < v_minute - 1440;
+            END IF;
+        END IF;
+    END IF;
+    RETURN NULL;
 END
 $fn$;

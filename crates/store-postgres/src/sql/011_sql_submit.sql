@@ -85,6 +85,10 @@ BEGIN
             ON CONFLICT (status, shard) DO UPDATE SET n = c.n + 1;
     ELSE
         SELECT t.op INTO v_existing_op FROM {s}.tasks t WHERE t.task_id = v_id;
+        IF v_id IS NULL OR v_existing_op IS NULL THEN
+            RAISE EXCEPTION 'idempotency_key: the task holding it was deleted meanwhile; submit again'
+                USING ERRCODE = '40001';
+        END IF;
         IF v_existing_op IS DISTINCT FROM op THEN
             RAISE EXCEPTION 'idempotency_key: already used by a task of op %', v_existing_op
                 USING ERRCODE = '22023';
