@@ -155,30 +155,12 @@ impl Shared {
         let row = rows
             .first()
             .ok_or_else(|| StoreError::backend("creating a task", "no answer"))?;
-        let created: bool = row.try_get(0).map_err(driver("creating a task"))?;
-        if created {
-            return Ok(Created {
-                task: Task::pending(task),
-                created: true,
-            });
-        }
-        let existing: uuid::Uuid = row.try_get(1).map_err(driver("creating a task"))?;
-        let rows = self
-            .query("creating a task", &self.sql.get_many, &[&vec![existing]])
-            .await?;
-        let task = match rows.first() {
-            Some(row) => task_from_row(row)?,
-            None => {
-                return Err(StoreError::backend(
-                    "creating a task",
-                    "the idempotency key's task vanished",
-                ));
-            }
-        };
-        Ok(Created {
-            task,
-            created: false,
-        })
+        let made: bool = row.try_get(0).map_err(driver("creating a task"))?;
+        let id: Option<uuid::Uuid> = row.try_get(1).map_err(driver("creating a task"))?;
+        let answer = [(made, id)];
+        // Reads nothing when the task was made.
+        let found = self.found_tasks(&answer).await;
+        created_answer(task, made, id, &found)
     }
 
     /// Many creates in one statement (`create_tasks`, migration 9).
