@@ -167,3 +167,110 @@ async fn twenty_kill_9s_of_two_postgres_instances_lose_no_accepted_task() {
     wait_all_terminal(&c.client, &accepted, Duration::from_secs(60)).await;
     eprintln!("{} accepted tasks, every tape valid", accepted.len());
 }
+
+/// Load at the set-based paths' throughput: bulk submits of 25 short
+/// tasks (their claims, appends and finishes batch in the writers), bulk
+/// cancels of earlier ones, and single submits coalescing with each other.
+async fn bulk_load(client: Client, seed: u64, accepted: Arc<Mutex<BTreeSet<TaskId>>>) {
+    let mut rng = Rng(seed | 1);
+    loop {
+        let batch: Vec<Submission> = (0..25)
+            .map(|_| Submission::new("echo", json!({"count": rng.below(4), "delay_ms": 0})))
+            .collect();
+        let Ok(results) = client.submit_batch(&batch).await else {
+            return;
+        };
+        let ids: Vec<TaskId> = results
+            .into_iter()
+            .map(|result| match result {
+                tasktape_client::BatchResult::Submitted(handle) => handle.task_id,
+                tasktape_client::BatchResult::Refused(error) => panic!("refused: {error:?}"),
+            })
+            .collect();
+        accepted.lock().unwrap().extend(ids.iter().copied());
+        let single = Submission::new("echo", json!({"count": 1}));
+        match client.submit(&single).await {
+            Ok(handle) => drop(accepted.lock().unwrap().insert(handle.task_id)),
+            Err(_) => return,
+        }
+        if rng.below(3) == 0 {
+            let filter = tasktape_client::TaskFilter {
+                ids: Some(ids.iter().step_by(3).copied().collect()),
+                ..Default::default()
+            };
+            let _ = client.cancel_matching(&filter).await;
+        }
+    }
+}
+
+/// Waits until no task of the schema is pending or running (paging the
+/// list is cheaper than reading each of the many thousands of tasks), then
+/// checks every accepted one once.
+async fn wait_none_unfinished(client: &Client, accepted: &BTreeSet<TaskId>, limit: Duration) {
+    let since = Instant::now();
+    for status in [
+        tasktape_core::Status::Pending,
+        tasktape_core::Status::Running,
+    ] {
+        loop {
+            let query = tasktape_client::ListQuery {
+                status: Some(status),
+                limit: Some(1),
+                ..Default::default()
+            };
+            if client.list(&query).await.unwrap().tasks.is_empty() {
+                break;
+            }
+            assert!(
+                since.elapsed() < limit,
+                "tasks still {status:?} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let ids: Vec<TaskId> = accepted.iter().copied().collect();
+    let checks = ids.chunks(ids.len().div_ceil(8)).map(|chunk| async move {
+        let chunk: BTreeSet<TaskId> = chunk.iter().copied().collect();
+        check_all(client, &chunk).await
+    });
+    let unfinished: usize = futures::future::join_all(checks).await.into_iter().sum();
+    assert_eq!(unfinished, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9s_of_two_postgres_instances_under_bulk_load_lose_no_accepted_task() {
+    let url = test_url();
+    let schema = schema();
+    let leases = "lease_ttl_ms = 2000\nlease_interval_ms = 300";
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut rng = Rng(13);
+    for round in 0..10u64 {
+        let mut a = instance(&url, "a", &schema, leases);
+        let mut b = instance(&url, "b", &schema, leases);
+        let mut workers = Vec::new();
+        for n in 0..3 {
+            let seed = 6 * round + 2 * n;
+            let (x, y) = (a.client.clone(), b.client.clone());
+            workers.push(tokio::spawn(bulk_load(x, seed + 1, Arc::clone(&accepted))));
+            workers.push(tokio::spawn(bulk_load(y, seed + 2, Arc::clone(&accepted))));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+        kill_9(&mut a.server);
+        if rng.below(2) == 0 {
+            tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+        }
+        kill_9(&mut b.server);
+        for worker in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+        }
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() > 2000,
+        "the load submitted only {}",
+        accepted.len()
+    );
+    let c = instance(&url, "c", &schema, leases);
+    wait_none_unfinished(&c.client, &accepted, Duration::from_secs(120)).await;
+    eprintln!("{} accepted tasks, every tape valid", accepted.len());
+}

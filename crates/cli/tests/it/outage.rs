@@ -47,3 +47,44 @@ async fn a_database_stopped_for_3_5_s_delays_the_tape_and_loses_nothing() {
     assert!(events[2].ts.as_millis() - stopped.as_millis() < 3000);
     assert!(matches!(events[4].body, EventBody::Final { .. }));
 }
+
+/// A restart while 400 tasks are in flight, so that the writer's batches
+/// of appends and finishes and the set-based claims are cut mid-way: every
+/// task still succeeds, every tape is whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_during_batched_writes_loses_nothing() {
+    test_url();
+    let pg = PrivatePg::start();
+    let a = instance(&pg.url(), "a", &schema(), "");
+    let batch: Vec<_> = (0..400).map(|n| echo(3, 100 + n % 7 * 30)).collect();
+    let ids: Vec<_> = a
+        .client
+        .submit_batch(&batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|result| match result {
+            tasktape_client::BatchResult::Submitted(handle) => handle.task_id,
+            tasktape_client::BatchResult::Refused(error) => panic!("{error:?}"),
+        })
+        .collect();
+    // Some have finished, many are mid-way, the rest wait.
+    wait_row(&a.client, ids[0], Duration::from_secs(10), |row| {
+        row.status.is_terminal()
+    })
+    .await;
+    pg.pg_ctl(&["stop", "-m", "fast"]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    pg.pg_ctl(&["start"]);
+    for task in &ids {
+        let row = wait_row(&a.client, *task, Duration::from_secs(60), |row| {
+            row.status.is_terminal()
+        })
+        .await;
+        assert_eq!(row.status, Status::Succeeded, "{task}: {:?}", row.error);
+        let events = tape(&a.client, *task).await;
+        tasktape_core::event::validate_tape(row.status, &events)
+            .unwrap_or_else(|error| panic!("task {task}: {error}: {events:?}"));
+        assert_eq!(events.len(), 3 + 3, "{task}: {events:?}");
+    }
+}

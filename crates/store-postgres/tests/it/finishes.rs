@@ -215,3 +215,104 @@ async fn a_bad_row_fails_alone() {
         assert_row_and_tape_agree(&*a, *id).await;
     }
 }
+
+/// Finishes of runs whose lease lapsed, in one batch with runs a peer has
+/// reaped already and racing the peer's reaps of the others: for each task
+/// exactly one of them ends it (the finish while the owner still holds the
+/// row, else the reap), the loser is told so, the batch's other rows are
+/// written, and each tape has one `final`.
+#[tokio::test]
+async fn finishes_racing_reaps_of_lapsed_leases_end_each_task_once() {
+    use tasktape_core::store::{Lease, LostRun};
+
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    let (b, _other) = open_schema(&schema).await;
+    a.guard_instance("node-a").await.unwrap();
+    b.guard_instance("node-b").await.unwrap();
+    for _ in 0..30 {
+        a.create(new_task("work")).await.unwrap();
+    }
+    let short = Lease {
+        owner: "node-a".into(),
+        until: Timestamp::now().add_millis(50),
+    };
+    let ids: Vec<TaskId> = a
+        .claim("work", 30, short, Timestamp::now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|task| task.task_id)
+        .collect();
+    assert_eq!(ids.len(), 30);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let lost = || {
+        LostRun::expired(
+            ErrorInfo::new("owner_lost", "lease expired"),
+            Timestamp::now(),
+        )
+    };
+    // The odd tasks are reaped before the batch: it holds them (fenced) among
+    // the others. The even ones' reaps go out on b's connections while a's
+    // writer runs the batch: which one wins such a row is the database's
+    // call, and either way the answers must be exact.
+    let mut early = Vec::new();
+    for id in ids.iter().skip(1).step_by(2) {
+        early.push(b.reap(*id, lost()).await);
+    }
+    let (finishes, late) = futures::future::join(
+        futures::future::join_all(
+            ids.iter()
+                .map(|id| a.finish(*id, Outcome::Succeeded(json!("done")))),
+        ),
+        futures::future::join_all(ids.iter().step_by(2).map(|id| b.reap(*id, lost()))),
+    )
+    .await;
+    let (mut early, mut late) = (early.into_iter(), late.into_iter());
+    let reaps: Vec<_> = (0..ids.len())
+        .map(|n| {
+            if n % 2 == 1 {
+                early.next()
+            } else {
+                late.next()
+            }
+            .unwrap()
+        })
+        .collect();
+    let (mut finished, mut reaped) = (0, 0);
+    for ((id, finish), reap) in ids.iter().zip(finishes).zip(reaps) {
+        let row = a.get(*id).await.unwrap().unwrap();
+        match (finish.unwrap(), reap.unwrap()) {
+            (FinishOutcome::Finished { status, seq: 2 }, None) => {
+                assert_eq!((status, row.status), (Status::Succeeded, Status::Succeeded));
+                finished += 1;
+            }
+            (
+                FinishOutcome::AlreadyFinished {
+                    status: Status::Failed,
+                },
+                Some(FinishOutcome::Finished {
+                    status: Status::Failed,
+                    seq: 2,
+                }),
+            ) => {
+                assert_eq!(row.status, Status::Failed, "task {id}");
+                reaped += 1;
+            }
+            other => panic!("task {id}: {other:?}"),
+        }
+        assert_row_and_tape_agree(&*a, *id).await;
+    }
+    eprintln!("{finished} finished by their owner, {reaped} reaped");
+    assert_eq!(finished + reaped, 30);
+    let counts = a.counts().await.unwrap();
+    assert_eq!(counts.get(&Status::Running).copied().unwrap_or(0), 0);
+    assert_eq!(
+        counts.get(&Status::Succeeded).copied().unwrap_or(0) as usize,
+        finished
+    );
+    assert_eq!(
+        counts.get(&Status::Failed).copied().unwrap_or(0) as usize,
+        reaped
+    );
+}
