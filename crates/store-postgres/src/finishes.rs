@@ -1,6 +1,7 @@
 //! A writer batch's finishes, set-based: the plain finishes of one round
 //! (distinct task ids) in one `finish_tasks` call, one transaction for them
-//! all; retries (requeues) one call each, pipelined on the same connection.
+//! all, and its retries in one `requeue_tasks` call (pipelined on the same
+//! connection).
 //! A task finished twice in one batch has its later finishes in the next
 //! round, so the first finish wins as it would one by one. A round whose
 //! statement fails for another reason than an outage is written again one
@@ -35,12 +36,9 @@ impl Shared {
             let (plain, retries): (Vec<usize>, Vec<usize>) = round
                 .into_iter()
                 .partition(|&index| !matches!(finishes[index].1, Outcome::Retry(_)));
-            let one_by_one = futures::future::join_all(retries.iter().map(|&index| {
-                let (task_id, outcome) = finishes[index];
-                self.finish_on(client, task_id, outcome)
-            }));
             let set = self.finish_set(client, &plain, finishes);
-            let (set_answers, retry_answers) = futures::join!(set, one_by_one);
+            let requeues = self.finish_set(client, &retries, finishes);
+            let (set_answers, retry_answers) = futures::join!(set, requeues);
             for (index, answer) in plain.into_iter().zip(set_answers) {
                 answers[index] = Some(answer);
             }
@@ -61,9 +59,9 @@ impl Shared {
             .collect()
     }
 
-    /// The finishes at `indexes` (distinct tasks, none a retry) in one
-    /// `finish_tasks` call; one by one when that call fails on a statement
-    /// error.
+    /// The finishes at `indexes` (distinct tasks; all retries or none) in
+    /// one `finish_tasks` or `requeue_tasks` call; one by one when that call
+    /// fails on a statement error.
     async fn finish_set(
         &self,
         client: &deadpool_postgres::Object,
@@ -80,7 +78,12 @@ impl Shared {
         }
         let chosen: Vec<(TaskId, &Outcome)> =
             indexes.iter().map(|&index| finishes[index]).collect();
-        match self.finish_tasks(client, &chosen).await {
+        let written = if matches!(chosen[0].1, Outcome::Retry(_)) {
+            self.requeue_tasks(client, &chosen).await
+        } else {
+            self.finish_tasks(client, &chosen).await
+        };
+        match written {
             // Committed: each caller answered from its row (never written
             // again, which would tell a winner it lost).
             Ok(answers) => answers,
@@ -143,9 +146,68 @@ impl Shared {
             )
             .await
             .map_err(driver(context))?;
+        self.answers_by_id(&rows, chosen, context)
+    }
+
+    /// One `requeue_tasks` call (every outcome a retry); each requeued or
+    /// cancelled task's followers woken. Errors as [`Self::finish_tasks`].
+    async fn requeue_tasks(
+        &self,
+        client: &deadpool_postgres::Object,
+        chosen: &[(TaskId, &Outcome)],
+    ) -> Result<Vec<Result<FinishOutcome>>> {
+        let context = "requeueing tasks";
+        let now = Timestamp::now();
+        let mut ids = Vec::with_capacity(chosen.len());
+        let mut partials = Vec::with_capacity(chosen.len());
+        let mut records = Vec::with_capacity(chosen.len());
+        let mut run_ats = Vec::with_capacity(chosen.len());
+        for (task_id, outcome) in chosen {
+            let Outcome::Retry(retry) = outcome else {
+                return Err(StoreError::backend(context, "not a retry"));
+            };
+            let (partial, record) = crate::texts::requeue_texts(retry, now);
+            ids.push(uuid(*task_id));
+            partials.push(partial);
+            records.push(record);
+            run_ats.push(retry.retry_at.as_millis());
+        }
+        let cancel_body = Outcome::Cancelled.final_body().encode();
+        let statement = client
+            .prepare_cached(&self.sql.requeue_many)
+            .await
+            .map_err(driver(context))?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &ids,
+                    &partials,
+                    &records,
+                    &run_ats,
+                    &cancel_body.open_json(),
+                    &now.as_millis(),
+                    &now.to_string(),
+                    &self.owner.get().map(String::as_str),
+                ],
+            )
+            .await
+            .map_err(driver(context))?;
+        self.answers_by_id(&rows, chosen, context)
+    }
+
+    /// The answers of a set-based call's rows (`out_id` first, then the
+    /// codes of `finish_answer_at`), in `chosen`'s order; each finished or
+    /// requeued task's followers woken.
+    fn answers_by_id(
+        &self,
+        rows: &[tokio_postgres::Row],
+        chosen: &[(TaskId, &Outcome)],
+        context: &str,
+    ) -> Result<Vec<Result<FinishOutcome>>> {
         // Answered by task id (each id is in the batch once).
         let mut by_id = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             if let Ok(id) = row.try_get::<_, uuid::Uuid>(0) {
                 by_id.insert(id, row);
             }
@@ -158,7 +220,9 @@ impl Shared {
                     .map(|answer| answer.unwrap_or(FinishOutcome::NotFound)),
                 None => Err(StoreError::backend(context, "no answer for this task")),
             };
-            if let Ok(FinishOutcome::Finished { seq, .. }) = answer {
+            if let Ok(FinishOutcome::Finished { seq, .. } | FinishOutcome::Requeued { seq }) =
+                answer
+            {
                 self.hub.notify(*task_id, seq);
             }
             answers.push(answer);

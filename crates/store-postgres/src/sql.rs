@@ -16,6 +16,7 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     pub(crate) finish: String,
     pub(crate) finish_many: String,
+    pub(crate) requeue_many: String,
     pub(crate) cancel: String,
     pub(crate) cancel_many: String,
     pub(crate) lock_many: String,
@@ -92,6 +93,9 @@ impl Sql {
             // $9: this instance's id, or NULL.
             finish_many: format!(
                 "SELECT out_id, out_code, out_status, out_seq FROM {s}.finish_tasks($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            requeue_many: format!(
+                "SELECT out_id, out_code, out_status, out_seq FROM {s}.requeue_tasks($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
             finish: format!(
                 "SELECT out_code, out_status, out_seq FROM {s}.finish_owned($1, $2, $3, $4, $5, $6, $7, $8, \

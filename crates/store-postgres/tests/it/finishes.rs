@@ -316,3 +316,90 @@ async fn finishes_racing_reaps_of_lapsed_leases_end_each_task_once() {
         reaped
     );
 }
+
+/// Retries queued together are one `requeue_tasks` call: each caller told
+/// its own outcome (requeued; cancelled when a cancel was recorded; fenced;
+/// not started; already finished; not found), each requeued task pending
+/// again with its `attempt_failed` partial and history record, the
+/// counters equal to the rows, and the next attempt claimable.
+#[tokio::test]
+async fn a_batch_of_retries_is_requeued_in_one_statement() {
+    let schema = unique_schema();
+    let (a, _guard) = open_schema(&schema).await;
+    let (b, _other) = open_schema(&schema).await;
+    a.guard_instance("node-a").await.unwrap();
+    b.guard_instance("node-b").await.unwrap();
+    let plain = claimed(&*a, "work", "node-a", 20).await;
+    let cancelled = claimed(&*a, "cancelled", "node-a", 1).await[0];
+    a.request_cancel(cancelled).await.unwrap();
+    let foreign = claimed(&*b, "foreign", "node-b", 1).await[0];
+    let pending = a.create(new_task("pending")).await.unwrap().task.task_id;
+    let done = claimed(&*a, "done", "node-a", 1).await[0];
+    a.finish(done, Outcome::Succeeded(json!(1))).await.unwrap();
+    let unknown = TaskId::new();
+    let retry_at = Timestamp::now().add_millis(200);
+    let retry = || {
+        Outcome::Retry(Box::new(Retry {
+            error: ErrorInfo::new("flaky", "try again"),
+            retry_at,
+            started_at: None,
+        }))
+    };
+    let ids: Vec<TaskId> = plain
+        .iter()
+        .copied()
+        .chain([cancelled, foreign, pending, done, unknown])
+        .collect();
+    let answers: Vec<FinishOutcome> =
+        futures::future::join_all(ids.iter().map(|id| a.finish(*id, retry())))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let n = plain.len();
+    for (id, answer) in plain.iter().zip(&answers) {
+        assert_eq!(*answer, FinishOutcome::Requeued { seq: 2 }, "task {id}");
+        let row = a.get(*id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Pending);
+        let history = serde_json::to_value(&row.history).unwrap();
+        assert_eq!(history[0]["attempt"], 1, "{history}");
+        assert_eq!(history[0]["error"]["code"], "flaky", "{history}");
+        assert!(history.get(1).is_none(), "{history}");
+        let events = a.events(*id, 0, 10).await.unwrap().unwrap().events;
+        assert_eq!(events.len(), 2);
+        let json: serde_json::Value = serde_json::from_str(&events[1].json).unwrap();
+        assert_eq!(json["kind"], "tasktape.attempt_failed", "{json}");
+        assert_eq!(json["payload"]["attempt"], 1, "{json}");
+    }
+    assert_eq!(
+        answers[n],
+        FinishOutcome::Finished {
+            status: Status::Cancelled,
+            seq: 2
+        }
+    );
+    assert_eq!(answers[n + 1], FinishOutcome::NotOwner);
+    assert_eq!(answers[n + 2], FinishOutcome::NotStarted);
+    assert_eq!(
+        answers[n + 3],
+        FinishOutcome::AlreadyFinished {
+            status: Status::Succeeded
+        }
+    );
+    assert_eq!(answers[n + 4], FinishOutcome::NotFound);
+    for id in &ids[..ids.len() - 1] {
+        assert_row_and_tape_agree(&*a, *id).await;
+    }
+    let counts = a.counts().await.unwrap();
+    assert_eq!(counts.get(&Status::Pending).copied(), Some(n as u64 + 1));
+    assert_eq!(counts.get(&Status::Running).copied(), Some(1));
+    assert_eq!(counts.get(&Status::Cancelled).copied(), Some(1));
+    // The next attempt starts once it is due, numbered 2.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let again = a
+        .claim("work", n, lease("node-a"), Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), n);
+    assert!(again.iter().all(|task| task.attempt == 2));
+}
