@@ -271,6 +271,47 @@ def test_bulk_cancel_and_retry(client: Client) -> None:
     assert (caught.value.status, caught.value.code) == (422, "invalid_request")
 
 
+def test_metadata_is_kept_filtered_and_carried_to_retries(client: Client) -> None:
+    tenant = uuid.uuid4().hex[:12]
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    mine = [
+        client.submit(
+            "echo", {"count": 1}, run_at=later, metadata={"tenant": tenant, "n": str(n)}
+        ).task_id
+        for n in range(3)
+    ]
+    other = client.submit("echo", {"count": 1}, run_at=later, metadata={"tenant": "x" + tenant})
+    assert client.get(mine[0]).metadata == {"tenant": tenant, "n": "0"}
+    listed = [row for page in client.list(metadata={"tenant": tenant}) for row in page]
+    assert [row.task_id for row in listed] == list(reversed(mine))
+    assert all(row.metadata["tenant"] == tenant for row in listed)
+    one = [
+        row.task_id for page in client.list(metadata={"tenant": tenant, "n": "1"}) for row in page
+    ]
+    assert one == [mine[1]]
+    # Bulk actions filter on it; a retry carries it to the new task.
+    cancelled = client.bulk_cancel(metadata={"tenant": tenant})
+    assert (cancelled.matched, cancelled.acted) == (3, 3)
+    assert client.get(other.task_id).status == "pending"
+    retried = client.bulk_retry(metadata={"tenant": tenant, "n": "2"})
+    assert (retried.matched, retried.acted) == (1, 1)
+    fresh = [
+        row
+        for page in client.list(metadata={"tenant": tenant})
+        for row in page
+        if row.retry_of is not None
+    ]
+    assert [row.retry_of for row in fresh] == [mine[2]]
+    assert fresh[0].metadata == {"tenant": tenant, "n": "2"}
+    assert client.wait(fresh[0].task_id, timeout=30).status == "succeeded"
+    client.cancel(other.task_id)
+    # Bad metadata is a 422 naming the key.
+    with pytest.raises(TasktapeError) as caught:
+        client.submit("echo", {"count": 1}, metadata={"Bad Key": "1"})
+    assert (caught.value.status, caught.value.code) == (422, "invalid_request")
+    assert "metadata.Bad Key" in str(caught.value)
+
+
 def test_ops_and_info(client: Client, server: Server) -> None:
     ops = {op.name: op for op in client.ops()}
     echo = ops["echo"]

@@ -27,6 +27,9 @@ pub struct ScheduleSpec {
     /// After downtime: "none", "last" (default) or "all" missed slots.
     #[serde(default)]
     pub catch_up: Option<String>,
+    /// The metadata each task gets (string keys to string values).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The schedules, checked: each names a registered op that takes its params.
@@ -68,16 +71,19 @@ pub(crate) fn resolve(
                 )
             })?,
         };
+        tasktape_core::tasktape_wire::metadata::check(&spec.metadata)
+            .map_err(|error| bad(&error.field, error.message))?;
         let timezone = spec.timezone.as_deref().unwrap_or("UTC");
-        let schedule = Schedule::new(&name, &spec.op, &spec.cron, timezone, params, catch_up)
+        let mut schedule = Schedule::new(&name, &spec.op, &spec.cron, timezone, params, catch_up)
             .map_err(|error| {
-                let key = if error.contains("time zone") {
-                    "timezone"
-                } else {
-                    "cron"
-                };
-                bad(key, error)
-            })?;
+            let key = if error.contains("time zone") {
+                "timezone"
+            } else {
+                "cron"
+            };
+            bad(key, error)
+        })?;
+        schedule.metadata = spec.metadata;
         schedules.push(schedule);
     }
     Ok(schedules)

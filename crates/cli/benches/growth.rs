@@ -151,8 +151,8 @@ fn fill_sqlite(target: &Target, count: u64, pending: bool) {
         let mut task = tx
             .prepare(
                 "INSERT INTO tasks (task_id, op, status, created_at, started_at, finished_at, params, \
-                 params_digest, result, attempt) VALUES (?1, 'echo', ?2, ?3, ?4, ?5, '{\"count\":5,\"delay_ms\":0}', \
-                 'ab12', ?6, ?7)",
+                 params_digest, result, attempt, metadata) VALUES (?1, 'echo', ?2, ?3, ?4, ?5, '{\"count\":5,\"delay_ms\":0}', \
+                 'ab12', ?6, ?7, ?8)",
             )
             .unwrap();
         let mut event = tx
@@ -170,7 +170,8 @@ fn fill_sqlite(target: &Target, count: u64, pending: bool) {
                     None::<i64>,
                     None::<i64>,
                     None::<String>,
-                    0
+                    0,
+                    customer(n)
                 ])
                 .unwrap();
                 continue;
@@ -182,7 +183,8 @@ fn fill_sqlite(target: &Target, count: u64, pending: bool) {
                 created + 1,
                 created + 2,
                 "{\"echoed\":5}",
-                1
+                1,
+                customer(n)
             ])
             .unwrap();
             event
@@ -243,8 +245,9 @@ async fn fill_postgres(url: &str, schema: &str, count: u64, pending: bool) {
     };
     db.batch_execute(&format!(
         "INSERT INTO {s}.tasks (task_id, op, status, created_at, started_at, finished_at, result, last_seq, attempt, \
-         params, params_digest) \
-         SELECT {id}, 'echo', '{status}', c, {finished}, '{{\"count\":5,\"delay_ms\":0}}', 'ab12' \
+         params, params_digest, metadata) \
+         SELECT {id}, 'echo', '{status}', c, {finished}, '{{\"count\":5,\"delay_ms\":0}}', 'ab12', \
+         '{{\"customer\":\"' || (n % 1000) || '\"}}' \
          FROM (SELECT n, {BASE_MS} + n AS c FROM generate_series(0::bigint, {}::bigint) AS n) g",
         count - 1
     ))
@@ -267,6 +270,15 @@ async fn fill_postgres(url: &str, schema: &str, count: u64, pending: bool) {
         .await
         .unwrap();
     }
+    // The metadata index (its trigger is off with the others).
+    db.batch_execute(&format!(
+        "INSERT INTO {s}.task_metadata (key, value, at, task) \
+         SELECT e.key, e.value, t.created_at, t.task_id \
+         FROM {s}.tasks t, jsonb_each_text(t.metadata::jsonb) e WHERE t.metadata IS NOT NULL \
+         ON CONFLICT DO NOTHING"
+    ))
+    .await
+    .unwrap();
     db.batch_execute(&format!(
         "INSERT INTO {s}.task_counts AS c (status, shard, n) VALUES ('{status}', 0, {count}) \
          ON CONFLICT (status, shard) DO UPDATE SET n = c.n + {count}"
@@ -274,11 +286,16 @@ async fn fill_postgres(url: &str, schema: &str, count: u64, pending: bool) {
     .await
     .unwrap();
     // One statement each: VACUUM runs outside a transaction block.
-    for table in ["tasks", "events"] {
+    for table in ["tasks", "events", "task_metadata"] {
         db.batch_execute(&format!("VACUUM ANALYZE {s}.{table}"))
             .await
             .unwrap();
     }
+}
+
+/// The metadata of filled task `n`: one customer in 1,000.
+fn customer(n: u64) -> String {
+    format!("{{\"customer\":\"{}\"}}", n % 1000)
 }
 
 /// p50 and p99 of `rounds` sequential GETs of `path`, in ms.
@@ -414,6 +431,10 @@ async fn one_size(pg: Option<&str>, count: u64, pending: bool) {
         (
             "list a page deep in the walk",
             format!("/v1/tasks?limit=100&cursor={}", cursor_at(middle)),
+        ),
+        (
+            "list ?meta.customer=7 (1 task in 1,000)",
+            "/v1/tasks?meta.customer=7&limit=100".to_owned(),
         ),
         (
             "GET /v1/tasks/{id}",

@@ -110,7 +110,7 @@ pub struct SubmitArgs {
     /// each as `POST /v1/tasks` takes one, e.g. {"op": "echo", "params":
     /// {"count": 3}}; prints one line per submission (its task id, or why it
     /// was refused); exit 1 when any was refused
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["op", "param", "params", "idempotency_key", "at", "in_", "priority", "wait"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["op", "param", "params", "idempotency_key", "at", "in_", "priority", "meta", "wait"])]
     pub(crate) batch: Option<String>,
     /// A param as KEY=VALUE; VALUE is read as JSON when it parses (5, true,
     /// [1,2]), else as a string; repeatable, wins over --params
@@ -131,6 +131,10 @@ pub struct SubmitArgs {
     /// Higher runs first (default 0)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub(crate) priority: Option<i32>,
+    /// Metadata as KEY=VALUE (keys a-z 0-9 _ . -, values strings; repeatable),
+    /// shown on the task's rows and matched by `tasks list --meta`
+    #[arg(long = "meta", short = 'm', id = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(crate) meta: Vec<(String, String)>,
     /// Follow the task until it ends, then exit with its status
     #[arg(long)]
     pub(crate) wait: bool,
@@ -163,7 +167,7 @@ pub enum TasksCommand {
 #[derive(Args, Debug)]
 pub struct CancelArgs {
     /// The task's id (or give filters to cancel many)
-    #[arg(required_unless_present_any = ["status", "op", "since", "created_before", "ids"])]
+    #[arg(required_unless_present_any = ["status", "op", "since", "created_before", "meta", "ids"])]
     pub(crate) id: Option<TaskId>,
     #[command(flatten)]
     pub(crate) bulk: BulkArgs,
@@ -187,6 +191,9 @@ pub struct BulkArgs {
     /// Only tasks created before this time (RFC 3339)
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub(crate) created_before: Option<Timestamp>,
+    /// Only tasks whose metadata has KEY=VALUE (repeatable: all must hold)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(crate) meta: Vec<(String, String)>,
     /// Act without asking when more than 10 tasks match
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
@@ -212,6 +219,9 @@ pub struct ListArgs {
     /// Only tasks of this op
     #[arg(long)]
     pub(crate) op: Option<String>,
+    /// Only tasks whose metadata has KEY=VALUE (repeatable: all must hold)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(crate) meta: Vec<(String, String)>,
     /// Rows per page
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) limit: u32,
@@ -308,6 +318,17 @@ pub(crate) fn parse_time(text: &str) -> Result<Timestamp, String> {
     Timestamp::parse(text.trim()).ok_or_else(|| {
         format!("'{text}' is not a time such as 2026-12-01T03:00:00Z or 2026-12-01T04:00:00+01:00")
     })
+}
+
+/// A metadata field, `KEY=VALUE` (the value may be empty and hold `=`).
+pub(crate) fn parse_meta(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    if let Some(problem) = tasktape_client::metadata::key_problem(key) {
+        return Err(format!("'{key}': {problem}"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// A duration back from now, or a time.

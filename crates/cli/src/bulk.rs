@@ -49,6 +49,7 @@ fn filter(args: &BulkArgs) -> TaskFilter {
         op: args.op.clone(),
         created_after: args.since,
         created_before: args.created_before,
+        metadata: args.meta.iter().cloned().collect(),
     }
 }
 
@@ -56,7 +57,7 @@ async fn act(args: BulkArgs, action: Action) -> Result<Exit, Failure> {
     let filter = filter(&args);
     if filter.is_empty() {
         return Err(Failure::usage(format!(
-            "give at least one filter (--status, --op, --since, --created-before, --task) to {} tasks",
+            "give at least one filter (--status, --op, --since, --created-before, --meta, --task) to {} tasks",
             action.verb()
         )));
     }

@@ -135,6 +135,7 @@ async fn submit(args: SubmitArgs) -> Result<Exit, Failure> {
     let remote = args.remote.connect()?;
     let mut submission = Submission::new(&op, params);
     submission.idempotency_key = args.idempotency_key.clone();
+    submission.metadata = args.meta.iter().cloned().collect();
     submission.priority = args.priority.map(i64::from);
     submission.run_at = args.at.or_else(|| {
         args.in_
@@ -299,6 +300,7 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
         status: args.status,
         op: args.op.clone(),
         limit: Some(args.limit),
+        metadata: args.meta.iter().cloned().collect(),
         ..ListQuery::default()
     };
     let mut rows: Vec<TaskSummary> = Vec::new();
@@ -320,19 +322,34 @@ async fn list(args: ListArgs) -> Result<Exit, Failure> {
         .max()
         .unwrap_or(0)
         .max(2);
-    println!(
-        "{:36}  {:op_width$}  {:9}  {:24}  TOOK",
-        "TASK_ID", "OP", "STATUS", "CREATED_AT"
+    // A metadata column only when some row has metadata.
+    let with_meta = rows.iter().any(|row| !row.metadata.is_empty());
+    let header = format!(
+        "{:36}  {:op_width$}  {:9}  {:24}  {:8}  {}",
+        "TASK_ID",
+        "OP",
+        "STATUS",
+        "CREATED_AT",
+        "TOOK",
+        if with_meta { "METADATA" } else { "" }
     );
+    println!("{}", header.trim_end());
     for row in &rows {
         let took = took(row.started_at, row.finished_at).unwrap_or_else(|| "-".to_owned());
-        println!(
-            "{:36}  {:op_width$}  {:9}  {:24}  {took}",
+        let meta: Vec<String> = row
+            .metadata
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let line = format!(
+            "{:36}  {:op_width$}  {:9}  {:24}  {took:8}  {}",
             row.task_id.to_string(),
             row.op,
             row.status.as_str(),
-            row.created_at.to_string()
+            row.created_at.to_string(),
+            meta.join(",")
         );
+        println!("{}", line.trim_end());
     }
     if more {
         eprintln!("more tasks match; pass --all to list them all");

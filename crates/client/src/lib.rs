@@ -50,6 +50,7 @@ use serde_json::Value;
 
 pub use error::{ClientError, Result, ServerError};
 pub use follow::{FollowMode, Follower};
+pub use tasktape_wire::metadata;
 pub use tasktape_wire::worker as protocol;
 pub use tasktape_wire::{
     BatchResult, BulkCancelAnswer, BulkRetryAnswer, CancelAnswer, ErrorInfo, Event, EventBody,
@@ -57,7 +58,7 @@ pub use tasktape_wire::{
     ServerInfo, Status, StatusFilter, TaskFilter, TaskHandle, TaskId, TaskPage, TaskResult,
     TaskRow, TaskSummary, Timestamp,
 };
-pub use tasktape_wire::{Health, ListQuery, MAX_BATCH_SUBMISSIONS, Ready, Submission};
+pub use tasktape_wire::{Health, ListQuery, MAX_BATCH_SUBMISSIONS, Metadata, Ready, Submission};
 pub use worker::WorkerSignal;
 
 /// How long an ordinary call may take (long-polls get their wait on top).

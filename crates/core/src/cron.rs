@@ -242,6 +242,9 @@ pub struct Schedule {
     pub params: serde_json::Value,
     /// What happens to slots missed while no instance ran.
     pub catch_up: CatchUp,
+    /// The metadata each task gets (`metadata = {…}`; checked by the
+    /// submit rules).
+    pub metadata: crate::model::Metadata,
     zone: TimeZone,
 }
 
@@ -267,6 +270,7 @@ impl Schedule {
             timezone: timezone.to_owned(),
             params,
             catch_up,
+            metadata: crate::model::Metadata::new(),
             zone,
         })
     }

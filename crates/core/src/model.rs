@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::retry::RetryPlan;
 use crate::time::Timestamp;
+pub use tasktape_wire::Metadata;
 pub use tasktape_wire::model::{ErrorInfo, InvalidStatus, InvalidTaskId, Status, TaskId};
 use tasktape_wire::{TaskRow, TaskSummary};
 
@@ -106,6 +107,8 @@ pub struct Task {
     pub retry: Option<RetryPlan>,
     /// The earlier attempts' records (`retry::attempt_record`), oldest first.
     pub history: Vec<Value>,
+    /// Its metadata (empty: none).
+    pub metadata: Metadata,
 }
 
 impl Task {
@@ -138,6 +141,7 @@ impl Task {
             retry_of: task.retry_of,
             retry: task.retry,
             history: Vec::new(),
+            metadata: task.metadata,
         }
     }
 
@@ -158,6 +162,7 @@ impl Task {
             run_at: self.run_at,
             priority: self.priority,
             retry_of: self.retry_of,
+            metadata: self.metadata.clone(),
             params: None,
         }
     }
@@ -177,6 +182,7 @@ impl Task {
             run_at: self.run_at,
             priority: self.priority,
             retry_of: self.retry_of,
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -206,6 +212,8 @@ pub struct NewTask {
     pub retry: Option<RetryPlan>,
     /// The task this one retries.
     pub retry_of: Option<TaskId>,
+    /// Its metadata (checked by the submit rules; empty: none).
+    pub metadata: Metadata,
 }
 
 impl NewTask {
@@ -223,6 +231,7 @@ impl NewTask {
             run_at: None,
             retry: None,
             retry_of: None,
+            metadata: Metadata::new(),
         }
     }
 }
@@ -387,6 +396,7 @@ mod tests {
             retry_of: None,
             retry: None,
             history: Vec::new(),
+            metadata: Metadata::new(),
         };
         assert_eq!(
             serde_json::to_string(&task.row()).unwrap(),

@@ -241,6 +241,8 @@ function listPage() {
   const state = {
     status: params.get("status") || "",
     op: params.get("op") || "",
+    // Metadata filters, `?meta.KEY=VALUE` (every one must hold).
+    meta: [...params.entries()].filter(([name]) => name.startsWith("meta.")).map(([name, value]) => [name.slice(5), value]),
     cursors: [null],
   };
   const counts = h("div", { class: "counts", id: "counts", "aria-label": "Tasks per status" });
@@ -249,6 +251,9 @@ function listPage() {
     h("option", { value: "" }, "any"), STATUSES.map((s) => h("option", { value: s, selected: s === state.status }, s)));
   const opSelect = h("select", { id: "filter-op", name: "op" }, h("option", { value: "" }, "any"));
   const findInput = h("input", { id: "find-id", placeholder: "task id", size: 38 });
+  const metaInput = h("input", { id: "filter-meta", placeholder: "customer=42, region=eu", size: 24,
+    value: state.meta.map(([key, value]) => `${key}=${value}`).join(", "),
+    title: "Only tasks whose metadata holds every KEY=VALUE given (comma-separated)" });
   const rows = h("tbody", { id: "task-rows" });
   const pageLabel = h("span", { class: "muted", id: "page-label" });
   // Select-and-act: the checked rows of this page, cancelled or retried
@@ -269,6 +274,7 @@ function listPage() {
     h("form", { class: "filters", onsubmit: (event) => { event.preventDefault(); const id = findInput.value.trim(); if (id) go(`/tasks/${encodeURIComponent(id)}`); } },
       h("label", {}, "Status", statusSelect),
       h("label", {}, "Op", opSelect),
+      h("label", {}, "Metadata", metaInput),
       h("label", {}, "Find by id", findInput),
       h("button", { type: "submit", class: "secondary" }, "Open")),
     h("div", { class: "bulk", "aria-label": "Act on the selected tasks" },
@@ -309,7 +315,10 @@ function listPage() {
         " ",
         h("button", { class: "secondary small", type: "button", title: "Copy the full id", "aria-label": `copy id ${task.task_id}`,
           onclick: () => copy(task.task_id) }, "copy")),
-      h("td", {}, task.op),
+      h("td", {}, task.op, metaChips(task.metadata, (key, value) => {
+        metaInput.value = `${key}=${value}`;
+        changed();
+      })),
       cells.status,
       cells.progress,
       h("td", { class: "hide-narrow" }, when(task.created_at)),
@@ -407,6 +416,7 @@ function listPage() {
     const query = new URLSearchParams({ limit: PAGE });
     if (state.status) query.set("status", state.status);
     if (state.op) query.set("op", state.op);
+    for (const [key, value] of state.meta) query.set(`meta.${key}`, value);
     const cursor = state.cursors[state.cursors.length - 1];
     if (cursor) query.set("cursor", cursor);
     page = await api(`/v1/tasks?${query}`);
@@ -426,15 +436,19 @@ function listPage() {
   const changed = () => {
     state.status = statusSelect.value;
     state.op = opSelect.value;
+    state.meta = metaInput.value.split(",").map((part) => part.trim()).filter(Boolean)
+      .map((part) => { const at = part.indexOf("="); return at < 0 ? [part, ""] : [part.slice(0, at).trim(), part.slice(at + 1).trim()]; });
     state.cursors = [null];
     const query = new URLSearchParams();
     if (state.status) query.set("status", state.status);
     if (state.op) query.set("op", state.op);
+    for (const [key, value] of state.meta) query.set(`meta.${key}`, value);
     history.replaceState(null, "", query.toString() ? `/?${query}` : "/");
     load().catch((error) => showError(error, rows));
   };
   statusSelect.addEventListener("change", changed);
   opSelect.addEventListener("change", changed);
+  metaInput.addEventListener("change", changed);
   next.addEventListener("click", () => {
     if (!page || !page.next_cursor) return;
     state.cursors.push(page.next_cursor);
@@ -451,6 +465,16 @@ function listPage() {
   const stopList = every(LIST_EVERY_MS, load);
   const stopStats = every(STATS_EVERY_MS, loadStats);
   return () => { stopList(); stopStats(); };
+}
+
+// A task's metadata as small KEY=VALUE chips; with `pick`, each is a button
+// that filters the list on it.
+function metaChips(metadata, pick) {
+  const entries = Object.entries(metadata || {});
+  if (!entries.length) return "";
+  return h("span", { class: "meta" }, entries.map(([key, value]) => pick
+    ? h("button", { type: "button", class: "chip", title: `Show only tasks with ${key}=${value}`, onclick: () => pick(key, value) }, `${key}=${value}`)
+    : h("span", { class: "chip" }, `${key}=${value}`)));
 }
 
 function copy(text) {
@@ -587,6 +611,7 @@ function detailPage(taskId) {
       h("dt", {}, "Started"), h("dd", {}, when(row.started_at) || "—"),
       h("dt", {}, "Finished"), h("dd", {}, when(row.finished_at) || "—"),
       h("dt", {}, "Took"), h("dd", {}, took(row.started_at, row.finished_at) || "—"),
+      h("dt", {}, "Metadata"), h("dd", { id: "task-metadata" }, metaChips(row.metadata) || "—"),
       h("dt", {}, "Params"), h("dd", {}, row.params === undefined
         ? h("span", { class: "muted" }, "not shown (the op is not registered on this server)")
         : h("details", { id: "task-params" }, h("summary", {}, "params JSON (secrets masked)"), json(row.params))),

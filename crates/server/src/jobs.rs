@@ -104,6 +104,7 @@ pub(crate) fn submission_options(submission: &Submission) -> SubmitOptions {
         priority: submission.priority.map_or(0, clamp),
         retry: submission.retry.clone(),
         retry_of: None,
+        metadata: submission.metadata.clone(),
     }
 }
 
@@ -111,7 +112,7 @@ fn clamp(priority: i64) -> i32 {
     i32::try_from(priority).unwrap_or(if priority < 0 { i32::MIN } else { i32::MAX })
 }
 
-/// The options of `POST /v1/{op}` (`?run_at=…&priority=…`).
+/// The options of `POST /v1/{op}` (`?run_at=…&priority=…&meta.KEY=VALUE`).
 pub(crate) fn query_options(
     query: &std::collections::HashMap<String, String>,
 ) -> Result<SubmitOptions, ApiError> {
@@ -130,7 +131,13 @@ pub(crate) fn query_options(
         })?;
         options.priority = clamp(value);
     }
+    options.metadata = tasktape_wire::metadata::from_query(query).map_err(query_field)?;
     Ok(options)
+}
+
+/// A refusal of a query field.
+fn query_field(error: tasktape_wire::FieldError) -> ApiError {
+    ApiError::invalid("query", &error.field, error.kind, error.message)
 }
 
 /// A bulk action's filter: at least one filter.

@@ -217,6 +217,7 @@ fn stats() {}
     path = "/v1/tasks",
     tag = "tasks",
     summary = "Tasks, newest first, a page at a time",
+    description = "Also takes `meta.KEY=VALUE` query fields (any number): only tasks whose metadata holds every pair given.",
     params(
         ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "default 100"),
         ("status" = Option<Status>, Query, nullable = false, description = "only tasks in this status"),
@@ -237,7 +238,7 @@ fn list_tasks() {}
     post,
     path = "/v1/tasks",
     tag = "tasks",
-    summary = "Submits a task: {op, params, idempotency_key?, run_at?, priority?, retry?}",
+    summary = "Submits a task: {op, params, idempotency_key?, run_at?, priority?, retry?, metadata?}",
     request_body(content = Submission, description = "the op, its params and an optional idempotency key"),
     security((), ("bearer" = [])),
     responses(
@@ -353,6 +354,7 @@ fn cancel_task() {}
     path = "/v1/{op}",
     tag = "tasks",
     summary = "Submits a task of op with the body as its params (dikw-core style)",
+    description = "Also takes `meta.KEY=VALUE` query fields: the task's metadata.",
     params(
         ("op" = String, Path, description = "the op's name"),
         ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 256, pattern = "^[!-~]+$", description = "submitting again with it returns the first task"),

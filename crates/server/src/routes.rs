@@ -290,6 +290,7 @@ pub(crate) async fn list_tasks(
             after,
             created_after: query.created_after,
             created_before: query.created_before,
+            metadata: query.metadata,
             ..ListQuery::default()
         })
         .await?;

@@ -149,6 +149,7 @@ impl Shared {
                     &max_attempts,
                     &retry,
                     &task.retry_of.map(uuid),
+                    &crate::rows::metadata_text(&task.metadata),
                 ],
             )
             .await?;
@@ -229,6 +230,10 @@ impl Shared {
                     &tasks
                         .iter()
                         .map(|t| t.retry_of.map(uuid))
+                        .collect::<Vec<_>>(),
+                    &tasks
+                        .iter()
+                        .map(|t| crate::rows::metadata_text(&t.metadata))
                         .collect::<Vec<_>>(),
                 ],
             )

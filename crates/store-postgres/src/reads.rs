@@ -33,17 +33,40 @@ impl PostgresStore {
             .after
             .map(|cursor| (cursor.created_at.as_millis(), uuid(cursor.task_id)));
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+        // A metadata filter walks its first key's entries, newest first (by
+        // their `at` and `task`, equal to the row's `created_at` and
+        // `task_id`); every other key is a lookup of its entry.
+        let mut entries = query.metadata.iter();
+        let (at, id) = match entries.next() {
+            None => ("created_at", "task_id"),
+            Some((key, value)) => {
+                params.push(key);
+                params.push(value);
+                sql = self.shared.sql.list_by_metadata.clone();
+                ("at", "task")
+            }
+        };
+        for (key, value) in entries {
+            params.push(key);
+            params.push(value);
+            let (k, v) = (params.len() - 1, params.len());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM {s}.task_metadata m WHERE m.key = ${k} AND m.value = ${v} \
+                 AND m.at = t.created_at AND m.task = t.task_id)",
+                s = self.shared.sql.schema
+            ));
+        }
         if !statuses.is_empty() {
             params.push(&statuses);
             sql.push_str(&format!(" AND status = ANY (${})", params.len()));
         }
         if let Some(after) = &created_after {
             params.push(after);
-            sql.push_str(&format!(" AND created_at >= ${}", params.len()));
+            sql.push_str(&format!(" AND {at} >= ${}", params.len()));
         }
         if let Some(before) = &created_before {
             params.push(before);
-            sql.push_str(&format!(" AND created_at < ${}", params.len()));
+            sql.push_str(&format!(" AND {at} < ${}", params.len()));
         }
         if let Some(op) = &query.op {
             params.push(op);
@@ -52,16 +75,16 @@ impl PostgresStore {
         if let Some((created_at, task_id)) = &after {
             params.push(created_at);
             params.push(task_id);
-            let (at, id) = (params.len() - 1, params.len());
+            let (at_value, id_value) = (params.len() - 1, params.len());
             // `created_at <= at` first: an index range from the cursor on,
             // not a walk from the newest row (the OR alone cannot be a range).
             sql.push_str(&format!(
-                " AND created_at <= ${at} AND (created_at < ${at} OR task_id > ${id})"
+                " AND {at} <= ${at_value} AND ({at} < ${at_value} OR {id} > ${id_value})"
             ));
         }
         params.push(&limit);
         sql.push_str(&format!(
-            " ORDER BY created_at DESC, task_id ASC LIMIT ${}",
+            " ORDER BY {at} DESC, {id} ASC LIMIT ${}",
             params.len()
         ));
         let rows = self.query("listing tasks", &sql, &params).await?;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
-     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history";
+     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history, metadata";
 
 pub(crate) fn uuid(task_id: TaskId) -> Uuid {
     Uuid::from_bytes(*task_id.as_bytes())
@@ -39,6 +39,12 @@ fn json(text: Option<String>, what: &str) -> Result<Option<Value>, StoreError> {
 
 fn time(millis: Option<i64>) -> Option<Timestamp> {
     millis.map(Timestamp::from_millis)
+}
+
+/// Metadata as the `metadata` column holds it: a JSON object, NULL when
+/// there is none.
+pub(crate) fn metadata_text(metadata: &tasktape_core::model::Metadata) -> Option<String> {
+    (!metadata.is_empty()).then(|| serde_json::to_string(metadata).unwrap_or_default())
 }
 
 /// A task from a row selected with [`TASK_COLUMNS`].
@@ -81,6 +87,10 @@ pub(crate) fn task_from_row(row: &Row) -> Result<Task, StoreError> {
             Some(Value::Array(records)) => records,
             _ => Vec::new(),
         },
+        metadata: json(row.try_get(22).map_err(&get)?, "metadata")?
+            .map(|value| serde_json::from_value(value).map_err(|e| corrupt("metadata", e)))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

@@ -26,6 +26,9 @@ pub(crate) struct Sql {
     pub(crate) get: String,
     pub(crate) get_many: String,
     pub(crate) list: String,
+    pub(crate) list_by_metadata: String,
+    /// The schema's name, quoted.
+    pub(crate) schema: String,
     pub(crate) counts: String,
     pub(crate) finished_per_minute: String,
     pub(crate) events: String,
@@ -115,11 +118,11 @@ impl Sql {
             ),
             create: format!(
                 "SELECT out_created, out_id FROM {s}.create_task_at($1, $2, $3, $4, $5, $6, $7, $8, \
-                 $9, $10, $11, $12)"
+                 $9, $10, $11, $12, $13)"
             ),
             create_many: format!(
                 "SELECT out_created, out_id FROM {s}.create_tasks($1, $2, $3, $4, $5, $6, $7, $8, \
-                 $9, $10, $11, $12)"
+                 $9, $10, $11, $12, $13)"
             ),
             // $2, $3: the partial and history record (`texts::requeue_texts`);
             // $8: whether this is a reap, as for `finish`.
@@ -146,7 +149,12 @@ impl Sql {
             delete: format!("SELECT out_code, out_status FROM {s}.delete_task($1)"),
             get: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = $1"),
             get_many: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE task_id = ANY ($1)"),
-            list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE true"),
+            list: format!("SELECT {TASK_COLUMNS} FROM {s}.tasks t WHERE true"),
+            list_by_metadata: format!(
+                "SELECT {TASK_COLUMNS} FROM {s}.task_metadata JOIN {s}.tasks t ON t.task_id = task \
+                 WHERE key = $1 AND value = $2"
+            ),
+            schema: s.clone(),
             counts: format!("SELECT status, sum(n)::bigint FROM {s}.task_counts GROUP BY status"),
             finished_per_minute: format!(
                 "SELECT minute, status, sum(n)::bigint FROM {s}.finished_per_minute \

@@ -117,8 +117,39 @@ pub(crate) fn get(conn: &mut Connection, task_id: TaskId) -> rusqlite::Result<Op
 }
 
 pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result<ListPage> {
-    let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1");
     let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    // A metadata filter walks its first key's entries, newest first (by
+    // their `at` and `task`, equal to the row's `created_at` and
+    // `task_id`); every other key is a lookup of its entry.
+    let mut entries = query.metadata.iter();
+    let (mut sql, at, id) = match entries.next() {
+        None => (
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"),
+            "created_at",
+            "task_id",
+        ),
+        Some((key, value)) => {
+            values.push(Box::new(key.clone()));
+            values.push(Box::new(value.clone()));
+            (
+                format!(
+                    "SELECT {TASK_COLUMNS} FROM task_metadata CROSS JOIN tasks ON task_id = task \
+                     WHERE key = ?1 AND value = ?2"
+                ),
+                "at",
+                "task",
+            )
+        }
+    };
+    for (key, value) in entries {
+        values.push(Box::new(key.clone()));
+        values.push(Box::new(value.clone()));
+        let (k, v) = (values.len() - 1, values.len());
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM task_metadata m WHERE m.key = ?{k} AND m.value = ?{v} \
+             AND m.at = tasks.created_at AND m.task = tasks.task_id)"
+        ));
+    }
     let statuses = query.status_filter();
     if !statuses.is_empty() {
         let mut places = Vec::new();
@@ -130,11 +161,11 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
     }
     if let Some(after) = query.created_after {
         values.push(Box::new(after.as_millis()));
-        sql.push_str(&format!(" AND created_at >= ?{}", values.len()));
+        sql.push_str(&format!(" AND {at} >= ?{}", values.len()));
     }
     if let Some(before) = query.created_before {
         values.push(Box::new(before.as_millis()));
-        sql.push_str(&format!(" AND created_at < ?{}", values.len()));
+        sql.push_str(&format!(" AND {at} < ?{}", values.len()));
     }
     if let Some(op) = &query.op {
         values.push(Box::new(op.clone()));
@@ -143,18 +174,18 @@ pub(crate) fn list(conn: &mut Connection, query: &ListQuery) -> rusqlite::Result
     if let Some(cursor) = &query.after {
         values.push(Box::new(cursor.created_at.as_millis()));
         values.push(Box::new(cursor.task_id.as_bytes().to_vec()));
-        let (at, task) = (values.len() - 1, values.len());
         // `created_at <= at` first: an index range from the cursor on, not
         // a walk from the newest row (the OR alone cannot be a range).
+        let (at_value, task_value) = (values.len() - 1, values.len());
         sql.push_str(&format!(
-            " AND created_at <= ?{at} AND (created_at < ?{at} OR task_id > ?{task})"
+            " AND {at} <= ?{at_value} AND ({at} < ?{at_value} OR {id} > ?{task_value})"
         ));
     }
     values.push(Box::new(
         i64::try_from(query.fetch_limit()).unwrap_or(i64::MAX),
     ));
     sql.push_str(&format!(
-        " ORDER BY created_at DESC, task_id ASC LIMIT ?{}",
+        " ORDER BY {at} DESC, {id} ASC LIMIT ?{}",
         values.len()
     ));
     let mut statement = conn.prepare_cached(&sql)?;

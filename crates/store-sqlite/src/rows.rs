@@ -10,7 +10,7 @@ use tasktape_core::time::Timestamp;
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
-     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history";
+     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history, metadata";
 
 pub(crate) fn task_id_from(bytes: Vec<u8>) -> rusqlite::Result<TaskId> {
     let array: [u8; 16] = bytes.try_into().map_err(|_| {
@@ -83,7 +83,17 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
             Some(Value::Array(records)) => records,
             _ => Vec::new(),
         },
+        metadata: json_column(row, 22)?
+            .map(|value| serde_json::from_value(value).map_err(|error| conversion(22, error)))
+            .transpose()?
+            .unwrap_or_default(),
     })
+}
+
+/// Metadata as the `metadata` column holds it: a JSON object, NULL when
+/// there is none.
+pub(crate) fn metadata_text(metadata: &tasktape_core::model::Metadata) -> Option<String> {
+    (!metadata.is_empty()).then(|| serde_json::to_string(metadata).unwrap_or_default())
 }
 
 /// The store error for a SQLite failure on the file at `path`.

@@ -123,6 +123,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE events;
     ALTER TABLE events_by_rowid RENAME TO events;
     CREATE UNIQUE INDEX events_by_task ON events (task_id, seq);",
+    // 10: metadata. The row keeps it as a JSON object (NULL: none);
+    // `task_metadata` holds one entry per key, in (key, value, created_at,
+    // task) order, so a list filtered on a key walks its entries newest
+    // first instead of every task. Triggers keep it (only rows with
+    // metadata run them); the column names differ from `tasks`' so the
+    // two join without qualifying.
+    "ALTER TABLE tasks ADD COLUMN metadata TEXT;
+    CREATE TABLE task_metadata (
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at    INTEGER NOT NULL,
+        task  BLOB NOT NULL,
+        PRIMARY KEY (key, value, at DESC, task)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER tasks_metadata_in AFTER INSERT ON tasks WHEN NEW.metadata IS NOT NULL BEGIN
+        INSERT INTO task_metadata (key, value, at, task)
+            SELECT j.key, j.value, NEW.created_at, NEW.task_id FROM json_each(NEW.metadata) j;
+    END;
+    CREATE TRIGGER tasks_metadata_out AFTER DELETE ON tasks WHEN OLD.metadata IS NOT NULL BEGIN
+        DELETE FROM task_metadata
+         WHERE (key, value, at, task) IN
+               (SELECT j.key, j.value, OLD.created_at, OLD.task_id FROM json_each(OLD.metadata) j);
+    END;",
 ];
 
 /// The schema version this build writes.

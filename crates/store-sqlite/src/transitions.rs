@@ -84,8 +84,8 @@ impl Writer {
         }
         let mut statement = self.conn.prepare_cached(
             "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key, \
-             trace_parent, priority, run_at, max_attempts, retry, retry_of) \
-             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             trace_parent, priority, run_at, max_attempts, retry, retry_of, metadata) \
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         let retry = task
             .retry
@@ -106,6 +106,7 @@ impl Writer {
                 .map_or(1, |plan| plan.policy.max_attempts),
             retry,
             task.retry_of.map(|id| id.as_bytes().to_vec()),
+            crate::rows::metadata_text(&task.metadata),
         ])?;
         self.counters.added(Status::Pending);
         self.live.insert(

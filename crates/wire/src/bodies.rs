@@ -79,6 +79,9 @@ pub struct TaskRow {
     /// The task this one retries (`POST /v1/tasks/retry`).
     #[serde(default)]
     pub retry_of: Option<TaskId>,
+    /// Its metadata (absent when it has none).
+    #[serde(default, skip_serializing_if = "crate::Metadata::is_empty")]
+    pub metadata: crate::Metadata,
     /// The task's params with every secret one (`writeOnly` in the op's
     /// params schema) shown as `"•••"`; absent when the op is not
     /// registered on the answering instance (it cannot tell which are
@@ -115,6 +118,9 @@ pub struct TaskSummary {
     /// The task this one retries (`POST /v1/tasks/retry`).
     #[serde(default)]
     pub retry_of: Option<TaskId>,
+    /// Its metadata (absent when it has none).
+    #[serde(default, skip_serializing_if = "crate::Metadata::is_empty")]
+    pub metadata: crate::Metadata,
 }
 
 /// One page of `GET /v1/tasks`.

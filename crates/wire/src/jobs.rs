@@ -143,6 +143,9 @@ pub struct TaskFilter {
     /// Created before this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_before: Option<Timestamp>,
+    /// Tasks whose metadata holds every one of these.
+    #[serde(default, skip_serializing_if = "crate::Metadata::is_empty")]
+    pub metadata: crate::Metadata,
 }
 
 impl TaskFilter {
@@ -154,11 +157,13 @@ impl TaskFilter {
             return Err(crate::FieldError::new(
                 "body",
                 "model_type",
-                "body must be an object of filters: ids, status, op, created_after, created_before",
+                "body must be an object of filters: ids, status, op, created_after, created_before, metadata",
             ));
         }
-        serde_json::from_value(body)
-            .map_err(|error| crate::FieldError::new("body", "value_error", error.to_string()))
+        let filter: TaskFilter = serde_json::from_value(body)
+            .map_err(|error| crate::FieldError::new("body", "value_error", error.to_string()))?;
+        crate::metadata::check(&filter.metadata)?;
+        Ok(filter)
     }
 
     /// Whether no filter is given (a bulk action refuses that).
@@ -168,6 +173,7 @@ impl TaskFilter {
             && self.op.is_none()
             && self.created_after.is_none()
             && self.created_before.is_none()
+            && self.metadata.is_empty()
     }
 
     /// What is wrong with a filter a bulk action was given, as
@@ -177,7 +183,7 @@ impl TaskFilter {
         if self.is_empty() {
             return Err((
                 "body",
-                "give at least one filter (ids, status, op, created_after, created_before): an empty filter would match every task",
+                "give at least one filter (ids, status, op, created_after, created_before, metadata): an empty filter would match every task",
             ));
         }
         if self.ids.as_ref().is_some_and(Vec::is_empty) {

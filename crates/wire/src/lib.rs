@@ -12,6 +12,7 @@
 //! - [`bodies`]: the routes' response bodies and the error envelope.
 //! - [`batch`]: bulk submit's body and answer.
 //! - [`jobs`]: retry policies, bulk-action filters and answers, schedules.
+//! - [`metadata`]: a task's metadata and its rules.
 //! - [`requests`]: what clients send (the submit body, the list query)
 //!   and the probes' answers, read the same way by the server.
 
@@ -19,6 +20,7 @@ pub mod batch;
 pub mod bodies;
 pub mod event;
 pub mod jobs;
+pub mod metadata;
 pub mod model;
 pub mod requests;
 pub mod time;
@@ -34,6 +36,7 @@ pub use jobs::{
     ATTEMPT_FAILED, AttemptFailed, Backoff, BulkCancelAnswer, BulkRetryAnswer, RetryPolicy,
     ScheduleInfo, ScheduleList, StatusFilter, TaskFilter,
 };
+pub use metadata::Metadata;
 pub use model::{ErrorInfo, Status, TaskId};
 pub use requests::{FieldError, Health, ListQuery, Ready, Submission};
 pub use time::Timestamp;

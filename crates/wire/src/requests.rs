@@ -60,6 +60,11 @@ pub struct Submission {
     /// Retries for this task (overrides the op's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<crate::jobs::RetryPolicy>,
+    /// String keys (`[a-z0-9_.-]`, at most 64 bytes) to string values (at
+    /// most 256 bytes), at most 32 keys: returned on the task's rows and
+    /// matched by list and bulk filters.
+    #[serde(default, skip_serializing_if = "crate::Metadata::is_empty")]
+    pub metadata: crate::Metadata,
 }
 
 impl Submission {
@@ -72,7 +77,14 @@ impl Submission {
             run_at: None,
             priority: None,
             retry: None,
+            metadata: crate::Metadata::new(),
         }
+    }
+
+    /// The same with one more metadata field.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
     }
 
     /// The same with an idempotency key.
@@ -82,7 +94,8 @@ impl Submission {
     }
 
     /// A submission from a decoded JSON body, its fields judged in a fixed
-    /// order (`op`, `idempotency_key`, `run_at`, `priority`, `retry`), so a
+    /// order (`op`, `idempotency_key`, `run_at`, `priority`, `retry`,
+    /// `metadata`), so a
     /// body with several faults is refused for the first of them; `null` is
     /// absent and unknown fields are ignored.
     pub fn from_value(body: Value) -> Result<Submission, FieldError> {
@@ -125,6 +138,7 @@ impl Submission {
                     .map_err(|error| FieldError::new("retry", "retry_policy", error.to_string()))?,
             ),
         };
+        let metadata = crate::metadata::from_value(body.remove("metadata").unwrap_or(Value::Null))?;
         Ok(Submission {
             op,
             params: body.remove("params").unwrap_or(Value::Null),
@@ -132,6 +146,7 @@ impl Submission {
             run_at,
             priority,
             retry,
+            metadata,
         })
     }
 }
@@ -156,11 +171,13 @@ pub struct ListQuery {
     pub created_after: Option<Timestamp>,
     /// Only tasks created before this time.
     pub created_before: Option<Timestamp>,
+    /// Only tasks whose metadata holds every one of these (`?meta.KEY=VALUE`).
+    pub metadata: crate::Metadata,
 }
 
 impl ListQuery {
     /// The query string's pairs, as a client sends them.
-    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+    pub fn to_pairs(&self) -> Vec<(std::borrow::Cow<'static, str>, String)> {
         let mut pairs = Vec::new();
         if let Some(status) = self.status {
             pairs.push(("status", status.as_str().to_owned()));
@@ -179,6 +196,16 @@ impl ListQuery {
         }
         if let Some(at) = self.created_before {
             pairs.push(("created_before", at.to_string()));
+        }
+        let mut pairs: Vec<(std::borrow::Cow<'static, str>, String)> = pairs
+            .into_iter()
+            .map(|(name, value)| (name.into(), value))
+            .collect();
+        for (key, value) in &self.metadata {
+            pairs.push((
+                format!("{}{key}", crate::metadata::QUERY_PREFIX).into(),
+                value.clone(),
+            ));
         }
         pairs
     }
@@ -217,6 +244,7 @@ impl ListQuery {
             cursor: given("cursor"),
             created_after: time("created_after")?,
             created_before: time("created_before")?,
+            metadata: crate::metadata::from_query(query)?,
         })
     }
 }
@@ -287,11 +315,12 @@ mod tests {
             cursor: Some("abc".into()),
             created_after: Some(Timestamp::from_millis(1_000)),
             created_before: None,
+            metadata: crate::Metadata::from([("customer".into(), "42".into())]),
         };
         let pairs: HashMap<String, String> = query
             .to_pairs()
             .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
+            .map(|(name, value)| (name.into_owned(), value))
             .collect();
         assert_eq!(ListQuery::from_pairs(&pairs), Ok(query));
         let bad = |name: &str, value: &str| {

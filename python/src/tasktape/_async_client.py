@@ -91,9 +91,10 @@ class AsyncClient:
         run_at: datetime | str | None = None,
         priority: int | None = None,
         retry: RetryPolicy | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> TaskHandle:
         """See `Client.submit`."""
-        call = calls.submit(op, params, idempotency_key, run_at, priority, retry)
+        call = calls.submit(op, params, idempotency_key, run_at, priority, retry, metadata)
         response, body = await self._send(call)
         return _parse(response, TaskHandle.from_json, body)
 
@@ -119,10 +120,13 @@ class AsyncClient:
         created_before: datetime | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> AsyncIterator[TaskPage]:
         """See `Client.list`."""
         while True:
-            call = calls.list_page(status, op, created_after, created_before, limit, cursor)
+            call = calls.list_page(
+                status, op, created_after, created_before, limit, cursor, metadata
+            )
             response, body = await self._send(call)
             page = _parse(response, TaskPage.from_json, body)
             yield page
@@ -235,9 +239,10 @@ class AsyncClient:
         op: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> BulkResult:
         """See `Client.bulk_cancel`."""
-        call = calls.bulk("cancel", ids, status, op, created_after, created_before)
+        call = calls.bulk("cancel", ids, status, op, created_after, created_before, metadata)
         response, body = await self._send(call)
         return _parse(response, _cancelled, body)
 
@@ -249,9 +254,10 @@ class AsyncClient:
         op: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> BulkResult:
         """See `Client.bulk_retry`."""
-        call = calls.bulk("retry", ids, status, op, created_after, created_before)
+        call = calls.bulk("retry", ids, status, op, created_after, created_before, metadata)
         response, body = await self._send(call)
         return _parse(response, _retried, body)
 

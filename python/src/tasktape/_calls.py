@@ -61,6 +61,7 @@ def _filter_body(
     op: str | None,
     created_after: datetime | str | None,
     created_before: datetime | str | None,
+    metadata: Mapping[str, str] | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if ids is not None:
@@ -73,6 +74,8 @@ def _filter_body(
         body["created_after"] = _time(created_after)
     if created_before is not None:
         body["created_before"] = _time(created_before)
+    if metadata:
+        body["metadata"] = dict(metadata)
     return body
 
 
@@ -87,6 +90,7 @@ class calls:
         run_at: datetime | str | None,
         priority: int | None,
         retry: RetryPolicy | Mapping[str, Any] | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Call:
         body: dict[str, Any] = {"op": op, "params": dict(params) if params is not None else {}}
         if idempotency_key is not None:
@@ -97,6 +101,8 @@ class calls:
             body["priority"] = priority
         if retry is not None:
             body["retry"] = dict(retry)
+        if metadata:
+            body["metadata"] = dict(metadata)
         return Call("POST", "/v1/tasks", json=body, what=f"submit {op}")
 
     @staticmethod
@@ -123,8 +129,11 @@ class calls:
         created_before: datetime | str | None,
         limit: int,
         cursor: str | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Call:
         params: dict[str, str | int] = {"limit": limit}
+        for meta_key, meta_value in (metadata or {}).items():
+            params[f"meta.{meta_key}"] = meta_value
         for key, value in (
             ("status", status),
             ("op", op),
@@ -162,8 +171,9 @@ class calls:
         op: str | None,
         created_after: datetime | str | None,
         created_before: datetime | str | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Call:
-        body = _filter_body(ids, status, op, created_after, created_before)
+        body = _filter_body(ids, status, op, created_after, created_before, metadata)
         return Call("POST", f"/v1/tasks/{action}", json=body)
 
     @staticmethod

@@ -166,6 +166,7 @@ class Client:
         run_at: datetime | str | None = None,
         priority: int | None = None,
         retry: RetryPolicy | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> TaskHandle:
         """Submits a task of `op` with `params`; answers its handle at once.
 
@@ -173,8 +174,11 @@ class Client:
         task (no new one); with other params it is a 409
         `idempotency_key_conflict`. `run_at` delays it, `priority` (higher
         first) orders claims, `retry` overrides the op's retry policy.
+        `metadata` (string keys `[a-z0-9_.-]` to string values, at most 32)
+        is shown on the task's rows and matched by `list(metadata=...)` and
+        the bulk actions.
         """
-        call = calls.submit(op, params, idempotency_key, run_at, priority, retry)
+        call = calls.submit(op, params, idempotency_key, run_at, priority, retry, metadata)
         response, body = self._send(call)
         return _parse(response, TaskHandle.from_json, body)
 
@@ -209,12 +213,16 @@ class Client:
         created_before: datetime | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Iterator[TaskPage]:
         """Pages of summary rows, newest first, `limit` (1–1000) a page,
         following the cursor until the last page. Requests go out as the
-        iterator is read."""
+        iterator is read. `metadata` keeps only tasks whose metadata holds
+        every one of its keys with that value."""
         while True:
-            call = calls.list_page(status, op, created_after, created_before, limit, cursor)
+            call = calls.list_page(
+                status, op, created_after, created_before, limit, cursor, metadata
+            )
             response, body = self._send(call)
             page = _parse(response, TaskPage.from_json, body)
             yield page
@@ -334,9 +342,10 @@ class Client:
         op: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> BulkResult:
         """Cancels every task matching all the given filters (at least one)."""
-        call = calls.bulk("cancel", ids, status, op, created_after, created_before)
+        call = calls.bulk("cancel", ids, status, op, created_after, created_before, metadata)
         response, body = self._send(call)
         return _parse(response, _cancelled, body)
 
@@ -348,10 +357,11 @@ class Client:
         op: str | None = None,
         created_after: datetime | str | None = None,
         created_before: datetime | str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> BulkResult:
         """Submits a new task (linked by `retry_of`) for every finished task
         matching all the given filters (at least one)."""
-        call = calls.bulk("retry", ids, status, op, created_after, created_before)
+        call = calls.bulk("retry", ids, status, op, created_after, created_before, metadata)
         response, body = self._send(call)
         return _parse(response, _retried, body)
 

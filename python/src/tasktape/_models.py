@@ -129,6 +129,7 @@ class TaskRow:
     priority: int = 0
     retry_of: str | None = None
     params: Any = None
+    metadata: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -154,6 +155,7 @@ class TaskRow:
             priority=int(body.get("priority") or 0),
             retry_of=body.get("retry_of"),
             params=body.get("params"),
+            metadata=dict(body.get("metadata") or {}),
             raw=dict(body),
         )
 

@@ -741,3 +741,105 @@ async fn the_workers_page_lists_workers_live_and_drains_one() {
     browser.assert_no_console_errors(&[]).await;
     browser.close().await;
 }
+
+/// Metadata: chips on the list rows and the detail page; the filter box
+/// (and a click on a chip) lists only the tasks that hold it, the URL keeps
+/// it, and a bad key is the server's 422 on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_shown_and_filters_the_list() {
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(data.path(), &[]);
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for metadata in [
+        json!({"customer": "42", "region": "eu"}),
+        json!({"customer": "42"}),
+        json!({"customer": "7"}),
+        json!({}),
+    ] {
+        let handle: Value = http
+            .post(format!("{}/v1/tasks", server.base))
+            .json(&json!({"op": "echo", "params": {"count": 1}, "metadata": metadata}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(handle["task_id"].as_str().unwrap().to_owned());
+    }
+    let listed = "return [...document.querySelectorAll('#task-rows tr[data-task]')].map((row) => row.dataset.task).sort().join(' ');";
+    let expect = |wanted: &[&String]| {
+        let mut wanted: Vec<&str> = wanted.iter().map(|id| id.as_str()).collect();
+        wanted.sort();
+        format!(
+            "return ({}) === '{}';",
+            listed.trim_start_matches("return ").trim_end_matches(';'),
+            wanted.join(" ")
+        )
+    };
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/", server.base)).await;
+    browser
+        .wait_for(&expect(&ids.iter().collect::<Vec<_>>()), "all four rows")
+        .await;
+    let chips = browser
+        .eval(&format!(
+            "return document.querySelector('tr[data-task=\"{}\"] .meta').textContent;",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(chips, json!("customer=42region=eu"));
+    browser.type_into("#filter-meta", "customer=42").await;
+    browser
+        .eval("document.querySelector('#filter-meta').dispatchEvent(new Event('change'));")
+        .await;
+    browser
+        .wait_for(&expect(&[&ids[0], &ids[1]]), "customer 42's two tasks")
+        .await;
+    let search = browser.eval("return location.search;").await;
+    assert_eq!(search, json!("?meta.customer=42"));
+    // A chip filters on itself.
+    browser
+        .click(&format!(
+            "tr[data-task=\"{}\"] .meta button:nth-child(2)",
+            ids[0]
+        ))
+        .await;
+    browser
+        .wait_for(&expect(&[&ids[0]]), "the eu task alone")
+        .await;
+    // The URL's filter is read at load.
+    browser
+        .goto(&format!("{}/?meta.customer=7", server.base))
+        .await;
+    browser
+        .wait_for(&expect(&[&ids[2]]), "customer 7's task")
+        .await;
+    let shown = browser
+        .eval("return document.querySelector('#filter-meta').value;")
+        .await;
+    assert_eq!(shown, json!("customer=7"));
+    // A bad key: the server's 422, named.
+    browser
+        .eval("const input = document.querySelector('#filter-meta'); input.value = 'Bad=1'; input.dispatchEvent(new Event('change'));")
+        .await;
+    browser
+        .wait_for(
+            "return document.querySelector('#task-rows').textContent.includes('meta.Bad');",
+            "the 422 naming the key",
+        )
+        .await;
+    // The detail page shows it.
+    browser
+        .goto(&format!("{}/tasks/{}", server.base, ids[0]))
+        .await;
+    browser
+        .wait_for(
+            "const dd = document.querySelector('#task-metadata'); return !!dd && dd.textContent === 'customer=42region=eu';",
+            "the metadata on the detail page",
+        )
+        .await;
+    browser.assert_no_console_errors(&[422]).await;
+    browser.close().await;
+}

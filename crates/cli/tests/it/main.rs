@@ -16,6 +16,7 @@ mod generated;
 mod ids;
 mod jobs;
 mod jobs_pg;
+mod metadata;
 mod multi;
 mod otlp;
 mod outage;

@@ -146,6 +146,7 @@ impl Scheduler {
         while clock.now() < give_up {
             let options = SubmitOptions {
                 idempotency_key: Some(schedule.key(slot)),
+                metadata: schedule.metadata.clone(),
                 ..SubmitOptions::default()
             };
             let submitted = self

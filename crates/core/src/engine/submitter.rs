@@ -84,6 +84,9 @@ impl SubmitOptions {
         {
             return refuse(&format!("retry.{field}"), "value_error", message);
         }
+        if let Err(error) = tasktape_wire::metadata::check(&self.metadata) {
+            return refuse(&error.field, error.kind, error.message);
+        }
         if let Some(key) = &self.idempotency_key {
             if key.is_empty() || key.len() > MAX_KEY_LEN {
                 return refuse(
@@ -217,6 +220,7 @@ impl Submitter {
         task.run_at = options.run_at.filter(|at| *at > self.clock.now());
         task.retry = self.retry_plan(op, options.retry);
         task.retry_of = options.retry_of;
+        task.metadata = options.metadata;
         // Compared with the task a repeated key finds: keyed, or (a task
         // made before digests were keyed) plain.
         let plain = task.params_digest.clone();

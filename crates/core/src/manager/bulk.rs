@@ -122,6 +122,7 @@ impl Manager {
             priority: task.priority,
             retry: task.retry.map(|plan| plan.policy),
             retry_of: Some(task.task_id),
+            metadata: task.metadata,
             ..SubmitOptions::default()
         };
         // As the task was: the submit rules judged its first submit (its
@@ -176,6 +177,7 @@ impl<'a> Pages<'a> {
             op: filter.op.clone(),
             created_after: filter.created_after,
             created_before: filter.created_before,
+            metadata: filter.metadata.clone(),
             limit: PAGE,
             ..ListQuery::default()
         });
@@ -235,4 +237,8 @@ fn matches(filter: &TaskFilter, task: &Task) -> bool {
         && filter.op.as_ref().is_none_or(|op| *op == task.op)
         && filter.created_after.is_none_or(|at| task.created_at >= at)
         && filter.created_before.is_none_or(|at| task.created_at < at)
+        && filter
+            .metadata
+            .iter()
+            .all(|(key, value)| task.metadata.get(key) == Some(value))
 }

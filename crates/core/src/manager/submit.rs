@@ -23,6 +23,9 @@ pub struct SubmitOptions {
     pub retry: Option<RetryPolicy>,
     /// The task this one retries (bulk retry).
     pub retry_of: Option<TaskId>,
+    /// String keys to string values, returned on the task's rows and
+    /// matched by filters (`tasktape_wire::metadata`'s rules).
+    pub metadata: crate::model::Metadata,
 }
 
 impl Manager {

@@ -59,6 +59,8 @@ pub struct ListQuery {
     pub created_before: Option<Timestamp>,
     /// Only this op.
     pub op: Option<String>,
+    /// Only tasks whose metadata holds every one of these.
+    pub metadata: crate::model::Metadata,
     /// At most this many rows (callers clamp it; 1..=1000 on the wire).
     pub limit: usize,
     /// Start after this row.

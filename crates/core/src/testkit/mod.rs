@@ -13,6 +13,7 @@ mod checks;
 mod claims;
 mod counters;
 mod jobs;
+mod metadata;
 mod outage;
 mod races;
 mod reads;
@@ -26,6 +27,7 @@ pub use checks::*;
 pub use claims::*;
 pub use counters::*;
 pub use jobs::*;
+pub use metadata::*;
 pub use outage::FlakyStore;
 pub use races::*;
 pub use reads::*;
@@ -112,6 +114,8 @@ macro_rules! __store_contract_checks {
             a_reap_can_requeue_a_lost_run,
             one_task_per_schedule_slot_and_the_latest_slot_key,
             lists_filter_by_creation_time_and_statuses,
+            metadata_is_kept_and_filters_lists,
+            create_many_and_repeated_keys_keep_metadata,
         }
     };
 }
@@ -236,6 +240,7 @@ mod tests {
             include_str!("claims.rs"),
             include_str!("counters.rs"),
             include_str!("jobs.rs"),
+            include_str!("metadata.rs"),
             include_str!("races.rs"),
             include_str!("reads.rs"),
             include_str!("retention.rs"),
