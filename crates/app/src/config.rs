@@ -108,6 +108,9 @@ pub struct Config {
     /// Tasks submitted on a cron schedule, by name.
     #[serde(default)]
     pub schedules: BTreeMap<String, crate::schedules::ScheduleSpec>,
+    /// Flow control per op (`[flow.OPNAME]`).
+    #[serde(default)]
+    pub flow: BTreeMap<String, crate::flow::FlowSpec>,
 }
 
 /// A configuration the server refuses to start with (exit 2 in the binary).
@@ -358,6 +361,7 @@ pub(crate) fn resolve(file: Config) -> Result<Resolved, ConfigError> {
         retention_interval: defaults.retention_interval,
         retries: HashMap::new(),
         schedules: Vec::new(),
+        flows: crate::flow::resolve(file.flow)?.into_iter().collect(),
         clock: defaults.clock,
     };
     let header_read_timeout = file.header_read_timeout_secs.unwrap_or(30);

@@ -24,6 +24,7 @@
 //! - this file: [`Builder`] and the running [`App`].
 
 pub mod config;
+mod flow;
 mod schedules;
 
 use std::future::Future;

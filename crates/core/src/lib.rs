@@ -28,6 +28,7 @@ pub mod cron;
 pub mod echo;
 mod engine;
 pub mod event;
+pub mod flow;
 pub mod follow;
 pub mod manager;
 pub mod metered;

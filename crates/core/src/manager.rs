@@ -130,6 +130,7 @@ impl Manager {
                 lease_ttl: config.lease_ttl,
                 default_concurrency: config.default_concurrency,
                 op_concurrency: config.op_concurrency.clone(),
+                flows: config.flows.clone(),
             },
         );
         remote.set_claimer(&claimer);
@@ -157,6 +158,7 @@ impl Manager {
             claimer: Arc::clone(&claimer),
             tracing: Arc::clone(&config.task_tracing),
             retries: config.retries.clone(),
+            flows: config.flows.clone(),
             digest_key: std::sync::OnceLock::new(),
         });
         let scheduler = Arc::new(Scheduler {

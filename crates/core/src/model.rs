@@ -109,6 +109,8 @@ pub struct Task {
     pub history: Vec<Value>,
     /// Its metadata (empty: none).
     pub metadata: Metadata,
+    /// Its flow key (`flow::Flow::key`), for an op with one.
+    pub flow_key: Option<String>,
 }
 
 impl Task {
@@ -142,6 +144,7 @@ impl Task {
             retry: task.retry,
             history: Vec::new(),
             metadata: task.metadata,
+            flow_key: task.flow_key,
         }
     }
 
@@ -214,6 +217,8 @@ pub struct NewTask {
     pub retry_of: Option<TaskId>,
     /// Its metadata (checked by the submit rules; empty: none).
     pub metadata: Metadata,
+    /// Its flow key, for an op with one (the submitter renders it).
+    pub flow_key: Option<String>,
 }
 
 impl NewTask {
@@ -232,6 +237,7 @@ impl NewTask {
             retry: None,
             retry_of: None,
             metadata: Metadata::new(),
+            flow_key: None,
         }
     }
 }
@@ -397,6 +403,7 @@ mod tests {
             retry: None,
             history: Vec::new(),
             metadata: Metadata::new(),
+            flow_key: None,
         };
         assert_eq!(
             serde_json::to_string(&task.row()).unwrap(),

@@ -173,6 +173,12 @@ pub trait Op: Send + Sync + 'static {
         false
     }
 
+    /// The op's flow control (a key, its concurrency, weights), unless the
+    /// manager config has one for it. Default none.
+    fn flow(&self) -> Option<crate::flow::Flow> {
+        None
+    }
+
     /// Whether a remote worker runs it (the server only relays): its
     /// claims are the workers', never this instance's own.
     fn is_remote(&self) -> bool {
@@ -216,6 +222,7 @@ pub struct FnOp {
     cancel_grace: Option<Duration>,
     retry: Option<crate::retry::RetryPolicy>,
     idempotent: bool,
+    flow: Option<crate::flow::Flow>,
     run: BoxRun,
 }
 
@@ -235,6 +242,7 @@ impl FnOp {
             cancel_grace: None,
             retry: None,
             idempotent: false,
+            flow: None,
             run: Box::new(move |params, reporter| Box::pin(run(params, reporter))),
         }
     }
@@ -279,6 +287,12 @@ impl FnOp {
         self.idempotent = true;
         self
     }
+
+    /// The op's flow control (see [`Op::flow`]).
+    pub fn with_flow(mut self, flow: crate::flow::Flow) -> Self {
+        self.flow = Some(flow);
+        self
+    }
 }
 
 #[async_trait]
@@ -321,6 +335,10 @@ impl Op for FnOp {
 
     fn idempotent(&self) -> bool {
         self.idempotent
+    }
+
+    fn flow(&self) -> Option<crate::flow::Flow> {
+        self.flow.clone()
     }
 }
 

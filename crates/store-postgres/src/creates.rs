@@ -150,6 +150,7 @@ impl Shared {
                     &retry,
                     &task.retry_of.map(uuid),
                     &crate::rows::metadata_text(&task.metadata),
+                    &task.flow_key,
                 ],
             )
             .await?;
@@ -235,6 +236,7 @@ impl Shared {
                         .iter()
                         .map(|t| crate::rows::metadata_text(&t.metadata))
                         .collect::<Vec<_>>(),
+                    &tasks.iter().map(|t| t.flow_key.clone()).collect::<Vec<_>>(),
                 ],
             )
             .await?;

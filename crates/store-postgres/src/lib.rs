@@ -326,10 +326,11 @@ impl Transitions for PostgresStore {
         op: &str,
         limit: usize,
         take: usize,
+        keys: Option<&tasktape_core::flow::KeyRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
-        self.claim_tasks(op, (limit, take), lease, now).await
+        self.claim_tasks(op, (limit, take), keys, lease, now).await
     }
 
     async fn append(&self, task_id: TaskId, body: EventBody) -> Result<AppendOutcome> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
-     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history, metadata";
+     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history, metadata, flow_key";
 
 pub(crate) fn uuid(task_id: TaskId) -> Uuid {
     Uuid::from_bytes(*task_id.as_bytes())
@@ -91,6 +91,7 @@ pub(crate) fn task_from_row(row: &Row) -> Result<Task, StoreError> {
             .map(|value| serde_json::from_value(value).map_err(|e| corrupt("metadata", e)))
             .transpose()?
             .unwrap_or_default(),
+        flow_key: row.try_get(23).map_err(&get)?,
     })
 }
 

@@ -14,6 +14,7 @@ pub(crate) struct Sql {
     pub(crate) append: String,
     pub(crate) start: String,
     pub(crate) claim: String,
+    pub(crate) claim_keyed: String,
     pub(crate) finish: String,
     pub(crate) finish_many: String,
     pub(crate) requeue_many: String,
@@ -74,6 +75,11 @@ impl Sql {
             claim: format!(
                 "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9)"
             ),
+            // $10: the key concurrency (NULL: none); $11, $12: the weights.
+            claim_keyed: format!(
+                "SELECT {TASK_COLUMNS} FROM {s}.claim_keyed($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9, \
+                 $10, $11, $12)"
+            ),
             records: format!("SELECT key, value FROM {s}.records WHERE kind = $1 ORDER BY key"),
             // Each write NOTIFYs "r KIND\tWRITER\tKEY" ($4 or $5: this
             // instance's id), so other instances hear of takeovers and drains.
@@ -118,11 +124,11 @@ impl Sql {
             ),
             create: format!(
                 "SELECT out_created, out_id FROM {s}.create_task_at($1, $2, $3, $4, $5, $6, $7, $8, \
-                 $9, $10, $11, $12, $13)"
+                 $9, $10, $11, $12, $13, $14)"
             ),
             create_many: format!(
                 "SELECT out_created, out_id FROM {s}.create_tasks($1, $2, $3, $4, $5, $6, $7, $8, \
-                 $9, $10, $11, $12, $13)"
+                 $9, $10, $11, $12, $13, $14)"
             ),
             // $2, $3: the partial and history record (`texts::requeue_texts`);
             // $8: whether this is a reap, as for `finish`.

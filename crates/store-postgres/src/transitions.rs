@@ -57,28 +57,49 @@ impl PostgresStore {
         &self,
         op: &str,
         (limit, take): (usize, usize),
+        keys: Option<&tasktape_core::flow::KeyRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let take = i32::try_from(take).unwrap_or(i32::MAX);
-        let rows = self
-            .query(
-                "claiming tasks",
-                &self.shared.sql.claim,
-                &[
-                    &op,
-                    &limit,
-                    &take,
-                    &lease.owner,
-                    &lease_length(&lease),
-                    &now.as_millis(),
-                    &now.to_string(),
-                    &self.shared.sql.start_texts.started,
-                    &self.shared.sql.start_texts.attempt,
-                ],
-            )
-            .await?;
+        let length = lease_length(&lease);
+        let (millis, ts) = (now.as_millis(), now.to_string());
+        let texts = &self.shared.sql.start_texts;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &op,
+            &limit,
+            &take,
+            &lease.owner,
+            &length,
+            &millis,
+            &ts,
+            &texts.started,
+            &texts.attempt,
+        ];
+        let key_limit = keys
+            .and_then(|rule| rule.key_concurrency)
+            .map(|limit| i32::try_from(limit).unwrap_or(i32::MAX));
+        let (names, weights): (Vec<&str>, Vec<i32>) = keys
+            .map(|rule| {
+                rule.weights
+                    .iter()
+                    .map(|(name, weight)| (name.as_str(), i32::try_from(*weight).unwrap_or(1)))
+                    .unzip()
+            })
+            .unwrap_or_default();
+        let sql = match keys {
+            None => &self.shared.sql.claim,
+            Some(_) => {
+                params.extend([
+                    &key_limit as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &names,
+                    &weights,
+                ]);
+                &self.shared.sql.claim_keyed
+            }
+        };
+        let rows = self.query("claiming tasks", sql, &params).await?;
         let tasks = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
         for task in &tasks {
             self.shared.hub.notify(task.task_id, 1);

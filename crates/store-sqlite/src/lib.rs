@@ -19,6 +19,7 @@ mod connection;
 mod counters;
 mod deletes;
 mod files;
+mod keyed;
 mod reader;
 mod records;
 mod rows;
@@ -300,11 +301,13 @@ impl Transitions for SqliteStore {
         op: &str,
         limit: usize,
         take: usize,
+        keys: Option<&tasktape_core::flow::KeyRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
         let op = op.to_owned();
-        self.call(|reply| Command::Claim(op, limit, take, lease, now, reply))
+        let keys = keys.cloned();
+        self.call(|reply| Command::Claim(op, limit, (take, keys), lease, now, reply))
             .await
     }
 

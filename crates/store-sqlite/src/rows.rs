@@ -10,7 +10,7 @@ use tasktape_core::time::Timestamp;
 /// The columns [`task_from_row`] reads, in order.
 pub(crate) const TASK_COLUMNS: &str = "task_id, op, status, created_at, started_at, finished_at, \
      params, params_digest, result, error, idempotency_key, cancel_requested, owner, lease_until, \
-     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history, metadata";
+     trace_parent, attempt, max_attempts, run_at, priority, retry_of, retry, history, metadata, flow_key";
 
 pub(crate) fn task_id_from(bytes: Vec<u8>) -> rusqlite::Result<TaskId> {
     let array: [u8; 16] = bytes.try_into().map_err(|_| {
@@ -87,6 +87,7 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Task> {
             .map(|value| serde_json::from_value(value).map_err(|error| conversion(22, error)))
             .transpose()?
             .unwrap_or_default(),
+        flow_key: row.get(23)?,
     })
 }
 

@@ -146,6 +146,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
          WHERE (key, value, at, task) IN
                (SELECT j.key, j.value, OLD.created_at, OLD.task_id FROM json_each(OLD.metadata) j);
     END;",
+    // 11: flow keys. A task of an op with a flow key keeps it; claims of
+    // such an op walk the keys with due tasks in key order (the first
+    // index: the next key after the op's cursor, then that key's best
+    // tasks) and count each key's running tasks (the second).
+    "ALTER TABLE tasks ADD COLUMN flow_key TEXT;
+    CREATE INDEX tasks_key_order ON tasks (op, flow_key, priority DESC, created_at, task_id)
+        WHERE status = 'pending' AND run_at IS NULL AND flow_key IS NOT NULL;
+    CREATE INDEX tasks_key_running ON tasks (op, flow_key)
+        WHERE status = 'running' AND flow_key IS NOT NULL;
+    CREATE TABLE flow_cursor (op TEXT PRIMARY KEY NOT NULL, last_key TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -84,8 +84,8 @@ impl Writer {
         }
         let mut statement = self.conn.prepare_cached(
             "INSERT INTO tasks (task_id, op, status, created_at, params, params_digest, idempotency_key, \
-             trace_parent, priority, run_at, max_attempts, retry, retry_of, metadata) \
-             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             trace_parent, priority, run_at, max_attempts, retry, retry_of, metadata, flow_key) \
+             VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         let retry = task
             .retry
@@ -107,6 +107,7 @@ impl Writer {
             retry,
             task.retry_of.map(|id| id.as_bytes().to_vec()),
             crate::rows::metadata_text(&task.metadata),
+            task.flow_key,
         ])?;
         self.counters.added(Status::Pending);
         self.live.insert(
@@ -193,6 +194,7 @@ impl Writer {
         &mut self,
         op: &str,
         (limit, take): (usize, usize),
+        keys: Option<&tasktape_core::flow::KeyRule>,
         lease: &Lease,
         due_by: Timestamp,
         now: Timestamp,
@@ -216,6 +218,9 @@ impl Writer {
                  WHERE op = ?1 AND status = 'pending' AND run_at IS NOT NULL AND run_at <= ?2",
             )?
             .execute(params![op, due_by.as_millis()])?;
+        if let Some(rule) = keys {
+            return self.claim_keyed(op, room as usize, rule, lease, now);
+        }
         let ids = self
             .conn
             .prepare_cached(

@@ -50,7 +50,14 @@ pub(crate) enum Command {
     CreateMany(Vec<NewTask>, Reply<Vec<Created>>),
     Start(TaskId, Lease, Reply<StartOutcome>),
     /// op, limit, take, lease, due by.
-    Claim(String, usize, usize, Lease, Timestamp, Reply<Vec<Task>>),
+    Claim(
+        String,
+        usize,
+        (usize, Option<tasktape_core::flow::KeyRule>),
+        Lease,
+        Timestamp,
+        Reply<Vec<Task>>,
+    ),
     /// An event and when it was reported (its `ts`).
     Append(TaskId, EncodedBody, Timestamp, AppendReply),
     Finish(
@@ -291,9 +298,9 @@ impl Writer {
                     .collect::<rusqlite::Result<_>>()?,
             ),
             Command::Start(task_id, lease, _) => Done::Start(self.start(*task_id, lease, now)?),
-            Command::Claim(op, limit, take, lease, due_by, _) => {
-                Done::Claimed(self.claim(op, (*limit, *take), lease, *due_by, now)?)
-            }
+            Command::Claim(op, limit, (take, keys), lease, due_by, _) => Done::Claimed(
+                self.claim(op, (*limit, *take), keys.as_ref(), lease, *due_by, now)?,
+            ),
             Command::Append(task_id, body, at, _) => {
                 Done::Append(self.append(*task_id, body, *at)?)
             }

@@ -37,6 +37,8 @@ pub(crate) struct ClaimSettings {
     pub(crate) default_concurrency: usize,
     /// Runs for named ops.
     pub(crate) op_concurrency: HashMap<String, usize>,
+    /// Flow control by op name from the config (else the op's own).
+    pub(crate) flows: HashMap<String, crate::flow::Flow>,
 }
 
 /// Whether a claim pass for an op is in flight, and whether it must look
@@ -204,10 +206,18 @@ impl Claimer {
             let in_flight = InFlight::new(self);
             // Never dropped half-way: a claim the store carried out must reach
             // `spawn_run`, or its tasks would stay running with no one to run them.
+            let keys = self.key_rule(op);
             let claimed = self
                 .runner
                 .store
-                .claim(op, limit, lease, self.runner.clock.now())
+                .claim_some(
+                    op,
+                    limit,
+                    usize::MAX,
+                    keys.as_ref(),
+                    lease,
+                    self.runner.clock.now(),
+                )
                 .await;
             let claimed = claimed.map(|tasks| {
                 for task in tasks {
@@ -260,10 +270,18 @@ impl Claimer {
             until: self.lease_until(),
         };
         let in_flight = InFlight::new(self);
+        let keys = self.key_rule(op);
         let claimed = self
             .runner
             .store
-            .claim_some(op, self.limit(op), take, lease, self.runner.clock.now())
+            .claim_some(
+                op,
+                self.limit(op),
+                take,
+                keys.as_ref(),
+                lease,
+                self.runner.clock.now(),
+            )
             .await?;
         for mut task in claimed {
             // A task submitted in SQL has its params checked now; a refused
@@ -286,6 +304,14 @@ impl Claimer {
         }
         drop(in_flight);
         Ok(())
+    }
+
+    /// How claims of `op` share it between keys, when it has a flow key.
+    fn key_rule(&self, op: &str) -> Option<crate::flow::KeyRule> {
+        match self.settings.flows.get(op) {
+            Some(flow) => flow.rule(),
+            None => self.runner.ops.get(op)?.flow()?.rule(),
+        }
     }
 
     fn limit(&self, op: &str) -> usize {

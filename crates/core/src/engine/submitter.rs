@@ -120,6 +120,8 @@ pub(crate) struct Submitter {
     pub(crate) tracing: Arc<dyn crate::observe::TaskTracing>,
     /// Retry plans by op name from the config.
     pub(crate) retries: HashMap<String, RetryPlan>,
+    /// Flow control by op name from the config (else the op's own).
+    pub(crate) flows: HashMap<String, crate::flow::Flow>,
     /// The store's key for `params_digest` (set at start, before any submit).
     pub(crate) digest_key: std::sync::OnceLock<Vec<u8>>,
 }
@@ -221,6 +223,20 @@ impl Submitter {
         task.retry = self.retry_plan(op, options.retry);
         task.retry_of = options.retry_of;
         task.metadata = options.metadata;
+        let flow = match self.flows.get(op) {
+            Some(flow) => Some(flow.clone()),
+            None => handler.flow(),
+        };
+        if let Some(template) = flow.as_ref().and_then(|flow| flow.key.as_ref()) {
+            let key = template
+                .render(&task.metadata, &task.params)
+                .map_err(|error| SubmitError::InvalidOption {
+                    field: error.field,
+                    kind: "missing".to_owned(),
+                    message: error.message,
+                })?;
+            task.flow_key = Some(key);
+        }
         // Compared with the task a repeated key finds: keyed, or (a task
         // made before digests were keyed) plain.
         let plain = task.params_digest.clone();

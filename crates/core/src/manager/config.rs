@@ -53,6 +53,9 @@ pub struct ManagerConfig {
     /// Tasks submitted on a cron schedule (by every instance; one task per
     /// slot between them).
     pub schedules: Vec<Schedule>,
+    /// Flow control by op name (`[flow.OPNAME]`); an op's own
+    /// ([`crate::Op::flow`]) applies when it has none here.
+    pub flows: HashMap<String, crate::flow::Flow>,
     /// Where the engine's time comes from (leases, grace, time limits,
     /// backoff, due timers, schedules): the system's clock, or a
     /// [`crate::clock::ManualClock`] in tests.
@@ -76,6 +79,7 @@ impl Default for ManagerConfig {
             retention_interval: Duration::from_secs(60),
             retries: HashMap::new(),
             schedules: Vec::new(),
+            flows: HashMap::new(),
             clock: Arc::new(SystemClock),
         }
     }

@@ -172,10 +172,11 @@ impl<L: StoreLayer> Transitions for Layered<L> {
         op: &str,
         limit: usize,
         take: usize,
+        keys: Option<&crate::flow::KeyRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
-        let call = self.inner.claim_some(op, limit, take, lease, now);
+        let call = self.inner.claim_some(op, limit, take, keys, lease, now);
         self.seen(StoreOperation::Claim, None, call, |claimed| {
             Answer::Claimed(claimed.as_ref().map_or(0, Vec::len))
         })

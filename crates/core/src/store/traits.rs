@@ -132,17 +132,23 @@ pub trait Transitions: Send + Sync + 'static {
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
-        self.claim_some(op, limit, usize::MAX, lease, now).await
+        self.claim_some(op, limit, usize::MAX, None, lease, now)
+            .await
     }
 
     /// Like [`Store::claim`], starting at most `take` tasks (a caller with
     /// that many free slots: a task is never running before something
-    /// runs it).
+    /// runs it). With `keys` (an op with a flow key) the tasks are taken by
+    /// [`KeyRule`](crate::flow::KeyRule): keys in turns, from where the
+    /// op's last claim left off, within each key by priority then age,
+    /// never more than its `key_concurrency` of one key running; a task
+    /// without a key is never taken then.
     async fn claim_some(
         &self,
         op: &str,
         limit: usize,
         take: usize,
+        keys: Option<&crate::flow::KeyRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>>;

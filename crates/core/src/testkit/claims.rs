@@ -150,21 +150,21 @@ pub async fn claim_some_takes_at_most_what_it_asks(h: Harness) {
     let store = &*h.store;
     let ids = pending_tasks(store, "a", 5).await;
     let first = store
-        .claim_some("a", 10, 2, lease("owner-a"), Timestamp::now())
+        .claim_some("a", 10, 2, None, lease("owner-a"), Timestamp::now())
         .await
         .unwrap();
     let first: Vec<_> = first.iter().map(|task| task.task_id).collect();
     assert_eq!(first, ids[..2], "the two oldest");
     // The limit still counts every running task: 3 of 3 may run, 2 do.
     let second = store
-        .claim_some("a", 3, 5, lease("owner-b"), Timestamp::now())
+        .claim_some("a", 3, 5, None, lease("owner-b"), Timestamp::now())
         .await
         .unwrap();
     let second: Vec<_> = second.iter().map(|task| task.task_id).collect();
     assert_eq!(second, ids[2..3], "one more, up to the limit");
     assert!(
         store
-            .claim_some("a", 10, 0, lease("owner-b"), Timestamp::now())
+            .claim_some("a", 10, 0, None, lease("owner-b"), Timestamp::now())
             .await
             .unwrap()
             .is_empty(),

@@ -12,6 +12,7 @@
 mod checks;
 mod claims;
 mod counters;
+mod flow;
 mod jobs;
 mod metadata;
 mod outage;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 pub use checks::*;
 pub use claims::*;
 pub use counters::*;
+pub use flow::*;
 pub use jobs::*;
 pub use metadata::*;
 pub use outage::FlakyStore;
@@ -116,6 +118,8 @@ macro_rules! __store_contract_checks {
             lists_filter_by_creation_time_and_statuses,
             metadata_is_kept_and_filters_lists,
             create_many_and_repeated_keys_keep_metadata,
+            keyed_claims_take_keys_in_turns,
+            keyed_claims_keep_each_keys_concurrency,
         }
     };
 }
@@ -239,6 +243,7 @@ mod tests {
             include_str!("checks.rs"),
             include_str!("claims.rs"),
             include_str!("counters.rs"),
+            include_str!("flow.rs"),
             include_str!("jobs.rs"),
             include_str!("metadata.rs"),
             include_str!("races.rs"),

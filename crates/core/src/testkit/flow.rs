@@ -1,0 +1,134 @@
+//! Claims of an op with a flow key (`KeyRule`): keys take turns from where
+//! the last claim left off, a key's weight is its turn's size, one key
+//! alone still fills a claim, no key runs more than its concurrency (also
+//! under concurrent claims), and a task without a key is taken when it
+//! heads the op's queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Harness, lease, new_task};
+use crate::flow::KeyRule;
+use crate::model::{Outcome, Task};
+use crate::store::Store;
+use crate::time::Timestamp;
+
+async fn keyed(store: &dyn Store, op: &str, key: Option<&str>, count: usize) {
+    for _ in 0..count {
+        let mut task = new_task(op);
+        task.flow_key = key.map(str::to_owned);
+        store.create(task).await.expect("create");
+    }
+}
+
+async fn claim(store: &dyn Store, op: &str, take: usize, rule: &KeyRule) -> Vec<Task> {
+    store
+        .claim_some(op, 1000, take, Some(rule), lease("owner"), Timestamp::now())
+        .await
+        .expect("claim")
+}
+
+fn keys(tasks: &[Task]) -> Vec<&str> {
+    tasks
+        .iter()
+        .map(|task| task.flow_key.as_deref().unwrap_or("-"))
+        .collect()
+}
+
+/// Keys take turns; a key new since the last claim gets its turn in the
+/// next one; weights size the turns; one key alone fills the claim.
+pub async fn keyed_claims_take_keys_in_turns(h: Harness) {
+    let store = &*h.store;
+    let rule = KeyRule::default();
+    keyed(store, "f", Some("a"), 50).await;
+    // One key alone: the claim is filled from it.
+    assert_eq!(keys(&claim(store, "f", 5, &rule).await), ["a"; 5]);
+    // A key submitted after a's backlog gets a turn at once.
+    keyed(store, "f", Some("b"), 3).await;
+    assert_eq!(keys(&claim(store, "f", 2, &rule).await), ["b", "a"]);
+    assert_eq!(keys(&claim(store, "f", 2, &rule).await), ["b", "a"]);
+    assert_eq!(
+        keys(&claim(store, "f", 4, &rule).await),
+        ["b", "a", "a", "a"]
+    );
+    // b is done: a alone again.
+    assert_eq!(keys(&claim(store, "f", 3, &rule).await), ["a"; 3]);
+
+    // Weights: a turn of gold starts 3 where silver starts 1.
+    let weighted = KeyRule {
+        weights: [("gold".to_owned(), 3)].into(),
+        ..KeyRule::default()
+    };
+    keyed(store, "w", Some("gold"), 10).await;
+    keyed(store, "w", Some("silver"), 10).await;
+    assert_eq!(
+        keys(&claim(store, "w", 4, &weighted).await),
+        ["gold", "gold", "gold", "silver"]
+    );
+    assert_eq!(
+        keys(&claim(store, "w", 4, &weighted).await),
+        ["gold", "gold", "gold", "silver"]
+    );
+
+    // A task without a key (made before the op had a flow) is taken when
+    // it heads the op's queue.
+    keyed(store, "u", None, 1).await;
+    keyed(store, "u", Some("k"), 2).await;
+    let taken = claim(store, "u", 3, &rule).await;
+    assert_eq!(taken.len(), 3, "{:?}", keys(&taken));
+    assert!(keys(&taken).contains(&"-"), "{:?}", keys(&taken));
+}
+
+/// No key runs more than its concurrency: a full key waits without
+/// holding the others back, and gets a turn once one of its tasks ends.
+pub async fn keyed_claims_keep_each_keys_concurrency(h: Harness) {
+    let store = &*h.store;
+    let rule = KeyRule {
+        key_concurrency: Some(2),
+        ..KeyRule::default()
+    };
+    keyed(store, "c", Some("a"), 20).await;
+    keyed(store, "c", Some("b"), 1).await;
+    let first = claim(store, "c", 10, &rule).await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for key in keys(&first) {
+        *counts.entry(key).or_default() += 1;
+    }
+    assert_eq!(counts.get("a"), Some(&2), "{:?}", keys(&first));
+    assert_eq!(counts.get("b"), Some(&1), "{:?}", keys(&first));
+    assert!(claim(store, "c", 10, &rule).await.is_empty());
+    // One of a's ends: a has room for one more.
+    let a = first
+        .iter()
+        .find(|task| task.flow_key.as_deref() == Some("a"))
+        .unwrap();
+    store
+        .finish(a.task_id, Outcome::Succeeded(serde_json::json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(keys(&claim(store, "c", 10, &rule).await), ["a"]);
+
+    // Concurrent claims (one store; on PostgreSQL, claims of one op take
+    // turns under its lock across instances) never go past the limit.
+    keyed(store, "r", Some("x"), 30).await;
+    keyed(store, "r", Some("y"), 30).await;
+    let store: Arc<dyn Store> = Arc::clone(&h.store);
+    let claims: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let rule = KeyRule {
+                key_concurrency: Some(3),
+                ..KeyRule::default()
+            };
+            tokio::spawn(async move { claim(&*store, "r", 10, &rule).await })
+        })
+        .collect();
+    let mut started: HashMap<String, usize> = HashMap::new();
+    for claimed in claims {
+        for task in claimed.await.unwrap() {
+            *started.entry(task.flow_key.unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(started.get("x"), Some(&3), "{started:?}");
+    assert_eq!(started.get("y"), Some(&3), "{started:?}");
+}

@@ -1,0 +1,163 @@
+//! Claims of an op with a flow key (`tasktape_core::flow::KeyRule`): keys
+//! in turns from where the op's last claim left off (`flow_cursor`), each
+//! turn starting up to the key's weight of its best tasks (priority, then
+//! age), never more than `key_concurrency` of one key running. A round that
+//! started something and left room is followed by another with larger
+//! turns, so one key alone still fills the claim. Tasks of the op without
+//! a key (made before its flow existed) are taken when they head the op's
+//! queue.
+
+use rusqlite::{OptionalExtension, params};
+use tasktape_core::flow::KeyRule;
+use tasktape_core::model::{Task, TaskId};
+use tasktape_core::store::{Lease, StartOutcome};
+use tasktape_core::time::Timestamp;
+
+use crate::rows::task_id_from;
+use crate::writer::Writer;
+
+impl Writer {
+    /// Starts up to `room` due tasks of `op` by `rule` (delayed ones that
+    /// came due were made due already).
+    pub(crate) fn claim_keyed(
+        &mut self,
+        op: &str,
+        room: usize,
+        rule: &KeyRule,
+        lease: &Lease,
+        now: Timestamp,
+    ) -> rusqlite::Result<Vec<Task>> {
+        let mut started: Vec<Task> = Vec::new();
+        let cursor: Option<String> = self
+            .conn
+            .prepare_cached("SELECT last_key FROM flow_cursor WHERE op = ?1")?
+            .query_row([op], |row| row.get(0))
+            .optional()?;
+        let mut position = cursor.clone();
+        // Visits per claim are bounded (keys that are full cost a visit
+        // each); the cursor moves on, so the next claim goes further.
+        let mut visits_left = 4 * room + 64;
+        let mut multiplier = 1usize;
+        'rounds: loop {
+            let mut took = 0usize;
+            // Where this round began: after wrapping to the first key, it
+            // ends past there.
+            let began = position.clone();
+            let mut wrapped = false;
+            loop {
+                if started.len() >= room || visits_left == 0 {
+                    break 'rounds;
+                }
+                let Some(key) = self.next_key(op, position.as_deref())? else {
+                    if wrapped || began.is_none() {
+                        break;
+                    }
+                    wrapped = true;
+                    position = None;
+                    continue;
+                };
+                if wrapped && began.as_deref().is_some_and(|began| key.as_str() > began) {
+                    break;
+                }
+                visits_left -= 1;
+                position = Some(key.clone());
+                let mut quota = rule.weight(&key) as usize * multiplier;
+                if let Some(limit) = rule.key_concurrency {
+                    let running: i64 = self
+                        .conn
+                        .prepare_cached(
+                            "SELECT COUNT(*) FROM tasks \
+                             WHERE op = ?1 AND flow_key = ?2 AND status = 'running'",
+                        )?
+                        .query_row(params![op, key], |row| row.get(0))?;
+                    quota = quota.min((i64::from(limit) - running).max(0) as usize);
+                }
+                quota = quota.min(room - started.len());
+                if quota == 0 {
+                    continue;
+                }
+                let ids = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT task_id FROM tasks \
+                         WHERE op = ?1 AND flow_key = ?2 AND status = 'pending' AND run_at IS NULL \
+                         ORDER BY priority DESC, created_at, task_id LIMIT ?3",
+                    )?
+                    .query_map(params![op, key, quota as i64], |row| {
+                        task_id_from(row.get(0)?)
+                    })?
+                    .collect::<rusqlite::Result<Vec<TaskId>>>()?;
+                for task_id in ids {
+                    if let StartOutcome::Started(task) = self.start(task_id, lease, now)? {
+                        started.push(*task);
+                        took += 1;
+                    }
+                }
+            }
+            // The op's head, when it has no key.
+            if started.len() < room {
+                let head: Option<(Vec<u8>, Option<String>)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT task_id, flow_key FROM tasks \
+                         WHERE op = ?1 AND status = 'pending' AND run_at IS NULL \
+                         ORDER BY priority DESC, created_at, task_id LIMIT 1",
+                    )?
+                    .query_row([op], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                if let Some((id, None)) = head
+                    && let StartOutcome::Started(task) =
+                        self.start(task_id_from(id)?, lease, now)?
+                {
+                    started.push(*task);
+                    took += 1;
+                }
+            }
+            if took == 0 || started.len() >= room {
+                break;
+            }
+            multiplier = multiplier
+                .saturating_mul((room - started.len()).div_ceil(took).max(1))
+                .min(room);
+        }
+        if position != cursor
+            && let Some(key) = &position
+        {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO flow_cursor (op, last_key) VALUES (?1, ?2) \
+                     ON CONFLICT (op) DO UPDATE SET last_key = excluded.last_key",
+                )?
+                .execute(params![op, key])?;
+        }
+        Ok(started)
+    }
+
+    /// The first key after `after` (from the start: `None`) with a due
+    /// pending task of `op`.
+    fn next_key(&mut self, op: &str, after: Option<&str>) -> rusqlite::Result<Option<String>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT flow_key FROM tasks \
+             WHERE op = ?1 AND status = 'pending' AND run_at IS NULL AND flow_key > ?2 \
+             ORDER BY flow_key LIMIT 1",
+        )?;
+        // Every key sorts after the empty text but '' itself; '' is taken
+        // first from the start.
+        match after {
+            Some(after) => statement
+                .query_row(params![op, after], |row| row.get(0))
+                .optional(),
+            None => {
+                drop(statement);
+                self.conn
+                    .prepare_cached(
+                        "SELECT flow_key FROM tasks \
+                         WHERE op = ?1 AND status = 'pending' AND run_at IS NULL AND flow_key IS NOT NULL \
+                         ORDER BY flow_key LIMIT 1",
+                    )?
+                    .query_row([op], |row| row.get(0))
+                    .optional()
+            }
+        }
+    }
+}
