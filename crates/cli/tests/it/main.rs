@@ -11,6 +11,7 @@ mod dikw;
 mod disk;
 mod drain;
 mod exec;
+mod flow;
 mod fuzz;
 mod generated;
 mod ids;

@@ -145,10 +145,18 @@ BEGIN
         LOOP
             EXIT rounds WHEN cardinality(v_ids) >= v_room OR v_visits <= 0;
             v_key := NULL;
-            SELECT t.flow_key INTO v_key FROM {s}.tasks t
-             WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL AND t.flow_key IS NOT NULL
-               AND (v_position IS NULL OR t.flow_key > v_position)
-             ORDER BY t.flow_key LIMIT 1;
+            -- Two statements, so each is one seek into tasks_key_order (an
+            -- OR of the two would read every task of the keys before).
+            IF v_position IS NULL THEN
+                SELECT t.flow_key INTO v_key FROM {s}.tasks t
+                 WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL AND t.flow_key IS NOT NULL
+                 ORDER BY t.flow_key LIMIT 1;
+            ELSE
+                SELECT t.flow_key INTO v_key FROM {s}.tasks t
+                 WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL AND t.flow_key IS NOT NULL
+                   AND t.flow_key > v_position
+                 ORDER BY t.flow_key LIMIT 1;
+            END IF;
             IF v_key IS NULL THEN
                 EXIT WHEN v_wrapped OR v_began IS NULL;
                 v_wrapped := true;

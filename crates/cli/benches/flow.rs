@@ -1,0 +1,215 @@
+//! The fairness bench of flow control: tenant A submits 20,000 tasks of an
+//! op limited to 8 at once (`echo` with one 20 ms step), then tenant B
+//! submits 10. With `[flow.echo] key = "{tenant}"` B's first task should
+//! start within 100 ms and all ten finish within a second, and A's
+//! throughput over the next 4 s should drop by at most 10 % against the same
+//! run without the flow table (B's tasks then wait behind A's backlog).
+//!
+//! Run: `cargo bench -p tasktape --bench flow` (SQLite); under
+//! `scripts/with-postgres` with `TASKTAPE_FLOW_STORE=postgres` for
+//! PostgreSQL. `TASKTAPE_FLOW_RUNS` runs per setting (default 3; medians).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(flow: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tasktape.toml");
+    let mut text = "[concurrency]\necho = 8\n".to_owned();
+    if flow {
+        text.push_str("[flow.echo]\nkey = \"{tenant}\"\n");
+    }
+    let store = std::env::var("TASKTAPE_FLOW_STORE").ok();
+    if store.as_deref() == Some("postgres") {
+        let schema = format!(
+            "flow_{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        text = format!("pg_schema = \"{schema}\"\n{text}");
+    }
+    std::fs::write(&config, text).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tasktape"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env_remove("TASKTAPE_STORE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if store.as_deref() == Some("postgres") {
+        let url = std::env::var("TASKTAPE_TEST_PG").expect(
+            "TASKTAPE_FLOW_STORE=postgres reads TASKTAPE_TEST_PG: run under scripts/with-postgres",
+        );
+        command.env("TASKTAPE_STORE", url);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let address = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    Server {
+        child,
+        base: format!("http://{address}"),
+        _dir: dir,
+    }
+}
+
+fn ms(ts: &str) -> f64 {
+    tasktape_core::Timestamp::parse(ts).unwrap().as_millis() as f64
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+async fn batch(client: &reqwest::Client, base: &str, tenant: &str, count: usize) -> Vec<String> {
+    let task = json!({"op": "echo", "params": {"count": 1, "delay_ms": 20}, "metadata": {"tenant": tenant}});
+    let answer: Value = client
+        .post(format!("{base}/v1/tasks/batch"))
+        .json(&json!({ "tasks": vec![task; count] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["task_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn succeeded(client: &reqwest::Client, base: &str) -> f64 {
+    let stats: Value = client
+        .get(format!("{base}/v1/stats?window=60"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["counts"]["succeeded"].as_f64().unwrap_or(0.0)
+}
+
+/// One run: (B's first start after its submit, B's last finish after it,
+/// A's tasks/s over the 4 s after it), in ms, ms, tasks/s.
+async fn run(flow: bool) -> (f64, f64, f64) {
+    let server = start(flow);
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        batch(&client, &server.base, "a", 10_000).await;
+    }
+    // A's backlog runs a while first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = succeeded(&client, &server.base).await;
+    let submitted = now_ms();
+    let window = Instant::now();
+    let b = batch(&client, &server.base, "b", 10).await;
+    let mut first_start = f64::INFINITY;
+    let mut last_finish = 0.0f64;
+    let mut b_done = false;
+    while window.elapsed() < Duration::from_secs(4) {
+        if !b_done {
+            let mut done = 0;
+            for id in &b {
+                let row: Value = client
+                    .get(format!("{}/v1/tasks/{id}", server.base))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if let Some(at) = row["started_at"].as_str() {
+                    first_start = first_start.min(ms(at) - submitted);
+                }
+                if let Some(at) = row["finished_at"].as_str() {
+                    last_finish = last_finish.max(ms(at) - submitted);
+                    done += 1;
+                }
+            }
+            b_done = done == b.len();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = succeeded(&client, &server.base).await;
+    let b_finished = if b_done { b.len() as f64 } else { 0.0 };
+    let a_rate = (after - before - b_finished) / window.elapsed().as_secs_f64();
+    if !b_done {
+        last_finish = f64::INFINITY;
+    }
+    (first_start, last_finish, a_rate)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let runs: usize = std::env::var("TASKTAPE_FLOW_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = std::env::var("TASKTAPE_FLOW_STORE").unwrap_or_else(|_| "sqlite".into());
+    println!("flow bench ({store}), median of {runs} runs");
+    let mut rates = Vec::new();
+    for flow in [true, false] {
+        let results: Vec<(f64, f64, f64)> =
+            (0..runs).map(|_| runtime.block_on(run(flow))).collect();
+        let label = if flow {
+            "with [flow] key"
+        } else {
+            "without [flow]"
+        };
+        let first = median(results.iter().map(|r| r.0).collect());
+        let last = median(results.iter().map(|r| r.1).collect());
+        let rate = median(results.iter().map(|r| r.2).collect());
+        println!(
+            "[{label}] B's first start after its submit (ms)   {first:>9.0}   target <= 100 (with the key)"
+        );
+        println!(
+            "[{label}] B's ten finished after its submit (ms)  {last:>9.0}   target <= 1000 (with the key)"
+        );
+        println!("[{label}] A's tasks/s over the 4 s after          {rate:>9.0}");
+        rates.push(rate);
+    }
+    println!(
+        "A's throughput with the key / without                  {:>9.2}   target >= 0.90",
+        rates[0] / rates[1]
+    );
+}
