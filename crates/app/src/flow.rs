@@ -22,6 +22,12 @@ pub struct FlowSpec {
     /// A key's share of the claims (default 1 each), e.g. { gold = 4 }.
     #[serde(default)]
     pub weights: BTreeMap<String, u32>,
+    /// At most this many starts in any window: "100/min" (also /s, /h).
+    #[serde(default)]
+    pub rate: Option<String>,
+    /// The rate holds per key (default: per op).
+    #[serde(default)]
+    pub rate_per_key: bool,
 }
 
 /// The flows, checked.
@@ -51,6 +57,24 @@ pub(crate) fn resolve(
                 ));
             }
         }
+        if spec.rate_per_key && key.is_none() {
+            return Err(bad(
+                "rate_per_key",
+                "needs a key (e.g. key = \"{customer}\")".into(),
+            ));
+        }
+        if spec.rate_per_key && spec.rate.is_none() {
+            return Err(bad(
+                "rate_per_key",
+                "needs a rate (e.g. rate = \"100/min\")".into(),
+            ));
+        }
+        let rate = spec
+            .rate
+            .as_deref()
+            .map(tasktape_core::flow::Rate::parse)
+            .transpose()
+            .map_err(|why| bad("rate", why))?;
         if let Some(limit) = spec.key_concurrency
             && !(1..=100_000).contains(&limit)
         {
@@ -73,6 +97,8 @@ pub(crate) fn resolve(
                 key,
                 key_concurrency: spec.key_concurrency,
                 weights: spec.weights,
+                rate,
+                rate_per_key: spec.rate_per_key,
             },
         );
     }

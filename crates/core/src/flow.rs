@@ -1,7 +1,8 @@
 //! Flow control per op (`[flow.OPNAME]`, `FnOp::with_flow`): a key that
 //! groups an op's tasks (a template over metadata and params), how many of
-//! one key may run at once across every instance, and the weights by which
-//! claims share an op between keys.
+//! one key may run at once across every instance, the weights by which
+//! claims share an op between keys, and a rate of starts (per op or per
+//! key) across every instance.
 
 use std::collections::BTreeMap;
 
@@ -20,31 +21,100 @@ pub struct Flow {
     /// A key's share of the claims (default 1): a key of weight 4 starts up
     /// to 4 tasks where a key of weight 1 starts 1.
     pub weights: BTreeMap<String, u32>,
+    /// At most this many starts in any window (every attempt counts).
+    pub rate: Option<Rate>,
+    /// The rate holds per key, not per op.
+    pub rate_per_key: bool,
 }
 
 impl Flow {
-    /// What claims of the op go by, when it has a key.
-    pub fn rule(&self) -> Option<KeyRule> {
-        self.key.as_ref().map(|_| KeyRule {
+    /// What claims of the op go by, when it has a key or a rate.
+    pub fn rule(&self) -> Option<ClaimRule> {
+        if self.key.is_none() && self.rate.is_none() {
+            return None;
+        }
+        Some(ClaimRule {
+            keyed: self.key.is_some(),
             key_concurrency: self.key_concurrency,
             weights: self.weights.clone(),
+            rate: self.rate,
+            rate_per_key: self.rate_per_key && self.key.is_some(),
         })
     }
 }
 
-/// How claims share an op with a flow key between its keys: in turns,
-/// each key's turn starting up to its weight (default 1) of its tasks
-/// (highest priority, then oldest, first), never more than
-/// `key_concurrency` of one key running at once.
+/// A rate of starts: at most `count` in any `window_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Starts allowed in a window.
+    pub count: u32,
+    /// The window, in ms.
+    pub window_ms: i64,
+}
+
+impl Rate {
+    /// Reads `N/s`, `N/min` or `N/h` (N from 1 to 1,000,000).
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let (count, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a rate such as \"100/min\" (also /s, /h)"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|count| (1..=1_000_000).contains(count))
+            .ok_or_else(|| format!("{text:?}: the count must be 1 to 1000000"))?;
+        let window_ms = match unit.trim() {
+            "s" => 1_000,
+            "min" => 60_000,
+            "h" => 3_600_000,
+            other => return Err(format!("{text:?}: the unit {other:?} is not s, min or h")),
+        };
+        Ok(Rate { count, window_ms })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.window_ms {
+            1_000 => "s",
+            60_000 => "min",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// What claims of an op with flow control go by. With a key (`keyed`),
+/// keys take turns, each key's turn starting up to its weight (default 1)
+/// of its tasks (highest priority, then oldest, first), never more than
+/// `key_concurrency` of one key running at once. With a rate, no more
+/// starts than it allows in any window (per key with `rate_per_key`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyRule {
+pub struct ClaimRule {
+    /// Whether the op's tasks have keys to take turns by.
+    pub keyed: bool,
     /// At most this many tasks of one key run at once.
     pub key_concurrency: Option<u32>,
     /// Tasks a key starts per turn (default 1).
     pub weights: BTreeMap<String, u32>,
+    /// At most this many starts in any window.
+    pub rate: Option<Rate>,
+    /// The rate holds per key.
+    pub rate_per_key: bool,
 }
 
-impl KeyRule {
+impl ClaimRule {
+    /// The rule of a keyed op with no other setting (tests).
+    pub fn keyed() -> ClaimRule {
+        ClaimRule {
+            keyed: true,
+            ..ClaimRule::default()
+        }
+    }
+}
+
+impl ClaimRule {
     /// The weight of `key`.
     pub fn weight(&self, key: &str) -> u32 {
         self.weights.get(key).copied().unwrap_or(1).max(1)
@@ -197,6 +267,22 @@ mod tests {
         assert_eq!(bad.field, "params.region");
         for wrong in ["", "customer", "{customer", "customer}", "{}", "{a{b}}"] {
             assert!(KeyTemplate::parse(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn rates_parse_per_second_minute_and_hour() {
+        assert_eq!(
+            Rate::parse("100/min"),
+            Ok(Rate {
+                count: 100,
+                window_ms: 60_000
+            })
+        );
+        assert_eq!(Rate::parse("5/s").unwrap().window_ms, 1_000);
+        assert_eq!(Rate::parse(" 7 / h ").unwrap().to_string(), "7/h");
+        for wrong in ["100", "0/s", "x/s", "10/day", "2000000/s"] {
+            assert!(Rate::parse(wrong).is_err(), "{wrong:?}");
         }
     }
 }

@@ -326,7 +326,7 @@ impl Transitions for PostgresStore {
         op: &str,
         limit: usize,
         take: usize,
-        keys: Option<&tasktape_core::flow::KeyRule>,
+        keys: Option<&tasktape_core::flow::ClaimRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
@@ -425,6 +425,20 @@ impl Reads for PostgresStore {
 
     async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
         self.next_due_at(op, after).await
+    }
+
+    async fn rate_window(&self, op: &str, since: Timestamp) -> Result<(u64, Option<Timestamp>)> {
+        let context = "reading a rate's window";
+        let row = self
+            .query_one(
+                context,
+                &self.shared.sql.rate_window,
+                &[&op, &since.as_millis()],
+            )
+            .await?;
+        let count: i64 = row.try_get(0).map_err(rows::driver(context))?;
+        let oldest: Option<i64> = row.try_get(1).map_err(rows::driver(context))?;
+        Ok((count.max(0) as u64, oldest.map(Timestamp::from_millis)))
     }
 
     async fn latest_key(&self, prefix: &str) -> Result<Option<String>> {

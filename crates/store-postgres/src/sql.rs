@@ -15,6 +15,7 @@ pub(crate) struct Sql {
     pub(crate) start: String,
     pub(crate) claim: String,
     pub(crate) claim_keyed: String,
+    pub(crate) rate_window: String,
     pub(crate) finish: String,
     pub(crate) finish_many: String,
     pub(crate) requeue_many: String,
@@ -75,10 +76,11 @@ impl Sql {
             claim: format!(
                 "SELECT {TASK_COLUMNS} FROM {s}.claim_due($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9)"
             ),
-            // $10: the key concurrency (NULL: none); $11, $12: the weights.
+            // $10: keyed; $11: the key concurrency (NULL: none); $12, $13:
+            // the weights; $14-$16: the rate (NULL: none), its window, per key.
             claim_keyed: format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.claim_keyed($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9, \
-                 $10, $11, $12)"
+                "SELECT {TASK_COLUMNS} FROM {s}.claim_flow($1, $2, $3, $4, {DB_MS} + $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $15, $16)"
             ),
             records: format!("SELECT key, value FROM {s}.records WHERE kind = $1 ORDER BY key"),
             // Each write NOTIFYs "r KIND\tWRITER\tKEY" ($4 or $5: this
@@ -159,6 +161,9 @@ impl Sql {
             list_by_metadata: format!(
                 "SELECT {TASK_COLUMNS} FROM {s}.task_metadata JOIN {s}.tasks t ON t.task_id = task \
                  WHERE key = $1 AND value = $2"
+            ),
+            rate_window: format!(
+                "SELECT count(*), min(at) FROM {s}.flow_starts WHERE op = $1 AND at > $2"
             ),
             schema: s.clone(),
             counts: format!("SELECT status, sum(n)::bigint FROM {s}.task_counts GROUP BY status"),

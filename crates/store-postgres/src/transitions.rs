@@ -57,7 +57,7 @@ impl PostgresStore {
         &self,
         op: &str,
         (limit, take): (usize, usize),
-        keys: Option<&tasktape_core::flow::KeyRule>,
+        keys: Option<&tasktape_core::flow::ClaimRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
@@ -88,13 +88,22 @@ impl PostgresStore {
                     .unzip()
             })
             .unwrap_or_default();
+        let keyed = keys.is_some_and(|rule| rule.keyed);
+        let rate = keys.and_then(|rule| rule.rate);
+        let rate_count = rate.map(|rate| i32::try_from(rate.count).unwrap_or(i32::MAX));
+        let rate_window = rate.map_or(0, |rate| rate.window_ms);
+        let per_key = keys.is_some_and(|rule| rule.rate_per_key);
         let sql = match keys {
             None => &self.shared.sql.claim,
             Some(_) => {
                 params.extend([
-                    &key_limit as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &keyed as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &key_limit,
                     &names,
                     &weights,
+                    &rate_count,
+                    &rate_window,
+                    &per_key,
                 ]);
                 &self.shared.sql.claim_keyed
             }

@@ -1,4 +1,4 @@
-//! Claims of an op with a flow key (`tasktape_core::flow::KeyRule`): keys
+//! Claims of an op with a flow key (`tasktape_core::flow::ClaimRule`): keys
 //! in turns from where the op's last claim left off (`flow_cursor`), each
 //! turn starting up to the key's weight of its best tasks (priority, then
 //! age), never more than `key_concurrency` of one key running. A round that
@@ -8,7 +8,7 @@
 //! queue.
 
 use rusqlite::{OptionalExtension, params};
-use tasktape_core::flow::KeyRule;
+use tasktape_core::flow::{ClaimRule, Rate};
 use tasktape_core::model::{Task, TaskId};
 use tasktape_core::store::{Lease, StartOutcome};
 use tasktape_core::time::Timestamp;
@@ -23,11 +23,20 @@ impl Writer {
         &mut self,
         op: &str,
         room: usize,
-        rule: &KeyRule,
+        rule: &ClaimRule,
         lease: &Lease,
         now: Timestamp,
     ) -> rusqlite::Result<Vec<Task>> {
         let mut started: Vec<Task> = Vec::new();
+        // A rate of the op's own (not per key) bounds the whole claim.
+        let op_rate = rule.rate.filter(|_| !rule.rate_per_key);
+        let room = match op_rate {
+            Some(rate) => room.min(self.rate_room(op, "", rate, now)?),
+            None => room,
+        };
+        if room == 0 {
+            return Ok(started);
+        }
         let cursor: Option<String> = self
             .conn
             .prepare_cached("SELECT last_key FROM flow_cursor WHERE op = ?1")?
@@ -73,6 +82,10 @@ impl Writer {
                     quota = quota.min((i64::from(limit) - running).max(0) as usize);
                 }
                 quota = quota.min(room - started.len());
+                let rate = rule.rate.filter(|_| rule.rate_per_key);
+                if let Some(rate) = rate {
+                    quota = quota.min(self.rate_room(op, &key, rate, now)?);
+                }
                 if quota == 0 {
                     continue;
                 }
@@ -87,11 +100,15 @@ impl Writer {
                         task_id_from(row.get(0)?)
                     })?
                     .collect::<rusqlite::Result<Vec<TaskId>>>()?;
+                let before = started.len();
                 for task_id in ids {
                     if let StartOutcome::Started(task) = self.start(task_id, lease, now)? {
                         started.push(*task);
                         took += 1;
                     }
+                }
+                if rate.is_some() {
+                    self.note_starts(op, &key, started.len() - before, now)?;
                 }
             }
             // The op's head, when it has no key.
@@ -120,6 +137,9 @@ impl Writer {
                 .saturating_mul((room - started.len()).div_ceil(took).max(1))
                 .min(room);
         }
+        if op_rate.is_some() {
+            self.note_starts(op, "", started.len(), now)?;
+        }
         if position != cursor
             && let Some(key) = &position
         {
@@ -131,6 +151,55 @@ impl Writer {
                 .execute(params![op, key])?;
         }
         Ok(started)
+    }
+
+    /// Drops `op`'s starts older than `rate`'s window.
+    pub(crate) fn forget_starts(
+        &mut self,
+        op: &str,
+        rate: Rate,
+        now: Timestamp,
+    ) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM flow_starts WHERE op = ?1 AND at <= ?2")?
+            .execute(params![op, now.as_millis() - rate.window_ms])?;
+        Ok(())
+    }
+
+    /// How many more starts `rate` allows now for `op` (and `key`: `""`
+    /// for the op's own rate).
+    pub(crate) fn rate_room(
+        &mut self,
+        op: &str,
+        key: &str,
+        rate: Rate,
+        now: Timestamp,
+    ) -> rusqlite::Result<usize> {
+        let since = now.as_millis() - rate.window_ms;
+        let used: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM flow_starts WHERE op = ?1 AND key = ?2 AND at > ?3",
+            )?
+            .query_row(params![op, key, since], |row| row.get(0))?;
+        Ok((i64::from(rate.count) - used).max(0) as usize)
+    }
+
+    /// Records `count` starts of `op` (and `key`) at `now` for its rate.
+    pub(crate) fn note_starts(
+        &mut self,
+        op: &str,
+        key: &str,
+        count: usize,
+        now: Timestamp,
+    ) -> rusqlite::Result<()> {
+        let mut statement = self
+            .conn
+            .prepare_cached("INSERT INTO flow_starts (op, key, at) VALUES (?1, ?2, ?3)")?;
+        for _ in 0..count {
+            statement.execute(params![op, key, now.as_millis()])?;
+        }
+        Ok(())
     }
 
     /// The first key after `after` (from the start: `None`) with a due

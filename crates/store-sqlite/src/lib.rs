@@ -301,7 +301,7 @@ impl Transitions for SqliteStore {
         op: &str,
         limit: usize,
         take: usize,
-        keys: Option<&tasktape_core::flow::KeyRule>,
+        keys: Option<&tasktape_core::flow::ClaimRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
@@ -425,6 +425,13 @@ impl Reads for SqliteStore {
         let op = op.to_owned();
         self.readers
             .with(move |conn| reader::next_due(conn, &op, after))
+            .await
+    }
+
+    async fn rate_window(&self, op: &str, since: Timestamp) -> Result<(u64, Option<Timestamp>)> {
+        let op = op.to_owned();
+        self.readers
+            .with(move |conn| reader::rate_window(conn, &op, since))
             .await
     }
 

@@ -304,6 +304,20 @@ pub(crate) fn events(
 }
 
 /// The earliest `run_at` after `after` among `op`'s pending tasks.
+pub(crate) fn rate_window(
+    conn: &mut Connection,
+    op: &str,
+    since: Timestamp,
+) -> rusqlite::Result<(u64, Option<Timestamp>)> {
+    let mut statement =
+        conn.prepare_cached("SELECT count(*), min(at) FROM flow_starts WHERE op = ?1 AND at > ?2")?;
+    let (count, oldest): (i64, Option<i64>) = statement
+        .query_row(rusqlite::params![op, since.as_millis()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    Ok((count.max(0) as u64, oldest.map(Timestamp::from_millis)))
+}
+
 pub(crate) fn next_due(
     conn: &mut Connection,
     op: &str,

@@ -155,7 +155,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         WHERE status = 'pending' AND run_at IS NULL AND flow_key IS NOT NULL;
     CREATE INDEX tasks_key_running ON tasks (op, flow_key)
         WHERE status = 'running' AND flow_key IS NOT NULL;
-    CREATE TABLE flow_cursor (op TEXT PRIMARY KEY NOT NULL, last_key TEXT NOT NULL) WITHOUT ROWID;",
+    CREATE TABLE flow_cursor (op TEXT PRIMARY KEY NOT NULL, last_key TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE flow_starts (op TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL);
+    CREATE INDEX flow_starts_by_key ON flow_starts (op, key, at);
+    CREATE INDEX flow_starts_by_time ON flow_starts (op, at);",
 ];
 
 /// The schema version this build writes.

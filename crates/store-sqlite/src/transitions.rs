@@ -194,7 +194,7 @@ impl Writer {
         &mut self,
         op: &str,
         (limit, take): (usize, usize),
-        keys: Option<&tasktape_core::flow::KeyRule>,
+        keys: Option<&tasktape_core::flow::ClaimRule>,
         lease: &Lease,
         due_by: Timestamp,
         now: Timestamp,
@@ -218,8 +218,20 @@ impl Writer {
                  WHERE op = ?1 AND status = 'pending' AND run_at IS NOT NULL AND run_at <= ?2",
             )?
             .execute(params![op, due_by.as_millis()])?;
+        let mut room = room;
+        if let Some(rate) = keys.and_then(|rule| rule.rate) {
+            self.forget_starts(op, rate, now)?;
+        }
         if let Some(rule) = keys {
-            return self.claim_keyed(op, room as usize, rule, lease, now);
+            if rule.keyed {
+                return self.claim_keyed(op, room as usize, rule, lease, now);
+            }
+            if let Some(rate) = rule.rate {
+                room = room.min(self.rate_room(op, "", rate, now)? as i64);
+                if room <= 0 {
+                    return Ok(Vec::new());
+                }
+            }
         }
         let ids = self
             .conn
@@ -235,6 +247,9 @@ impl Writer {
             if let StartOutcome::Started(task) = self.start(task_id, lease, now)? {
                 started.push(*task);
             }
+        }
+        if keys.is_some_and(|rule| rule.rate.is_some()) {
+            self.note_starts(op, "", started.len(), now)?;
         }
         Ok(started)
     }

@@ -53,7 +53,7 @@ pub(crate) enum Command {
     Claim(
         String,
         usize,
-        (usize, Option<tasktape_core::flow::KeyRule>),
+        (usize, Option<tasktape_core::flow::ClaimRule>),
         Lease,
         Timestamp,
         Reply<Vec<Task>>,

@@ -129,3 +129,82 @@ async fn keys_come_from_metadata_or_params_and_keep_their_concurrency() {
     let last_a = started(&ids[2].1).await;
     assert!(b < last_a, "b started {b}, a's last {last_a}");
 }
+
+/// Submits `count` echo(0) tasks round-robin over `bases`, waits for all
+/// to succeed, and returns their start times (ms), sorted.
+async fn rated_starts(bases: &[String], count: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let base = &bases[n % bases.len()];
+        let (status, handle) = submit(base, json!({"op": "echo", "params": {"count": 0}})).await;
+        assert_eq!(status, 200, "{handle}");
+        ids.push(handle["task_id"].as_str().unwrap().to_owned());
+    }
+    // All end (the waiting ones are woken when the window moves on, with
+    // no submit or finish to kick a claim).
+    let http = reqwest::Client::new();
+    let since = std::time::Instant::now();
+    let mut starts = Vec::new();
+    for id in &ids {
+        loop {
+            let row: Value = http
+                .get(format!("{}/v1/tasks/{id}", bases[0]))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if row["status"] == "succeeded" {
+                let at = row["started_at"].as_str().unwrap();
+                starts.push(tasktape_core::Timestamp::parse(at).unwrap().as_millis());
+                break;
+            }
+            assert!(since.elapsed() < Duration::from_secs(15), "{row}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    starts.sort_unstable();
+    starts
+}
+
+/// No 1 s window holds more than `most` of `starts`.
+fn assert_spaced(starts: &[i64], most: usize) {
+    for (n, first) in starts.iter().enumerate() {
+        let within = starts[n..].iter().filter(|at| **at - first < 1_000).count();
+        assert!(
+            within <= most,
+            "{within} starts within 1 s from {first}: {starts:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_spaces_the_starts_and_the_waiting_tasks_start_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_config(dir.path(), "[flow.echo]\nrate = \"5/s\"\n");
+    let starts = rated_starts(&[server.base.clone()], 12).await;
+    assert_spaced(&starts, 5);
+    let span = starts[11] - starts[0];
+    assert!(
+        (2_000..4_000).contains(&span),
+        "12 starts over {span} ms: {starts:?}"
+    );
+}
+
+/// Two PostgreSQL instances share one rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_instances_share_one_rate() {
+    let url = crate::multi::test_url();
+    let schema = crate::multi::schema();
+    let flow = "[flow.echo]\nrate = \"5/s\"\n";
+    let a = crate::multi::instance(&url, "a", &schema, flow);
+    let b = crate::multi::instance(&url, "b", &schema, flow);
+    let starts = rated_starts(&[a.server.base.clone(), b.server.base.clone()], 15).await;
+    assert_spaced(&starts, 5);
+    let span = starts[14] - starts[0];
+    assert!(
+        (2_000..5_000).contains(&span),
+        "15 starts over {span} ms: {starts:?}"
+    );
+}

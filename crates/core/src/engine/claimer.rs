@@ -230,14 +230,29 @@ impl Claimer {
                 Ok(()) => {
                     backoff = Duration::from_millis(10);
                     let stopping = self.runner.life.is_stopping();
-                    let mut state = self.state();
-                    let claiming = state.claiming && !stopping;
-                    let pass = state.passes.entry(op.to_owned()).or_default();
-                    if pass.again && claiming {
-                        pass.again = false;
+                    let again = {
+                        let mut state = self.state();
+                        let claiming = state.claiming && !stopping;
+                        let pass = state.passes.entry(op.to_owned()).or_default();
+                        if pass.again && claiming {
+                            pass.again = false;
+                            true
+                        } else {
+                            *pass = Pass::default();
+                            false
+                        }
+                    };
+                    if again {
                         continue;
                     }
-                    *pass = Pass::default();
+                    if let Some(rate) = keys.as_ref().and_then(|rule| rule.rate) {
+                        self.arm_rate(
+                            op,
+                            rate,
+                            keys.as_ref().is_some_and(|rule| rule.rate_per_key),
+                        )
+                        .await;
+                    }
                     return;
                 }
                 Err(error) => {
@@ -303,11 +318,33 @@ impl Claimer {
             self.spawn_run(task);
         }
         drop(in_flight);
+        if let Some(rule) = keys.as_ref()
+            && let Some(rate) = rule.rate
+        {
+            self.arm_rate(op, rate, rule.rate_per_key).await;
+        }
         Ok(())
     }
 
+    /// Arms `op`'s timer for when its rate next lets a task start, after a
+    /// claim pass left tasks waiting on it: when the op's own rate is used
+    /// up, the oldest start in its window leaving it; with a rate per key,
+    /// the same for the oldest start of any key (maybe early: a claim then
+    /// finds nothing and arms again).
+    async fn arm_rate(&self, op: &str, rate: crate::flow::Rate, per_key: bool) {
+        let now = self.runner.clock.now();
+        let since = now.add_millis(-rate.window_ms);
+        match self.runner.store.rate_window(op, since).await {
+            Ok((used, Some(oldest))) if per_key || used >= u64::from(rate.count) => {
+                self.arm_due(op, oldest.add_millis(rate.window_ms + 1));
+            }
+            Ok(_) => {}
+            Err(error) => warn!(op, %error, "could not read the op's rate window"),
+        }
+    }
+
     /// How claims of `op` share it between keys, when it has a flow key.
-    fn key_rule(&self, op: &str) -> Option<crate::flow::KeyRule> {
+    fn key_rule(&self, op: &str) -> Option<crate::flow::ClaimRule> {
         match self.settings.flows.get(op) {
             Some(flow) => flow.rule(),
             None => self.runner.ops.get(op)?.flow()?.rule(),

@@ -172,7 +172,7 @@ impl<L: StoreLayer> Transitions for Layered<L> {
         op: &str,
         limit: usize,
         take: usize,
-        keys: Option<&crate::flow::KeyRule>,
+        keys: Option<&crate::flow::ClaimRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>> {
@@ -292,6 +292,11 @@ impl<L: StoreLayer> Reads for Layered<L> {
 
     async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>> {
         let call = self.inner.next_due(op, after);
+        self.through(StoreOperation::NextDue, call).await
+    }
+
+    async fn rate_window(&self, op: &str, since: Timestamp) -> Result<(u64, Option<Timestamp>)> {
+        let call = self.inner.rate_window(op, since);
         self.through(StoreOperation::NextDue, call).await
     }
 

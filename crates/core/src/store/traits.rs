@@ -139,7 +139,7 @@ pub trait Transitions: Send + Sync + 'static {
     /// Like [`Store::claim`], starting at most `take` tasks (a caller with
     /// that many free slots: a task is never running before something
     /// runs it). With `keys` (an op with a flow key) the tasks are taken by
-    /// [`KeyRule`](crate::flow::KeyRule): keys in turns, from where the
+    /// [`ClaimRule`](crate::flow::ClaimRule): keys in turns, from where the
     /// op's last claim left off, within each key by priority then age,
     /// never more than its `key_concurrency` of one key running; a task
     /// without a key is never taken then.
@@ -148,7 +148,7 @@ pub trait Transitions: Send + Sync + 'static {
         op: &str,
         limit: usize,
         take: usize,
-        keys: Option<&crate::flow::KeyRule>,
+        keys: Option<&crate::flow::ClaimRule>,
         lease: Lease,
         now: Timestamp,
     ) -> Result<Vec<Task>>;
@@ -299,6 +299,10 @@ pub trait Reads: Send + Sync + 'static {
     /// `None` when there is none. The manager sleeps until then (tasks due
     /// already are the claim's).
     async fn next_due(&self, op: &str, after: Timestamp) -> Result<Option<Timestamp>>;
+
+    /// The starts recorded for `op`'s rate (flow control; every key's)
+    /// after `since`: how many, and the oldest.
+    async fn rate_window(&self, op: &str, since: Timestamp) -> Result<(u64, Option<Timestamp>)>;
 
     /// The greatest idempotency key starting with `prefix`, if any (the
     /// schedules' last slot: `schedule:<name>:<slot>`).

@@ -1,4 +1,4 @@
-//! Claims of an op with a flow key (`KeyRule`): keys take turns from where
+//! Claims of an op with a flow key (`ClaimRule`): keys take turns from where
 //! the last claim left off, a key's weight is its turn's size, one key
 //! alone still fills a claim, no key runs more than its concurrency (also
 //! under concurrent claims), and a task without a key is taken when it
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Harness, lease, new_task};
-use crate::flow::KeyRule;
+use crate::flow::ClaimRule;
 use crate::model::{Outcome, Task};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -21,7 +21,7 @@ async fn keyed(store: &dyn Store, op: &str, key: Option<&str>, count: usize) {
     }
 }
 
-async fn claim(store: &dyn Store, op: &str, take: usize, rule: &KeyRule) -> Vec<Task> {
+async fn claim(store: &dyn Store, op: &str, take: usize, rule: &ClaimRule) -> Vec<Task> {
     store
         .claim_some(op, 1000, take, Some(rule), lease("owner"), Timestamp::now())
         .await
@@ -39,7 +39,7 @@ fn keys(tasks: &[Task]) -> Vec<&str> {
 /// next one; weights size the turns; one key alone fills the claim.
 pub async fn keyed_claims_take_keys_in_turns(h: Harness) {
     let store = &*h.store;
-    let rule = KeyRule::default();
+    let rule = ClaimRule::keyed();
     keyed(store, "f", Some("a"), 50).await;
     // One key alone: the claim is filled from it.
     assert_eq!(keys(&claim(store, "f", 5, &rule).await), ["a"; 5]);
@@ -55,9 +55,9 @@ pub async fn keyed_claims_take_keys_in_turns(h: Harness) {
     assert_eq!(keys(&claim(store, "f", 3, &rule).await), ["a"; 3]);
 
     // Weights: a turn of gold starts 3 where silver starts 1.
-    let weighted = KeyRule {
+    let weighted = ClaimRule {
         weights: [("gold".to_owned(), 3)].into(),
-        ..KeyRule::default()
+        ..ClaimRule::keyed()
     };
     keyed(store, "w", Some("gold"), 10).await;
     keyed(store, "w", Some("silver"), 10).await;
@@ -83,9 +83,9 @@ pub async fn keyed_claims_take_keys_in_turns(h: Harness) {
 /// holding the others back, and gets a turn once one of its tasks ends.
 pub async fn keyed_claims_keep_each_keys_concurrency(h: Harness) {
     let store = &*h.store;
-    let rule = KeyRule {
+    let rule = ClaimRule {
         key_concurrency: Some(2),
-        ..KeyRule::default()
+        ..ClaimRule::keyed()
     };
     keyed(store, "c", Some("a"), 20).await;
     keyed(store, "c", Some("b"), 1).await;
@@ -116,9 +116,9 @@ pub async fn keyed_claims_keep_each_keys_concurrency(h: Harness) {
     let claims: Vec<_> = (0..8)
         .map(|_| {
             let store = Arc::clone(&store);
-            let rule = KeyRule {
+            let rule = ClaimRule {
                 key_concurrency: Some(3),
-                ..KeyRule::default()
+                ..ClaimRule::keyed()
             };
             tokio::spawn(async move { claim(&*store, "r", 10, &rule).await })
         })
@@ -131,4 +131,45 @@ pub async fn keyed_claims_keep_each_keys_concurrency(h: Harness) {
     }
     assert_eq!(started.get("x"), Some(&3), "{started:?}");
     assert_eq!(started.get("y"), Some(&3), "{started:?}");
+}
+
+/// A rate: no more starts in a window than it allows (per op, or per key),
+/// every start recorded (`rate_window` tells how many and the oldest); the
+/// window moving on lets more start.
+pub async fn rates_bound_starts_per_window(h: Harness) {
+    let store = &*h.store;
+    let rate = crate::flow::Rate {
+        count: 3,
+        window_ms: 1_000,
+    };
+    let per_op = ClaimRule {
+        rate: Some(rate),
+        ..ClaimRule::default()
+    };
+    keyed(store, "rated", None, 10).await;
+    let since = Timestamp::now().add_millis(-1_000);
+    assert_eq!(claim(store, "rated", 10, &per_op).await.len(), 3);
+    assert!(claim(store, "rated", 10, &per_op).await.is_empty());
+    let (used, oldest) = store.rate_window("rated", since).await.unwrap();
+    assert_eq!(used, 3);
+    assert!(oldest.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(1_050)).await;
+    assert_eq!(claim(store, "rated", 10, &per_op).await.len(), 3);
+
+    // Per key: each key its own window.
+    let per_key = ClaimRule {
+        rate: Some(crate::flow::Rate {
+            count: 2,
+            window_ms: 1_000,
+        }),
+        rate_per_key: true,
+        ..ClaimRule::keyed()
+    };
+    keyed(store, "pk", Some("a"), 5).await;
+    keyed(store, "pk", Some("b"), 5).await;
+    let first = claim(store, "pk", 10, &per_key).await;
+    let mut sorted = keys(&first);
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["a", "a", "b", "b"]);
+    assert!(claim(store, "pk", 10, &per_key).await.is_empty());
 }

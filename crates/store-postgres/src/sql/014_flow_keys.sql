@@ -1,5 +1,5 @@
--- 14: flow keys. A task of an op with a flow key keeps it; claims of
--- such an op (claim_keyed) walk the keys with due tasks in key order from
+-- 14: flow keys and rates. A task of an op with a flow key keeps it; claims of
+-- such an op (claim_flow) walk the keys with due tasks in key order from
 -- where the op's last claim left off (flow_cursor), each key's turn
 -- starting up to its weight of its best tasks, never more than the key's
 -- concurrency running (counted under the op's claim lock, so across every
@@ -10,6 +10,23 @@ CREATE INDEX tasks_key_order ON {s}.tasks (op, flow_key, priority DESC, created_
 CREATE INDEX tasks_key_running ON {s}.tasks (op, flow_key)
     WHERE status = 'running' AND flow_key IS NOT NULL;
 CREATE TABLE {s}.flow_cursor (op text PRIMARY KEY, last_key text NOT NULL);
+-- Starts of ops with a rate, by key ('' for the op's own rate).
+CREATE TABLE {s}.flow_starts (op text NOT NULL, key text NOT NULL, at bigint NOT NULL);
+CREATE INDEX flow_starts_by_key ON {s}.flow_starts (op, key, at);
+CREATE INDEX flow_starts_by_time ON {s}.flow_starts (op, at);
+
+-- How many more starts a rate allows now (the claim dropped the op's
+-- starts past the window first).
+CREATE FUNCTION {s}.rate_room(p_op text, p_key text, p_count integer, p_window bigint, p_now bigint)
+RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_used integer;
+BEGIN
+    SELECT count(*) INTO v_used FROM {s}.flow_starts f
+     WHERE f.op = p_op AND f.key = p_key AND f.at > p_now - p_window;
+    RETURN GREATEST(0, p_count - v_used);
+END
+$fn$;
 
 -- create_task_at and create_tasks with the flow key (new overloads).
 CREATE FUNCTION {s}.create_task_at(p_id uuid, p_op text, p_created bigint, p_params text,
@@ -93,13 +110,17 @@ END
 $fn$;
 
 
--- claim_due for an op with a flow key: the tasks are picked by key, in
--- turns (see the top); a round that started something and left room is
--- followed by another with larger turns, so one key alone still fills the
--- claim; a task without a key is taken when it heads the op's queue.
-CREATE FUNCTION {s}.claim_keyed(p_op text, p_limit integer, p_take integer, p_owner text, p_until bigint,
-                                p_now bigint, p_ts text, p_started text, p_attempt text,
-                                p_key_limit integer, p_weight_keys text[], p_weights integer[])
+-- claim_due for an op with flow control. With p_keyed the tasks are
+-- picked by key, in turns (see the top); a round that started something
+-- and left room is followed by another with larger turns, so one key
+-- alone still fills the claim; a task without a key is taken when it
+-- heads the op's queue. With a rate (p_rate_count per p_rate_window ms;
+-- per key with p_rate_per_key) no more starts than it allows; each start
+-- is recorded in flow_starts.
+CREATE FUNCTION {s}.claim_flow(p_op text, p_limit integer, p_take integer, p_owner text, p_until bigint,
+                               p_now bigint, p_ts text, p_started text, p_attempt text,
+                               p_keyed boolean, p_key_limit integer, p_weight_keys text[], p_weights integer[],
+                               p_rate_count integer, p_rate_window bigint, p_rate_per_key boolean)
 RETURNS SETOF {s}.tasks LANGUAGE plpgsql AS $fn$
 DECLARE
     v_running integer;
@@ -119,6 +140,7 @@ DECLARE
     v_key_running integer;
     v_found uuid[];
     v_head record;
+    v_per_key boolean := p_rate_count IS NOT NULL AND p_rate_per_key;
     r {s}.tasks%ROWTYPE;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext({lock} || p_op));
@@ -134,11 +156,31 @@ BEGIN
            AND d.run_at <= LEAST(p_now, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
          ORDER BY d.task_id
            FOR UPDATE SKIP LOCKED);
+    IF p_rate_count IS NOT NULL THEN
+        DELETE FROM {s}.flow_starts f WHERE f.op = p_op AND f.at <= p_now - p_rate_window;
+    END IF;
+    IF p_rate_count IS NOT NULL AND NOT v_per_key THEN
+        v_room := LEAST(v_room, {s}.rate_room(p_op, '', p_rate_count, p_rate_window, p_now));
+        IF v_room <= 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF NOT p_keyed THEN
+        SELECT coalesce(array_agg(x.task_id ORDER BY x.priority DESC, x.created_at, x.task_id), '{}') INTO v_ids
+          FROM (SELECT t.task_id, t.priority, t.created_at FROM {s}.tasks t
+                 WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL
+                 ORDER BY t.priority DESC, t.created_at, t.task_id
+                 LIMIT v_room
+                 FOR UPDATE SKIP LOCKED) x;
+        v_visits := 0;
+    END IF;
     SELECT c.last_key INTO v_cursor FROM {s}.flow_cursor c WHERE c.op = p_op;
     v_position := v_cursor;
-    v_visits := 4 * v_room + 64;
+    IF p_keyed THEN
+        v_visits := 4 * v_room + 64;
+    END IF;
     <<rounds>>
-    LOOP
+    WHILE p_keyed LOOP
         v_took := 0;
         v_began := v_position;
         v_wrapped := false;
@@ -176,6 +218,9 @@ BEGIN
                 v_quota := LEAST(v_quota, p_key_limit - v_key_running);
             END IF;
             v_quota := LEAST(v_quota, v_room - cardinality(v_ids));
+            IF v_per_key AND v_quota > 0 THEN
+                v_quota := LEAST(v_quota, {s}.rate_room(p_op, v_key, p_rate_count, p_rate_window, p_now));
+            END IF;
             CONTINUE WHEN v_quota <= 0;
             SELECT coalesce(array_agg(x.task_id), '{}') INTO v_found
               FROM (SELECT t.task_id FROM {s}.tasks t
@@ -186,6 +231,10 @@ BEGIN
                      FOR UPDATE SKIP LOCKED) x;
             v_ids := v_ids || v_found;
             v_took := v_took + cardinality(v_found);
+            IF v_per_key AND cardinality(v_found) > 0 THEN
+                INSERT INTO {s}.flow_starts (op, key, at)
+                    SELECT p_op, v_key, p_now FROM generate_series(1, cardinality(v_found));
+            END IF;
         END LOOP;
         -- The op's head, when it has no key.
         IF cardinality(v_ids) < v_room THEN
@@ -207,6 +256,10 @@ BEGIN
     END IF;
     IF cardinality(v_ids) = 0 THEN
         RETURN;
+    END IF;
+    IF p_rate_count IS NOT NULL AND NOT v_per_key THEN
+        INSERT INTO {s}.flow_starts (op, key, at)
+            SELECT p_op, '', p_now FROM generate_series(1, cardinality(v_ids));
     END IF;
     PERFORM set_config('tasktape.counted', 'on', true);
     FOR r IN
