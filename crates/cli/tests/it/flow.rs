@@ -183,7 +183,7 @@ fn assert_spaced(starts: &[i64], most: usize) {
 async fn a_rate_spaces_the_starts_and_the_waiting_tasks_start_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve_config(dir.path(), "[flow.echo]\nrate = \"5/s\"\n");
-    let starts = rated_starts(&[server.base.clone()], 12).await;
+    let starts = rated_starts(std::slice::from_ref(&server.base), 12).await;
     assert_spaced(&starts, 5);
     let span = starts[11] - starts[0];
     assert!(
