@@ -226,6 +226,24 @@ impl Manager {
         &self.inner.ops
     }
 
+    /// `op`'s flow control: the config's, else the op's own.
+    pub fn flow(&self, op: &str) -> Option<crate::flow::Flow> {
+        match self.inner.config.flows.get(op) {
+            Some(flow) => Some(flow.clone()),
+            None => self.inner.ops.get(op)?.flow(),
+        }
+    }
+
+    /// The starts recorded for `op`'s rate after `since`: how many, and
+    /// the oldest.
+    pub async fn rate_window(
+        &self,
+        op: &str,
+        since: crate::time::Timestamp,
+    ) -> Result<(u64, Option<crate::time::Timestamp>), StoreError> {
+        self.inner.store.rate_window(op, since).await
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ManagerConfig {
         &self.inner.config

@@ -255,6 +255,8 @@ function listPage() {
     value: state.meta.map(([key, value]) => `${key}=${value}`).join(", "),
     title: "Only tasks whose metadata holds every KEY=VALUE given (comma-separated)" });
   const rows = h("tbody", { id: "task-rows" });
+  // The filtered op's flow control and its rate's state (GET /v1/ops).
+  const flowBox = h("p", { class: "muted", id: "flow-state", "aria-live": "polite" });
   const pageLabel = h("span", { class: "muted", id: "page-label" });
   // Select-and-act: the checked rows of this page, cancelled or retried
   // with one bulk request (POST /v1/tasks/cancel | retry with their ids).
@@ -277,6 +279,7 @@ function listPage() {
       h("label", {}, "Metadata", metaInput),
       h("label", {}, "Find by id", findInput),
       h("button", { type: "submit", class: "secondary" }, "Open")),
+    flowBox,
     h("div", { class: "bulk", "aria-label": "Act on the selected tasks" },
       selectedLabel, cancelSelected, retrySelected, bulkBox, bulkResult),
     h("div", { class: "table-wrap" },
@@ -426,7 +429,14 @@ function listPage() {
     draw();
   };
 
+  const loadFlow = async () => {
+    if (!state.op) { flowBox.replaceChildren(); return; }
+    const ops = await api("/v1/ops");
+    const op = ops.ops.find((candidate) => candidate.name === state.op);
+    flowBox.replaceChildren(op && op.flow ? flowText(op.flow) : "");
+  };
   const loadStats = async () => {
+    loadFlow().catch(() => {});
     const stats = await api("/v1/stats?window=3600");
     counts.replaceChildren(...STATUSES.map((status) => h("div", { class: "count", "data-count": status },
       h("span", {}, badge(status)), h("b", {}, stats.counts[status] ?? 0))));
@@ -445,6 +455,7 @@ function listPage() {
     for (const [key, value] of state.meta) query.set(`meta.${key}`, value);
     history.replaceState(null, "", query.toString() ? `/?${query}` : "/");
     load().catch((error) => showError(error, rows));
+    loadFlow().catch(() => {});
   };
   statusSelect.addEventListener("change", changed);
   opSelect.addEventListener("change", changed);
@@ -465,6 +476,22 @@ function listPage() {
   const stopList = every(LIST_EVERY_MS, load);
   const stopStats = every(STATS_EVERY_MS, loadStats);
   return () => { stopList(); stopStats(); };
+}
+
+// An op's flow control in one line: its key, the key's concurrency, the
+// weights, and its rate with the starts in the current window.
+function flowText(flow) {
+  const parts = [];
+  if (flow.key) parts.push(`key ${flow.key}`);
+  if (flow.key_concurrency) parts.push(`at most ${flow.key_concurrency} running per key`);
+  const weights = Object.entries(flow.weights || {});
+  if (weights.length) parts.push(`weights ${weights.map(([key, weight]) => `${key}=${weight}`).join(", ")}`);
+  if (flow.rate) {
+    let rate = `rate ${flow.rate}${flow.rate_per_key ? " per key" : ""}: ${flow.rate_used ?? 0} started in the window`;
+    if (flow.rate_free_at) rate += `, next start at ${when(flow.rate_free_at)}`;
+    parts.push(rate);
+  }
+  return `Flow control: ${parts.join(" · ")}`;
 }
 
 // A task's metadata as small KEY=VALUE chips; with `pick`, each is a button

@@ -141,9 +141,9 @@ pub(crate) async fn list_ops(State(state): State<AppState>) -> Result<Json<OpsLi
     } else {
         Default::default()
     };
-    let ops = ops
-        .iter()
-        .map(|op| OpInfo {
+    let mut infos = Vec::new();
+    for op in ops.iter() {
+        infos.push(OpInfo {
             name: op.name().to_owned(),
             description: op.description().to_owned(),
             params_schema: op.params_schema(),
@@ -151,9 +151,39 @@ pub(crate) async fn list_ops(State(state): State<AppState>) -> Result<Json<OpsLi
             workers: op
                 .is_remote()
                 .then(|| serving.get(op.name()).copied().unwrap_or(0) as u64),
-        })
-        .collect();
-    Ok(Json(OpsList { ops }))
+            flow: flow_info(manager, op.name()).await?,
+        });
+    }
+    Ok(Json(OpsList { ops: infos }))
+}
+
+/// `op`'s flow control for `GET /v1/ops`, with its rate's window now.
+async fn flow_info(
+    manager: &tasktape_core::Manager,
+    op: &str,
+) -> Result<Option<tasktape_wire::FlowInfo>, ApiError> {
+    let Some(flow) = manager.flow(op) else {
+        return Ok(None);
+    };
+    let mut info = tasktape_wire::FlowInfo {
+        key: flow.key.as_ref().map(|key| key.as_str().to_owned()),
+        key_concurrency: flow.key_concurrency,
+        weights: flow.weights.clone(),
+        rate: flow.rate.map(|rate| rate.to_string()),
+        rate_per_key: flow.rate_per_key,
+        ..Default::default()
+    };
+    if let Some(rate) = flow.rate {
+        let now = Timestamp::now();
+        let (used, oldest) = manager
+            .rate_window(op, now.add_millis(-rate.window_ms))
+            .await?;
+        info.rate_used = Some(used);
+        if !flow.rate_per_key && used >= u64::from(rate.count) {
+            info.rate_free_at = oldest.map(|at| at.add_millis(rate.window_ms));
+        }
+    }
+    Ok(Some(info))
 }
 
 /// Where a submit's options came from: `query` for `run_at` and

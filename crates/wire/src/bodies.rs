@@ -194,6 +194,36 @@ pub struct OpInfo {
     /// For a remote op: how many live workers serve it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u64>,
+    /// Its flow control (`[flow.OPNAME]`), when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowInfo>,
+}
+
+/// An op's flow control and its rate's state now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+pub struct FlowInfo {
+    /// The key template, e.g. `{customer}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// At most this many tasks of one key run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_concurrency: Option<u32>,
+    /// Each key's share of the claims (others: 1).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub weights: std::collections::BTreeMap<String, u32>,
+    /// At most this many starts in any window, e.g. `100/min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Whether the rate holds per key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_per_key: bool,
+    /// Starts in the rate's current window (every key's), across instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_used: Option<u64>,
+    /// When the op's own rate is used up: when the next start may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_free_at: Option<crate::Timestamp>,
 }
 
 /// `GET /v1/info`.

@@ -28,8 +28,8 @@ pub mod worker;
 
 pub use batch::{BatchResult, BatchResults, BatchSubmission, MAX_BATCH_SUBMISSIONS};
 pub use bodies::{
-    CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, Links, MinuteStats, OpInfo, OpsList,
-    ServerInfo, Stats, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,
+    CancelAnswer, ErrorBody, ErrorEnvelope, EventsPage, FlowInfo, Links, MinuteStats, OpInfo,
+    OpsList, ServerInfo, Stats, TaskHandle, TaskPage, TaskResult, TaskRow, TaskSummary,
 };
 pub use event::{Event, EventBody, EventKind};
 pub use jobs::{

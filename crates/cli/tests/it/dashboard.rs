@@ -843,3 +843,42 @@ async fn metadata_is_shown_and_filters_the_list() {
     browser.assert_no_console_errors(&[422]).await;
     browser.close().await;
 }
+
+/// An op's flow control and its rate's state, on the list filtered by the
+/// op (from `GET /v1/ops`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_of_an_op_shows_its_flow_control() {
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::jobs::serve_config(
+        data.path(),
+        "[flow.echo]\nkey = \"{customer}\"\nkey_concurrency = 2\nrate = \"600/min\"\n",
+    );
+    let http = reqwest::Client::new();
+    for customer in ["1", "2", "3"] {
+        let response = http
+            .post(format!("{}/v1/tasks", server.base))
+            .json(
+                &json!({"op": "echo", "params": {"count": 1}, "metadata": {"customer": customer}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/?op=echo", server.base)).await;
+    let text = browser
+        .wait_for(
+            "const box = document.querySelector('#flow-state'); return box && box.textContent.includes('3 started') ? box.textContent : null;",
+            "the op's flow control",
+        )
+        .await;
+    assert_eq!(
+        text,
+        json!(
+            "Flow control: key {customer} · at most 2 running per key · rate 600/min: 3 started in the window"
+        )
+    );
+    browser.assert_no_console_errors(&[]).await;
+    browser.close().await;
+}
