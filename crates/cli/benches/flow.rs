@@ -5,9 +5,18 @@
 //! throughput over the next 4 s should drop by at most 10 % against the same
 //! run without the flow table (B's tasks then wait behind A's backlog).
 //!
+//! Then the claims' cost with many keys: 100,000 pending `echo(0)` tasks
+//! over 10,000 keys (due together), drained for 20,000 tasks (op limit
+//! 256), with the key against without it (target: within 20 %).
+//!
 //! Run: `cargo bench -p tasktape --bench flow` (SQLite); under
 //! `scripts/with-postgres` with `TASKTAPE_FLOW_STORE=postgres` for
-//! PostgreSQL. `TASKTAPE_FLOW_RUNS` runs per setting (default 3; medians).
+//! PostgreSQL. `TASKTAPE_FLOW_RUNS` runs per setting (default 3; medians);
+//! `TASKTAPE_FLOW_ONLY=fair|keys|spread` one of them. `spread` (PostgreSQL
+//! only, and only when asked): three instances drain 1,000 keys × 20 tasks
+//! (one 20 ms step each) with `key_concurrency = 2`, against the same
+//! without the key; the peak of running tasks per key is computed from the
+//! rows' start and finish times.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -28,23 +37,36 @@ impl Drop for Server {
     }
 }
 
-fn start(flow: bool) -> Server {
+fn start(flow: bool, limit: usize) -> Server {
+    start_on(flow, limit, "", None)
+}
+
+/// A server; `extra` more `[flow.echo]` lines; on PostgreSQL `shared`:
+/// the schema it shares with others and its instance id.
+fn start_on(flow: bool, limit: usize, extra: &str, shared: Option<(&str, &str)>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasktape.toml");
-    let mut text = "[concurrency]\necho = 8\n".to_owned();
+    let mut text = format!("[concurrency]\necho = {limit}\n");
     if flow {
         text.push_str("[flow.echo]\nkey = \"{tenant}\"\n");
+        text.push_str(extra);
     }
     let store = std::env::var("TASKTAPE_FLOW_STORE").ok();
     if store.as_deref() == Some("postgres") {
-        let schema = format!(
-            "flow_{}",
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        text = format!("pg_schema = \"{schema}\"\n{text}");
+        let (schema, id) = match shared {
+            Some((schema, id)) => (schema.to_owned(), format!("instance_id = \"{id}\"\n")),
+            None => (
+                format!(
+                    "flow_{}",
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
+                ),
+                String::new(),
+            ),
+        };
+        text = format!("pg_schema = \"{schema}\"\n{id}{text}");
     }
     std::fs::write(&config, text).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_tasktape"));
@@ -127,7 +149,7 @@ async fn succeeded(client: &reqwest::Client, base: &str) -> f64 {
 /// One run: (B's first start after its submit, B's last finish after it,
 /// A's tasks/s over the 4 s after it), in ms, ms, tasks/s.
 async fn run(flow: bool) -> (f64, f64, f64) {
-    let server = start(flow);
+    let server = start(flow, 8);
     let client = reqwest::Client::new();
     for _ in 0..2 {
         batch(&client, &server.base, "a", 10_000).await;
@@ -174,6 +196,109 @@ async fn run(flow: bool) -> (f64, f64, f64) {
     (first_start, last_finish, a_rate)
 }
 
+/// Claims over many keys: 100,000 `echo(0)` tasks over 10,000 keys, due
+/// 10 s ahead; tasks/s from their `run_at` until 20,000 have succeeded.
+async fn many_keys(flow: bool) -> f64 {
+    let server = start(flow, 256);
+    let client = reqwest::Client::new();
+    let due = SystemTime::now() + Duration::from_secs(10);
+    let due_ms = due.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let run_at = tasktape_core::Timestamp::from_millis(due_ms).to_string();
+    for chunk in 0..10 {
+        let tasks: Vec<Value> = (0..10_000)
+            .map(|n| {
+                json!({"op": "echo", "params": {"count": 0}, "run_at": run_at,
+                       "metadata": {"tenant": format!("t{}", (chunk * 10_000 + n) % 10_000)}})
+            })
+            .collect();
+        let response = client
+            .post(format!("{}/v1/tasks/batch", server.base))
+            .json(&json!({ "tasks": tasks }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    assert!(SystemTime::now() < due, "submitting took past the run_at");
+    tokio::time::sleep(due.duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let started = Instant::now();
+    while succeeded(&client, &server.base).await < 20_000.0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    20_000.0 / started.elapsed().as_secs_f64()
+}
+
+/// Three PostgreSQL instances drain 1,000 keys × 20 tasks: tasks/s from
+/// their `run_at` until all succeeded, and the peak running of one key.
+async fn spread(flow: bool) -> (f64, i64) {
+    let schema = format!(
+        "spread_{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let servers: Vec<Server> = (0..3)
+        .map(|n| {
+            start_on(
+                flow,
+                256,
+                "key_concurrency = 2\n",
+                Some((&schema, &format!("spread-{n}"))),
+            )
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let due = SystemTime::now() + Duration::from_secs(8);
+    let due_ms = due.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let run_at = tasktape_core::Timestamp::from_millis(due_ms).to_string();
+    for chunk in 0..2 {
+        let tasks: Vec<Value> = (0..10_000)
+            .map(|n| {
+                json!({"op": "echo", "params": {"count": 1, "delay_ms": 20}, "run_at": run_at,
+                       "metadata": {"tenant": format!("t{}", (chunk * 10_000 + n) % 1_000)}})
+            })
+            .collect();
+        let response = client
+            .post(format!("{}/v1/tasks/batch", servers[chunk].base))
+            .json(&json!({ "tasks": tasks }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    tokio::time::sleep(due.duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let started = Instant::now();
+    while succeeded(&client, &servers[0].base).await < 20_000.0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = 20_000.0 / started.elapsed().as_secs_f64();
+    let url = std::env::var("TASKTAPE_TEST_PG").unwrap();
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let peak: i64 = db
+        .query_one(
+            &format!(
+                "SELECT coalesce(max(running), 0)::bigint FROM (
+                   SELECT sum(d) OVER (PARTITION BY key ORDER BY t, d
+                                       ROWS UNBOUNDED PRECEDING) AS running
+                     FROM (SELECT metadata::jsonb->>'tenant' AS key, started_at AS t, 1 AS d
+                             FROM \"{schema}\".tasks
+                           UNION ALL
+                           SELECT metadata::jsonb->>'tenant', finished_at, -1
+                             FROM \"{schema}\".tasks) x) y"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(servers);
+    (rate, peak)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -187,29 +312,75 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let store = std::env::var("TASKTAPE_FLOW_STORE").unwrap_or_else(|_| "sqlite".into());
     println!("flow bench ({store}), median of {runs} runs");
-    let mut rates = Vec::new();
-    for flow in [true, false] {
-        let results: Vec<(f64, f64, f64)> =
-            (0..runs).map(|_| runtime.block_on(run(flow))).collect();
-        let label = if flow {
-            "with [flow] key"
-        } else {
-            "without [flow]"
-        };
-        let first = median(results.iter().map(|r| r.0).collect());
-        let last = median(results.iter().map(|r| r.1).collect());
-        let rate = median(results.iter().map(|r| r.2).collect());
+    let only = std::env::var("TASKTAPE_FLOW_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "fair" {
+        let mut rates = Vec::new();
+        for flow in [true, false] {
+            let results: Vec<(f64, f64, f64)> =
+                (0..runs).map(|_| runtime.block_on(run(flow))).collect();
+            let label = if flow {
+                "with [flow] key"
+            } else {
+                "without [flow]"
+            };
+            let first = median(results.iter().map(|r| r.0).collect());
+            let last = median(results.iter().map(|r| r.1).collect());
+            let rate = median(results.iter().map(|r| r.2).collect());
+            println!(
+                "[{label}] B's first start after its submit (ms)   {first:>9.0}   target <= 100 (with the key)"
+            );
+            println!(
+                "[{label}] B's ten finished after its submit (ms)  {last:>9.0}   target <= 1000 (with the key)"
+            );
+            println!("[{label}] A's tasks/s over the 4 s after          {rate:>9.0}");
+            rates.push(rate);
+        }
         println!(
-            "[{label}] B's first start after its submit (ms)   {first:>9.0}   target <= 100 (with the key)"
+            "A's throughput with the key / without                  {:>9.2}   target >= 0.90",
+            rates[0] / rates[1]
         );
-        println!(
-            "[{label}] B's ten finished after its submit (ms)  {last:>9.0}   target <= 1000 (with the key)"
-        );
-        println!("[{label}] A's tasks/s over the 4 s after          {rate:>9.0}");
-        rates.push(rate);
     }
-    println!(
-        "A's throughput with the key / without                  {:>9.2}   target >= 0.90",
-        rates[0] / rates[1]
-    );
+    if only.is_empty() || only == "keys" {
+        let mut rates = Vec::new();
+        for flow in [true, false] {
+            let rate = median(
+                (0..runs)
+                    .map(|_| runtime.block_on(many_keys(flow)))
+                    .collect(),
+            );
+            let label = if flow {
+                "with [flow] key"
+            } else {
+                "without [flow]"
+            };
+            println!("[{label}] drain of 100,000 over 10,000 keys, tasks/s {rate:>9.0}");
+            rates.push(rate);
+        }
+        println!(
+            "claims over 10,000 keys / without keys                {:>9.2}   target >= 0.80",
+            rates[0] / rates[1]
+        );
+    }
+    if only == "spread" {
+        let mut rates = Vec::new();
+        for flow in [true, false] {
+            let results: Vec<(f64, i64)> =
+                (0..runs).map(|_| runtime.block_on(spread(flow))).collect();
+            let rate = median(results.iter().map(|r| r.0).collect());
+            let peak = results.iter().map(|r| r.1).max().unwrap_or(0);
+            let label = if flow {
+                "key_concurrency 2"
+            } else {
+                "without [flow]"
+            };
+            println!(
+                "[{label}] 3 instances, 1,000 keys x 20 tasks: tasks/s {rate:>9.0}, peak running per key {peak}"
+            );
+            rates.push(rate);
+        }
+        println!(
+            "throughput with key_concurrency 2 / without           {:>9.2}   target >= 0.80",
+            rates[0] / rates[1]
+        );
+    }
 }
