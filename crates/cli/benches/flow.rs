@@ -252,7 +252,7 @@ async fn spread(flow: bool) -> (f64, i64) {
     let due = SystemTime::now() + Duration::from_secs(8);
     let due_ms = due.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
     let run_at = tasktape_core::Timestamp::from_millis(due_ms).to_string();
-    for chunk in 0..2 {
+    for (chunk, server) in servers.iter().take(2).enumerate() {
         let tasks: Vec<Value> = (0..10_000)
             .map(|n| {
                 json!({"op": "echo", "params": {"count": 1, "delay_ms": 20}, "run_at": run_at,
@@ -260,7 +260,7 @@ async fn spread(flow: bool) -> (f64, i64) {
             })
             .collect();
         let response = client
-            .post(format!("{}/v1/tasks/batch", servers[chunk].base))
+            .post(format!("{}/v1/tasks/batch", server.base))
             .json(&json!({ "tasks": tasks }))
             .send()
             .await
