@@ -14,9 +14,14 @@
 //! PostgreSQL. `TASKTAPE_FLOW_RUNS` runs per setting (default 3; medians);
 //! `TASKTAPE_FLOW_ONLY=fair|keys|spread` one of them. `spread` (PostgreSQL
 //! only, and only when asked): three instances drain 1,000 keys × 20 tasks
-//! (one 20 ms step each) with `key_concurrency = 2`, against the same
+//! (one 20 ms step each; each key's 20 submitted together, so without keys
+//! the oldest-first claims run many of one key at once) with
+//! `key_concurrency = 2`, against the same
 //! without the key; the peak of running tasks per key is computed from the
-//! rows' start and finish times.
+//! rows' start and finish times. `rate` (PostgreSQL only, when asked):
+//! three instances with `rate = "600/min"` on a backlog for
+//! `TASKTAPE_FLOW_RATE_SECS` (default 300): the most starts in any 60 s
+//! window, and the average per minute.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -256,7 +261,7 @@ async fn spread(flow: bool) -> (f64, i64) {
         let tasks: Vec<Value> = (0..10_000)
             .map(|n| {
                 json!({"op": "echo", "params": {"count": 1, "delay_ms": 20}, "run_at": run_at,
-                       "metadata": {"tenant": format!("t{}", (chunk * 10_000 + n) % 1_000)}})
+                       "metadata": {"tenant": format!("t{}", (chunk * 10_000 + n) / 20)}})
             })
             .collect();
         let response = client
@@ -297,6 +302,103 @@ async fn spread(flow: bool) -> (f64, i64) {
         .get(0);
     drop(servers);
     (rate, peak)
+}
+
+/// Three PostgreSQL instances share `rate = "600/min"` over a backlog for
+/// `secs`: the most starts in any 60 s window, and the starts per minute
+/// over the whole run.
+async fn shared_rate(secs: u64) -> (usize, f64) {
+    let schema = format!(
+        "rate_{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let servers: Vec<Server> = (0..3)
+        .map(|n| start_rated(&schema, &format!("rate-{n}")))
+        .collect();
+    let client = reqwest::Client::new();
+    let count = (secs as usize / 60 + 2) * 600;
+    let started = SystemTime::now();
+    let tasks: Vec<Value> = (0..count)
+        .map(|_| json!({"op": "echo", "params": {"count": 0}}))
+        .collect();
+    let response = client
+        .post(format!("{}/v1/tasks/batch", servers[0].base))
+        .json(&json!({ "tasks": tasks }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    drop(servers);
+    let url = std::env::var("TASKTAPE_TEST_PG").unwrap();
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let from = started.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let rows = db
+        .query(
+            &format!(
+                "SELECT started_at FROM \"{schema}\".tasks \
+                 WHERE started_at IS NOT NULL AND started_at < $1 ORDER BY started_at"
+            ),
+            &[&(from + secs as i64 * 1000)],
+        )
+        .await
+        .unwrap();
+    let starts: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    let mut most = 0;
+    let mut back = 0;
+    for (n, at) in starts.iter().enumerate() {
+        while starts[back] <= at - 60_000 {
+            back += 1;
+        }
+        most = most.max(n + 1 - back);
+    }
+    (most, starts.len() as f64 / (secs as f64 / 60.0))
+}
+
+/// An instance on `schema` with `[flow.echo] rate = "600/min"`.
+fn start_rated(schema: &str, id: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tasktape.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "pg_schema = \"{schema}\"\ninstance_id = \"{id}\"\n[flow.echo]\nrate = \"600/min\"\n"
+        ),
+    )
+    .unwrap();
+    let url = std::env::var("TASKTAPE_TEST_PG").expect("run under scripts/with-postgres");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tasktape"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("TASKTAPE_STORE", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let address = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    Server {
+        child,
+        base: format!("http://{address}"),
+        _dir: dir,
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -381,6 +483,19 @@ fn main() {
         println!(
             "throughput with key_concurrency 2 / without           {:>9.2}   target >= 0.80",
             rates[0] / rates[1]
+        );
+    }
+    if only == "rate" {
+        let secs: u64 = std::env::var("TASKTAPE_FLOW_RATE_SECS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(300);
+        let (most, per_minute) = runtime.block_on(shared_rate(secs));
+        println!(
+            "3 instances, rate 600/min, {secs} s: most starts in any 60 s window {most:>6}   target <= 600"
+        );
+        println!(
+            "3 instances, rate 600/min, {secs} s: starts per minute on average  {per_minute:>6.0}   target 570-630"
         );
     }
 }

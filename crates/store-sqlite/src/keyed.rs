@@ -42,6 +42,22 @@ impl Writer {
             .prepare_cached("SELECT last_key FROM flow_cursor WHERE op = ?1")?
             .query_row([op], |row| row.get(0))
             .optional()?;
+        // The op's head, when it has no key (made before the op's flow
+        // existed, or by a submit that renders no key): taken first.
+        let head: Option<(Vec<u8>, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id, flow_key FROM tasks \
+                 WHERE op = ?1 AND status = 'pending' AND run_at IS NULL \
+                 ORDER BY priority DESC, created_at, task_id LIMIT 1",
+            )?
+            .query_row([op], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        if let Some((id, None)) = head
+            && let StartOutcome::Started(task) = self.start(task_id_from(id)?, lease, now)?
+        {
+            started.push(*task);
+        }
         let mut position = cursor.clone();
         // Visits per claim are bounded (keys that are full cost a visit
         // each); the cursor moves on, so the next claim goes further.
@@ -108,26 +124,8 @@ impl Writer {
                     }
                 }
                 if rate.is_some() {
-                    self.note_starts(op, &key, started.len() - before, now)?;
-                }
-            }
-            // The op's head, when it has no key.
-            if started.len() < room {
-                let head: Option<(Vec<u8>, Option<String>)> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT task_id, flow_key FROM tasks \
-                         WHERE op = ?1 AND status = 'pending' AND run_at IS NULL \
-                         ORDER BY priority DESC, created_at, task_id LIMIT 1",
-                    )?
-                    .query_row([op], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                if let Some((id, None)) = head
-                    && let StartOutcome::Started(task) =
-                        self.start(task_id_from(id)?, lease, now)?
-                {
-                    started.push(*task);
-                    took += 1;
+                    let fresh = started[before..].to_vec();
+                    self.note_starts(op, &key, &fresh, now)?;
                 }
             }
             if took == 0 || started.len() >= room {
@@ -138,7 +136,8 @@ impl Writer {
                 .min(room);
         }
         if op_rate.is_some() {
-            self.note_starts(op, "", started.len(), now)?;
+            let all = started.clone();
+            self.note_starts(op, "", &all, now)?;
         }
         if position != cursor
             && let Some(key) = &position
@@ -185,19 +184,21 @@ impl Writer {
         Ok((i64::from(rate.count) - used).max(0) as usize)
     }
 
-    /// Records `count` starts of `op` (and `key`) at `now` for its rate.
+    /// Records the starts of `tasks` (of `op`, under `key`) for its rate,
+    /// each at the time its run started (`now`, or its creation if later).
     pub(crate) fn note_starts(
         &mut self,
         op: &str,
         key: &str,
-        count: usize,
+        tasks: &[Task],
         now: Timestamp,
     ) -> rusqlite::Result<()> {
         let mut statement = self
             .conn
             .prepare_cached("INSERT INTO flow_starts (op, key, at) VALUES (?1, ?2, ?3)")?;
-        for _ in 0..count {
-            statement.execute(params![op, key, now.as_millis()])?;
+        for task in tasks {
+            let at = now.as_millis().max(task.created_at.as_millis());
+            statement.execute(params![op, key, at])?;
         }
         Ok(())
     }

@@ -249,7 +249,8 @@ impl Writer {
             }
         }
         if keys.is_some_and(|rule| rule.rate.is_some()) {
-            self.note_starts(op, "", started.len(), now)?;
+            let all = started.clone();
+            self.note_starts(op, "", &all, now)?;
         }
         Ok(started)
     }

@@ -140,6 +140,8 @@ DECLARE
     v_key_running integer;
     v_found uuid[];
     v_head record;
+    v_id_keys text[] := '{}';
+    v_key_picked integer;
     v_per_key boolean := p_rate_count IS NOT NULL AND p_rate_per_key;
     r {s}.tasks%ROWTYPE;
 BEGIN
@@ -178,6 +180,16 @@ BEGIN
     v_position := v_cursor;
     IF p_keyed THEN
         v_visits := 4 * v_room + 64;
+        -- The op's head, when it has no key (a task made before the op's
+        -- flow existed, or by submit() in SQL): taken first.
+        SELECT t.task_id, t.flow_key INTO v_head FROM {s}.tasks t
+         WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL
+         ORDER BY t.priority DESC, t.created_at, t.task_id LIMIT 1
+           FOR UPDATE SKIP LOCKED;
+        IF FOUND AND v_head.flow_key IS NULL THEN
+            v_ids := v_ids || v_head.task_id;
+            v_id_keys := v_id_keys || ''::text;
+        END IF;
     END IF;
     <<rounds>>
     WHILE p_keyed LOOP
@@ -209,17 +221,18 @@ BEGIN
             v_visits := v_visits - 1;
             v_position := v_key;
             v_quota := coalesce(p_weights[array_position(p_weight_keys, v_key)], 1) * v_multiplier;
+            -- Picked in this claim, not started yet: they count too.
+            v_key_picked := coalesce(cardinality(array_positions(v_id_keys, v_key)), 0);
             IF p_key_limit IS NOT NULL THEN
                 SELECT count(*) INTO v_key_running FROM {s}.tasks t
                  WHERE t.op = p_op AND t.flow_key = v_key AND t.status = 'running';
-                -- Picked in this claim, not started yet: they count too.
-                v_key_running := v_key_running + (SELECT count(*) FROM {s}.tasks t
-                     WHERE t.task_id = ANY (v_ids) AND t.flow_key = v_key);
+                v_key_running := v_key_running + v_key_picked;
                 v_quota := LEAST(v_quota, p_key_limit - v_key_running);
             END IF;
             v_quota := LEAST(v_quota, v_room - cardinality(v_ids));
             IF v_per_key AND v_quota > 0 THEN
-                v_quota := LEAST(v_quota, {s}.rate_room(p_op, v_key, p_rate_count, p_rate_window, p_now));
+                v_quota := LEAST(v_quota,
+                                 {s}.rate_room(p_op, v_key, p_rate_count, p_rate_window, p_now) - v_key_picked);
             END IF;
             CONTINUE WHEN v_quota <= 0;
             SELECT coalesce(array_agg(x.task_id), '{}') INTO v_found
@@ -230,23 +243,9 @@ BEGIN
                      LIMIT v_quota
                      FOR UPDATE SKIP LOCKED) x;
             v_ids := v_ids || v_found;
+            v_id_keys := v_id_keys || array_fill(v_key, ARRAY[cardinality(v_found)]);
             v_took := v_took + cardinality(v_found);
-            IF v_per_key AND cardinality(v_found) > 0 THEN
-                INSERT INTO {s}.flow_starts (op, key, at)
-                    SELECT p_op, v_key, p_now FROM generate_series(1, cardinality(v_found));
-            END IF;
         END LOOP;
-        -- The op's head, when it has no key.
-        IF cardinality(v_ids) < v_room THEN
-            SELECT t.task_id, t.flow_key INTO v_head FROM {s}.tasks t
-             WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL AND t.task_id <> ALL (v_ids)
-             ORDER BY t.priority DESC, t.created_at, t.task_id LIMIT 1
-               FOR UPDATE SKIP LOCKED;
-            IF FOUND AND v_head.flow_key IS NULL THEN
-                v_ids := v_ids || v_head.task_id;
-                v_took := v_took + 1;
-            END IF;
-        END IF;
         EXIT WHEN v_took = 0 OR cardinality(v_ids) >= v_room;
         v_multiplier := LEAST(v_room, v_multiplier * GREATEST(1, ceil((v_room - cardinality(v_ids))::numeric / v_took)::integer));
     END LOOP;
@@ -257,9 +256,13 @@ BEGIN
     IF cardinality(v_ids) = 0 THEN
         RETURN;
     END IF;
-    IF p_rate_count IS NOT NULL AND NOT v_per_key THEN
+    -- Each start at the time its run starts (as started_at; a later
+    -- attempt's too).
+    IF p_rate_count IS NOT NULL THEN
         INSERT INTO {s}.flow_starts (op, key, at)
-            SELECT p_op, '', p_now FROM generate_series(1, cardinality(v_ids));
+            SELECT p_op, CASE WHEN v_per_key THEN coalesce(t.flow_key, '') ELSE '' END,
+                   greatest(p_now, t.created_at)
+              FROM {s}.tasks t WHERE t.task_id = ANY (v_ids);
     END IF;
     PERFORM set_config('tasktape.counted', 'on', true);
     FOR r IN
