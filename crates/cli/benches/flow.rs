@@ -42,20 +42,20 @@ impl Drop for Server {
     }
 }
 
+/// The flow table of the fairness and key benches.
+const KEYED: &str = "[flow.echo]\nkey = \"{tenant}\"\n";
+
 fn start(flow: bool, limit: usize) -> Server {
-    start_on(flow, limit, "", None)
+    start_on(if flow { KEYED } else { "" }, limit, None)
 }
 
-/// A server; `extra` more `[flow.echo]` lines; on PostgreSQL `shared`:
-/// the schema it shares with others and its instance id.
-fn start_on(flow: bool, limit: usize, extra: &str, shared: Option<(&str, &str)>) -> Server {
+/// A server with `flow` as its flow table (or none), the op limited to
+/// `limit`; on PostgreSQL `shared`: the schema it shares with others and
+/// its instance id.
+fn start_on(flow: &str, limit: usize, shared: Option<(&str, &str)>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tasktape.toml");
-    let mut text = format!("[concurrency]\necho = {limit}\n");
-    if flow {
-        text.push_str("[flow.echo]\nkey = \"{tenant}\"\n");
-        text.push_str(extra);
-    }
+    let mut text = format!("[concurrency]\necho = {limit}\n{flow}");
     let store = std::env::var("TASKTAPE_FLOW_STORE").ok();
     if store.as_deref() == Some("postgres") {
         let (schema, id) = match shared {
@@ -245,12 +245,12 @@ async fn spread(flow: bool) -> (f64, i64) {
     );
     let servers: Vec<Server> = (0..3)
         .map(|n| {
-            start_on(
-                flow,
-                256,
-                "key_concurrency = 2\n",
-                Some((&schema, &format!("spread-{n}"))),
-            )
+            let table = if flow {
+                format!("{KEYED}key_concurrency = 2\n")
+            } else {
+                String::new()
+            };
+            start_on(&table, 256, Some((&schema, &format!("spread-{n}"))))
         })
         .collect();
     let client = reqwest::Client::new();
@@ -316,7 +316,13 @@ async fn shared_rate(secs: u64) -> (usize, f64) {
             .as_nanos()
     );
     let servers: Vec<Server> = (0..3)
-        .map(|n| start_rated(&schema, &format!("rate-{n}")))
+        .map(|n| {
+            start_on(
+                "[flow.echo]\nrate = \"600/min\"\n",
+                256,
+                Some((&schema, &format!("rate-{n}"))),
+            )
+        })
         .collect();
     let client = reqwest::Client::new();
     let count = (secs as usize / 60 + 2) * 600;
@@ -359,46 +365,6 @@ async fn shared_rate(secs: u64) -> (usize, f64) {
         most = most.max(n + 1 - back);
     }
     (most, starts.len() as f64 / (secs as f64 / 60.0))
-}
-
-/// An instance on `schema` with `[flow.echo] rate = "600/min"`.
-fn start_rated(schema: &str, id: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("tasktape.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "pg_schema = \"{schema}\"\ninstance_id = \"{id}\"\n[flow.echo]\nrate = \"600/min\"\n"
-        ),
-    )
-    .unwrap();
-    let url = std::env::var("TASKTAPE_TEST_PG").expect("run under scripts/with-postgres");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tasktape"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env("TASKTAPE_STORE", url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let address = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    Server {
-        child,
-        base: format!("http://{address}"),
-        _dir: dir,
-    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

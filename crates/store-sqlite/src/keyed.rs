@@ -152,7 +152,7 @@ impl Writer {
         Ok(started)
     }
 
-    /// Drops `op`'s starts older than `rate`'s window.
+    /// Drops `op`'s starts two windows old (a rate counts its window's).
     pub(crate) fn forget_starts(
         &mut self,
         op: &str,
@@ -161,7 +161,7 @@ impl Writer {
     ) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached("DELETE FROM flow_starts WHERE op = ?1 AND at <= ?2")?
-            .execute(params![op, now.as_millis() - rate.window_ms])?;
+            .execute(params![op, now.as_millis() - 2 * rate.window_ms])?;
         Ok(())
     }
 

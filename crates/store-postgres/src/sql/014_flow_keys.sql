@@ -158,8 +158,11 @@ BEGIN
            AND d.run_at <= LEAST(p_now, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
          ORDER BY d.task_id
            FOR UPDATE SKIP LOCKED);
+    -- Starts two windows old go: a claim whose `now` is a little behind
+    -- another's (it waited for the lock) still counts every start of its
+    -- own window.
     IF p_rate_count IS NOT NULL THEN
-        DELETE FROM {s}.flow_starts f WHERE f.op = p_op AND f.at <= p_now - p_rate_window;
+        DELETE FROM {s}.flow_starts f WHERE f.op = p_op AND f.at <= p_now - 2 * p_rate_window;
     END IF;
     IF p_rate_count IS NOT NULL AND NOT v_per_key THEN
         v_room := LEAST(v_room, {s}.rate_room(p_op, '', p_rate_count, p_rate_window, p_now));
