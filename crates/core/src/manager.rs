@@ -234,6 +234,11 @@ impl Manager {
         }
     }
 
+    /// The time by the manager's clock.
+    pub fn now(&self) -> crate::time::Timestamp {
+        self.inner.config.clock.now()
+    }
+
     /// The starts recorded for `op`'s rate after `since`: how many, and
     /// the oldest.
     pub async fn rate_window(

@@ -174,13 +174,20 @@ async fn flow_info(
         ..Default::default()
     };
     if let Some(rate) = flow.rate {
-        let now = Timestamp::now();
-        let (used, oldest) = manager
+        // The listing stays up when the store does not answer: only the
+        // rate's state is left out then.
+        let now = manager.now();
+        match manager
             .rate_window(op, now.add_millis(-rate.window_ms))
-            .await?;
-        info.rate_used = Some(used);
-        if !flow.rate_per_key && used >= u64::from(rate.count) {
-            info.rate_free_at = oldest.map(|at| at.add_millis(rate.window_ms));
+            .await
+        {
+            Ok((used, oldest)) => {
+                info.rate_used = Some(used);
+                if !flow.rate_per_key && used >= u64::from(rate.count) {
+                    info.rate_free_at = oldest.map(|at| at.add_millis(rate.window_ms));
+                }
+            }
+            Err(error) => tracing::warn!(op, %error, "could not read the op's rate window"),
         }
     }
     Ok(Some(info))

@@ -18,7 +18,8 @@ use crate::writer::Writer;
 
 impl Writer {
     /// Starts up to `room` due tasks of `op` by `rule` (delayed ones that
-    /// came due were made due already).
+    /// came due were made due already); a rate goes by `rate_now` (the
+    /// caller's clock, which also arms its timer).
     pub(crate) fn claim_keyed(
         &mut self,
         op: &str,
@@ -26,12 +27,13 @@ impl Writer {
         rule: &ClaimRule,
         lease: &Lease,
         now: Timestamp,
+        rate_now: Timestamp,
     ) -> rusqlite::Result<Vec<Task>> {
         let mut started: Vec<Task> = Vec::new();
         // A rate of the op's own (not per key) bounds the whole claim.
         let op_rate = rule.rate.filter(|_| !rule.rate_per_key);
         let room = match op_rate {
-            Some(rate) => room.min(self.rate_room(op, "", rate, now)?),
+            Some(rate) => room.min(self.rate_room(op, "", rate, rate_now)?),
             None => room,
         };
         if room == 0 {
@@ -59,9 +61,9 @@ impl Writer {
             started.push(*task);
         }
         let mut position = cursor.clone();
-        // Visits per claim are bounded (keys that are full cost a visit
-        // each); the cursor moves on, so the next claim goes further.
-        let mut visits_left = 4 * room + 64;
+        // No budget of visits: a round ends when it has been round every key
+        // once (keys at their concurrency cost a seek each).
+        let mut visits_left = usize::MAX;
         let mut multiplier = 1usize;
         'rounds: loop {
             let mut took = 0usize;
@@ -100,7 +102,7 @@ impl Writer {
                 quota = quota.min(room - started.len());
                 let rate = rule.rate.filter(|_| rule.rate_per_key);
                 if let Some(rate) = rate {
-                    quota = quota.min(self.rate_room(op, &key, rate, now)?);
+                    quota = quota.min(self.rate_room(op, &key, rate, rate_now)?);
                 }
                 if quota == 0 {
                     continue;
@@ -125,7 +127,7 @@ impl Writer {
                 }
                 if rate.is_some() {
                     let fresh = started[before..].to_vec();
-                    self.note_starts(op, &key, &fresh, now)?;
+                    self.note_starts(op, &key, &fresh, rate_now)?;
                 }
             }
             if took == 0 || started.len() >= room {
@@ -137,7 +139,7 @@ impl Writer {
         }
         if op_rate.is_some() {
             let all = started.clone();
-            self.note_starts(op, "", &all, now)?;
+            self.note_starts(op, "", &all, rate_now)?;
         }
         if position != cursor
             && let Some(key) = &position

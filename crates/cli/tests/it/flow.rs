@@ -210,7 +210,13 @@ async fn a_rate_spaces_the_starts_and_the_waiting_tasks_start_on_time() {
         .json()
         .await
         .unwrap();
-    let flow = &ops["ops"][0]["flow"];
+    let echo = ops["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == "echo")
+        .unwrap();
+    let flow = &echo["flow"];
     assert_eq!(flow["rate"], "5/s", "{ops}");
     assert!(flow["rate_used"].as_u64().is_some(), "{ops}");
     assert_spaced(&starts, 5);

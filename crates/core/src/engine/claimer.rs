@@ -246,12 +246,7 @@ impl Claimer {
                         continue;
                     }
                     if let Some(rate) = keys.as_ref().and_then(|rule| rule.rate) {
-                        self.arm_rate(
-                            op,
-                            rate,
-                            keys.as_ref().is_some_and(|rule| rule.rate_per_key),
-                        )
-                        .await;
+                        self.arm_rate(op, rate).await;
                     }
                     return;
                 }
@@ -321,21 +316,21 @@ impl Claimer {
         if let Some(rule) = keys.as_ref()
             && let Some(rate) = rule.rate
         {
-            self.arm_rate(op, rate, rule.rate_per_key).await;
+            self.arm_rate(op, rate).await;
         }
         Ok(())
     }
 
-    /// Arms `op`'s timer for when its rate next lets a task start, after a
-    /// claim pass left tasks waiting on it: when the op's own rate is used
-    /// up, the oldest start in its window leaving it; with a rate per key,
-    /// the same for the oldest start of any key (maybe early: a claim then
-    /// finds nothing and arms again).
-    async fn arm_rate(&self, op: &str, rate: crate::flow::Rate, per_key: bool) {
+    /// Arms `op`'s timer for when its rate next lets more tasks start,
+    /// after a claim pass: the oldest start in the window leaving it (a task
+    /// waiting on the rate starts then; with none waiting, that claim finds
+    /// nothing and arms for the next oldest, so an op wakes at most once per
+    /// start it made, and not at all once its window is empty).
+    async fn arm_rate(&self, op: &str, rate: crate::flow::Rate) {
         let now = self.runner.clock.now();
         let since = now.add_millis(-rate.window_ms);
         match self.runner.store.rate_window(op, since).await {
-            Ok((used, Some(oldest))) if per_key || used >= u64::from(rate.count) => {
+            Ok((_, Some(oldest))) => {
                 self.arm_due(op, oldest.add_millis(rate.window_ms + 1));
             }
             Ok(_) => {}

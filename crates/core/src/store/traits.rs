@@ -142,7 +142,8 @@ pub trait Transitions: Send + Sync + 'static {
     /// [`ClaimRule`](crate::flow::ClaimRule): keys in turns, from where the
     /// op's last claim left off, within each key by priority then age,
     /// never more than its `key_concurrency` of one key running; a task
-    /// without a key is never taken then.
+    /// without a key is taken when it heads the op's queue. With a rate, no
+    /// more starts than its window has room for.
     async fn claim_some(
         &self,
         op: &str,

@@ -15,8 +15,7 @@ CREATE TABLE {s}.flow_starts (op text NOT NULL, key text NOT NULL, at bigint NOT
 CREATE INDEX flow_starts_by_key ON {s}.flow_starts (op, key, at);
 CREATE INDEX flow_starts_by_time ON {s}.flow_starts (op, at);
 
--- How many more starts a rate allows now (the claim dropped the op's
--- starts past the window first).
+-- How many more starts a rate allows now (by the database's clock).
 CREATE FUNCTION {s}.rate_room(p_op text, p_key text, p_count integer, p_window bigint, p_now bigint)
 RETURNS integer LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -142,6 +141,9 @@ DECLARE
     v_head record;
     v_id_keys text[] := '{}';
     v_key_picked integer;
+    -- A rate goes by the database's clock (read after the lock, so the
+    -- claims of every instance see it move forward in their order).
+    v_rate_now bigint;
     v_per_key boolean := p_rate_count IS NOT NULL AND p_rate_per_key;
     r {s}.tasks%ROWTYPE;
 BEGIN
@@ -158,14 +160,12 @@ BEGIN
            AND d.run_at <= LEAST(p_now, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
          ORDER BY d.task_id
            FOR UPDATE SKIP LOCKED);
-    -- Starts two windows old go: a claim whose `now` is a little behind
-    -- another's (it waited for the lock) still counts every start of its
-    -- own window.
     IF p_rate_count IS NOT NULL THEN
-        DELETE FROM {s}.flow_starts f WHERE f.op = p_op AND f.at <= p_now - 2 * p_rate_window;
+        v_rate_now := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+        DELETE FROM {s}.flow_starts f WHERE f.op = p_op AND f.at <= v_rate_now - 2 * p_rate_window;
     END IF;
     IF p_rate_count IS NOT NULL AND NOT v_per_key THEN
-        v_room := LEAST(v_room, {s}.rate_room(p_op, '', p_rate_count, p_rate_window, p_now));
+        v_room := LEAST(v_room, {s}.rate_room(p_op, '', p_rate_count, p_rate_window, v_rate_now));
         IF v_room <= 0 THEN
             RETURN;
         END IF;
@@ -182,16 +182,21 @@ BEGIN
     SELECT c.last_key INTO v_cursor FROM {s}.flow_cursor c WHERE c.op = p_op;
     v_position := v_cursor;
     IF p_keyed THEN
-        v_visits := 4 * v_room + 64;
+        -- No budget of visits: a round ends when it has been round every
+        -- key once (keys at their concurrency cost a seek each).
+        v_visits := 2147483647;
         -- The op's head, when it has no key (a task made before the op's
         -- flow existed, or by submit() in SQL): taken first.
         SELECT t.task_id, t.flow_key INTO v_head FROM {s}.tasks t
          WHERE t.op = p_op AND t.status = 'pending' AND t.run_at IS NULL
-         ORDER BY t.priority DESC, t.created_at, t.task_id LIMIT 1
-           FOR UPDATE SKIP LOCKED;
+         ORDER BY t.priority DESC, t.created_at, t.task_id LIMIT 1;
         IF FOUND AND v_head.flow_key IS NULL THEN
-            v_ids := v_ids || v_head.task_id;
-            v_id_keys := v_id_keys || ''::text;
+            PERFORM 1 FROM {s}.tasks t
+             WHERE t.task_id = v_head.task_id AND t.status = 'pending' FOR UPDATE SKIP LOCKED;
+            IF FOUND THEN
+                v_ids := v_ids || v_head.task_id;
+                v_id_keys := v_id_keys || NULL::text;
+            END IF;
         END IF;
     END IF;
     <<rounds>>
@@ -235,7 +240,7 @@ BEGIN
             v_quota := LEAST(v_quota, v_room - cardinality(v_ids));
             IF v_per_key AND v_quota > 0 THEN
                 v_quota := LEAST(v_quota,
-                                 {s}.rate_room(p_op, v_key, p_rate_count, p_rate_window, p_now) - v_key_picked);
+                                 {s}.rate_room(p_op, v_key, p_rate_count, p_rate_window, v_rate_now) - v_key_picked);
             END IF;
             CONTINUE WHEN v_quota <= 0;
             SELECT coalesce(array_agg(x.task_id), '{}') INTO v_found
@@ -250,7 +255,8 @@ BEGIN
             v_took := v_took + cardinality(v_found);
         END LOOP;
         EXIT WHEN v_took = 0 OR cardinality(v_ids) >= v_room;
-        v_multiplier := LEAST(v_room, v_multiplier * GREATEST(1, ceil((v_room - cardinality(v_ids))::numeric / v_took)::integer));
+        v_multiplier := LEAST(v_room::bigint,
+                              v_multiplier::bigint * GREATEST(1, ceil((v_room - cardinality(v_ids))::numeric / v_took)::bigint))::integer;
     END LOOP;
     IF v_position IS NOT NULL AND v_position IS DISTINCT FROM v_cursor THEN
         INSERT INTO {s}.flow_cursor AS c (op, last_key) VALUES (p_op, v_position)
@@ -259,13 +265,13 @@ BEGIN
     IF cardinality(v_ids) = 0 THEN
         RETURN;
     END IF;
-    -- Each start at the time its run starts (as started_at; a later
-    -- attempt's too).
+    -- Each start (a later attempt's too), by the database's clock; with a
+    -- rate per key, a task without a key is not counted.
     IF p_rate_count IS NOT NULL THEN
         INSERT INTO {s}.flow_starts (op, key, at)
-            SELECT p_op, CASE WHEN v_per_key THEN coalesce(t.flow_key, '') ELSE '' END,
-                   greatest(p_now, t.created_at)
-              FROM {s}.tasks t WHERE t.task_id = ANY (v_ids);
+            SELECT p_op, CASE WHEN v_per_key THEN t.flow_key ELSE '' END, v_rate_now
+              FROM {s}.tasks t
+             WHERE t.task_id = ANY (v_ids) AND (NOT v_per_key OR t.flow_key IS NOT NULL);
     END IF;
     PERFORM set_config('tasktape.counted', 'on', true);
     FOR r IN
