@@ -18,8 +18,8 @@ use crate::writer::Writer;
 
 impl Writer {
     /// Starts up to `room` due tasks of `op` by `rule` (delayed ones that
-    /// came due were made due already); a rate goes by `rate_now` (the
-    /// caller's clock, which also arms its timer).
+    /// came due were made due already); a rate goes by the writer's `now`,
+    /// the time its runs start.
     pub(crate) fn claim_keyed(
         &mut self,
         op: &str,
@@ -27,13 +27,12 @@ impl Writer {
         rule: &ClaimRule,
         lease: &Lease,
         now: Timestamp,
-        rate_now: Timestamp,
     ) -> rusqlite::Result<Vec<Task>> {
         let mut started: Vec<Task> = Vec::new();
         // A rate of the op's own (not per key) bounds the whole claim.
         let op_rate = rule.rate.filter(|_| !rule.rate_per_key);
         let room = match op_rate {
-            Some(rate) => room.min(self.rate_room(op, "", rate, rate_now)?),
+            Some(rate) => room.min(self.rate_room(op, "", rate, now)?),
             None => room,
         };
         if room == 0 {
@@ -102,7 +101,7 @@ impl Writer {
                 quota = quota.min(room - started.len());
                 let rate = rule.rate.filter(|_| rule.rate_per_key);
                 if let Some(rate) = rate {
-                    quota = quota.min(self.rate_room(op, &key, rate, rate_now)?);
+                    quota = quota.min(self.rate_room(op, &key, rate, now)?);
                 }
                 if quota == 0 {
                     continue;
@@ -127,7 +126,7 @@ impl Writer {
                 }
                 if rate.is_some() {
                     let fresh = started[before..].to_vec();
-                    self.note_starts(op, &key, &fresh, rate_now)?;
+                    self.note_starts(op, &key, &fresh, now)?;
                 }
             }
             if took == 0 || started.len() >= room {
@@ -139,7 +138,7 @@ impl Writer {
         }
         if op_rate.is_some() {
             let all = started.clone();
-            self.note_starts(op, "", &all, rate_now)?;
+            self.note_starts(op, "", &all, now)?;
         }
         if position != cursor
             && let Some(key) = &position

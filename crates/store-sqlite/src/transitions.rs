@@ -220,14 +220,14 @@ impl Writer {
             .execute(params![op, due_by.as_millis()])?;
         let mut room = room;
         if let Some(rate) = keys.and_then(|rule| rule.rate) {
-            self.forget_starts(op, rate, due_by)?;
+            self.forget_starts(op, rate, now)?;
         }
         if let Some(rule) = keys {
             if rule.keyed {
-                return self.claim_keyed(op, room as usize, rule, lease, now, due_by);
+                return self.claim_keyed(op, room as usize, rule, lease, now);
             }
             if let Some(rate) = rule.rate {
-                room = room.min(self.rate_room(op, "", rate, due_by)? as i64);
+                room = room.min(self.rate_room(op, "", rate, now)? as i64);
                 if room <= 0 {
                     return Ok(Vec::new());
                 }
@@ -250,7 +250,7 @@ impl Writer {
         }
         if keys.is_some_and(|rule| rule.rate.is_some()) {
             let all = started.clone();
-            self.note_starts(op, "", &all, due_by)?;
+            self.note_starts(op, "", &all, now)?;
         }
         Ok(started)
     }
