@@ -27,7 +27,9 @@ BEGIN
 END
 $fn$;
 
--- create_task_at and create_tasks with the flow key (new overloads).
+-- create_task_at and create_tasks with the task's metadata and flow key
+-- (new overloads: an instance of the release before keeps calling the
+-- ones it knows).
 CREATE FUNCTION {s}.create_task_at(p_id uuid, p_op text, p_created bigint, p_params text,
                                    p_digest text, p_key text, p_trace text, p_priority integer,
                                    p_run_at bigint, p_max_attempts integer, p_retry text,
