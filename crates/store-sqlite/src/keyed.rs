@@ -125,8 +125,8 @@ impl Writer {
                     }
                 }
                 if rate.is_some() {
-                    let fresh = started[before..].to_vec();
-                    self.note_starts(op, &key, &fresh, now)?;
+                    let created = created_times(&started[before..]);
+                    self.note_starts(op, &key, &created, now)?;
                 }
             }
             if took == 0 || started.len() >= room {
@@ -137,8 +137,8 @@ impl Writer {
                 .min(room);
         }
         if op_rate.is_some() {
-            let all = started.clone();
-            self.note_starts(op, "", &all, now)?;
+            let created = created_times(&started);
+            self.note_starts(op, "", &created, now)?;
         }
         if position != cursor
             && let Some(key) = &position
@@ -185,20 +185,21 @@ impl Writer {
         Ok((i64::from(rate.count) - used).max(0) as usize)
     }
 
-    /// Records the starts of `tasks` (of `op`, under `key`) for its rate,
-    /// each at the time its run started (`now`, or its creation if later).
+    /// Records the starts of tasks created at `created` (of `op`, under
+    /// `key`) for its rate, each at the time its run started (`now`, or its
+    /// creation if later).
     pub(crate) fn note_starts(
         &mut self,
         op: &str,
         key: &str,
-        tasks: &[Task],
+        created: &[Timestamp],
         now: Timestamp,
     ) -> rusqlite::Result<()> {
         let mut statement = self
             .conn
             .prepare_cached("INSERT INTO flow_starts (op, key, at) VALUES (?1, ?2, ?3)")?;
-        for task in tasks {
-            let at = now.as_millis().max(task.created_at.as_millis());
+        for at in created {
+            let at = now.as_millis().max(at.as_millis());
             statement.execute(params![op, key, at])?;
         }
         Ok(())
@@ -231,4 +232,9 @@ impl Writer {
             }
         }
     }
+}
+
+/// When `tasks` were created (what a rate's start record needs of them).
+pub(crate) fn created_times(tasks: &[Task]) -> Vec<Timestamp> {
+    tasks.iter().map(|task| task.created_at).collect()
 }

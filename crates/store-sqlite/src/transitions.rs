@@ -249,8 +249,8 @@ impl Writer {
             }
         }
         if keys.is_some_and(|rule| rule.rate.is_some()) {
-            let all = started.clone();
-            self.note_starts(op, "", &all, now)?;
+            let created = crate::keyed::created_times(&started);
+            self.note_starts(op, "", &created, now)?;
         }
         Ok(started)
     }
