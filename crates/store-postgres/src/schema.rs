@@ -396,6 +396,7 @@ CREATE TRIGGER tasks_counted AFTER INSERT OR DELETE OR UPDATE OF status ON {s}.t
     include_str!("sql/012_requeue_tasks.sql"),
     include_str!("sql/013_metadata.sql"),
     include_str!("sql/014_flow_keys.sql"),
+    include_str!("sql/015_flow_claims_by_set.sql"),
 ];
 
 /// The schema version this build writes.

@@ -7,6 +7,8 @@
 //! a key (made before its flow existed) are taken when they head the op's
 //! queue.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, params};
 use tasktape_core::flow::{ClaimRule, Rate};
 use tasktape_core::model::{Task, TaskId};
@@ -60,9 +62,20 @@ impl Writer {
             started.push(*task);
         }
         let mut position = cursor.clone();
-        // No budget of visits: a round ends when it has been round every key
-        // once (keys at their concurrency cost a seek each).
-        let mut visits_left = usize::MAX;
+        // Running tasks of the op by key, read once; each start of this
+        // claim adds to them.
+        let mut running: HashMap<String, i64> = HashMap::new();
+        if rule.key_concurrency.is_some() {
+            let mut statement = self.conn.prepare_cached(
+                "SELECT flow_key, COUNT(*) FROM tasks \
+                 WHERE op = ?1 AND status = 'running' AND flow_key IS NOT NULL GROUP BY flow_key",
+            )?;
+            let rows = statement.query_map([op], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            for row in rows {
+                let (key, count): (String, i64) = row?;
+                running.insert(key, count);
+            }
+        }
         let mut multiplier = 1usize;
         'rounds: loop {
             let mut took = 0usize;
@@ -71,10 +84,11 @@ impl Writer {
             let began = position.clone();
             let mut wrapped = false;
             loop {
-                if started.len() >= room || visits_left == 0 {
+                if started.len() >= room {
                     break 'rounds;
                 }
-                let Some(key) = self.next_key(op, position.as_deref())? else {
+                // The next key and its best task, in one seek.
+                let Some((key, head)) = self.next_head(op, position.as_deref())? else {
                     if wrapped || began.is_none() {
                         break;
                     }
@@ -85,17 +99,10 @@ impl Writer {
                 if wrapped && began.as_deref().is_some_and(|began| key.as_str() > began) {
                     break;
                 }
-                visits_left -= 1;
                 position = Some(key.clone());
                 let mut quota = rule.weight(&key) as usize * multiplier;
                 if let Some(limit) = rule.key_concurrency {
-                    let running: i64 = self
-                        .conn
-                        .prepare_cached(
-                            "SELECT COUNT(*) FROM tasks \
-                             WHERE op = ?1 AND flow_key = ?2 AND status = 'running'",
-                        )?
-                        .query_row(params![op, key], |row| row.get(0))?;
+                    let running = running.get(&key).copied().unwrap_or(0);
                     quota = quota.min((i64::from(limit) - running).max(0) as usize);
                 }
                 quota = quota.min(room - started.len());
@@ -106,23 +113,32 @@ impl Writer {
                 if quota == 0 {
                     continue;
                 }
-                let ids = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT task_id FROM tasks \
-                         WHERE op = ?1 AND flow_key = ?2 AND status = 'pending' AND run_at IS NULL \
-                         ORDER BY priority DESC, created_at, task_id LIMIT ?3",
-                    )?
-                    .query_map(params![op, key, quota as i64], |row| {
-                        task_id_from(row.get(0)?)
-                    })?
-                    .collect::<rusqlite::Result<Vec<TaskId>>>()?;
+                let mut ids = vec![head];
+                if quota > 1 {
+                    self.conn
+                        .prepare_cached(
+                            "SELECT task_id FROM tasks \
+                             WHERE op = ?1 AND flow_key = ?2 AND status = 'pending' AND run_at IS NULL \
+                               AND task_id <> ?3 \
+                             ORDER BY priority DESC, created_at, task_id LIMIT ?4",
+                        )?
+                        .query_map(params![op, key, head.as_bytes().as_slice(), quota as i64 - 1], |row| {
+                            task_id_from(row.get(0)?)
+                        })?
+                        .try_for_each(|id| {
+                            ids.push(id?);
+                            Ok::<_, rusqlite::Error>(())
+                        })?;
+                }
                 let before = started.len();
                 for task_id in ids {
                     if let StartOutcome::Started(task) = self.start(task_id, lease, now)? {
                         started.push(*task);
                         took += 1;
                     }
+                }
+                if rule.key_concurrency.is_some() {
+                    *running.entry(key.clone()).or_default() += (started.len() - before) as i64;
                 }
                 if rate.is_some() {
                     let created = created_times(&started[before..]);
@@ -206,31 +222,40 @@ impl Writer {
     }
 
     /// The first key after `after` (from the start: `None`) with a due
-    /// pending task of `op`.
-    fn next_key(&mut self, op: &str, after: Option<&str>) -> rusqlite::Result<Option<String>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT flow_key FROM tasks \
-             WHERE op = ?1 AND status = 'pending' AND run_at IS NULL AND flow_key > ?2 \
-             ORDER BY flow_key LIMIT 1",
-        )?;
+    /// pending task of `op`, and that key's best task (priority, then age):
+    /// one seek into `tasks_key_order`, whose order this is.
+    fn next_head(
+        &mut self,
+        op: &str,
+        after: Option<&str>,
+    ) -> rusqlite::Result<Option<(String, TaskId)>> {
+        let row =
+            |row: &rusqlite::Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?));
         // Every key sorts after the empty text but '' itself; '' is taken
         // first from the start.
-        match after {
-            Some(after) => statement
-                .query_row(params![op, after], |row| row.get(0))
-                .optional(),
-            None => {
-                drop(statement);
-                self.conn
-                    .prepare_cached(
-                        "SELECT flow_key FROM tasks \
-                         WHERE op = ?1 AND status = 'pending' AND run_at IS NULL AND flow_key IS NOT NULL \
-                         ORDER BY flow_key LIMIT 1",
-                    )?
-                    .query_row([op], |row| row.get(0))
-                    .optional()
-            }
-        }
+        let found = match after {
+            Some(after) => self
+                .conn
+                .prepare_cached(
+                    "SELECT flow_key, task_id FROM tasks \
+                     WHERE op = ?1 AND status = 'pending' AND run_at IS NULL AND flow_key > ?2 \
+                     ORDER BY flow_key, priority DESC, created_at, task_id LIMIT 1",
+                )?
+                .query_row(params![op, after], row)
+                .optional()?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT flow_key, task_id FROM tasks \
+                     WHERE op = ?1 AND status = 'pending' AND run_at IS NULL AND flow_key IS NOT NULL \
+                     ORDER BY flow_key, priority DESC, created_at, task_id LIMIT 1",
+                )?
+                .query_row([op], row)
+                .optional()?,
+        };
+        found
+            .map(|(key, id)| Ok((key, task_id_from(id)?)))
+            .transpose()
     }
 }
 

@@ -133,6 +133,64 @@ pub async fn keyed_claims_keep_each_keys_concurrency(h: Harness) {
     assert_eq!(started.get("y"), Some(&3), "{started:?}");
 }
 
+/// Many keys, some of them full: a claim passes over the full keys (more
+/// of them than the claim's room) to reach keys with room, takes one task
+/// of each key in a turn, and the next claim goes on after the last key it
+/// visited; with every key full nothing starts, and each key that ends a
+/// run gets exactly that room back.
+pub async fn keyed_claims_over_many_keys_skip_full_ones(h: Harness) {
+    let store = &*h.store;
+    let rule = ClaimRule {
+        key_concurrency: Some(1),
+        ..ClaimRule::keyed()
+    };
+    let names: Vec<String> = (0..60).map(|n| format!("k{n:02}")).collect();
+    for name in &names {
+        keyed(store, "m", Some(name), 3).await;
+    }
+    let distinct = |tasks: &[Task]| {
+        let mut seen: Vec<String> = tasks.iter().filter_map(|t| t.flow_key.clone()).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    };
+    // Two claims of 20: 40 distinct keys, in key order from the first.
+    let first = claim(store, "m", 20, &rule).await;
+    let second = claim(store, "m", 20, &rule).await;
+    let mut both = first.clone();
+    both.extend(second.iter().cloned());
+    assert_eq!(both.len(), 40, "{:?}", keys(&both));
+    assert_eq!(distinct(&both), 40, "{:?}", keys(&both));
+    assert_eq!(
+        keys(&first),
+        names[..20].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        keys(&second),
+        names[20..40].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // 40 keys are full: a claim of 30 takes the 20 keys left, one task
+    // each, then wraps round and passes over the 40 full ones (more than
+    // its room) looking for more; a key picked in this claim is full too.
+    let third = claim(store, "m", 30, &rule).await;
+    assert_eq!(
+        keys(&third),
+        names[40..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(claim(store, "m", 100, &rule).await.is_empty());
+    // Two keys end a run each: exactly those two get a turn.
+    for task in [&first[3], &third[7]] {
+        store
+            .finish(task.task_id, Outcome::Succeeded(serde_json::json!(1)))
+            .await
+            .unwrap();
+    }
+    let fourth = claim(store, "m", 100, &rule).await;
+    let mut got = keys(&fourth);
+    got.sort_unstable();
+    assert_eq!(got, [names[3].as_str(), names[47].as_str()]);
+}
+
 /// A rate: no more starts in a window than it allows (per op, or per key),
 /// every start recorded (`rate_window` tells how many and the oldest); the
 /// window moving on lets more start.

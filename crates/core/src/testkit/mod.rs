@@ -120,6 +120,7 @@ macro_rules! __store_contract_checks {
             create_many_and_repeated_keys_keep_metadata,
             keyed_claims_take_keys_in_turns,
             keyed_claims_keep_each_keys_concurrency,
+            keyed_claims_over_many_keys_skip_full_ones,
             rates_bound_starts_per_window,
         }
     };
