@@ -178,17 +178,48 @@ pub async fn keyed_claims_over_many_keys_skip_full_ones(h: Harness) {
         names[40..].iter().map(String::as_str).collect::<Vec<_>>()
     );
     assert!(claim(store, "m", 100, &rule).await.is_empty());
-    // Two keys end a run each: exactly those two get a turn.
-    for task in [&first[3], &third[7]] {
-        store
-            .finish(task.task_id, Outcome::Succeeded(serde_json::json!(1)))
-            .await
-            .unwrap();
-    }
-    let fourth = claim(store, "m", 100, &rule).await;
-    let mut got = keys(&fourth);
-    got.sort_unstable();
-    assert_eq!(got, [names[3].as_str(), names[47].as_str()]);
+    let end = |task: &Task| {
+        let id = task.task_id;
+        async move {
+            store
+                .finish(id, Outcome::Succeeded(serde_json::json!(1)))
+                .await
+                .unwrap();
+        }
+    };
+    // k03 ends a run: a claim of one walks from k40 over the full keys to
+    // the end, wraps round, and takes k03.
+    end(&first[3]).await;
+    assert_eq!(keys(&claim(store, "m", 1, &rule).await), ["k03"]);
+    // k02 and k47 end a run each: the next claim of one goes on after k03
+    // (the last key visited), so k47 comes before k02.
+    end(&first[2]).await;
+    end(&third[7]).await;
+    assert_eq!(keys(&claim(store, "m", 1, &rule).await), ["k47"]);
+    assert_eq!(keys(&claim(store, "m", 5, &rule).await), ["k02"]);
+}
+
+/// A key with fewer tasks than its turn takes only what it has: the room
+/// left goes on to the next keys' turns, as if the turns were taken one
+/// after another.
+pub async fn keyed_claims_cut_turns_by_what_keys_have(h: Harness) {
+    let store = &*h.store;
+    let rule = ClaimRule {
+        weights: [("a".to_owned(), 3), ("b".to_owned(), 3)].into(),
+        ..ClaimRule::keyed()
+    };
+    keyed(store, "s", Some("a"), 1).await;
+    keyed(store, "s", Some("b"), 10).await;
+    keyed(store, "s", Some("c"), 10).await;
+    assert_eq!(
+        keys(&claim(store, "s", 4, &rule).await),
+        ["a", "b", "b", "b"]
+    );
+    // The next claim goes on after b: c's turn, then b's.
+    assert_eq!(
+        keys(&claim(store, "s", 4, &rule).await),
+        ["c", "b", "b", "b"]
+    );
 }
 
 /// A rate: no more starts in a window than it allows (per op, or per key),

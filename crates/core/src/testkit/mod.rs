@@ -121,6 +121,7 @@ macro_rules! __store_contract_checks {
             keyed_claims_take_keys_in_turns,
             keyed_claims_keep_each_keys_concurrency,
             keyed_claims_over_many_keys_skip_full_ones,
+            keyed_claims_cut_turns_by_what_keys_have,
             rates_bound_starts_per_window,
         }
     };

@@ -54,9 +54,10 @@ BEGIN
            FOR UPDATE SKIP LOCKED);
     -- With a rate or a key concurrency the runs start at the database's
     -- time after the lock (row and `task_started`): any window of start
-    -- times then holds what the rate allowed, and a run never seems to
-    -- start before the finish that made room for it (a claim that waited
-    -- for the lock was asked for earlier than that finish).
+    -- times then holds what the rate allowed, and (as far as the
+    -- instances' clocks agree with the database's, which stamp finishes) a
+    -- run does not seem to start before the finish that made room for it:
+    -- a claim that waited for the lock was asked for before that finish.
     IF p_rate_count IS NOT NULL OR (p_keyed AND p_key_limit IS NOT NULL) THEN
         v_rate_now := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
         IF v_rate_now > p_now THEN
@@ -149,7 +150,7 @@ BEGIN
                          ORDER BY t.flow_key LIMIT 1),
                        w.n + 1
                   FROM walk w
-                 WHERE w.k IS NOT NULL AND w.n < v_left + 16 AND (v_stop IS NULL OR w.k < v_stop)
+                 WHERE w.k IS NOT NULL AND w.n < v_left::bigint + 16 AND (v_stop IS NULL OR w.k < v_stop)
             ),
             keys AS (
                 SELECT w.k, w.n FROM walk w
@@ -160,20 +161,36 @@ BEGIN
                  WHERE u.k IS NOT NULL GROUP BY u.k
             ),
             turns AS (
-                SELECT k.k, k.n,
+                SELECT k.k, k.n, coalesce(p.n, 0) AS picked,
                        LEAST(coalesce(p_weights[array_position(p_weight_keys, k.k)], 1)::bigint * v_multiplier,
                              coalesce(p_key_limit - coalesce(run.n, 0) - coalesce(p.n, 0), v_left),
-                             CASE WHEN v_per_key
-                                  THEN {s}.rate_room(p_op, k.k, p_rate_count, p_rate_window, v_rate_now)
-                                       - coalesce(p.n, 0)
-                                  ELSE v_left END) AS quota
+                             v_left) AS quota
                   FROM keys k
                   LEFT JOIN picked p ON p.k = k.k
                   LEFT JOIN unnest(v_run_keys, v_run_counts) AS run(k, n) ON run.k = k.k
             ),
+            -- Each turn no larger than the key's rate allows (asked only of
+            -- keys with a turn) nor than the tasks it has left to pick, so
+            -- the room is cut by what each key will really take.
+            sized AS (
+                SELECT t.k, t.n, LEAST(t.quota, a.n) AS quota
+                  FROM (SELECT t.k, t.n,
+                               CASE WHEN v_per_key
+                                    THEN LEAST(t.quota, {s}.rate_room(p_op, t.k, p_rate_count, p_rate_window, v_rate_now)
+                                                        - t.picked)
+                                    ELSE t.quota END AS quota
+                          FROM turns t WHERE t.quota > 0) t
+                  CROSS JOIN LATERAL (
+                      SELECT count(*) AS n FROM (
+                          SELECT 1 FROM {s}.tasks x
+                           WHERE x.op = p_op AND x.flow_key = t.k AND x.status = 'pending' AND x.run_at IS NULL
+                             AND x.task_id <> ALL (v_ids)
+                           LIMIT GREATEST(t.quota, 0)) y) a
+                 WHERE t.quota > 0
+            ),
             cut AS (
                 SELECT t.k, t.n, t.quota, (sum(t.quota) OVER (ORDER BY t.n))::bigint - t.quota AS before
-                  FROM turns t WHERE t.quota > 0
+                  FROM sized t WHERE t.quota > 0
             ),
             chosen AS (
                 SELECT c.n, x.task_id, c.k, x.priority, x.created_at
