@@ -6,19 +6,22 @@
 //! run without the flow table (B's tasks then wait behind A's backlog).
 //!
 //! Then the claims' cost with many keys: 100,000 pending `echo(0)` tasks
-//! over 10,000 keys (due together), drained for 20,000 tasks (op limit
-//! 256), with the key against without it (target: within 20 %).
+//! over 10,000 keys (due together), drained for 20,000 tasks from their
+//! `run_at` and, steady, from the 2,000th success to the 22,000th (op
+//! limit 256), with the key against without it (target: within 20 %).
 //!
 //! Run: `cargo bench -p tasktape --bench flow` (SQLite); under
 //! `scripts/with-postgres` with `TASKTAPE_FLOW_STORE=postgres` for
 //! PostgreSQL. `TASKTAPE_FLOW_RUNS` runs per setting (default 3; medians);
-//! `TASKTAPE_FLOW_ONLY=fair|keys|spread` one of them. `spread` (PostgreSQL
+//! `TASKTAPE_FLOW_ONLY=fair|keys|spread|binding|rate` one of them. `spread` (PostgreSQL
 //! only, and only when asked): three instances drain 1,000 keys × 20 tasks
 //! (one 20 ms step each; each key's 20 submitted together, so without keys
 //! the oldest-first claims run many of one key at once) with
 //! `key_concurrency = 2`, against the same
-//! without the key; the peak of running tasks per key is computed from the
-//! rows' start and finish times. `rate` (PostgreSQL only, when asked):
+//! without the key, then once more with 200 keys × 100 tasks, where the
+//! key's limit binds; the peak of running tasks per key is computed from
+//! the rows' start and finish times and sampled from the database through
+//! the drain. `binding` runs only that last case. `rate` (PostgreSQL only, when asked):
 //! three instances with `rate = "600/min"` on a backlog for
 //! `TASKTAPE_FLOW_RATE_SECS` (default 300): the most starts in any 60 s
 //! window, and the average per minute.
