@@ -28,6 +28,10 @@ DECLARE
     v_found uuid[];
     v_found_keys text[];
     v_last text;
+    -- How many keys a batch walks: the room left + 16, doubled after each
+    -- batch that took nothing (up to 8,192), so a claim passing over many
+    -- full keys needs few statements.
+    v_span bigint := 0;
     v_head record;
     -- Running tasks of the op by key, read once (the op's claim lock is
     -- held: no claim adds to them meanwhile; finishes only make room).
@@ -137,6 +141,7 @@ BEGIN
             EXIT WHEN v_wrapped AND v_began IS NOT NULL AND v_key > v_began;
             -- Once wrapped, the round ends with the key it began after.
             v_stop := CASE WHEN v_wrapped THEN v_began END;
+            v_span := GREATEST(v_span, v_left::bigint + 16);
             -- From v_key on, a batch of keys in order (a skip scan), each
             -- with its turn: its weight times the round's multiplier, no more
             -- than its concurrency leaves (running, and picked in this
@@ -150,7 +155,7 @@ BEGIN
                          ORDER BY t.flow_key LIMIT 1),
                        w.n + 1
                   FROM walk w
-                 WHERE w.k IS NOT NULL AND w.n < v_left::bigint + 16 AND (v_stop IS NULL OR w.k < v_stop)
+                 WHERE w.k IS NOT NULL AND w.n < v_span AND (v_stop IS NULL OR w.k < v_stop)
             ),
             keys AS (
                 SELECT w.k, w.n FROM walk w
@@ -217,6 +222,7 @@ BEGIN
             v_ids := v_ids || v_found;
             v_id_keys := v_id_keys || v_found_keys;
             v_took := v_took + cardinality(v_found);
+            v_span := CASE WHEN cardinality(v_found) = 0 THEN LEAST(v_span * 2, 8192) ELSE 0 END;
             v_position := coalesce(v_last, v_key);
             EXIT WHEN v_stop IS NOT NULL AND v_position >= v_stop;
         END LOOP;
