@@ -126,20 +126,7 @@ async fn keys_come_from_metadata_or_params_and_keep_their_concurrency() {
         }
     };
     // GET /v1/ops shows the op's flow control.
-    let ops: Value = http
-        .get(format!("{base}/v1/ops"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let echo = ops["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|op| op["name"] == "echo")
-        .unwrap();
+    let echo = echo_op(&base).await;
     assert_eq!(
         echo["flow"],
         json!({"key": "{customer}", "key_concurrency": 1}),
@@ -148,6 +135,23 @@ async fn keys_come_from_metadata_or_params_and_keep_their_concurrency() {
     let b = started(&ids[3].1).await;
     let last_a = started(&ids[2].1).await;
     assert!(b < last_a, "b started {b}, a's last {last_a}");
+}
+
+/// The `echo` op's entry in `GET /v1/ops`.
+async fn echo_op(base: &str) -> Value {
+    let ops: Value = reqwest::get(format!("{base}/v1/ops"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ops["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == "echo")
+        .cloned()
+        .unwrap_or_else(|| panic!("no echo in {ops}"))
 }
 
 /// Submits `count` echo(0) tasks round-robin over `bases`, waits for all
@@ -204,21 +208,10 @@ async fn a_rate_spaces_the_starts_and_the_waiting_tasks_start_on_time() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve_config(dir.path(), "[flow.echo]\nrate = \"5/s\"\n");
     let starts = rated_starts(std::slice::from_ref(&server.base), 12).await;
-    let ops: Value = reqwest::get(format!("{}/v1/ops", server.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let echo = ops["ops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|op| op["name"] == "echo")
-        .unwrap();
+    let echo = echo_op(&server.base).await;
     let flow = &echo["flow"];
-    assert_eq!(flow["rate"], "5/s", "{ops}");
-    assert!(flow["rate_used"].as_u64().is_some(), "{ops}");
+    assert_eq!(flow["rate"], "5/s", "{echo}");
+    assert!(flow["rate_used"].as_u64().is_some(), "{echo}");
     assert_spaced(&starts, 5);
     let span = starts[11] - starts[0];
     assert!(
